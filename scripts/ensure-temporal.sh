@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Prints the path of a Temporal CLI (dev server included), building it once if needed.
+# Order: $TEMPORAL_CLI_PATH, `temporal` on PATH, the shared cache, else `go install` into the cache.
+set -euo pipefail
+VERSION="${TEMPORAL_CLI_VERSION:-v1.5.1}" # newest tag `go install` accepts; later tags carry replace directives
+CACHE_DIR="${BALANCE_SYNC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/balance-sync}/temporal-cli-$VERSION"
+
+if [[ -n "${TEMPORAL_CLI_PATH:-}" && -x "$TEMPORAL_CLI_PATH" ]]; then echo "$TEMPORAL_CLI_PATH"; exit 0; fi
+if command -v temporal >/dev/null 2>&1; then command -v temporal; exit 0; fi
+if [[ -x "$CACHE_DIR/temporal" ]]; then echo "$CACHE_DIR/temporal"; exit 0; fi
+
+command -v go >/dev/null 2>&1 || {
+  echo "ensure-temporal: no Temporal CLI found and no Go toolchain to build one; see README 'Getting the Temporal CLI'" >&2
+  exit 1
+}
+mkdir -p "$CACHE_DIR"
+echo "ensure-temporal: building temporal CLI $VERSION into $CACHE_DIR (about 5 minutes, once per machine)" >&2
+# Build into a temporary GOBIN, then rename, so an interrupted build never leaves a half binary in the cache.
+tmp="$(mktemp -d "$CACHE_DIR/build.XXXXXX")"
+CGO_ENABLED=0 GOBIN="$tmp" go install "github.com/temporalio/cli/cmd/temporal@$VERSION" >&2
+mv "$tmp/temporal" "$CACHE_DIR/temporal"
+rmdir "$tmp"
+echo "$CACHE_DIR/temporal"

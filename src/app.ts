@@ -1,0 +1,129 @@
+import { Client } from '@temporalio/client';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import type { Logger } from 'pino';
+import { createActivities } from './activities/index.js';
+import { startBridge, type Bridge } from './bridge/bridge.js';
+import { ProviderDirectory } from './bridge/provider-directory.js';
+import { redactUrl, type Config } from './config.js';
+import { startHttpServer } from './http/server.js';
+import { createMetrics, type AppMetrics } from './metrics.js';
+import { migrate } from './postgres/schema.js';
+import { waitForProducerTables } from './postgres/wait-for-tables.js';
+import { ensureSchedules } from './schedules/schedules.js';
+import { connectToTemporal } from './temporal-connection.js';
+import { createWorker } from './worker.js';
+
+export interface App {
+  httpPort: number;
+  client: Client;
+  /** Graceful stop: consuming first, then in-flight starts, the worker, then every connection. */
+  stop(): Promise<void>;
+  /** Settles when the worker stops; rejects if it fails. */
+  done: Promise<void>;
+}
+
+/**
+ * Starts the whole service in this process: migrations, the worker (both workflow types), the
+ * schedules, the start-up reconciliation, the RabbitMQ bridge and the HTTP endpoints.
+ */
+export async function startApp(config: Config, log: Logger, metrics: AppMetrics = createMetrics()): Promise<App> {
+  log.info(
+    {
+      postgres: redactUrl(config.DATABASE_URL),
+      keydb: redactUrl(config.KEYDB_URL),
+      rabbitmq: redactUrl(config.RABBITMQ_URL),
+      temporal: config.TEMPORAL_ADDRESS,
+      taskQueue: config.TEMPORAL_TASK_QUEUE,
+    },
+    'starting balance-sync',
+  );
+  const pool = new pg.Pool({ connectionString: config.DATABASE_URL, max: 10 });
+  pool.on('error', (error) => log.warn({ err: error.message }, 'idle Postgres client failed'));
+  const keydb = new Redis(config.KEYDB_URL, { maxRetriesPerRequest: 2, enableOfflineQueue: true });
+  keydb.on('error', (error: Error) => log.warn({ err: error.message }, 'KeyDB connection error'));
+
+  await waitForProducerTables(pool, log, config.STARTUP_WAIT_SECONDS);
+  const { installedTriggers } = await migrate(pool);
+  if (installedTriggers) log.info('balance triggers installed and running sums computed');
+
+  const { connection, namespace } = await connectToTemporal(config, log);
+  const client = new Client({ connection, namespace });
+  const worker = await createWorker({
+    connection,
+    namespace,
+    taskQueue: config.TEMPORAL_TASK_QUEUE,
+    activities: createActivities({ pool, keydb, metrics }),
+    workflowBundlePath: config.WORKFLOW_BUNDLE_PATH || undefined,
+  });
+  const done = worker.run();
+  done.catch((error: unknown) => log.error({ err: (error as Error).message }, 'worker stopped with an error'));
+
+  const scheduleSettings = {
+    taskQueue: config.TEMPORAL_TASK_QUEUE,
+    syncScheduleId: config.SYNC_SCHEDULE_ID,
+    syncLeadSeconds: config.SYNC_LEAD_SECONDS,
+    reconcileScheduleId: config.RECONCILE_SCHEDULE_ID,
+    reconcileCron: config.RECONCILE_CRON,
+  };
+  const schedules = await ensureSchedules(client, scheduleSettings, log);
+  log.info({ schedules }, 'schedules ready');
+  await client.workflow.start('ReconcileBalances', {
+    taskQueue: config.TEMPORAL_TASK_QUEUE,
+    workflowId: `${config.RECONCILE_SCHEDULE_ID}-startup`,
+    workflowIdConflictPolicy: 'USE_EXISTING',
+    workflowIdReusePolicy: 'ALLOW_DUPLICATE',
+  });
+
+  const bridge: Bridge = startBridge(
+    {
+      rabbitmqUrl: config.RABBITMQ_URL,
+      incomingQueue: config.INCOMING_QUEUE,
+      deadLetterQueue: config.DEAD_LETTER_QUEUE,
+      prefetch: config.BRIDGE_PREFETCH,
+      maxMessageBytes: config.MAX_MESSAGE_BYTES,
+      taskQueue: config.TEMPORAL_TASK_QUEUE,
+      eagerStart: config.BRIDGE_EAGER_START,
+    },
+    { client, providers: new ProviderDirectory(pool), metrics, log },
+  );
+
+  const http = await startHttpServer(config.HTTP_PORT, {
+    registry: metrics.registry,
+    temporalMetricsUrl: config.TEMPORAL_METRICS_PORT ? `http://127.0.0.1:${config.TEMPORAL_METRICS_PORT}/metrics` : undefined,
+    readiness: async () => ({
+      rabbitmq: bridge.isConsuming(),
+      worker: worker.getState() === 'RUNNING',
+      temporal: await connection.healthService
+        .check({})
+        .then(() => true)
+        .catch(() => false),
+      postgres: await pool
+        .query('SELECT 1')
+        .then(() => true)
+        .catch(() => false),
+      keydb: keydb.status === 'ready',
+    }),
+  });
+  log.info({ port: http.port }, 'http endpoints ready');
+
+  let stopping: Promise<void> | undefined;
+  return {
+    httpPort: http.port,
+    client,
+    done,
+    stop() {
+      stopping ??= (async () => {
+        await bridge.stop();
+        worker.shutdown();
+        await done.catch(() => undefined);
+        await new Promise((resolve) => http.server.close(resolve));
+        await connection.close();
+        await pool.end();
+        keydb.disconnect();
+        log.info('stopped');
+      })();
+      return stopping;
+    },
+  };
+}

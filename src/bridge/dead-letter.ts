@@ -1,0 +1,44 @@
+import type { ConfirmChannel, ConsumeMessage } from 'amqplib';
+import type { DeadLetterCode } from './parse-transaction.js';
+
+export const REASON_HEADER = 'x-balance-sync-reason';
+export const REASON_CODE_HEADER = 'x-balance-sync-reason-code';
+
+/**
+ * Publishes the message, body and properties untouched, to the dead-letter queue with the reason in
+ * headers, and resolves only once the broker has confirmed it.
+ */
+export async function publishDeadLetter(
+  channel: ConfirmChannel,
+  queue: string,
+  message: ConsumeMessage,
+  code: DeadLetterCode,
+  reason: string,
+): Promise<void> {
+  const { properties } = message;
+  await new Promise<void>((resolve, reject) => {
+    channel.sendToQueue(
+      queue,
+      message.content,
+      {
+        contentType: properties.contentType as string | undefined,
+        contentEncoding: properties.contentEncoding as string | undefined,
+        messageId: properties.messageId as string | undefined,
+        correlationId: properties.correlationId as string | undefined,
+        timestamp: properties.timestamp as number | undefined,
+        type: properties.type as string | undefined,
+        appId: properties.appId as string | undefined,
+        persistent: true,
+        headers: {
+          ...properties.headers,
+          [REASON_HEADER]: reason,
+          [REASON_CODE_HEADER]: code,
+          'x-balance-sync-dead-lettered-at': new Date().toISOString(),
+          'x-original-queue': message.fields.routingKey,
+          'x-original-redelivered': message.fields.redelivered,
+        },
+      },
+      (error: unknown) => (error ? reject(error instanceof Error ? error : new Error(String(error))) : resolve()),
+    );
+  });
+}

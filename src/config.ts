@@ -1,0 +1,80 @@
+import { z } from 'zod';
+
+/** Every setting of the service, read from the environment once at start-up. */
+export type Config = z.infer<typeof configSchema>;
+
+const url = (protocols: string[]) =>
+  z
+    .string()
+    .min(1)
+    .refine(
+      (value) => {
+        try {
+          return protocols.includes(new URL(value).protocol);
+        } catch {
+          return false;
+        }
+      },
+      { message: `must be a URL starting with ${protocols.map((p) => `${p}//`).join(' or ')}` },
+    );
+
+const positiveInt = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+
+const configSchema = z.object({
+  TEMPORAL_ADDRESS: z.string().min(1).default('localhost:7233'),
+  TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
+  TEMPORAL_TASK_QUEUE: z.string().min(1).default('balance-sync'),
+  DATABASE_URL: url(['postgres:', 'postgresql:']).default('postgres://user:password@localhost:5432/fxc'),
+  KEYDB_URL: url(['redis:', 'rediss:']).default('redis://localhost:6379/0'),
+  RABBITMQ_URL: url(['amqp:', 'amqps:']).default('amqp://user:password@localhost:5672'),
+  INCOMING_QUEUE: z.string().min(1).default('incoming_transactions'),
+  DEAD_LETTER_QUEUE: z.string().min(1).default('incoming_transactions.dead'),
+  LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+  HTTP_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
+  BRIDGE_PREFETCH: positiveInt(64),
+  MAX_MESSAGE_BYTES: positiveInt(65536),
+  SYNC_SCHEDULE_ID: z.string().min(1).default('sync-balances'),
+  SYNC_LEAD_SECONDS: z.coerce.number().int().min(0).max(30).default(5),
+  RECONCILE_SCHEDULE_ID: z.string().min(1).default('reconcile-balances'),
+  RECONCILE_CRON: z.string().min(1).default('17 * * * *'),
+  STARTUP_WAIT_SECONDS: z.coerce.number().int().min(0).default(600),
+  BRIDGE_EAGER_START: z
+    .enum(['true', 'false'], { message: 'must be true or false' })
+    .default('true')
+    .transform((value) => value === 'true'),
+  TEMPORAL_METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9465),
+  WORKFLOW_BUNDLE_PATH: z.string().default(''),
+});
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Parses the environment; a bad value throws one ConfigError naming every offending variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const present = Object.fromEntries(
+    Object.keys(configSchema.shape).flatMap((key) => {
+      const value = env[key];
+      return value === undefined || value === '' ? [] : [[key, value]];
+    }),
+  );
+  const parsed = configSchema.safeParse(present);
+  if (parsed.success) return parsed.data;
+  const problems = parsed.error.issues.map((issue) => {
+    const variable = String(issue.path[0] ?? '?');
+    // Never echo the rejected value: it may be a credential.
+    return `${variable}: ${issue.message}`;
+  });
+  throw new ConfigError(`Invalid configuration: ${problems.join('; ')}`);
+}
+
+/** A URL with its password replaced, safe for logs and error messages. */
+export function redactUrl(value: string): string {
+  try {
+    const parsed = new URL(value);
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return '<unparseable url>';
+  }
+}

@@ -1,0 +1,51 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Registry } from 'prom-client';
+
+export interface HttpDeps {
+  registry: Registry;
+  /** Each dependency's readiness; all must be true for /readyz to answer 200. */
+  readiness: () => Promise<Record<string, boolean>>;
+  /** Where the Temporal Runtime serves its own Prometheus metrics, appended to /metrics. */
+  temporalMetricsUrl?: string | undefined;
+}
+
+/** /healthz (process alive), /readyz (dependencies connected, worker running), /metrics. */
+export async function startHttpServer(port: number, deps: HttpDeps): Promise<{ server: Server; port: number }> {
+  const server = createServer((request, response) => {
+    const send = (status: number, contentType: string, body: string) => {
+      response.writeHead(status, { 'content-type': contentType });
+      response.end(body);
+    };
+    const path = request.url?.split('?')[0];
+    const respond = async () => {
+      if (path === '/healthz') return send(200, 'application/json', '{"status":"ok"}');
+      if (path === '/readyz') {
+        const checks = await deps.readiness();
+        const ready = Object.values(checks).every(Boolean);
+        return send(ready ? 200 : 503, 'application/json', JSON.stringify({ ready, checks }));
+      }
+      if (path === '/metrics') {
+        const own = await deps.registry.metrics();
+        const temporal = deps.temporalMetricsUrl ? await fetchText(deps.temporalMetricsUrl) : '';
+        return send(200, deps.registry.contentType, `${own}\n${temporal}`);
+      }
+      send(404, 'text/plain', 'not found');
+    };
+    respond().catch((error: unknown) => send(500, 'text/plain', (error as Error).message));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, resolve);
+  });
+  return { server, port: (server.address() as AddressInfo).port };
+}
+
+async function fetchText(url: string): Promise<string> {
+  try {
+    const response = await fetch(url, { signal: AbortSignal.timeout(2000) });
+    return response.ok ? await response.text() : '';
+  } catch {
+    return '';
+  }
+}

@@ -1,0 +1,22 @@
+import { DefaultLogger, type LogLevel, type LogMetadata } from '@temporalio/worker';
+import pino, { type Logger } from 'pino';
+
+/** Structured JSON logs on stdout. Callers never pass credentials: URLs go through redactUrl. */
+export function createLogger(level: string): Logger {
+  return pino({ level, base: { service: 'balance-sync' } });
+}
+
+const temporalToPino: Record<LogLevel, 'trace' | 'debug' | 'info' | 'warn' | 'error'> = {
+  TRACE: 'trace',
+  DEBUG: 'debug',
+  INFO: 'info',
+  WARN: 'warn',
+  ERROR: 'error',
+};
+
+/** Routes the Temporal SDK's own logs (worker, workflow `log`, activity `log`) into pino. */
+export function temporalLogger(log: Logger, level: LogLevel = 'INFO'): DefaultLogger {
+  return new DefaultLogger(level, ({ level: entryLevel, message, meta }) => {
+    log[temporalToPino[entryLevel]]({ ...(meta as LogMetadata | undefined), source: 'temporal' }, message);
+  });
+}

@@ -1,0 +1,58 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** The app's own Prometheus metrics; Temporal's runtime metrics are appended by the HTTP server. */
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'balance_sync_process_' });
+  const registers = [registry];
+  return {
+    registry,
+    messagesConsumed: new Counter({
+      name: 'balance_sync_messages_consumed_total',
+      help: 'Messages delivered to the bridge from the incoming queue',
+      registers,
+    }),
+    messagesAcked: new Counter({
+      name: 'balance_sync_messages_acked_total',
+      help: 'Messages acked after Temporal accepted (or already had) their IngestTransaction',
+      labelNames: ['outcome'] as const,
+      registers,
+    }),
+    messagesDeadLettered: new Counter({
+      name: 'balance_sync_messages_dead_lettered_total',
+      help: 'Messages moved to the dead-letter queue, by reason code',
+      labelNames: ['code'] as const,
+      registers,
+    }),
+    workflowStartSeconds: new Histogram({
+      name: 'balance_sync_workflow_start_seconds',
+      help: 'Time for Temporal to accept an IngestTransaction start',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    }),
+    ingestEndToEndSeconds: new Histogram({
+      name: 'balance_sync_ingest_end_to_end_seconds',
+      help: 'From the bridge receiving a message to its row being committed',
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    }),
+    syncWriteOffsetSeconds: new Histogram({
+      name: 'balance_sync_sync_write_offset_seconds',
+      help: 'KeyDB write time minus the minute boundary it belongs to',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5],
+      registers,
+    }),
+    reconcileDrift: new Gauge({
+      name: 'balance_sync_reconcile_drift_providers',
+      help: 'Providers whose running sum differed from the full aggregate at the last reconciliation',
+      registers,
+    }),
+    reconcileDriftTotal: new Counter({
+      name: 'balance_sync_reconcile_drift_corrections_total',
+      help: 'Provider sums corrected by reconciliation',
+      registers,
+    }),
+  };
+}
+
+export type AppMetrics = ReturnType<typeof createMetrics>;

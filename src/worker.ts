@@ -1,0 +1,31 @@
+import { Worker, type NativeConnection, type WorkerOptions } from '@temporalio/worker';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { Activities } from './activities/index.js';
+
+export interface WorkerSettings {
+  connection: NativeConnection;
+  namespace: string;
+  taskQueue: string;
+  activities: Activities;
+  /** A prebuilt bundle (npm run build); without one the worker bundles the sources at start-up. */
+  workflowBundlePath?: string;
+  tuning?: Pick<WorkerOptions, 'maxConcurrentWorkflowTaskExecutions' | 'maxConcurrentActivityTaskExecutions' | 'maxConcurrentLocalActivityExecutions'>;
+}
+
+export const DEFAULT_BUNDLE_PATH = fileURLToPath(new URL('../workflow-bundle.js', import.meta.url));
+
+/** One worker for both workflow types on one task queue. */
+export async function createWorker(settings: WorkerSettings): Promise<Worker> {
+  const bundlePath = settings.workflowBundlePath || (existsSync(DEFAULT_BUNDLE_PATH) ? DEFAULT_BUNDLE_PATH : undefined);
+  return await Worker.create({
+    connection: settings.connection,
+    namespace: settings.namespace,
+    taskQueue: settings.taskQueue,
+    activities: settings.activities,
+    ...(bundlePath
+      ? { workflowBundle: { codePath: bundlePath } }
+      : { workflowsPath: fileURLToPath(new URL('./workflows/index.js', import.meta.url)) }),
+    ...settings.tuning,
+  });
+}
