@@ -27,7 +27,9 @@ export default tseslint.config(
         'error',
         {
           paths: [...nodeBuiltins, 'pg', 'ioredis', 'amqplib', 'amqp-connection-manager', 'pino'],
-          patterns: [{ group: ['../activities/*', '!../activities/index.js'], message: 'Import activity types only.' }],
+          patterns: [
+            { group: ['../activities/*', '!../activities/index.js'], message: 'Import activity types only.' },
+          ],
         },
       ],
       'no-restricted-globals': ['error', 'setTimeout', 'setInterval', 'process'],

@@ -27,7 +27,11 @@ export interface App {
  * Starts the whole service in this process: migrations, the worker (both workflow types), the
  * schedules, the start-up reconciliation, the RabbitMQ bridge and the HTTP endpoints.
  */
-export async function startApp(config: Config, log: Logger, metrics: AppMetrics = createMetrics()): Promise<App> {
+export async function startApp(
+  config: Config,
+  log: Logger,
+  metrics: AppMetrics = createMetrics(),
+): Promise<App> {
   log.info(
     {
       postgres: redactUrl(config.DATABASE_URL),
@@ -57,7 +61,9 @@ export async function startApp(config: Config, log: Logger, metrics: AppMetrics 
     workflowBundlePath: config.WORKFLOW_BUNDLE_PATH || undefined,
   });
   const done = worker.run();
-  done.catch((error: unknown) => log.error({ err: (error as Error).message }, 'worker stopped with an error'));
+  done.catch((error: unknown) =>
+    log.error({ err: (error as Error).message }, 'worker stopped with an error'),
+  );
 
   const scheduleSettings = {
     taskQueue: config.TEMPORAL_TASK_QUEUE,
@@ -90,7 +96,9 @@ export async function startApp(config: Config, log: Logger, metrics: AppMetrics 
 
   const http = await startHttpServer(config.HTTP_PORT, {
     registry: metrics.registry,
-    temporalMetricsUrl: config.TEMPORAL_METRICS_PORT ? `http://127.0.0.1:${config.TEMPORAL_METRICS_PORT}/metrics` : undefined,
+    temporalMetricsUrl: config.TEMPORAL_METRICS_PORT
+      ? `http://127.0.0.1:${config.TEMPORAL_METRICS_PORT}/metrics`
+      : undefined,
     readiness: async () => ({
       rabbitmq: bridge.isConsuming(),
       worker: worker.getState() === 'RUNNING',
@@ -115,7 +123,7 @@ export async function startApp(config: Config, log: Logger, metrics: AppMetrics 
     stop() {
       stopping ??= (async () => {
         await bridge.stop();
-        worker.shutdown();
+        if (worker.getState() === 'RUNNING') worker.shutdown();
         await done.catch(() => undefined);
         await new Promise((resolve) => http.server.close(resolve));
         await connection.close();

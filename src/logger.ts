@@ -1,4 +1,4 @@
-import { DefaultLogger, type LogLevel, type LogMetadata } from '@temporalio/worker';
+import { DefaultLogger, type LogLevel } from '@temporalio/worker';
 import pino, { type Logger } from 'pino';
 
 /** Structured JSON logs on stdout. Callers never pass credentials: URLs go through redactUrl. */
@@ -17,6 +17,6 @@ const temporalToPino: Record<LogLevel, 'trace' | 'debug' | 'info' | 'warn' | 'er
 /** Routes the Temporal SDK's own logs (worker, workflow `log`, activity `log`) into pino. */
 export function temporalLogger(log: Logger, level: LogLevel = 'INFO'): DefaultLogger {
   return new DefaultLogger(level, ({ level: entryLevel, message, meta }) => {
-    log[temporalToPino[entryLevel]]({ ...(meta as LogMetadata | undefined), source: 'temporal' }, message);
+    log[temporalToPino[entryLevel]]({ ...meta, source: 'temporal' }, message);
   });
 }

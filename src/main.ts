@@ -18,6 +18,8 @@ async function main(): Promise<void> {
   const log = createLogger(config.LOG_LEVEL);
   Runtime.install({
     logger: temporalLogger(log),
+    // We order the shutdown ourselves: stop consuming before the worker stops.
+    shutdownSignals: [],
     telemetryOptions: config.TEMPORAL_METRICS_PORT
       ? { metrics: { prometheus: { bindAddress: `127.0.0.1:${config.TEMPORAL_METRICS_PORT}` } } }
       : {},

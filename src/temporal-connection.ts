@@ -12,7 +12,10 @@ import type { Config } from './config.js';
 export function temporalConnectOptions(config: Pick<Config, 'TEMPORAL_ADDRESS' | 'TEMPORAL_NAMESPACE'>) {
   const { connectionOptions, namespace } = loadClientConnectConfig();
   return {
-    connectionOptions: { ...connectionOptions, address: connectionOptions.address ?? config.TEMPORAL_ADDRESS },
+    connectionOptions: {
+      ...connectionOptions,
+      address: connectionOptions.address ?? config.TEMPORAL_ADDRESS,
+    },
     namespace: namespace ?? config.TEMPORAL_NAMESPACE,
   };
 }
@@ -29,7 +32,10 @@ export async function connectToTemporal(
     maxTimeout: 5_000,
     maxRetryTime: config.STARTUP_WAIT_SECONDS * 1000,
     onFailedAttempt: ({ error, attemptNumber }) =>
-      log.warn({ address: connectionOptions.address, attempt: attemptNumber, err: error.message }, 'cannot reach Temporal yet'),
+      log.warn(
+        { address: connectionOptions.address, attempt: attemptNumber, err: error.message },
+        'cannot reach Temporal yet',
+      ),
   });
   return { connection, namespace };
 }

@@ -10,14 +10,20 @@ export interface WorkerSettings {
   activities: Activities;
   /** A prebuilt bundle (npm run build); without one the worker bundles the sources at start-up. */
   workflowBundlePath?: string;
-  tuning?: Pick<WorkerOptions, 'maxConcurrentWorkflowTaskExecutions' | 'maxConcurrentActivityTaskExecutions' | 'maxConcurrentLocalActivityExecutions'>;
+  tuning?: Pick<
+    WorkerOptions,
+    | 'maxConcurrentWorkflowTaskExecutions'
+    | 'maxConcurrentActivityTaskExecutions'
+    | 'maxConcurrentLocalActivityExecutions'
+  >;
 }
 
 export const DEFAULT_BUNDLE_PATH = fileURLToPath(new URL('../workflow-bundle.js', import.meta.url));
 
 /** One worker for both workflow types on one task queue. */
 export async function createWorker(settings: WorkerSettings): Promise<Worker> {
-  const bundlePath = settings.workflowBundlePath || (existsSync(DEFAULT_BUNDLE_PATH) ? DEFAULT_BUNDLE_PATH : undefined);
+  const bundlePath =
+    settings.workflowBundlePath || (existsSync(DEFAULT_BUNDLE_PATH) ? DEFAULT_BUNDLE_PATH : undefined);
   return await Worker.create({
     connection: settings.connection,
     namespace: settings.namespace,

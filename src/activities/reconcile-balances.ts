@@ -42,11 +42,16 @@ export function createReconcileBalances(pool: pg.Pool, metrics: AppMetrics) {
       await client.query('SELECT pg_advisory_lock($1)', [BALANCE_LOCK_KEY]);
       try {
         await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-        const { rows } = await client.query<{ provider_id: number; drift: string; differs: boolean }>(FIND_DRIFT);
+        const { rows } = await client.query<{ provider_id: number; drift: string; differs: boolean }>(
+          FIND_DRIFT,
+        );
         await client.query('COMMIT');
         const drifted = rows.filter((row) => row.differs);
         if (drifted.length > 0) {
-          await client.query(APPLY_CORRECTION, [drifted.map((r) => r.provider_id), drifted.map((r) => r.drift)]);
+          await client.query(APPLY_CORRECTION, [
+            drifted.map((r) => r.provider_id),
+            drifted.map((r) => r.drift),
+          ]);
         }
         const corrections = drifted.map((row) => ({ providerId: row.provider_id, drift: row.drift }));
         metrics.reconcileDrift.set(corrections.length);

@@ -46,7 +46,8 @@ export function createRecordTransaction(pool: pg.Pool, metrics: AppMetrics) {
       ]);
       const inserted = rows[0];
       if (inserted) {
-        if (input.receivedAtMs) metrics.ingestEndToEndSeconds.observe((Date.now() - input.receivedAtMs) / 1000);
+        if (input.receivedAtMs)
+          metrics.ingestEndToEndSeconds.observe((Date.now() - input.receivedAtMs) / 1000);
         return { transactionId: inserted.transaction_id, inserted: true };
       }
     } catch (error) {
@@ -58,7 +59,10 @@ export function createRecordTransaction(pool: pg.Pool, metrics: AppMetrics) {
         );
       }
       if (code?.startsWith('22')) {
-        throw ApplicationFailure.nonRetryable(`Postgres rejected value ${input.value}: ${(error as Error).message}`, 'InvalidTransaction');
+        throw ApplicationFailure.nonRetryable(
+          `Postgres rejected value ${input.value}: ${(error as Error).message}`,
+          'InvalidTransaction',
+        );
       }
       if (code !== UNIQUE_VIOLATION) throw error;
     }

@@ -49,10 +49,14 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
   const connection: AmqpConnectionManager = amqp.connect([options.rabbitmqUrl], {
     heartbeatIntervalInSeconds: 5,
     reconnectTimeInSeconds: 1,
+    // Shown in the RabbitMQ management UI and `rabbitmqctl list_connections client_properties`.
+    connectionOptions: { clientProperties: { connection_name: `balance-sync bridge ${options.taskQueue}` } },
   });
   connection.on('connect', () => log.info('connected to RabbitMQ'));
   connection.on('disconnect', ({ err }) => log.warn({ err: err?.message }, 'disconnected from RabbitMQ'));
-  connection.on('connectFailed', ({ err }) => log.warn({ err: err?.message }, 'cannot reach RabbitMQ; retrying'));
+  connection.on('connectFailed', ({ err }) =>
+    log.warn({ err: err?.message }, 'cannot reach RabbitMQ; retrying'),
+  );
 
   const channel: ChannelWrapper = connection.createChannel({
     confirm: true,
@@ -92,7 +96,12 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
     }
   }
 
-  async function deadLetter(raw: ConfirmChannel, message: ConsumeMessage, code: DeadLetterCode, reason: string) {
+  async function deadLetter(
+    raw: ConfirmChannel,
+    message: ConsumeMessage,
+    code: DeadLetterCode,
+    reason: string,
+  ) {
     await publishDeadLetter(raw, options.deadLetterQueue, message, code, reason);
     if (ack(raw, message)) metrics.messagesDeadLettered.inc({ code });
     log.warn({ code, reason, messageId: message.properties.messageId as unknown }, 'message dead-lettered');
@@ -112,8 +121,16 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
       );
       if (!parsed.ok) return await deadLetter(raw, message, parsed.code, parsed.reason);
       const messageId = message.properties.messageId as unknown;
-      if (messageId !== undefined && (typeof messageId !== 'string' || messageId.length > MAX_MESSAGE_ID_LENGTH)) {
-        return await deadLetter(raw, message, 'invalid_message_id', `message_id must be a string of at most ${MAX_MESSAGE_ID_LENGTH} characters`);
+      if (
+        messageId !== undefined &&
+        (typeof messageId !== 'string' || messageId.length > MAX_MESSAGE_ID_LENGTH)
+      ) {
+        return await deadLetter(
+          raw,
+          message,
+          'invalid_message_id',
+          `message_id must be a string of at most ${MAX_MESSAGE_ID_LENGTH} characters`,
+        );
       }
       const { transaction } = parsed;
       const workflowId = ingestWorkflowId(messageId || undefined);
@@ -131,7 +148,12 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
         return result;
       });
       if (outcome === 'unknown_provider') {
-        return await deadLetter(raw, message, 'unknown_provider', `provider id ${transaction.providerId} is not in initial_data`);
+        return await deadLetter(
+          raw,
+          message,
+          'unknown_provider',
+          `provider id ${transaction.providerId} is not in initial_data`,
+        );
       }
       if (outcome && ack(raw, message)) metrics.messagesAcked.inc({ outcome });
     } catch (error) {
@@ -149,7 +171,10 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
         maxTimeout: 5_000,
         signal: stopping.signal,
         onFailedAttempt: ({ error, attemptNumber }) =>
-          log.warn({ err: error.message, attempt: attemptNumber }, 'cannot start IngestTransaction yet; retrying'),
+          log.warn(
+            { err: error.message, attempt: attemptNumber },
+            'cannot start IngestTransaction yet; retrying',
+          ),
       });
     } catch (error) {
       if (stopping.signal.aborted) return undefined;

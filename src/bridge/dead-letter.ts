@@ -38,7 +38,8 @@ export async function publishDeadLetter(
           'x-original-redelivered': message.fields.redelivered,
         },
       },
-      (error: unknown) => (error ? reject(error instanceof Error ? error : new Error(String(error))) : resolve()),
+      (error: unknown) =>
+        error ? reject(error instanceof Error ? error : new Error('dead letter not confirmed')) : resolve(),
     );
   });
 }

@@ -22,8 +22,7 @@ export type DeadLetterCode =
   | 'invalid_message_id';
 
 export type ParseResult =
-  | { ok: true; transaction: Transaction }
-  | { ok: false; code: DeadLetterCode; reason: string };
+  { ok: true; transaction: Transaction } | { ok: false; code: DeadLetterCode; reason: string };
 
 export interface MessageEnvelope {
   body: Buffer;
@@ -75,7 +74,10 @@ export function parseTransaction(message: MessageEnvelope, maxBytes: number): Pa
   const fields = Object.keys(parsed);
   const extra = fields.filter((field) => field !== 'id' && field !== 'value');
   if (extra.length > 0) {
-    return reject('unexpected_field', `unexpected field(s): ${extra.map((f) => JSON.stringify(f)).join(', ')}`);
+    return reject(
+      'unexpected_field',
+      `unexpected field(s): ${extra.map((f) => JSON.stringify(f)).join(', ')}`,
+    );
   }
   for (const field of ['id', 'value'] as const) {
     if (!fields.includes(field)) return reject('missing_field', `field "${field}" is missing`);
@@ -93,7 +95,10 @@ export function parseTransaction(message: MessageEnvelope, maxBytes: number): Pa
   }
   const match = DECIMAL.exec(value.value);
   if (!match) {
-    return reject('invalid_value', `"value" must be a plain decimal (no exponent), got ${value.value.slice(0, 40)}`);
+    return reject(
+      'invalid_value',
+      `"value" must be a plain decimal (no exponent), got ${value.value.slice(0, 40)}`,
+    );
   }
   const integerDigits = match[1]!.length;
   const fractionDigits = match[2] ? match[2].length - 1 : 0;

@@ -20,7 +20,10 @@ export interface StartIngestOptions {
 }
 
 /** Starts IngestTransaction; resolves once Temporal has it, whether new or already started. */
-export async function startIngest(client: Client, options: StartIngestOptions): Promise<'started' | 'existing'> {
+export async function startIngest(
+  client: Client,
+  options: StartIngestOptions,
+): Promise<'started' | 'existing'> {
   const { transaction } = options;
   try {
     await client.workflow.start('IngestTransaction', {
@@ -28,7 +31,9 @@ export async function startIngest(client: Client, options: StartIngestOptions): 
       workflowId: options.workflowId,
       workflowIdReusePolicy: 'REJECT_DUPLICATE',
       workflowIdConflictPolicy: 'USE_EXISTING',
-      args: [{ providerId: transaction.providerId, value: transaction.value, receivedAtMs: options.receivedAtMs }],
+      args: [
+        { providerId: transaction.providerId, value: transaction.value, receivedAtMs: options.receivedAtMs },
+      ],
       memo: { providerId: transaction.providerId, value: transaction.value },
       staticSummary: `provider ${transaction.providerId}: ${transaction.value}`,
       requestEagerStart: options.eager,

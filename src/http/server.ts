@@ -11,7 +11,10 @@ export interface HttpDeps {
 }
 
 /** /healthz (process alive), /readyz (dependencies connected, worker running), /metrics. */
-export async function startHttpServer(port: number, deps: HttpDeps): Promise<{ server: Server; port: number }> {
+export async function startHttpServer(
+  port: number,
+  deps: HttpDeps,
+): Promise<{ server: Server; port: number }> {
   const server = createServer((request, response) => {
     const send = (status: number, contentType: string, body: string) => {
       response.writeHead(status, { 'content-type': contentType });

@@ -17,7 +17,10 @@ export interface ScheduleSettings {
   reconcileCron: string;
 }
 
-type Definition = Pick<ScheduleOptions<ScheduleOptionsStartWorkflowAction<Workflow>>, 'spec' | 'action' | 'policies'>;
+type Definition = Pick<
+  ScheduleOptions<ScheduleOptionsStartWorkflowAction<Workflow>>,
+  'spec' | 'action' | 'policies'
+>;
 
 const FINGERPRINT_MEMO = 'balanceSyncScheduleFingerprint';
 
@@ -31,7 +34,9 @@ export function syncBalancesSchedule(settings: ScheduleSettings): Definition {
   const lead = settings.syncLeadSeconds;
   return {
     spec: {
-      calendars: [{ second: lead === 0 ? 0 : 60 - lead, minute: '*', hour: '*', comment: 'every minute boundary' }],
+      calendars: [
+        { second: lead === 0 ? 0 : 60 - lead, minute: '*', hour: '*', comment: 'every minute boundary' },
+      ],
       jitter: 0,
       timezone: 'UTC',
     },
@@ -87,7 +92,8 @@ export async function ensureSchedule(
   }
   const handle = client.schedule.getHandle(scheduleId);
   const current = await handle.describe();
-  const currentPrint = current.action.type === 'startWorkflow' ? current.action.memo?.[FINGERPRINT_MEMO] : undefined;
+  const currentPrint =
+    current.action.type === 'startWorkflow' ? current.action.memo?.[FINGERPRINT_MEMO] : undefined;
   if (currentPrint === print) return 'unchanged';
   await handle.update((previous) => ({ ...previous, ...definition, action, state: previous.state }));
   log.info({ scheduleId, paused: current.state.paused }, 'schedule definition updated');
@@ -97,6 +103,11 @@ export async function ensureSchedule(
 export async function ensureSchedules(client: Client, settings: ScheduleSettings, log: Logger) {
   return {
     sync: await ensureSchedule(client, settings.syncScheduleId, syncBalancesSchedule(settings), log),
-    reconcile: await ensureSchedule(client, settings.reconcileScheduleId, reconcileBalancesSchedule(settings), log),
+    reconcile: await ensureSchedule(
+      client,
+      settings.reconcileScheduleId,
+      reconcileBalancesSchedule(settings),
+      log,
+    ),
   };
 }

@@ -7,7 +7,10 @@ export interface SyncBalancesInput {
   leadMs: number;
 }
 
-const scheduledStartTime = defineSearchAttributeKey('TemporalScheduledStartTime', SearchAttributeType.DATETIME);
+const scheduledStartTime = defineSearchAttributeKey(
+  'TemporalScheduledStartTime',
+  SearchAttributeType.DATETIME,
+);
 
 // Retries with backoff while Postgres or KeyDB is down, but gives up well before the next tick,
 // so failed runs never pile up and the next minute starts fresh.

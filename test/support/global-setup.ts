@@ -1,0 +1,64 @@
+import { bundleWorkflowCode } from '@temporalio/worker';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import type { TestProject } from 'vitest/node';
+import { startDevServer, type DevServer } from './dev-server.js';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    temporalAddress: string;
+    temporalCliPath: string;
+    workflowBundlePath: string;
+    databaseUrl: string;
+  }
+}
+
+const ADMIN_DATABASE_URL =
+  process.env.TEST_ADMIN_DATABASE_URL ?? 'postgres://user:password@127.0.0.1:5432/fxc';
+
+/** One Temporal dev server, one workflow bundle and one fresh database for the whole run. */
+export default async function setup(project: TestProject) {
+  const cli = execFileSync(
+    'bash',
+    [fileURLToPath(new URL('../../scripts/ensure-temporal.sh', import.meta.url))],
+    {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  ).trim();
+  const server: DevServer = await startDevServer(cli);
+
+  const dir = mkdtempSync(join(tmpdir(), 'balance-sync-test-'));
+  const workflowBundlePath = join(dir, 'workflow-bundle.js');
+  const { code } = await bundleWorkflowCode({
+    workflowsPath: fileURLToPath(new URL('../../src/workflows/index.ts', import.meta.url)),
+    logger: { trace() {}, debug() {}, info() {}, warn() {}, error: console.error, log() {} },
+  });
+  writeFileSync(workflowBundlePath, code);
+
+  const database = `balance_sync_test_${process.pid}`;
+  const admin = new pg.Client({ connectionString: ADMIN_DATABASE_URL });
+  await admin.connect();
+  await admin.query(`DROP DATABASE IF EXISTS ${database}`);
+  await admin.query(`CREATE DATABASE ${database}`);
+  await admin.end();
+  const databaseUrl = new URL(ADMIN_DATABASE_URL);
+  databaseUrl.pathname = `/${database}`;
+
+  project.provide('temporalAddress', server.address);
+  project.provide('temporalCliPath', cli);
+  project.provide('workflowBundlePath', workflowBundlePath);
+  project.provide('databaseUrl', databaseUrl.toString());
+
+  return async () => {
+    await server.stop();
+    const cleanup = new pg.Client({ connectionString: ADMIN_DATABASE_URL });
+    await cleanup.connect();
+    await cleanup.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
+    await cleanup.end();
+  };
+}

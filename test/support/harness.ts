@@ -1,0 +1,171 @@
+import { Client, Connection } from '@temporalio/client';
+import { Runtime, DefaultLogger } from '@temporalio/worker';
+import amqplib, { type Options } from 'amqplib';
+import { Redis } from 'ioredis';
+import { execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import pg from 'pg';
+import pino from 'pino';
+import { inject } from 'vitest';
+import { startApp, type App } from '../../src/app.js';
+import { loadConfig, type Config } from '../../src/config.js';
+
+export const RABBITMQ_URL = process.env.TEST_RABBITMQ_URL ?? 'amqp://user:password@127.0.0.1:5672';
+export const KEYDB_URL = process.env.TEST_KEYDB_URL ?? 'redis://127.0.0.1:6379/9';
+export const PRODUCER_FIXTURE = readFileSync(
+  new URL('../../fixtures/producer-schema.sql', import.meta.url),
+  'utf8',
+);
+
+let runtimeInstalled = false;
+/** Keeps the SDK quiet in tests; set TEST_LOG_LEVEL=info to see it. */
+export function installQuietRuntime() {
+  if (runtimeInstalled) return;
+  runtimeInstalled = true;
+  Runtime.install({
+    logger: new DefaultLogger((process.env.TEST_LOG_LEVEL?.toUpperCase() as 'WARN') ?? 'WARN'),
+    shutdownSignals: [],
+  });
+}
+
+export const silentLog = () => pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+
+/** A config with names unique to this test, so tests never see each other's queues or schedules. */
+export function testConfig(overrides: Record<string, string> = {}): Config {
+  const id = randomUUID().slice(0, 8);
+  return loadConfig({
+    TEMPORAL_ADDRESS: inject('temporalAddress'),
+    TEMPORAL_TASK_QUEUE: `test-${id}`,
+    DATABASE_URL: inject('databaseUrl'),
+    KEYDB_URL,
+    RABBITMQ_URL,
+    INCOMING_QUEUE: `test-${id}.incoming_transactions`,
+    DEAD_LETTER_QUEUE: `test-${id}.incoming_transactions.dead`,
+    SYNC_SCHEDULE_ID: `sync-balances-${id}`,
+    RECONCILE_SCHEDULE_ID: `reconcile-balances-${id}`,
+    HTTP_PORT: '0',
+    TEMPORAL_METRICS_PORT: '0',
+    STARTUP_WAIT_SECONDS: '30',
+    WORKFLOW_BUNDLE_PATH: inject('workflowBundlePath'),
+    LOG_LEVEL: 'silent',
+    ...overrides,
+  });
+}
+
+export function pool(): pg.Pool {
+  return new pg.Pool({ connectionString: inject('databaseUrl'), max: 4 });
+}
+
+/** Drops everything and loads the original producer's schema and seed. */
+export async function resetDatabase(db: pg.Pool): Promise<void> {
+  await db.query(`
+    DROP TABLE IF EXISTS historical_transactions, initial_data, balance_sync_ingest_ledger,
+      balance_sync_provider_sums, balance_sync_published_keys CASCADE;
+    ${PRODUCER_FIXTURE}`);
+}
+
+export async function resetKeydb(): Promise<Redis> {
+  const keydb = new Redis(KEYDB_URL);
+  await keydb.flushdb();
+  return keydb;
+}
+
+export async function temporalClient(): Promise<Client> {
+  const connection = await Connection.connect({ address: inject('temporalAddress') });
+  return new Client({ connection });
+}
+
+/** Polls `probe` until it returns a value other than undefined, or fails with `what` after `timeoutMs`. */
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined>,
+  timeoutMs = 30_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value !== undefined) return value;
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${what}${last instanceof Error ? `: ${last.message}` : ''}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+export interface Publisher {
+  publish(body: string | Buffer, properties?: Options.Publish): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A confirm-channel publisher; declares the queue as the producer does. */
+export async function publisher(queue: string): Promise<Publisher> {
+  const connection = await amqplib.connect(RABBITMQ_URL);
+  const channel = await connection.createConfirmChannel();
+  await channel.assertQueue(queue, { durable: true });
+  return {
+    async publish(body, properties = {}) {
+      channel.sendToQueue(queue, typeof body === 'string' ? Buffer.from(body) : body, {
+        persistent: true,
+        ...properties,
+      });
+      await channel.waitForConfirms();
+    },
+    async close() {
+      await connection.close();
+    },
+  };
+}
+
+/** Reads (and acks) every message currently on a queue. */
+export async function drainQueue(queue: string) {
+  const connection = await amqplib.connect(RABBITMQ_URL);
+  const channel = await connection.createChannel();
+  await channel.assertQueue(queue, { durable: true });
+  const messages = [];
+  for (;;) {
+    const message = await channel.get(queue, { noAck: true });
+    if (!message) break;
+    messages.push(message);
+  }
+  await connection.close();
+  return messages;
+}
+
+export async function deleteQueues(...queues: string[]) {
+  const connection = await amqplib.connect(RABBITMQ_URL);
+  const channel = await connection.createChannel();
+  for (const queue of queues) await channel.deleteQueue(queue);
+  await connection.close();
+}
+
+export async function startTestApp(config: Config): Promise<App> {
+  installQuietRuntime();
+  return await startApp(config, silentLog());
+}
+
+export async function rows(db: pg.Pool, sql: string, params: unknown[] = []) {
+  return (await db.query(sql, params)).rows as Record<string, unknown>[];
+}
+
+/** Force-closes, on the broker side, the bridge connections of the app using this task queue. */
+export function closeBridgeConnections(taskQueue: string): number {
+  const listing = execFileSync(
+    'rabbitmqctl',
+    ['-q', '--no-table-headers', 'list_connections', 'pid', 'client_properties'],
+    {
+      encoding: 'utf8',
+    },
+  );
+  const pids = listing
+    .split('\n')
+    .filter((line) => line.includes(`balance-sync bridge ${taskQueue}`))
+    .map((line) => line.split('\t')[0]!);
+  for (const pid of pids)
+    execFileSync('rabbitmqctl', ['-q', 'close_connection', pid, 'test: forced close'], { stdio: 'ignore' });
+  return pids.length;
+}
