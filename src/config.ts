@@ -18,7 +18,20 @@ const url = (protocols: string[]) =>
       { message: `must be a URL starting with ${protocols.map((p) => `${p}//`).join(' or ')}` },
     );
 
-const positiveInt = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+/**
+ * A whole number written in decimal digits (surrounding spaces allowed). Plain z.coerce.number()
+ * would read "   " as 0 (HTTP_PORT silently becoming a random port) and accept "0x1F90" or "1e3".
+ */
+const wholeNumber = (fallback: number, min: number, max = Number.MAX_SAFE_INTEGER) =>
+  z
+    .string()
+    .trim()
+    .regex(/^\d+$/, { message: 'must be a whole number' })
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max))
+    .default(fallback);
+
+const positiveInt = (fallback: number) => wholeNumber(fallback, 1);
 
 const configSchema = z.object({
   TEMPORAL_ADDRESS: z.string().min(1).default('localhost:7233'),
@@ -30,19 +43,19 @@ const configSchema = z.object({
   INCOMING_QUEUE: z.string().min(1).default('incoming_transactions'),
   DEAD_LETTER_QUEUE: z.string().min(1).default('incoming_transactions.dead'),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
-  HTTP_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
+  HTTP_PORT: wholeNumber(9464, 0, 65535),
   BRIDGE_PREFETCH: positiveInt(64),
   MAX_MESSAGE_BYTES: positiveInt(65536),
   SYNC_SCHEDULE_ID: z.string().min(1).default('sync-balances'),
-  SYNC_LEAD_SECONDS: z.coerce.number().int().min(0).max(30).default(5),
+  SYNC_LEAD_SECONDS: wholeNumber(5, 0, 30),
   RECONCILE_SCHEDULE_ID: z.string().min(1).default('reconcile-balances'),
   RECONCILE_CRON: z.string().min(1).default('17 * * * *'),
-  STARTUP_WAIT_SECONDS: z.coerce.number().int().min(0).default(600),
+  STARTUP_WAIT_SECONDS: wholeNumber(600, 0),
   BRIDGE_EAGER_START: z
     .enum(['true', 'false'], { message: 'must be true or false' })
     .default('true')
     .transform((value) => value === 'true'),
-  TEMPORAL_METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9465),
+  TEMPORAL_METRICS_PORT: wholeNumber(9465, 0, 65535),
   WORKFLOW_BUNDLE_PATH: z.string().default(''),
 });
 
@@ -72,7 +85,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 export function redactUrl(value: string): string {
   try {
     const parsed = new URL(value);
+    // "postgres:user:secret@db" parses with no host and the credentials in an opaque path.
+    if (!parsed.host && parsed.pathname.includes('@')) return `${parsed.protocol}<redacted>`;
     if (parsed.password) parsed.password = '***';
+    // libpq-style URLs may carry the password as a query parameter.
+    if (parsed.searchParams.has('password')) parsed.searchParams.set('password', '***');
     return parsed.toString();
   } catch {
     return '<unparseable url>';
