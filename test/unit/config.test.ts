@@ -1,0 +1,192 @@
+import fc from 'fast-check';
+import { inspect } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig, redactUrl } from '../../src/config.js';
+
+/** Runs loadConfig and returns the ConfigError it throws (failing if it throws anything else or nothing). */
+function configError(env: Record<string, string>): ConfigError {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return error as ConfigError;
+  }
+  throw new Error(`loadConfig accepted ${JSON.stringify(env)}`);
+}
+
+describe('loadConfig', () => {
+  it('works with an empty environment, using the documented defaults', () => {
+    const config = loadConfig({});
+    expect(config).toMatchObject({
+      TEMPORAL_ADDRESS: 'localhost:7233',
+      TEMPORAL_NAMESPACE: 'default',
+      TEMPORAL_TASK_QUEUE: 'balance-sync',
+      DATABASE_URL: 'postgres://user:password@localhost:5432/fxc',
+      KEYDB_URL: 'redis://localhost:6379/0',
+      RABBITMQ_URL: 'amqp://user:password@localhost:5672',
+      INCOMING_QUEUE: 'incoming_transactions',
+      DEAD_LETTER_QUEUE: 'incoming_transactions.dead',
+      LOG_LEVEL: 'info',
+      HTTP_PORT: 9464,
+      BRIDGE_PREFETCH: 64,
+      MAX_MESSAGE_BYTES: 65536,
+      SYNC_LEAD_SECONDS: 5,
+      STARTUP_WAIT_SECONDS: 600,
+      BRIDGE_EAGER_START: true,
+      TEMPORAL_METRICS_PORT: 9465,
+      WORKFLOW_BUNDLE_PATH: '',
+    });
+  });
+
+  it('treats empty variables as unset and ignores unrelated ones', () => {
+    const config = loadConfig({ HTTP_PORT: '', LOG_LEVEL: '', PATH: '/usr/bin', HOME: '/root' });
+    expect(config.HTTP_PORT).toBe(9464);
+    expect(config.LOG_LEVEL).toBe('info');
+    expect(config).not.toHaveProperty('PATH');
+  });
+
+  it('reads and converts set values', () => {
+    const config = loadConfig({
+      HTTP_PORT: '8080',
+      TEMPORAL_METRICS_PORT: '0',
+      BRIDGE_PREFETCH: '10',
+      SYNC_LEAD_SECONDS: '0',
+      BRIDGE_EAGER_START: 'false',
+      LOG_LEVEL: 'debug',
+      DATABASE_URL: 'postgresql://u:p@db:5432/other',
+      RABBITMQ_URL: 'amqps://rabbit',
+    });
+    expect(config).toMatchObject({
+      HTTP_PORT: 8080,
+      TEMPORAL_METRICS_PORT: 0,
+      BRIDGE_PREFETCH: 10,
+      SYNC_LEAD_SECONDS: 0,
+      BRIDGE_EAGER_START: false,
+      LOG_LEVEL: 'debug',
+      DATABASE_URL: 'postgresql://u:p@db:5432/other',
+      RABBITMQ_URL: 'amqps://rabbit',
+    });
+  });
+
+  it.each([
+    ['RABBITMQ_URL', 'http://x'],
+    ['RABBITMQ_URL', 'not a url'],
+    ['DATABASE_URL', 'mysql://db/fxc'],
+    ['KEYDB_URL', 'http://keydb:6379'],
+    ['HTTP_PORT', 'abc'],
+    ['HTTP_PORT', '65536'],
+    ['HTTP_PORT', '-1'],
+    ['HTTP_PORT', '80.5'],
+    ['HTTP_PORT', '   '],
+    ['HTTP_PORT', '0x1F90'],
+    ['HTTP_PORT', '1e3'],
+    ['BRIDGE_PREFETCH', '0'],
+    ['MAX_MESSAGE_BYTES', '1.5'],
+    ['SYNC_LEAD_SECONDS', '31'],
+    ['SYNC_LEAD_SECONDS', ' '],
+    ['BRIDGE_EAGER_START', 'maybe'],
+    ['BRIDGE_EAGER_START', 'TRUE'],
+    ['LOG_LEVEL', 'loud'],
+  ])('rejects %s=%j with one ConfigError naming the variable', (variable, value) => {
+    const error = configError({ [variable]: value });
+    expect(error.name).toBe('ConfigError');
+    expect(error.message).toMatch(new RegExp(`^Invalid configuration: ${variable}: `));
+    expect(error.message.split('; ')).toHaveLength(1);
+  });
+
+  it('names every bad variable in a single error', () => {
+    const error = configError({ HTTP_PORT: 'abc', LOG_LEVEL: 'loud', BRIDGE_EAGER_START: 'maybe' });
+    for (const variable of ['HTTP_PORT', 'LOG_LEVEL', 'BRIDGE_EAGER_START'])
+      expect(error.message).toContain(`${variable}:`);
+    expect(error.message.split('; ')).toHaveLength(3);
+  });
+
+  it.each([
+    ['DATABASE_URL', 'mysql://admin:Sup3r-S3cret-Pw@db:3306/fxc'],
+    ['DATABASE_URL', 'postgres//admin:Sup3r-S3cret-Pw@db:5432/fxc'],
+    ['DATABASE_URL', 'Sup3r-S3cret-Pw'],
+    ['RABBITMQ_URL', 'http://admin:Sup3r-S3cret-Pw@rabbit:5672'],
+    ['KEYDB_URL', 'https://:Sup3r-S3cret-Pw@keydb:6379'],
+  ])('never echoes a password from a bad %s', (variable, value) => {
+    const error = configError({ [variable]: value });
+    expect(error.message).toContain(variable);
+    for (const text of [error.message, String(error.stack), inspect(error), JSON.stringify(error)])
+      expect(text).not.toContain('Sup3r-S3cret-Pw');
+  });
+
+  it('never echoes any password from a bad DATABASE_URL', () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom('mysql', 'http', 'postgres', 'postgresx', 'jdbc:postgresql'),
+        fc.stringMatching(/^[A-Za-z0-9._~-]{8,30}$/),
+        fc.constantFrom('://', '//', ':/', ''),
+        (scheme, password, separator) => {
+          const secret = `pw${password}`;
+          const value = `${scheme}${separator}admin:${secret}@db:5432/fxc`;
+          let message = '';
+          try {
+            loadConfig({ DATABASE_URL: value });
+          } catch (error) {
+            message = String(error);
+          }
+          expect(message).not.toContain(secret);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+});
+
+describe('redactUrl', () => {
+  it('hides the password and keeps everything else', () => {
+    expect(redactUrl('postgres://user:secret@db:5432/fxc')).toBe('postgres://user:***@db:5432/fxc');
+    expect(redactUrl('amqp://guest:p%40ss%3Aw0rd@rabbit:5672/vhost')).toBe(
+      'amqp://guest:***@rabbit:5672/vhost',
+    );
+    expect(redactUrl('redis://:only-a-password@keydb:6379/0')).toBe('redis://:***@keydb:6379/0');
+  });
+
+  it('leaves URLs without a password unchanged', () => {
+    expect(redactUrl('redis://keydb:6379/0')).toBe('redis://keydb:6379/0');
+    expect(redactUrl('amqp://user@rabbit')).toBe('amqp://user@rabbit');
+  });
+
+  it('never echoes an unparseable value', () => {
+    expect(redactUrl('not a url with secret')).toBe('<unparseable url>');
+  });
+
+  it('hides credentials in a URL missing its slashes (they pass the protocol check)', () => {
+    // loadConfig accepts these (the protocol is right) and app.ts logs them through redactUrl.
+    expect(loadConfig({ DATABASE_URL: 'postgres:user:secret@db/fxc' }).DATABASE_URL).toBeTruthy();
+    expect(redactUrl('postgres:user:secret@db/fxc')).toBe('postgres:<redacted>');
+    expect(redactUrl('postgres:/user:secret@db/fxc')).not.toContain('secret');
+    expect(redactUrl('user:secret@db')).not.toContain('secret');
+  });
+
+  it('hides a password passed as a query parameter', () => {
+    const redacted = redactUrl('postgres://user@db:5432/fxc?sslmode=require&password=secret');
+    expect(redacted).not.toContain('secret');
+    expect(redacted).toBe('postgres://user@db:5432/fxc?sslmode=require&password=***');
+    expect(redactUrl('postgres:///fxc?host=/var/run/postgresql')).toBe(
+      'postgres:///fxc?host=/var/run/postgresql',
+    );
+  });
+
+  it('never leaks the password of any URL', () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom('postgres', 'amqp', 'amqps', 'redis', 'rediss'),
+        fc.stringMatching(/^[A-Za-z0-9]{1,12}$/),
+        fc.stringMatching(/^[A-Za-z0-9._~!$&'()*+,;=-]{6,30}$/),
+        (scheme, user, password) => {
+          const secret = `PW${password}`;
+          const redacted = redactUrl(`${scheme}://${user}:${encodeURIComponent(secret)}@host:1234/db`);
+          expect(redacted).not.toContain(secret);
+          expect(redacted).not.toContain(encodeURIComponent(secret));
+          expect(redacted).toBe(`${scheme}://${user}:***@host:1234/db`);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+});
