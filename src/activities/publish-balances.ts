@@ -8,8 +8,8 @@ import { COUNT_BALANCE_TRIGGERS_SQL, EXPECTED_TRIGGER_COUNT, migrate } from '../
 export interface PublishBalancesInput {
   /** The schedule's nominal time for this run (TemporalScheduledStartTime), ISO 8601. */
   nominalTime: string;
-  /** How far before the minute the schedule fires; the activity holds until the minute. */
-  leadMs: number;
+  /** How far before the minute the schedule fires (the activity holds until the minute); null to publish now. */
+  leadMs: number | null;
 }
 
 export interface PublishBalancesResult {
@@ -40,7 +40,8 @@ const READ_BALANCES = `
   SELECT key FROM balance_sync_published_keys;`;
 
 /** The minute boundary a run with this nominal time targets, or null if it is not a scheduled tick. */
-export function boundaryFor(nominalTime: Date, leadMs: number): Date | null {
+export function boundaryFor(nominalTime: Date, leadMs: number | null): Date | null {
+  if (leadMs === null) return null;
   const target = nominalTime.getTime() + leadMs;
   const minute = Math.round(target / MINUTE_MS) * MINUTE_MS;
   return Math.abs(target - minute) <= BOUNDARY_TOLERANCE_MS ? new Date(minute) : null;

@@ -14,7 +14,7 @@ export interface ReconcileBalancesResult {
 // so the difference is exact even while other transactions insert.
 const FIND_DRIFT = `
   SELECT coalesce(full_sum.provider_id, s.provider_id) AS provider_id,
-         (coalesce(full_sum.total, 0) - coalesce(s.tx_sum, 0))::text AS drift,
+         trim_scale(coalesce(full_sum.total, 0) - coalesce(s.tx_sum, 0))::text AS drift,
          coalesce(full_sum.total, 0) <> coalesce(s.tx_sum, 0) AS differs
   FROM (
     SELECT provider_id, sum(transaction_value) AS total FROM historical_transactions

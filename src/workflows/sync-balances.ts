@@ -7,6 +7,7 @@ export interface SyncBalancesInput {
   leadMs: number;
 }
 
+const BACKFILL_THRESHOLD_MS = 30_000;
 const scheduledStartTime = defineSearchAttributeKey(
   'TemporalScheduledStartTime',
   SearchAttributeType.DATETIME,
@@ -24,7 +25,12 @@ const { publishBalances } = proxyActivities<Activities>({
 export async function SyncBalances(input: SyncBalancesInput): Promise<PublishBalancesResult> {
   const info = workflowInfo();
   const nominal = info.typedSearchAttributes.get(scheduledStartTime) ?? info.startTime;
-  const result = await publishBalances({ nominalTime: nominal.toISOString(), leadMs: input.leadMs });
+  // A backfilled run's nominal time is long past: it publishes current balances at once.
+  const live = info.startTime.getTime() - nominal.getTime() < BACKFILL_THRESHOLD_MS;
+  const result = await publishBalances({
+    nominalTime: nominal.toISOString(),
+    leadMs: live ? input.leadMs : null,
+  });
   log.info('balances published', { ...result });
   return result;
 }

@@ -1,0 +1,285 @@
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { execFileSync } from 'node:child_process';
+import type { Redis } from 'ioredis';
+import type pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { inject } from 'vitest';
+import { createActivities } from '../../src/activities/index.js';
+import type { PublishBalancesResult, ReconcileBalancesResult } from '../../src/activities/index.js';
+import type { App } from '../../src/app.js';
+import type { Config } from '../../src/config.js';
+import { createMetrics } from '../../src/metrics.js';
+import { ensureSchedules, type ScheduleSettings } from '../../src/schedules/schedules.js';
+import {
+  deleteQueues,
+  pool,
+  publisher,
+  resetDatabase,
+  resetKeydb,
+  rows,
+  silentLog,
+  startTestApp,
+  testConfig,
+  waitFor,
+} from '../support/harness.js';
+
+/** Writes a row with the balance triggers disabled, as a bulk load or a careless admin might. */
+async function insertBypassingTriggers(db: pg.Pool, providerId: number, value: string) {
+  const client = await db.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query('ALTER TABLE historical_transactions DISABLE TRIGGER balance_sync_after_insert');
+    await client.query(
+      'INSERT INTO historical_transactions (provider_id, transaction_value) VALUES ($1, $2)',
+      [providerId, value],
+    );
+    await client.query('ALTER TABLE historical_transactions ENABLE TRIGGER balance_sync_after_insert');
+    await client.query('COMMIT');
+  } finally {
+    client.release();
+  }
+}
+
+describe('SyncBalances: Postgres → KeyDB', () => {
+  let db: pg.Pool;
+  let keydb: Redis;
+  let config: Config;
+  let app: App;
+  let settings: ScheduleSettings;
+
+  beforeAll(async () => {
+    db = pool();
+    await resetDatabase(db);
+    keydb = await resetKeydb();
+    config = testConfig();
+    app = await startTestApp(config);
+    settings = {
+      taskQueue: config.TEMPORAL_TASK_QUEUE,
+      syncScheduleId: config.SYNC_SCHEDULE_ID,
+      syncLeadSeconds: config.SYNC_LEAD_SECONDS,
+      reconcileScheduleId: config.RECONCILE_SCHEDULE_ID,
+      reconcileCron: config.RECONCILE_CRON,
+    };
+    // Tests here publish on demand; the real minute boundary has its own test file.
+    await app.client.schedule.getHandle(config.SYNC_SCHEDULE_ID).pause('sync.test: on-demand runs only');
+  });
+
+  afterAll(async () => {
+    await app.stop();
+    for (const id of [config.SYNC_SCHEDULE_ID, config.RECONCILE_SCHEDULE_ID]) {
+      await app.client.schedule
+        .getHandle(id)
+        .delete()
+        .catch(() => undefined);
+    }
+    await deleteQueues(config.INCOMING_QUEUE, config.DEAD_LETTER_QUEUE);
+    keydb.disconnect();
+    await db.end();
+  });
+
+  let runs = 0;
+  const syncNow = async (): Promise<PublishBalancesResult> =>
+    await app.client.workflow.execute('SyncBalances', {
+      taskQueue: config.TEMPORAL_TASK_QUEUE,
+      workflowId: `sync-now-${config.SYNC_SCHEDULE_ID}-${++runs}`,
+      args: [{ leadMs: null }],
+    });
+  /** What KeyDB must hold, computed independently with the full aggregate. */
+  const expectedBalances = async () =>
+    Object.fromEntries(
+      (
+        await rows(
+          db,
+          `SELECT d.id || '_' || d.provider_name AS key,
+                  trim_scale(d.initial_value + coalesce((SELECT sum(transaction_value) FROM historical_transactions h
+                                                        WHERE h.provider_id = d.id), 0))::text AS balance
+           FROM initial_data d`,
+        )
+      ).map((r) => [r.key, r.balance]),
+    );
+  const balances = async () => {
+    const keys = (await keydb.keys('*')).sort();
+    const values = keys.length > 0 ? await keydb.mget(...keys) : [];
+    return Object.fromEntries(keys.map((key, i) => [key, values[i]]));
+  };
+
+  it('writes 1_Visa=1300 and 2_Mastercard=1800 from the seeded tables', async () => {
+    const result = await syncNow();
+    expect(await balances()).toEqual({ '1_Visa': '1300', '2_Mastercard': '1800' });
+    expect(result).toMatchObject({ providers: 2, boundary: null, keysRemoved: [] });
+  });
+
+  it('writes 1_Visa=1900 after {"id":1,"value":600} is ingested', async () => {
+    const queue = await publisher(config.INCOMING_QUEUE);
+    await queue.publish('{"id": 1, "value": 600}');
+    await queue.close();
+    await waitFor('the ingested row', async () =>
+      (await rows(db, 'SELECT 1 FROM historical_transactions WHERE transaction_value = 600')).length
+        ? true
+        : undefined,
+    );
+    await syncNow();
+    expect(await balances()).toEqual({ '1_Visa': '1900', '2_Mastercard': '1800' });
+  });
+
+  it('prints decimal and negative balances as Postgres does, and a provider without rows at its initial value', async () => {
+    await db.query(`INSERT INTO historical_transactions (provider_id, transaction_value)
+                    VALUES (1, 0.1), (1, 0.2), (2, -2000.25), (2, 0.50)`);
+    await db.query(`INSERT INTO initial_data (provider_name, initial_value) VALUES ('Amex', 0.50)`);
+    await syncNow();
+    expect(await balances()).toEqual({ '1_Visa': '1900.3', '2_Mastercard': '-199.75', '3_Amex': '0.5' });
+  });
+
+  it('removes the key of a provider that no longer exists, and writes no other keys', async () => {
+    await db.query(`DELETE FROM initial_data WHERE provider_name = 'Amex'`);
+    const result = await syncNow();
+    expect(result.keysRemoved).toEqual(['3_Amex']);
+    expect(Object.keys(await balances())).toEqual(['1_Visa', '2_Mastercard']);
+  });
+
+  it('includes rows written straight into Postgres by others in the very next sync', async () => {
+    // As the original producer does on every restart: it re-runs its seed inserts.
+    await db.query(
+      `INSERT INTO historical_transactions (provider_id, transaction_value) VALUES (1, 100), (1, 200), (2, -200)`,
+    );
+    await syncNow();
+    expect(await balances()).toEqual({ '1_Visa': '2200.3', '2_Mastercard': '-399.75' });
+  });
+
+  it('reconciliation finds and corrects rows that bypassed the running sums', async () => {
+    await insertBypassingTriggers(db, 2, '1000.75');
+    const reconciled: ReconcileBalancesResult = await app.client.workflow.execute('ReconcileBalances', {
+      taskQueue: config.TEMPORAL_TASK_QUEUE,
+      workflowId: `reconcile-now-${config.RECONCILE_SCHEDULE_ID}`,
+    });
+    expect(reconciled.corrections).toEqual([{ providerId: 2, drift: '1000.75' }]);
+    await syncNow();
+    expect(await balances()).toEqual({ '1_Visa': '2200.3', '2_Mastercard': '601' });
+    expect(await balances()).toEqual(await expectedBalances());
+  });
+
+  it('keeps running sums exact while two instances reconcile during concurrent inserts', async () => {
+    const instances = [pool(), pool()];
+    const activities = instances.map((p) => createActivities({ pool: p, keydb, metrics: createMetrics() }));
+    const env = new MockActivityEnvironment();
+    const inserts = (async () => {
+      for (let i = 0; i < 100; i++) {
+        const target = instances[i % 2]!;
+        await target.query(
+          `INSERT INTO historical_transactions (provider_id, transaction_value) VALUES ($1, $2)`,
+          [1 + (i % 2), `${i}.01`],
+        );
+      }
+    })();
+    // A bypassing write makes real drift for the two reconcilers to race over.
+    await insertBypassingTriggers(db, 1, '5');
+    const reconcile = (a: (typeof activities)[number]) =>
+      env.run<[], ReconcileBalancesResult, () => Promise<ReconcileBalancesResult>>(a.reconcileBalances);
+    const results = await Promise.all(activities.flatMap((a) => [reconcile(a), reconcile(a)]));
+    await inserts;
+    const corrections = results.flatMap((r) => r.corrections);
+    expect(corrections).toEqual([{ providerId: 1, drift: '5' }]);
+    const mismatches = await rows(
+      db,
+      `SELECT provider_id FROM (SELECT provider_id, sum(transaction_value) AS total FROM historical_transactions GROUP BY 1) f
+       FULL JOIN balance_sync_provider_sums s USING (provider_id) WHERE f.total IS DISTINCT FROM s.tx_sum`,
+    );
+    expect(mismatches).toEqual([]);
+    await syncNow();
+    expect(await balances()).toEqual(await expectedBalances());
+    await Promise.all(instances.map((p) => p.end()));
+  });
+
+  it('never lets a reader see half of one sync and half of the next', async () => {
+    await syncNow();
+    const [visa, mastercard] = (await keydb.mget('1_Visa', '2_Mastercard')).map(Number);
+    const total = visa! + mastercard!;
+    let reads = 0;
+    let mixed = 0;
+    let done = false;
+    const reader = (async () => {
+      const watcher = keydb.duplicate();
+      while (!done) {
+        const [a, b] = (await watcher.mget('1_Visa', '2_Mastercard')).map(Number);
+        reads++;
+        if (Math.abs(a! + b! - total) > 1e-6) mixed++;
+      }
+      watcher.disconnect();
+    })();
+    for (let i = 1; i <= 15; i++) {
+      // Each statement moves value between the two providers: only a torn write breaks the total.
+      await db.query(
+        `INSERT INTO historical_transactions (provider_id, transaction_value) VALUES (1, $1), (2, -$1::numeric)`,
+        [i * 1000],
+      );
+      await syncNow();
+    }
+    done = true;
+    await reader;
+    expect(reads).toBeGreaterThan(15);
+    expect(mixed).toBe(0);
+    expect(Number((await keydb.get('1_Visa'))!)).toBe(visa! + 120_000);
+  });
+
+  describe('schedule lifecycle', () => {
+    it('is created once and left unchanged on restart with the same definition', async () => {
+      expect(await ensureSchedules(app.client, settings, silentLog())).toEqual({
+        sync: 'unchanged',
+        reconcile: 'unchanged',
+      });
+      const ids: string[] = [];
+      for await (const schedule of app.client.schedule.list()) ids.push(schedule.scheduleId);
+      expect(ids.filter((id) => id === config.SYNC_SCHEDULE_ID)).toHaveLength(1);
+    });
+
+    it('applies a changed spec and keeps the pause made with the temporal CLI across a restart', async () => {
+      await app.client.schedule.getHandle(config.SYNC_SCHEDULE_ID).unpause('reset');
+      execFileSync(
+        inject('temporalCliPath'),
+        [
+          'schedule',
+          'toggle',
+          '--schedule-id',
+          config.SYNC_SCHEDULE_ID,
+          '--pause',
+          '--reason',
+          'maintenance window',
+          '--address',
+          inject('temporalAddress'),
+        ],
+        { stdio: 'ignore' },
+      );
+      await app.stop();
+      app = await startTestApp({ ...config, SYNC_LEAD_SECONDS: 3 });
+      const description = await app.client.schedule.getHandle(config.SYNC_SCHEDULE_ID).describe();
+      expect(description.state.paused).toBe(true);
+      expect(description.state.note).toBe('maintenance window');
+      expect(description.spec.calendars?.[0]?.second).toEqual([{ start: 57, end: 57, step: 1 }]);
+      expect(
+        await ensureSchedules(app.client, { ...settings, syncLeadSeconds: 3 }, silentLog()),
+      ).toMatchObject({
+        sync: 'unchanged',
+      });
+    });
+
+    it('updates KeyDB when triggered, even while paused', async () => {
+      await keydb.set('1_Visa', 'stale');
+      execFileSync(
+        inject('temporalCliPath'),
+        [
+          'schedule',
+          'trigger',
+          '--schedule-id',
+          config.SYNC_SCHEDULE_ID,
+          '--address',
+          inject('temporalAddress'),
+        ],
+        { stdio: 'ignore' },
+      );
+      await waitFor('the triggered sync', async () =>
+        (await keydb.get('1_Visa')) !== 'stale' ? true : undefined,
+      );
+      expect(await balances()).toEqual(await expectedBalances());
+    });
+  });
+});
