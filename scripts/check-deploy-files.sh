@@ -1,4 +1,143 @@
 #!/usr/bin/env bash
-# Validates docker-compose.temporal.yml and the Dockerfile without a Docker engine.
+# Validates docker-compose.temporal.yml and the Dockerfile without a Docker engine:
+#  1. compose: `docker-compose config` (Debian's docker-compose package, installed if missing) must
+#     accept the file, then this project's rules are checked on the resolved config.
+#  2. Dockerfile: BuildKit's own checks (the rules of `docker build --check`) plus this project's
+#     rules, by scripts/dockerfile-lint (a small Go program on moby/buildkit's Dockerfile frontend,
+#     built once per machine into the cache, like scripts/ensure-temporal.sh does for the CLI).
+# Prints what it checked; exits non-zero if anything failed.
 set -euo pipefail
-echo "check-deploy-files: not yet written"
+cd "$(dirname "$0")/.."
+COMPOSE_FILE=docker-compose.temporal.yml
+CACHE_ROOT="${BALANCE_SYNC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/balance-sync}"
+failed=0
+
+# ---------------------------------------------------------------------------------------------
+echo "== $COMPOSE_FILE"
+if ! command -v docker-compose >/dev/null 2>&1; then
+  echo "check-deploy-files: installing Debian's docker-compose (validation only; no engine needed)"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
+  "${SUDO[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
+fi
+echo "using $(docker-compose version --short 2>/dev/null | sed 's/^/docker-compose /')"
+
+resolved=$(mktemp)
+trap 'rm -f "$resolved"' EXIT
+# `config` resolves interpolation, env_file and merge keys, and validates against Compose's schema;
+# it never contacts a Docker engine. Run it with an empty environment for interpolation so that
+# the file's own defaults are what gets checked.
+if env -i PATH="$PATH" HOME="$HOME" docker-compose -f "$COMPOSE_FILE" config >"$resolved"; then
+  echo "ok   docker-compose config: the file is valid"
+  echo "     services: $(docker-compose -f "$COMPOSE_FILE" config --services | sort | tr '\n' ' ')"
+  echo "     volumes:  $(docker-compose -f "$COMPOSE_FILE" config --volumes | sort | tr '\n' ' ')"
+  python3 - "$resolved" <<'PY' || failed=1
+import re, sys, yaml
+
+config = yaml.safe_load(open(sys.argv[1]))
+services = config.get("services", {})
+named_volumes = set((config.get("volumes") or {}).keys())
+problems = 0
+
+def check(ok, what):
+    global problems
+    print(("ok   " if ok else "FAIL ") + what)
+    problems += 0 if ok else 1
+
+# One-shot services: those others wait for with `service_completed_successfully`.
+one_shot = {
+    name
+    for service in services.values()
+    for name, dep in (service.get("depends_on") or {}).items()
+    if isinstance(dep, dict) and dep.get("condition") == "service_completed_successfully"
+}
+
+for name, service in sorted(services.items()):
+    image = service.get("image", "")
+    if "build" in service:
+        check(bool(image), f"{name}: built from the repo Dockerfile and tagged ({image or 'no image name'})")
+    else:
+        pinned = bool(re.search(r"^[^@]+:[^:/@]+$|@sha256:[0-9a-f]{64}$", image)) and not image.endswith(":latest")
+        check(pinned, f"{name}: image pinned to a version tag ({image})")
+    if name in one_shot:
+        print(f"ok   {name}: one-shot (others wait for it to complete); no healthcheck needed")
+    else:
+        test = (service.get("healthcheck") or {}).get("test")
+        check(bool(test) and test != ["NONE"], f"{name}: has a healthcheck")
+    deps = service.get("depends_on") or {}
+    if isinstance(deps, list):
+        check(False, f"{name}: depends_on uses conditions (found a plain list)")
+    for dep, spec in sorted(deps.items()):
+        condition = (spec or {}).get("condition")
+        check(
+            condition in ("service_healthy", "service_completed_successfully"),
+            f"{name}: waits for {dep} to be {condition or 'started (no condition)'}",
+        )
+    for volume in service.get("volumes") or []:
+        source = volume.get("source") if isinstance(volume, dict) else str(volume).split(":")[0]
+        kind = volume.get("type") if isinstance(volume, dict) else ("volume" if not source.startswith((".", "/")) else "bind")
+        check(kind == "volume" and source in named_volumes, f"{name}: data on the named volume {source}")
+
+def command(service):
+    value = service.get("command")
+    return " ".join(value) if isinstance(value, list) else (value or "")
+
+app = services.get("app", {})
+check(command(app) == "node dist/src/main.js", f"app: runs `node dist/src/main.js` ({command(app)})")
+def container_port(port):
+    # "127.0.0.1:9464:9464/tcp" (Compose v1) or {"target": 9464, ...} (Compose v2)
+    return str(port.get("target")) if isinstance(port, dict) else str(port).split("/")[0].split(":")[-1]
+
+check("9464" in map(container_port, app.get("ports", [])), "app: publishes its HTTP port 9464 (/metrics, /healthz, /readyz)")
+check("/readyz" in " ".join(map(str, (app.get("healthcheck") or {}).get("test", []))), "app: healthcheck is GET /readyz")
+env = app.get("environment") or {}
+for key, host in [("DATABASE_URL", "postgres"), ("KEYDB_URL", "keydb"), ("RABBITMQ_URL", "rabbitmq"), ("TEMPORAL_ADDRESS", "temporal")]:
+    check(host in str(env.get(key, "")), f"app: {key} points at the {host} service")
+producer = services.get("producer", {})
+check(command(producer) == "node dist/src/producer/main.js", f"producer: runs `node dist/src/producer/main.js` ({command(producer)})")
+temporal = services.get("temporal", {})
+check(command(temporal).startswith("server start-dev") and "--db-filename" in command(temporal),
+      f"temporal: `temporal server start-dev` with a persistent --db-filename ({command(temporal)})")
+sys.exit(1 if problems else 0)
+PY
+else
+  echo "FAIL docker-compose config rejected $COMPOSE_FILE"
+  failed=1
+fi
+
+# ---------------------------------------------------------------------------------------------
+echo
+echo "== Dockerfile"
+lint_src=scripts/dockerfile-lint
+command -v go >/dev/null 2>&1 || {
+  echo "FAIL no Go toolchain to build scripts/dockerfile-lint (the same toolchain scripts/ensure-temporal.sh needs)"
+  exit 1
+}
+key=$(cat "$lint_src/go.mod" "$lint_src/go.sum" "$lint_src/main.go" <(go env GOVERSION) | sha256sum | cut -c1-16)
+lint_bin="$CACHE_ROOT/dockerfile-lint-$key/dockerfile-lint"
+if [ ! -x "$lint_bin" ]; then
+  echo "check-deploy-files: building scripts/dockerfile-lint into $(dirname "$lint_bin") (about 2 minutes, once per machine)"
+  mkdir -p "$(dirname "$lint_bin")"
+  tmp=$(mktemp -d "$(dirname "$lint_bin")/build.XXXXXX")
+  (cd "$lint_src" && CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -mod=readonly" go build -trimpath -o "$tmp/dockerfile-lint" .)
+  mv "$tmp/dockerfile-lint" "$lint_bin"
+  rmdir "$tmp"
+fi
+buildkit=$(cd "$lint_src" && go list -m -f '{{.Version}}' github.com/moby/buildkit 2>/dev/null || echo '?')
+echo "using dockerfile-lint (moby/buildkit $buildkit Dockerfile frontend)"
+start_cmd=$(node -p 'require("./package.json").scripts.start')
+"$lint_bin" -project -expect-cmd "$start_cmd" Dockerfile || failed=1
+
+if [ -f .dockerignore ]; then
+  for entry in node_modules dist .env .git; do
+    if grep -qx "$entry" .dockerignore; then echo "ok   .dockerignore excludes $entry"; else
+      echo "FAIL .dockerignore does not exclude $entry"; failed=1; fi
+  done
+else
+  echo "FAIL no .dockerignore"
+  failed=1
+fi
+
+echo
+if [ "$failed" -ne 0 ]; then echo "check-deploy-files: FAILED"; exit 1; fi
+echo "check-deploy-files: all checks passed"
