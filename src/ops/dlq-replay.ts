@@ -114,7 +114,11 @@ export async function replayDeadLetters(options: ReplayOptions): Promise<ReplayR
     clientProperties: { connection_name: 'balance-sync dlq-replay' },
   });
   try {
+    // Broker-side errors (e.g. 404 for a missing queue) also reject the pending operation, which
+    // reports them; without these listeners the 'error' events would crash the process.
+    connection.on('error', () => undefined);
     const channel = await connection.createConfirmChannel();
+    channel.on('error', () => undefined);
     let waiting: number;
     try {
       ({ messageCount: waiting } = await channel.checkQueue(options.from));
