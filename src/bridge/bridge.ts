@@ -188,14 +188,24 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
       const current = consumer;
       consumer = undefined;
       if (current) await current.channel.cancel(current.tag).catch(() => undefined);
+      log.info({ inFlight: inFlight.size }, 'stopped consuming');
       // Let in-flight starts finish and ack; abort only retries that are waiting on an outage.
-      const drained = Promise.allSettled([...inFlight]);
-      const timeout = new Promise((resolve) => setTimeout(resolve, 10_000).unref());
-      await Promise.race([drained, timeout]);
+      await settledWithin([...inFlight], 10_000);
       stopping.abort();
-      await Promise.allSettled([...inFlight]);
+      await settledWithin([...inFlight], 5_000);
+      log.info('in-flight messages settled');
       await channel.close().catch(() => undefined);
       await connection.close().catch(() => undefined);
     },
   };
+}
+
+/** Waits for the promises to settle, or for `ms`, whichever comes first. */
+async function settledWithin(promises: Promise<unknown>[], ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms);
+  });
+  await Promise.race([Promise.allSettled(promises), timeout]);
+  clearTimeout(timer);
 }

@@ -3,6 +3,7 @@ import type { DeadLetterCode } from './parse-transaction.js';
 
 export const REASON_HEADER = 'x-balance-sync-reason';
 export const REASON_CODE_HEADER = 'x-balance-sync-reason-code';
+const MAX_COPIED_HEADER_BYTES = 16 * 1024;
 
 /**
  * Publishes the message, body and properties untouched, to the dead-letter queue with the reason in
@@ -16,6 +17,10 @@ export async function publishDeadLetter(
   reason: string,
 ): Promise<void> {
   const { properties } = message;
+  // amqplib encodes headers into a 64 KiB frame buffer: oversized producer headers are dropped
+  // (and flagged) rather than making the dead letter itself unpublishable.
+  const original = (properties.headers ?? {}) as Record<string, unknown>;
+  const keepOriginal = Buffer.byteLength(JSON.stringify(original)) <= MAX_COPIED_HEADER_BYTES;
   await new Promise<void>((resolve, reject) => {
     channel.sendToQueue(
       queue,
@@ -30,7 +35,7 @@ export async function publishDeadLetter(
         appId: properties.appId as string | undefined,
         persistent: true,
         headers: {
-          ...properties.headers,
+          ...(keepOriginal ? original : { 'x-balance-sync-original-headers-dropped': true }),
           [REASON_HEADER]: reason,
           [REASON_CODE_HEADER]: code,
           'x-balance-sync-dead-lettered-at': new Date().toISOString(),

@@ -23,7 +23,7 @@ export async function scheduleFromArgs<T extends Record<string, { type: 'string'
     metadata: connectionOptions.metadata,
   });
   const client = new Client({ connection, namespace });
-  const scheduleId = (values['schedule-id']) ?? config.SYNC_SCHEDULE_ID;
+  const scheduleId = values['schedule-id'] ?? config.SYNC_SCHEDULE_ID;
   return {
     handle: client.schedule.getHandle(scheduleId),
     scheduleId,

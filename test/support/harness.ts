@@ -99,6 +99,8 @@ export async function waitFor<T>(
 
 export interface Publisher {
   publish(body: string | Buffer, properties?: Options.Publish): Promise<void>;
+  /** Publishes all, then waits for the broker to confirm them all. */
+  publishMany(messages: readonly (readonly [string | Buffer, Options.Publish])[]): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -113,6 +115,15 @@ export async function publisher(queue: string): Promise<Publisher> {
         persistent: true,
         ...properties,
       });
+      await channel.waitForConfirms();
+    },
+    async publishMany(messages) {
+      for (const [body, properties] of messages) {
+        channel.sendToQueue(queue, typeof body === 'string' ? Buffer.from(body) : body, {
+          persistent: true,
+          ...properties,
+        });
+      }
       await channel.waitForConfirms();
     },
     async close() {

@@ -1,0 +1,134 @@
+import type pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Config } from '../../src/config.js';
+import { spawnApp, waitUntilReady, type AppProcess } from '../support/app-process.js';
+import {
+  deleteQueues,
+  pool,
+  publisher,
+  resetDatabase,
+  rows,
+  testConfig,
+  waitFor,
+} from '../support/harness.js';
+
+/** The real entrypoint as a process: observability, readiness, graceful shutdown, secrets. */
+describe('the balance-sync process', () => {
+  let db: pg.Pool;
+  let config: Config;
+  let app: AppProcess;
+
+  beforeAll(async () => {
+    db = pool();
+    await resetDatabase(db);
+    config = testConfig();
+    app = await spawnApp(config);
+    await waitUntilReady(app);
+  });
+
+  afterAll(async () => {
+    await app.kill('SIGKILL');
+    await deleteQueues(config.INCOMING_QUEUE, config.DEAD_LETTER_QUEUE);
+    await db.end();
+  });
+
+  it('answers /healthz and reports every dependency ready on /readyz', async () => {
+    expect(await app.get('/healthz')).toEqual({ status: 200, body: '{"status":"ok"}' });
+    const ready = JSON.parse((await app.get('/readyz')).body);
+    expect(ready).toEqual({
+      ready: true,
+      checks: { rabbitmq: true, worker: true, temporal: true, postgres: true, keydb: true },
+    });
+  });
+
+  it('exports its own and the Temporal runtime metrics on /metrics', async () => {
+    const queue = await publisher(config.INCOMING_QUEUE);
+    await queue.publish('{"id": 1, "value": 600}', { messageId: 'metrics-good' });
+    await queue.publish('{oops', { messageId: 'metrics-bad' });
+    await queue.close();
+    const metric = (text: string, name: string) =>
+      Number(
+        text
+          .split('\n')
+          .find((line) => line.startsWith(name))
+          ?.split(' ')
+          .pop() ?? NaN,
+      );
+    const text = await waitFor('the metrics to count both messages', async () => {
+      const { body } = await app.get('/metrics');
+      return metric(body, 'balance_sync_messages_dead_lettered_total{code="invalid_json"}') === 1 &&
+        metric(body, 'balance_sync_ingest_end_to_end_seconds_count') === 1
+        ? body
+        : undefined;
+    });
+    expect(metric(text, 'balance_sync_messages_consumed_total')).toBe(2);
+    expect(metric(text, 'balance_sync_messages_acked_total{outcome="started"}')).toBe(1);
+    expect(metric(text, 'balance_sync_workflow_start_seconds_count')).toBe(1);
+    expect(text).toContain('# TYPE balance_sync_sync_write_offset_seconds histogram');
+    expect(text).toContain('# TYPE balance_sync_reconcile_drift_providers gauge');
+    // From the Temporal Runtime's Prometheus exporter.
+    expect(text).toMatch(/^temporal_workflow_completed\{/m);
+  });
+
+  it('stops on SIGTERM after finishing what is in flight, exits 0, and never logs a password', async () => {
+    const count = 300;
+    const ledger = async () =>
+      rows(db, `SELECT ingest_key FROM balance_sync_ingest_ledger WHERE ingest_key LIKE 'ingest-sigterm-%'`);
+    const queue = await publisher(config.INCOMING_QUEUE);
+    await queue.publishMany(
+      Array.from(
+        { length: count },
+        (_, i) => [JSON.stringify({ id: 2, value: i }), { messageId: `sigterm-${i}` }] as const,
+      ),
+    );
+    await queue.close();
+    await waitFor('the first rows', async () => ((await ledger()).length > 0 ? true : undefined));
+    expect(await app.kill('SIGTERM')).toBe(0);
+    // Shutdown order: stop consuming, drain in-flight starts, stop the worker, close connections.
+    const order = [
+      '"msg":"shutting down"',
+      '"msg":"stopped consuming"',
+      '"state":"STOPPING"',
+      '"msg":"stopped"',
+    ].map((marker) => app.lines.findIndex((line) => line.includes(marker)));
+    expect(order.every((index, i) => index >= 0 && (i === 0 || index > order[i - 1]!))).toBe(true);
+    expect(app.lines.join('\n')).not.toContain('password');
+    expect((await ledger()).length).toBeLessThan(count);
+
+    // A fresh process picks up whatever was still queued or started: each message exactly once.
+    app = await spawnApp(config);
+    await waitUntilReady(app);
+    await waitFor('every row', async () => ((await ledger()).length === count ? true : undefined), 60_000);
+    const written = await rows(
+      db,
+      `SELECT count(*)::int AS n, count(DISTINCT transaction_value)::int AS distinct_values
+       FROM historical_transactions WHERE provider_id = 2 AND id > 3`,
+    );
+    expect(written).toEqual([{ n: count, distinct_values: count }]);
+  });
+
+  it('reports not ready, but alive, while RabbitMQ is unreachable', async () => {
+    const broken = await spawnApp(testConfig({ RABBITMQ_URL: 'amqp://user:password@127.0.0.1:1' }));
+    try {
+      await broken.waitForLine('http endpoints', (line) => line.includes('http endpoints ready'), 60_000);
+      expect((await broken.get('/healthz')).status).toBe(200);
+      const readyz = await broken.get('/readyz');
+      expect(readyz.status).toBe(503);
+      expect(JSON.parse(readyz.body).checks.rabbitmq).toBe(false);
+    } finally {
+      await broken.kill('SIGKILL');
+    }
+  });
+
+  it('refuses bad configuration with one message naming the variable, without echoing secrets', async () => {
+    const bad = await spawnApp(testConfig(), {
+      HTTP_PORT: 'eighty',
+      DATABASE_URL: 'mysql://user:hunter2@db/fxc',
+    });
+    expect(await bad.exited).toBe(2);
+    expect(bad.lines.filter((line) => line.trim() !== '')).toEqual([
+      expect.stringMatching(/^Invalid configuration: .*DATABASE_URL: .*HTTP_PORT: /),
+    ]);
+    expect(bad.lines.join('\n')).not.toContain('hunter2');
+  });
+});
