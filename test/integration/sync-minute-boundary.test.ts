@@ -1,0 +1,75 @@
+import type { Redis } from 'ioredis';
+import type pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { PublishBalancesResult } from '../../src/activities/index.js';
+import type { App } from '../../src/app.js';
+import type { Config } from '../../src/config.js';
+import {
+  deleteQueues,
+  pool,
+  resetDatabase,
+  resetKeydb,
+  startTestApp,
+  testConfig,
+} from '../support/harness.js';
+
+/** The one test that waits for a real minute boundary (up to about a minute). */
+describe('SyncBalances on its schedule', () => {
+  let db: pg.Pool;
+  let keydb: Redis;
+  let config: Config;
+  let app: App;
+
+  beforeAll(async () => {
+    db = pool();
+    await resetDatabase(db);
+    keydb = await resetKeydb();
+    config = testConfig();
+    app = await startTestApp(config);
+  });
+
+  afterAll(async () => {
+    await app.stop();
+    for (const id of [config.SYNC_SCHEDULE_ID, config.RECONCILE_SCHEDULE_ID]) {
+      await app.client.schedule
+        .getHandle(id)
+        .delete()
+        .catch(() => undefined);
+    }
+    await deleteQueues(config.INCOMING_QUEUE, config.DEAD_LETTER_QUEUE);
+    keydb.disconnect();
+    await db.end();
+  });
+
+  it('writes KeyDB within 1 s of the next minute boundary on the system clock', async () => {
+    // The first boundary far enough ahead that the sentinel is in place before its write.
+    const minute = 60_000;
+    const boundary = Math.ceil((Date.now() + 1_500) / minute) * minute;
+    await keydb.set('1_Visa', 'sentinel');
+    // Watch KeyDB as a client would: poll until the value changes, and note when.
+    let changedAt = 0;
+    while (Date.now() < boundary + 5_000) {
+      if ((await keydb.get('1_Visa')) !== 'sentinel') {
+        changedAt = Date.now();
+        break;
+      }
+    }
+    const observedOffset = changedAt - boundary;
+    expect(changedAt).toBeGreaterThan(0);
+    expect(Math.abs(observedOffset)).toBeLessThan(1_000);
+    expect(await keydb.mget('1_Visa', '2_Mastercard')).toEqual(['1300', '1800']);
+
+    // The run reports its own offset, and is identified by the schedule's nominal time.
+    const description = await app.client.schedule.getHandle(config.SYNC_SCHEDULE_ID).describe();
+    const action = description.info.recentActions.find(
+      (a) => a.scheduledAt.getTime() === boundary - config.SYNC_LEAD_SECONDS * 1000,
+    );
+    expect(action).toBeDefined();
+    const result: PublishBalancesResult = await app.client.workflow
+      .getHandle(action!.action.workflow.workflowId)
+      .result();
+    expect(result.boundary).toBe(new Date(boundary).toISOString());
+    expect(result.writeOffsetMs).toBeGreaterThanOrEqual(0);
+    expect(result.writeOffsetMs).toBeLessThan(1_000);
+  }, 90_000);
+});
