@@ -60,9 +60,9 @@ describe('ingest: RabbitMQ → IngestTransaction → historical_transactions', (
     });
     expect(row).toEqual({ provider_id: 1, value: '600' });
     const handle = app.client.workflow.getHandle('ingest-task-example');
+    expect(await handle.result()).toMatchObject({ inserted: true });
     const description = await handle.describe();
     expect(description.type).toBe('IngestTransaction');
-    expect(await handle.result()).toMatchObject({ inserted: true });
     expect(description.status.name).toBe('COMPLETED');
   });
 

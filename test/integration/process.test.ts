@@ -57,7 +57,8 @@ describe('the balance-sync process', () => {
     const text = await waitFor('the metrics to count both messages', async () => {
       const { body } = await app.get('/metrics');
       return metric(body, 'balance_sync_messages_dead_lettered_total{code="invalid_json"}') === 1 &&
-        metric(body, 'balance_sync_ingest_end_to_end_seconds_count') === 1
+        metric(body, 'balance_sync_ingest_end_to_end_seconds_count') === 1 &&
+        /^temporal_workflow_completed\{/m.test(body)
         ? body
         : undefined;
     });
