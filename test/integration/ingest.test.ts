@@ -2,7 +2,12 @@ import type pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { App } from '../../src/app.js';
 import type { Config } from '../../src/config.js';
+import { NativeConnection } from '@temporalio/worker';
+import { inject } from 'vitest';
+import { createActivities, type RecordTransactionInput } from '../../src/activities/index.js';
 import { REASON_CODE_HEADER, REASON_HEADER } from '../../src/bridge/dead-letter.js';
+import { createMetrics } from '../../src/metrics.js';
+import { createWorker } from '../../src/worker.js';
 import {
   closeBridgeConnections,
   deleteQueues,
@@ -79,6 +84,40 @@ describe('ingest: RabbitMQ → IngestTransaction → historical_transactions', (
       (await drainQueue(config.INCOMING_QUEUE)).length === 0 ? true : undefined,
     );
     expect((await transactionsAfter(before)).filter((r) => r.value === '5')).toHaveLength(1);
+  });
+
+  it('writes one row when the insert activity fails after its commit and is retried', async () => {
+    const before = await maxId();
+    const real = createActivities({ pool: db, keydb: undefined as never, metrics: createMetrics() });
+    let attempts = 0;
+    const flaky = {
+      ...real,
+      async recordTransaction(input: RecordTransactionInput) {
+        const result = await real.recordTransaction(input);
+        if (++attempts === 1) throw new Error('simulated timeout after the commit');
+        return result;
+      },
+    };
+    const taskQueue = `${config.TEMPORAL_TASK_QUEUE}-flaky`;
+    const connection = await NativeConnection.connect({ address: inject('temporalAddress') });
+    const worker = await createWorker({
+      connection,
+      namespace: 'default',
+      taskQueue,
+      activities: flaky,
+      workflowBundlePath: inject('workflowBundlePath'),
+    });
+    const result = await worker.runUntil(
+      app.client.workflow.execute('IngestTransaction', {
+        taskQueue,
+        workflowId: `ingest-retry-after-commit-${before}`,
+        args: [{ providerId: 1, value: '77.7' }],
+      }),
+    );
+    await connection.close();
+    expect(attempts).toBe(2);
+    expect(result).toMatchObject({ inserted: false });
+    expect(await transactionsAfter(before)).toEqual([{ provider_id: 1, value: '77.7' }]);
   });
 
   it('keeps decimal values such as 12.34 exact', async () => {
