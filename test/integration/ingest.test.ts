@@ -69,6 +69,7 @@ describe('ingest: RabbitMQ → IngestTransaction → historical_transactions', (
     const description = await handle.describe();
     expect(description.type).toBe('IngestTransaction');
     expect(description.status.name).toBe('COMPLETED');
+    expect(description.memo).toEqual({ providerId: 1, value: '600' });
   });
 
   it('writes one row when the same message_id is delivered twice', async () => {
