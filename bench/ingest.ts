@@ -1,0 +1,562 @@
+// npm run bench:ingest -- [--messages 5000] [--phases ceiling,micro,slots,baseline,drain,knobs,two,fixed,file]
+//
+// Ingest throughput and latency of the service against its own Temporal dev server, all figures in one
+// run so they can be read as ratios: the empty-workflow ceiling, a no-Temporal baseline consumer, the
+// service draining a backlog (in-memory and file-backed dev server, several knobs, two processes), and
+// publish-to-row latency at fixed rates with the worker's RSS. Progress on stderr, tables on stdout.
+import { Client, Connection } from '@temporalio/client';
+import amqplib from 'amqplib';
+import { loadavg } from 'node:os';
+import pg from 'pg';
+import { migrate } from '../src/postgres/schema.js';
+import { spawnApp, type AppProcess } from './lib/app-process.js';
+import { baselineDrain } from './lib/baseline.js';
+import { publishToRowLatency, startPaced } from './lib/paced.js';
+import {
+  backendPids,
+  createBenchDatabase,
+  deleteQueues,
+  dropBenchDatabase,
+  publishBacklog,
+  queueDepth,
+  RABBITMQ_URL,
+  REDIS_BASE_URL,
+  startDevServer,
+  type DevServer,
+} from './lib/services.js';
+import {
+  closedLoop,
+  measureCeiling,
+  startBenchWorker,
+  type BenchWorker,
+  type CeilingRow,
+  type Tuning,
+  workflowBacklog,
+} from './lib/temporal-load.js';
+import {
+  CpuMeter,
+  fmt,
+  machineDescription,
+  options,
+  pidsByComm,
+  progress,
+  report,
+  sleep,
+  table,
+  type CpuReport,
+} from './lib/util.js';
+
+const opts = options({
+  messages: 5000,
+  knobMessages: 0, // 0: same as --messages
+  providers: 1000,
+  concurrencies: '10,20,40',
+  ceilingSeconds: 10,
+  microSeconds: 10,
+  fixedSeconds: 30,
+  phases: 'ceiling,micro,slots,baseline,drain,knobs,two,fixed,file',
+  database: 'balance_sync_bench_ingest',
+  keydbDb: 12,
+  budgetMinutes: 45,
+});
+const phases = new Set(opts.phases.split(','));
+const knobMessages = opts.knobMessages || opts.messages;
+const NAME = 'bench-ingest';
+const QUEUE = `${NAME}.incoming_transactions`;
+const BASELINE_QUEUE = `${NAME}.baseline`;
+
+const hardStop = setTimeout(() => {
+  progress(`time budget of ${opts.budgetMinutes} min exhausted; exiting`);
+  process.exit(3);
+}, opts.budgetMinutes * 60_000);
+hardStop.unref();
+
+const databaseUrl = await createBenchDatabase(opts.database, opts.providers);
+const pool = new pg.Pool({ connectionString: databaseUrl, max: 4 });
+pool.on('error', (error) => progress(`idle Postgres client failed: ${error.message}`));
+await migrate(pool); // the service's tables and triggers, as the app would create them
+const keydbUrl = `${REDIS_BASE_URL}/${opts.keydbDb}`;
+await deleteQueues(QUEUE, `${QUEUE}.dead`, BASELINE_QUEUE);
+const conditions: string[] = [];
+const noteLoad = (phase: string) => conditions.push(`${phase}: load average ${loadavg()[0]!.toFixed(1)}`);
+
+// ---- helpers -------------------------------------------------------------------------------------
+
+let runSeq = 0;
+const nextPrefix = (label: string) => `${label}-${Date.now()}-${runSeq++}`;
+
+async function ledgerStats(prefix: string) {
+  const { rows } = await pool.query<{ n: string; first: string | null; last: string | null }>(
+    `SELECT count(*) AS n, (extract(epoch FROM min(ingested_at)) * 1000)::text AS first,
+            (extract(epoch FROM max(ingested_at)) * 1000)::text AS last
+     FROM balance_sync_ingest_ledger WHERE ingest_key LIKE $1`,
+    [`ingest-${prefix}-%`],
+  );
+  const row = rows[0]!;
+  return { n: Number(row.n), first: Number(row.first), last: Number(row.last) };
+}
+
+async function waitForRows(prefix: string, count: number, timeoutMs: number) {
+  const deadline = Date.now() + timeoutMs;
+  let lastReport = 0;
+  for (;;) {
+    const stats = await ledgerStats(prefix);
+    if (stats.n >= count) return stats;
+    if (Date.now() > deadline)
+      throw new Error(`only ${stats.n}/${count} rows for ${prefix} after ${timeoutMs} ms`);
+    if (Date.now() - lastReport > 5000) {
+      lastReport = Date.now();
+      progress(`  ${prefix}: ${stats.n}/${count} rows`);
+    }
+    await sleep(250);
+  }
+}
+
+function meter(server: DevServer, apps: () => number[]) {
+  return new CpuMeter({
+    temporal: () => [server.pid],
+    app: apps,
+    postgres: () => backendPids(pool, opts.database),
+    rabbitmq: () => pidsByComm('beam.smp'),
+    bench: () => [process.pid],
+  });
+}
+
+interface DrainRow {
+  label: string;
+  server: string;
+  messages: number;
+  /** Steady rate between the first and the last row (ledger timestamps). */
+  rate: number;
+  /** From spawn to the last row. */
+  rateWithStartup: number;
+  spawnToFirstRowMs: number;
+  cpu: CpuReport;
+  rows: number;
+  /** From RabbitMQ's queue being empty (all acked after their start, or in flight) to the last row. */
+  queueEmptyToLastRowMs: number | null;
+  /** Most workflow tasks seen waiting on the task queue (matching) during the drain. */
+  peakBacklog: number;
+}
+
+/** Publishes a backlog, then starts `processes` app instances and measures the drain into Postgres. */
+async function drain(
+  server: DevServer,
+  serverLabel: string,
+  label: string,
+  messages: number,
+  env: Record<string, string> = {},
+  processes = 1,
+): Promise<DrainRow> {
+  const prefix = nextPrefix(label);
+  await publishBacklog(QUEUE, prefix, messages, opts.providers);
+  const apps: AppProcess[] = [];
+  const spawnedAt = Date.now();
+  for (let i = 0; i < processes; i++) {
+    apps.push(spawnApp({ temporalAddress: server.address, databaseUrl, keydbUrl, name: NAME, env }));
+  }
+  let cpuMeter: CpuMeter | undefined;
+  try {
+    await Promise.all(apps.map((app) => app.waitForLog('consuming')));
+    // CPU from the moment all consume: the drain itself, not module loading and connecting.
+    cpuMeter = meter(server, () => apps.map((app) => app.pid));
+    // Where the backlog sits: still on RabbitMQ, or acked and waiting in Temporal's task queue.
+    const client = new Client({ connection: await Connection.connect({ address: server.address }) });
+    const amqp = await amqplib.connect(RABBITMQ_URL);
+    const channel = await amqp.createChannel();
+    let queueEmptyAt: number | undefined;
+    let peakBacklog = 0;
+    const watcher = setInterval(() => {
+      void channel
+        .checkQueue(QUEUE)
+        .then(({ messageCount }) => {
+          if (messageCount === 0) queueEmptyAt ??= Date.now();
+        })
+        .catch(() => undefined);
+      void workflowBacklog(client, NAME)
+        .then(({ count }) => (peakBacklog = Math.max(peakBacklog, count)))
+        .catch(() => undefined);
+    }, 1000);
+    const stats = await waitForRows(prefix, messages, Math.max(120_000, messages * 100)).finally(() => {
+      clearInterval(watcher);
+      void amqp.close().catch(() => undefined);
+      void client.connection.close().catch(() => undefined);
+    });
+    const cpu = await cpuMeter.stop();
+    cpuMeter = undefined;
+    const row: DrainRow = {
+      label,
+      server: serverLabel,
+      messages,
+      rate: (stats.n - 1) / ((stats.last - stats.first) / 1000),
+      rateWithStartup: stats.n / ((stats.last - spawnedAt) / 1000),
+      spawnToFirstRowMs: stats.first - spawnedAt,
+      cpu,
+      rows: stats.n,
+      queueEmptyToLastRowMs: queueEmptyAt === undefined ? null : stats.last - queueEmptyAt,
+      peakBacklog,
+    };
+    progress(
+      `drain ${label} (${serverLabel}): ${row.rate.toFixed(1)} msg/s steady, ${row.rateWithStartup.toFixed(1)} with start-up`,
+    );
+    return row;
+  } finally {
+    await cpuMeter?.stop();
+    await Promise.all(apps.map((app) => app.stop()));
+    const left = await queueDepth(QUEUE);
+    if (left > 0) {
+      progress(`  ${left} messages left on ${QUEUE}; deleting the queue`);
+      await deleteQueues(QUEUE);
+    }
+  }
+}
+
+const cpuColumns = (cpu: CpuReport, messages: number) => {
+  const per1k = (name: string) => ((cpu.processes[name] ?? 0) / messages) * 1000;
+  return [
+    per1k('temporal'),
+    per1k('app'),
+    per1k('postgres'),
+    per1k('rabbitmq'),
+    `${(cpu.machineBusy * 100).toFixed(0)}%`,
+    `${(cpu.machineSteal * 100).toFixed(1)}%`,
+    fmt(cpu.peakRss.app ?? null, 0),
+  ];
+};
+
+// ---- in-memory dev server -------------------------------------------------------------------------
+
+const memServer = await startDevServer();
+let worker: BenchWorker | undefined = await startBenchWorker(memServer.address, 'bench-load', pool);
+let ceilingRows: CeilingRow[] = [];
+let ceiling: CeilingRow | undefined;
+let ceilingCpu: CpuReport | undefined;
+const microRows: (string | number)[][] = [];
+const slotRows: (string | number)[][] = [];
+const drains: DrainRow[] = [];
+const fixedRows: (string | number)[][] = [];
+let baselineRate: number | undefined;
+let ceilingAfter: number | undefined;
+let fileCeiling: CeilingRow | undefined;
+
+if (phases.has('ceiling') || phases.has('micro') || phases.has('fixed') || phases.has('slots')) {
+  noteLoad('ceiling');
+  const cpuMeter = meter(memServer, () => []);
+  const measured = await measureCeiling(worker, {
+    concurrencies: opts.concurrencies.split(',').map(Number),
+    durationMs: opts.ceilingSeconds * 1000,
+    eager: [true, false],
+    tag: nextPrefix('ceiling'),
+  });
+  ceilingCpu = await cpuMeter.stop();
+  ceilingRows = measured.rows;
+  ceiling = measured.best;
+}
+const bestConcurrency = ceiling?.concurrency ?? 20;
+
+if (phases.has('micro')) {
+  noteLoad('micro');
+  const variants: { label: string; type: string; batch: number }[] = [
+    { label: 'empty workflow', type: 'BenchEmpty', batch: 1 },
+    { label: 'IngestTransaction (local activity, the service)', type: 'IngestTransaction', batch: 1 },
+    { label: 'normal activity, same INSERT', type: 'BenchNormalInsert', batch: 1 },
+    { label: 'batch of 10, one local activity', type: 'BenchBatchInsert', batch: 10 },
+  ];
+  for (const variant of variants) {
+    const prefix = nextPrefix(`micro-${variant.type}`);
+    const result = await closedLoop(worker, {
+      workflowType: variant.type,
+      concurrency: bestConcurrency,
+      durationMs: opts.microSeconds * 1000,
+      eager: true,
+      idPrefix: prefix,
+      args: (seq, workflowId) => {
+        if (variant.type === 'BenchEmpty') return [];
+        if (variant.batch === 1) return [{ providerId: (seq % opts.providers) + 1, value: '1.25' }];
+        return [
+          Array.from({ length: variant.batch }, (_, i) => ({
+            ingestKey: `${workflowId}-${i}`,
+            providerId: ((seq * variant.batch + i) % opts.providers) + 1,
+            value: '1.25',
+          })),
+        ];
+      },
+    });
+    progress(`micro ${variant.label}: ${result.rate.toFixed(1)} wf/s`);
+    microRows.push([
+      variant.label,
+      bestConcurrency,
+      result.rate,
+      result.rate * variant.batch,
+      result.latency.p50,
+      result.latency.p99,
+      result.errors,
+    ]);
+  }
+}
+
+if (phases.has('slots')) {
+  noteLoad('slots');
+  const settings: { label: string; tuning: Tuning }[] = [
+    { label: 'maxConcurrentWorkflowTaskExecutions 5', tuning: { maxConcurrentWorkflowTaskExecutions: 5 } },
+    { label: 'defaults (40 workflow tasks, 100 local activities)', tuning: {} },
+    {
+      label: 'maxConcurrentWorkflowTaskExecutions 100, local activities 200',
+      tuning: { maxConcurrentWorkflowTaskExecutions: 100, maxConcurrentLocalActivityExecutions: 200 },
+    },
+  ];
+  for (const setting of settings) {
+    const tq = nextPrefix('slots');
+    const tuned = await startBenchWorker(memServer.address, tq, pool, setting.tuning);
+    const result = await closedLoop(tuned, {
+      workflowType: 'IngestTransaction',
+      concurrency: 64, // BRIDGE_PREFETCH's default: the most starts the bridge has in flight
+      durationMs: opts.microSeconds * 1000,
+      eager: true,
+      idPrefix: tq,
+      args: (seq) => [{ providerId: (seq % opts.providers) + 1, value: '1.25' }],
+    });
+    await tuned.stop();
+    progress(`slots ${setting.label}: ${result.rate.toFixed(1)} wf/s`);
+    slotRows.push([setting.label, 64, result.rate, result.latency.p50, result.latency.p99]);
+  }
+}
+
+// The bench worker is idle from here on; stop it so it neither polls nor holds memory.
+await worker.stop();
+worker = undefined;
+
+if (phases.has('baseline')) {
+  noteLoad('baseline');
+  const prefix = nextPrefix('baseline');
+  await publishBacklog(BASELINE_QUEUE, prefix, opts.messages, opts.providers);
+  await baselineDrain(BASELINE_QUEUE, databaseUrl, opts.messages, 64, 300_000);
+  const stats = await ledgerStats(prefix);
+  baselineRate = (stats.n - 1) / ((stats.last - stats.first) / 1000);
+  progress(`baseline consumer: ${baselineRate.toFixed(1)} msg/s`);
+  await deleteQueues(BASELINE_QUEUE);
+}
+
+if (phases.has('drain')) {
+  noteLoad('drain');
+  drains.push(await drain(memServer, 'in-memory', 'default (prefetch 64, eager)', opts.messages));
+}
+if (phases.has('knobs')) {
+  noteLoad('knobs');
+  drains.push(await drain(memServer, 'in-memory', 'prefetch 16', knobMessages, { BRIDGE_PREFETCH: '16' }));
+  drains.push(await drain(memServer, 'in-memory', 'prefetch 256', knobMessages, { BRIDGE_PREFETCH: '256' }));
+  drains.push(
+    await drain(memServer, 'in-memory', 'eager start off', knobMessages, { BRIDGE_EAGER_START: 'false' }),
+  );
+}
+if (phases.has('two')) {
+  noteLoad('two');
+  drains.push(await drain(memServer, 'in-memory', 'two app processes', opts.messages, {}, 2));
+}
+
+if (phases.has('fixed')) {
+  noteLoad('fixed');
+  const half = Math.max(1, Math.round((ceiling?.rate ?? 40) / 2));
+  const app = spawnApp({ temporalAddress: memServer.address, databaseUrl, keydbUrl, name: NAME });
+  try {
+    await app.waitForLog('consuming');
+    await sleep(2000);
+    for (const rate of [10, half]) {
+      const prefix = nextPrefix(`fixed${rate}`);
+      const cpuMeter = meter(memServer, () => [app.pid]);
+      const paced = await startPaced(QUEUE, prefix, rate, opts.providers);
+      await sleep(opts.fixedSeconds * 1000);
+      const { sent } = await paced.stop();
+      await waitForRows(prefix, sent, 60_000).catch((error: unknown) => progress((error as Error).message));
+      const cpu = await cpuMeter.stop();
+      const { latency, missing } = await publishToRowLatency(pool, prefix, paced.sentAt);
+      progress(`fixed ${rate} msg/s: p50 ${latency.p50.toFixed(1)} ms, p99 ${latency.p99.toFixed(1)} ms`);
+      fixedRows.push([
+        rate === 10 ? '10' : `${rate} (half the ceiling)`,
+        sent,
+        missing,
+        latency.p50,
+        latency.p90,
+        latency.p99,
+        latency.max,
+        rate === 10 ? 'p99 ≤ 250' : '',
+        fmt(cpu.peakRss.app ?? null, 0),
+        `${(cpu.machineBusy * 100).toFixed(0)}%`,
+      ]);
+    }
+  } finally {
+    await app.stop();
+  }
+}
+
+if (ceiling && (phases.has('drain') || phases.has('knobs') || phases.has('two') || phases.has('fixed'))) {
+  // The same measurement at the end, on a server now holding every run's history: a drift check.
+  worker = await startBenchWorker(memServer.address, 'bench-load', pool);
+  const again = await closedLoop(worker, {
+    workflowType: 'BenchEmpty',
+    concurrency: ceiling.concurrency,
+    durationMs: opts.ceilingSeconds * 1000,
+    eager: ceiling.eager,
+    idPrefix: nextPrefix('ceiling-after'),
+  });
+  ceilingAfter = again.rate;
+  progress(`ceiling at the end: ${again.rate.toFixed(1)} wf/s`);
+  await worker.stop();
+}
+await memServer.stop();
+
+// ---- file-backed dev server -----------------------------------------------------------------------
+
+if (phases.has('file')) {
+  noteLoad('file');
+  const dbFile = `/tmp/bench-temporal-${process.pid}.db`;
+  const fileServer = await startDevServer({ dbFile });
+  try {
+    const fileWorker = await startBenchWorker(fileServer.address, 'bench-load', pool);
+    const measured = await measureCeiling(fileWorker, {
+      concurrencies: [bestConcurrency],
+      durationMs: opts.ceilingSeconds * 1000,
+      eager: [ceiling?.eager ?? true],
+      tag: nextPrefix('file-ceiling'),
+    });
+    fileCeiling = measured.best;
+    await fileWorker.stop();
+    drains.push(
+      await drain(fileServer, 'file (--db-filename)', 'default (prefetch 64, eager)', opts.messages),
+    );
+  } finally {
+    await fileServer.stop();
+    const { rm } = await import('node:fs/promises');
+    await rm(dbFile, { force: true });
+    await rm(`${dbFile}-wal`, { force: true });
+    await rm(`${dbFile}-shm`, { force: true });
+  }
+}
+
+await pool.end();
+await deleteQueues(QUEUE, `${QUEUE}.dead`, BASELINE_QUEUE);
+await dropBenchDatabase(opts.database);
+
+// ---- report -----------------------------------------------------------------------------------------
+
+process.stdout.write(`\n## Ingest (${new Date().toISOString()})\n\n`);
+process.stdout.write(
+  `Machine: ${machineDescription()}. --messages ${opts.messages}, ${opts.providers} providers. ` +
+    `Conditions: ${conditions.join('; ')}.\n`,
+);
+if (ceilingRows.length > 0) {
+  report(
+    'Ceiling: empty workflow, start + wait for result (in-memory dev server)',
+    table(
+      [
+        'concurrency',
+        'eager start requested',
+        'eagerly started',
+        'workflows/s',
+        'p50 ms',
+        'p99 ms',
+        'errors',
+      ],
+      ceilingRows.map((row) => [
+        row.concurrency,
+        String(row.eager),
+        `${(row.eagerShare * 100).toFixed(0)}%`,
+        row.rate,
+        row.latency.p50,
+        row.latency.p99,
+        row.errors,
+      ]),
+    ) +
+      (ceilingCpu
+        ? `\n\nCPU during the ceiling runs: dev server ${fmt(ceilingCpu.processes.temporal)} s, bench process (client + worker) ${fmt(ceilingCpu.processes.bench)} s, over ${fmt(ceilingCpu.seconds)} s wall; machine busy ${(ceilingCpu.machineBusy * 100).toFixed(0)}%, steal ${(ceilingCpu.machineSteal * 100).toFixed(1)}%.`
+        : '') +
+      (ceilingAfter
+        ? `\n\nSame best setting at the end of the in-memory runs: ${fmt(ceilingAfter)} workflows/s.`
+        : ''),
+  );
+}
+if (microRows.length > 0) {
+  report(
+    'Local activity vs normal activity vs batching (closed loop, eager start)',
+    table(['variant', 'concurrency', 'workflows/s', 'rows/s', 'p50 ms', 'p99 ms', 'errors'], microRows),
+  );
+}
+if (slotRows.length > 0) {
+  report(
+    'Worker slots (IngestTransaction closed loop, 64 in flight)',
+    table(['worker tuning', 'in flight', 'workflows/s', 'p50 ms', 'p99 ms'], slotRows),
+  );
+}
+if (drains.length > 0 || baselineRate) {
+  const reference = (row: DrainRow) =>
+    row.server.startsWith('file') ? (fileCeiling?.rate ?? Number.NaN) : (ceiling?.rate ?? Number.NaN);
+  report(
+    'Backlog drain into Postgres',
+    table(
+      [
+        'run',
+        'dev server',
+        'messages',
+        'msg/s (steady)',
+        'msg/s incl. start-up',
+        'spawn → first row ms',
+        '÷ ceiling (target ≥ 0.8)',
+        '÷ baseline',
+      ],
+      [
+        ...(baselineRate
+          ? [['plain consumer (no Temporal)', '–', opts.messages, baselineRate, '–', '–', '–', '1.00']]
+          : []),
+        ...drains.map((row) => [
+          row.label,
+          row.server,
+          row.rows,
+          row.rate,
+          row.rateWithStartup,
+          row.spawnToFirstRowMs,
+          (row.rate / reference(row)).toFixed(2),
+          baselineRate ? (row.rate / baselineRate).toFixed(3) : '–',
+        ]),
+      ],
+    ) +
+      `\n\nCeilings used: in-memory ${fmt(ceiling?.rate ?? null)} workflows/s` +
+      (fileCeiling ? `, file-backed ${fmt(fileCeiling.rate)} workflows/s (same concurrency).` : '.'),
+  );
+  report(
+    'Where the time goes during the drains (CPU seconds per 1,000 messages)',
+    table(
+      [
+        'run',
+        'dev server',
+        'app process(es)',
+        'Postgres backends',
+        'RabbitMQ',
+        'machine busy',
+        'steal',
+        'app peak RSS MiB',
+      ],
+      drains.map((row) => [`${row.label} (${row.server})`, ...cpuColumns(row.cpu, row.rows)]),
+    ),
+  );
+}
+if (fixedRows.length > 0) {
+  report(
+    'Fixed rates: publish → row committed (ledger ingested_at), in-memory dev server',
+    table(
+      [
+        'rate msg/s',
+        'messages',
+        'missing',
+        'p50 ms',
+        'p90 ms',
+        'p99 ms',
+        'max ms',
+        'target',
+        'app RSS MiB (peak)',
+        'machine busy',
+      ],
+      fixedRows,
+    ),
+  );
+}
+process.exit(0);

@@ -1,0 +1,108 @@
+// Runs the real service (`node dist/src/main.js`) as a child process with bench settings.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { REPO_ROOT } from './services.js';
+import { progress, trackChild } from './util.js';
+
+export interface AppSettings {
+  temporalAddress: string;
+  databaseUrl: string;
+  keydbUrl: string;
+  /** Names are derived from it: queue `<name>.incoming_transactions`, task queue, schedule ids. */
+  name: string;
+  env?: Record<string, string>;
+}
+
+export interface AppProcess {
+  pid: number;
+  child: ChildProcess;
+  spawnedAt: number;
+  /** Epoch ms at which each log message was first seen (pino `time`), by message text. */
+  logTimes: Map<string, number>;
+  /** Resolves with the epoch ms of the first log line whose msg is `message`. */
+  waitForLog(message: string, timeoutMs?: number): Promise<number>;
+  stop(): Promise<void>;
+}
+
+export function appEnv(settings: AppSettings): Record<string, string> {
+  return {
+    TEMPORAL_ADDRESS: settings.temporalAddress,
+    DATABASE_URL: settings.databaseUrl,
+    KEYDB_URL: settings.keydbUrl,
+    INCOMING_QUEUE: `${settings.name}.incoming_transactions`,
+    DEAD_LETTER_QUEUE: `${settings.name}.incoming_transactions.dead`,
+    TEMPORAL_TASK_QUEUE: settings.name,
+    SYNC_SCHEDULE_ID: `${settings.name}-sync`,
+    RECONCILE_SCHEDULE_ID: `${settings.name}-reconcile`,
+    HTTP_PORT: '0',
+    TEMPORAL_METRICS_PORT: '0',
+    LOG_LEVEL: 'info',
+    STARTUP_WAIT_SECONDS: '30',
+    ...settings.env,
+  };
+}
+
+export function spawnApp(settings: AppSettings): AppProcess {
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, ...appEnv(settings) };
+  const spawnedAt = Date.now();
+  const child = spawn(process.execPath, [`${REPO_ROOT}dist/src/main.js`], {
+    env,
+    cwd: REPO_ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  trackChild(child);
+  const logTimes = new Map<string, number>();
+  const waiters = new Map<string, ((time: number) => void)[]>();
+  const tail: string[] = [];
+  createInterface({ input: child.stdout }).on('line', (line) => {
+    let entry: { msg?: string; time?: number; level?: number };
+    try {
+      entry = JSON.parse(line);
+    } catch {
+      return;
+    }
+    if (!entry.msg) return;
+    if ((entry.level ?? 0) >= 40) progress(`app ${child.pid}: ${line.slice(0, 300)}`);
+    if (!logTimes.has(entry.msg)) logTimes.set(entry.msg, entry.time ?? Date.now());
+    for (const resolve of waiters.get(entry.msg) ?? []) resolve(entry.time ?? Date.now());
+    waiters.delete(entry.msg);
+  });
+  createInterface({ input: child.stderr }).on('line', (line) => {
+    tail.push(line);
+    if (tail.length > 20) tail.shift();
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  return {
+    pid: child.pid!,
+    child,
+    spawnedAt,
+    logTimes,
+    waitForLog(message, timeoutMs = 60_000) {
+      const seen = logTimes.get(message);
+      if (seen !== undefined) return Promise.resolve(seen);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(
+          () => reject(new Error(`app never logged "${message}"; stderr: ${tail.join('\n')}`)),
+          timeoutMs,
+        );
+        void exited.then(() => {
+          clearTimeout(timer);
+          reject(new Error(`app exited (${child.exitCode}) before "${message}"; stderr: ${tail.join('\n')}`));
+        });
+        const list = waiters.get(message) ?? [];
+        list.push((time) => {
+          clearTimeout(timer);
+          resolve(time);
+        });
+        waiters.set(message, list);
+      });
+    },
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}

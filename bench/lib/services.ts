@@ -1,0 +1,241 @@
+// The benchmarks' own resources: a Temporal dev server, a bench database, queues, a KeyDB db index.
+import { Connection } from '@temporalio/client';
+import amqplib from 'amqplib';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { progress, sleep, trackChild } from './util.js';
+
+export const ADMIN_DATABASE_URL =
+  process.env.BENCH_ADMIN_DATABASE_URL ?? 'postgres://user:password@127.0.0.1:5432/fxc';
+export const RABBITMQ_URL = process.env.BENCH_RABBITMQ_URL ?? 'amqp://user:password@127.0.0.1:5672';
+export const REDIS_BASE_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+
+export function temporalCli(): string {
+  return execFileSync('bash', [`${REPO_ROOT}scripts/ensure-temporal.sh`], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  }).trim();
+}
+
+export function commandVersion(command: string, args: string[]): string {
+  try {
+    return execFileSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+      .trim()
+      .split('\n')[0]!;
+  } catch {
+    return 'unknown';
+  }
+}
+
+export async function freePort(): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export interface DevServer {
+  address: string;
+  pid: number;
+  process: ChildProcess;
+  stop(): Promise<void>;
+}
+
+/** `temporal server start-dev` on free ports, in memory or on `dbFile`; resolves once healthy. */
+export async function startDevServer(options: { dbFile?: string } = {}): Promise<DevServer> {
+  const port = await freePort();
+  const args = ['server', 'start-dev', '--headless', '--ip', '127.0.0.1', '--log-level', 'error'];
+  args.push('--port', String(port), '--http-port', String(await freePort()));
+  args.push('--metrics-port', String(await freePort()));
+  if (options.dbFile) args.push('--db-filename', options.dbFile);
+  const child = spawn(temporalCli(), args, { stdio: ['ignore', 'ignore', 'inherit'] });
+  trackChild(child);
+  const address = `127.0.0.1:${port}`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`temporal dev server exited with ${child.exitCode}`);
+    try {
+      const connection = await Connection.connect({ address, connectTimeout: 1000 });
+      await connection.healthService.check({});
+      await connection.close();
+      break;
+    } catch (error) {
+      if (Date.now() > deadline) {
+        child.kill('SIGKILL');
+        throw new Error(`temporal dev server not healthy on ${address}: ${String(error)}`);
+      }
+      await sleep(100);
+    }
+  }
+  progress(`temporal dev server ${address} (pid ${child.pid}${options.dbFile ? `, ${options.dbFile}` : ''})`);
+  return {
+    address,
+    pid: child.pid!,
+    process: child,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+export function databaseUrl(database: string): string {
+  const url = new URL(ADMIN_DATABASE_URL);
+  url.pathname = `/${database}`;
+  return url.toString();
+}
+
+async function admin<T>(run: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: ADMIN_DATABASE_URL });
+  await client.connect();
+  try {
+    return await run(client);
+  } finally {
+    await client.end();
+  }
+}
+
+const SAFE_NAME = /^balance_sync_bench[a-z0-9_]*$/;
+
+/**
+ * (Re)creates a bench database with the producer's two tables (same DDL as fixtures/producer-schema.sql)
+ * and `providers` rows in initial_data, ids 1..providers. Only names starting balance_sync_bench.
+ */
+export async function createBenchDatabase(database: string, providers: number): Promise<string> {
+  if (!SAFE_NAME.test(database)) throw new Error(`refusing to create ${database}`);
+  await admin(async (client) => {
+    await client.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
+    await client.query(`CREATE DATABASE ${database}`);
+  });
+  const url = databaseUrl(database);
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query(`
+      CREATE TABLE initial_data (
+        id SERIAL PRIMARY KEY,
+        provider_name VARCHAR(255) NOT NULL,
+        initial_value NUMERIC NOT NULL
+      );
+      CREATE TABLE historical_transactions (
+        id SERIAL PRIMARY KEY,
+        provider_id INTEGER REFERENCES initial_data(id),
+        transaction_value NUMERIC NOT NULL
+      );
+      INSERT INTO initial_data (provider_name, initial_value)
+      SELECT 'provider' || i, (i * 1000)::numeric FROM generate_series(1, ${Number(providers)}) AS i;`);
+  } finally {
+    await client.end();
+  }
+  return url;
+}
+
+export async function dropBenchDatabase(database: string): Promise<void> {
+  if (!SAFE_NAME.test(database)) throw new Error(`refusing to drop ${database}`);
+  await admin((client) => client.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`));
+}
+
+/** pids of the Postgres backends connected to `database` right now. */
+export async function backendPids(pool: pg.Pool, database: string): Promise<number[]> {
+  const { rows } = await pool.query<{ pid: number }>(
+    'SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()',
+    [database],
+  );
+  return rows.map((row) => row.pid);
+}
+
+export async function deleteQueues(...queues: string[]): Promise<void> {
+  const connection = await amqplib.connect(RABBITMQ_URL);
+  try {
+    const channel = await connection.createChannel();
+    for (const queue of queues) await channel.deleteQueue(queue);
+  } finally {
+    await connection.close();
+  }
+}
+
+export interface BenchMessage {
+  messageId: string;
+  providerId: number;
+  value: string;
+}
+
+export function benchMessage(prefix: string, seq: number, providers: number): BenchMessage {
+  const cents = ((seq * 7919) % 200_001) - 100_000; // deterministic, both signs
+  const sign = cents < 0 ? '-' : '';
+  const abs = Math.abs(cents);
+  return {
+    messageId: `${prefix}-${seq}`,
+    providerId: (seq % providers) + 1,
+    value: `${sign}${Math.floor(abs / 100)}.${String(abs % 100).padStart(2, '0')}`,
+  };
+}
+
+export interface Publisher {
+  /** Sends one message now (persistent); returns the send time (epoch ms). Confirms are awaited later. */
+  send(message: BenchMessage): number;
+  /** Waits for the broker to confirm everything sent so far. */
+  confirm(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A confirm-channel publisher declaring the queue as the producer does (durable, no arguments). */
+export async function publisher(queue: string): Promise<Publisher> {
+  const connection = await amqplib.connect(RABBITMQ_URL);
+  const channel = await connection.createConfirmChannel();
+  await channel.assertQueue(queue, { durable: true });
+  return {
+    send(message) {
+      const sentAt = Date.now();
+      channel.sendToQueue(queue, Buffer.from(`{"id": ${message.providerId}, "value": ${message.value}}`), {
+        persistent: true,
+        messageId: message.messageId,
+        contentType: 'application/json',
+      });
+      return sentAt;
+    },
+    confirm: () => channel.waitForConfirms(),
+    async close() {
+      await connection.close();
+    },
+  };
+}
+
+/** Publishes `count` messages as fast as the broker confirms them (in chunks of 500). */
+export async function publishBacklog(queue: string, prefix: string, count: number, providers: number) {
+  const pub = await publisher(queue);
+  const started = performance.now();
+  for (let seq = 0; seq < count; seq++) {
+    pub.send(benchMessage(prefix, seq, providers));
+    if (seq % 500 === 499) await pub.confirm();
+  }
+  await pub.confirm();
+  await pub.close();
+  const seconds = (performance.now() - started) / 1000;
+  progress(`published ${count} messages to ${queue} in ${seconds.toFixed(1)} s`);
+  return seconds;
+}
+
+/** Messages currently ready on a queue. */
+export async function queueDepth(queue: string): Promise<number> {
+  const connection = await amqplib.connect(RABBITMQ_URL);
+  try {
+    const channel = await connection.createChannel();
+    const { messageCount } = await channel.assertQueue(queue, { durable: true });
+    return messageCount;
+  } finally {
+    await connection.close();
+  }
+}

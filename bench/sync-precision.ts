@@ -1,0 +1,304 @@
+// npm run bench:sync-precision -- [--minutes 30] [--rate 0 (= half the measured ceiling)]
+//
+// Runs the service (node dist/src/main.js) against its own dev server, database and KeyDB db index,
+// feeds it messages at a fixed rate, and for K consecutive minute boundaries records when the balances
+// reached KeyDB: (1) the SyncBalances result's writeOffsetMs, (2) independently, the first time a
+// poller sees a sentinel provider's key change (a row is inserted for it 3 s before the boundary).
+import { Client, Connection } from '@temporalio/client';
+import { Redis } from 'ioredis';
+import { loadavg } from 'node:os';
+import pg from 'pg';
+import { spawnApp } from './lib/app-process.js';
+import { publishToRowLatency, startPaced } from './lib/paced.js';
+import {
+  createBenchDatabase,
+  deleteQueues,
+  dropBenchDatabase,
+  REDIS_BASE_URL,
+  startDevServer,
+} from './lib/services.js';
+import { measureCeiling, startBenchWorker, workflowBacklog } from './lib/temporal-load.js';
+import {
+  CpuMeter,
+  fmt,
+  machineDescription,
+  options,
+  progress,
+  report,
+  sleep,
+  summarize,
+  table,
+} from './lib/util.js';
+
+const opts = options({
+  minutes: 30,
+  rate: 0,
+  providers: 1000,
+  lead: 5,
+  database: 'balance_sync_bench_sync',
+  keydbDb: 13,
+  ingest: true,
+});
+
+const MINUTE = 60_000;
+const NAME = 'bench-sync';
+const sentinelId = opts.providers; // messages use providers 1..providers-1
+const sentinelKey = `${sentinelId}_provider${sentinelId}`;
+
+interface Observation {
+  boundary: string;
+  /** From the workflow result. */
+  writeOffsetMs: number | null;
+  readMs: number | null;
+  writeMs: number | null;
+  /** From polling KeyDB: first sighting of the new sentinel value minus the boundary. */
+  polledOffsetMs: number | null;
+  /** Schedule action taken minus scheduled (how late the schedule fired). */
+  fireLagMs: number | null;
+  machineBusy: number;
+  machineSteal: number;
+  load1: number;
+  /** Workflow tasks waiting on the service's task queue 4 s before the boundary, and the oldest's age. */
+  backlog: number | null;
+  backlogAgeS: number | null;
+}
+
+let stopRequested = false;
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    progress(`${signal}: finishing the current minute and reporting what was measured`);
+    stopRequested = true;
+  });
+}
+
+const server = await startDevServer();
+const databaseUrl = await createBenchDatabase(opts.database, opts.providers);
+const pool = new pg.Pool({ connectionString: databaseUrl, max: 4 });
+pool.on('error', (error) => progress(`idle Postgres client failed: ${error.message}`));
+const keydbUrl = `${REDIS_BASE_URL}/${opts.keydbDb}`;
+const keydb = new Redis(keydbUrl);
+await keydb.flushdb();
+const queue = `${NAME}.incoming_transactions`;
+await deleteQueues(queue, `${queue}.dead`);
+const hardStop = setTimeout(
+  () => {
+    progress('hard time limit reached; exiting');
+    process.exit(3);
+  },
+  (opts.minutes + 5) * MINUTE,
+);
+hardStop.unref();
+
+let rate = opts.ingest ? opts.rate : 0;
+let ceiling: number | null = null;
+if (opts.ingest && rate <= 0) {
+  const worker = await startBenchWorker(server.address, 'bench-sync-ceiling', pool);
+  const { best } = await measureCeiling(worker, {
+    concurrencies: [20],
+    durationMs: 8000,
+    eager: [true],
+    tag: 'sync-ceiling',
+  });
+  await worker.stop();
+  ceiling = best.rate;
+  rate = Math.max(1, Math.round(ceiling / 2));
+}
+progress(`ingest rate during the run: ${rate} msg/s${ceiling ? ` (ceiling ${ceiling.toFixed(1)})` : ''}`);
+const client = new Client({ connection: await Connection.connect({ address: server.address }) });
+
+const app = spawnApp({
+  temporalAddress: server.address,
+  databaseUrl,
+  keydbUrl,
+  name: NAME,
+  env: { SYNC_LEAD_SECONDS: String(opts.lead) },
+});
+await app.waitForLog('consuming');
+progress(`app ${app.pid} consuming`);
+const prefix = `sync-${Date.now()}`;
+const paced = opts.ingest ? await startPaced(queue, prefix, rate, opts.providers - 1) : undefined;
+const schedule = client.schedule.getHandle(`${NAME}-sync`);
+
+async function waitUntil(epochMs: number) {
+  const wait = epochMs - Date.now();
+  if (wait > 0) await sleep(wait);
+}
+
+/** Polls the sentinel key until it differs from `before`; returns the epoch ms of the first sighting. */
+async function pollForChange(before: string | null, untilMs: number): Promise<number | null> {
+  while (Date.now() < untilMs) {
+    const value = await keydb.get(sentinelKey);
+    const seenAt = Date.now();
+    if (value !== before) return seenAt;
+    await sleep(1);
+  }
+  return null;
+}
+
+async function workflowResult(boundary: number) {
+  const description = await schedule.describe();
+  const action = description.info.recentActions.find(
+    (entry) => Math.abs(entry.scheduledAt.getTime() + opts.lead * 1000 - boundary) < 1500,
+  );
+  if (!action) return undefined;
+  const handle = client.workflow.getHandle(
+    action.action.workflow.workflowId,
+    action.action.workflow.firstExecutionRunId,
+  );
+  const result = (await Promise.race([handle.result(), sleep(20_000).then(() => undefined)])) as
+    { writeOffsetMs: number | null; readMs: number; writeMs: number } | undefined;
+  return { result, fireLagMs: action.takenAt.getTime() - action.scheduledAt.getTime() };
+}
+
+const observations: Observation[] = [];
+let boundary = Math.ceil((Date.now() + 6000) / MINUTE) * MINUTE;
+for (let k = 0; k < opts.minutes && !stopRequested; k++, boundary += MINUTE) {
+  await waitUntil(boundary - 4000);
+  const meter = new CpuMeter({});
+  const backlog = await workflowBacklog(client, NAME).catch(() => undefined);
+  const before = await keydb.get(sentinelKey);
+  await pool.query('INSERT INTO historical_transactions (provider_id, transaction_value) VALUES ($1, 1)', [
+    sentinelId,
+  ]);
+  await waitUntil(boundary - 2500);
+  const seenAt = await pollForChange(before, boundary + 15_000);
+  const cpu = await meter.stop();
+  await waitUntil(boundary + 2000);
+  const fromWorkflow = await workflowResult(boundary).catch((error: unknown) => {
+    progress(`no workflow result for ${new Date(boundary).toISOString()}: ${(error as Error).message}`);
+    return undefined;
+  });
+  const observation: Observation = {
+    boundary: new Date(boundary).toISOString(),
+    writeOffsetMs: fromWorkflow?.result?.writeOffsetMs ?? null,
+    readMs: fromWorkflow?.result?.readMs ?? null,
+    writeMs: fromWorkflow?.result?.writeMs ?? null,
+    polledOffsetMs: seenAt === null ? null : seenAt - boundary,
+    fireLagMs: fromWorkflow?.fireLagMs ?? null,
+    machineBusy: cpu.machineBusy,
+    machineSteal: cpu.machineSteal,
+    load1: loadavg()[0]!,
+    backlog: backlog?.count ?? null,
+    backlogAgeS: backlog?.ageSeconds ?? null,
+  };
+  observations.push(observation);
+  progress(
+    `minute ${k + 1}/${opts.minutes} ${observation.boundary}: writeOffset ${fmt(observation.writeOffsetMs)} ms, ` +
+      `polled ${fmt(observation.polledOffsetMs)} ms, read ${fmt(observation.readMs, 2)} ms, ` +
+      `write ${fmt(observation.writeMs, 2)} ms, fire lag ${fmt(observation.fireLagMs)} ms, ` +
+      `busy ${(cpu.machineBusy * 100).toFixed(0)}%, load ${observation.load1.toFixed(1)}, ` +
+      `backlog ${fmt(observation.backlog)} tasks / ${fmt(observation.backlogAgeS)} s`,
+  );
+}
+
+const { sent, seconds } = (await paced?.stop()) ?? { sent: 0, seconds: 0 };
+progress(`published ${sent} messages in ${seconds.toFixed(0)} s; letting the backlog drain`);
+const drainDeadline = Date.now() + 180_000;
+while (Date.now() < drainDeadline) {
+  const { rows } = await pool.query<{ n: string }>('SELECT count(*) AS n FROM balance_sync_ingest_ledger');
+  if (Number(rows[0]!.n) >= sent) break;
+  await sleep(500);
+}
+const ingest = await publishToRowLatency(pool, prefix, paced?.sentAt ?? new Map<string, number>());
+await app.stop();
+await client.connection.close();
+await pool.end();
+await keydb.flushdb();
+keydb.disconnect();
+await deleteQueues(queue, `${queue}.dead`);
+await server.stop();
+await dropBenchDatabase(opts.database);
+
+const done = (values: (number | null)[]) => values.filter((value): value is number => value !== null);
+const offsets = summarize(done(observations.map((o) => o.writeOffsetMs)));
+const polled = summarize(done(observations.map((o) => o.polledOffsetMs)));
+const read = summarize(done(observations.map((o) => o.readMs)));
+const write = summarize(done(observations.map((o) => o.writeMs)));
+const lag = summarize(done(observations.map((o) => o.fireLagMs)));
+const missed = observations.filter((o) => o.polledOffsetMs === null).length;
+
+process.stdout.write(`\n## Sync precision (${new Date().toISOString()})\n\n`);
+process.stdout.write(
+  `Machine: ${machineDescription()}. ${observations.length} boundaries, SYNC_LEAD_SECONDS=${opts.lead}, ` +
+    `${opts.providers} providers, ingest ${rate} msg/s${ceiling ? ` (half of the ${ceiling.toFixed(1)} wf/s ceiling measured first)` : ''}; ` +
+    `${missed} boundaries without a KeyDB change.\n`,
+);
+report(
+  'Write offset after the minute boundary (ms)',
+  table(
+    ['measure', 'n', 'p50', 'p90', 'p99', 'max', 'min', 'target'],
+    [
+      [
+        'writeOffsetMs (workflow result)',
+        offsets.n,
+        offsets.p50,
+        offsets.p90,
+        offsets.p99,
+        offsets.max,
+        offsets.min,
+        'p99 ≤ 200, max < 1000',
+      ],
+      [
+        'KeyDB sentinel change (polled, 1 ms)',
+        polled.n,
+        polled.p50,
+        polled.p90,
+        polled.p99,
+        polled.max,
+        polled.min,
+        'p99 ≤ 200, max < 1000',
+      ],
+      ['read (Postgres), ms', read.n, read.p50, read.p90, read.p99, read.max, read.min, ''],
+      ['write (MULTI/EXEC), ms', write.n, write.p50, write.p90, write.p99, write.max, write.min, ''],
+      [
+        'schedule fire lag, ms',
+        lag.n,
+        lag.p50,
+        lag.p90,
+        lag.p99,
+        lag.max,
+        lag.min,
+        `< ${opts.lead * 1000} (the lead)`,
+      ],
+    ],
+  ),
+);
+report(
+  'Ingest during the run (publish to row, ms)',
+  table(
+    ['rate msg/s', 'messages', 'rows', 'p50', 'p99', 'max'],
+    [[rate, sent, ingest.latency.n, ingest.latency.p50, ingest.latency.p99, ingest.latency.max]],
+  ),
+);
+report(
+  'Every boundary',
+  table(
+    [
+      'boundary',
+      'writeOffsetMs',
+      'polled',
+      'read ms',
+      'write ms',
+      'fire lag ms',
+      'busy %',
+      'steal %',
+      'load1',
+      'wf task backlog',
+      'oldest task s',
+    ],
+    observations.map((o) => [
+      o.boundary,
+      fmt(o.writeOffsetMs),
+      fmt(o.polledOffsetMs),
+      fmt(o.readMs, 2),
+      fmt(o.writeMs, 2),
+      fmt(o.fireLagMs),
+      (o.machineBusy * 100).toFixed(0),
+      (o.machineSteal * 100).toFixed(1),
+      o.load1.toFixed(1),
+      fmt(o.backlog),
+      fmt(o.backlogAgeS),
+    ]),
+  ),
+);
+process.exit(0);
