@@ -8,13 +8,13 @@ import { REASON_CODE_HEADER, REASON_HEADER } from '../../src/bridge/dead-letter.
 import { HOSTILE_CASES, VALID_CASES, type CaseProperties } from '../support/hostile-corpus.js';
 import {
   RABBITMQ_URL,
-  deleteQueues,
   drainQueue,
   pool,
   publisher,
   resetDatabase,
   rows,
   startTestApp,
+  stopTestApp,
   testConfig,
   waitFor,
   type Publisher,
@@ -157,8 +157,7 @@ describe('hostile input through the running app', () => {
 
   afterAll(async () => {
     await queue?.close();
-    await app?.stop();
-    if (config) await deleteQueues(config.INCOMING_QUEUE, config.DEAD_LETTER_QUEUE);
+    await stopTestApp(app, config);
     await db?.end();
   });
 

@@ -10,13 +10,13 @@ import { createMetrics } from '../../src/metrics.js';
 import { createWorker } from '../../src/worker.js';
 import {
   closeBridgeConnections,
-  deleteQueues,
   drainQueue,
   pool,
   publisher,
   resetDatabase,
   rows,
   startTestApp,
+  stopTestApp,
   testConfig,
   waitFor,
   type Publisher,
@@ -38,8 +38,7 @@ describe('ingest: RabbitMQ → IngestTransaction → historical_transactions', (
 
   afterAll(async () => {
     await queue.close();
-    await app.stop();
-    await deleteQueues(config.INCOMING_QUEUE, config.DEAD_LETTER_QUEUE);
+    await stopTestApp(app, config);
     await db.end();
   });
 

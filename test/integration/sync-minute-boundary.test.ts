@@ -5,11 +5,11 @@ import type { PublishBalancesResult } from '../../src/activities/index.js';
 import type { App } from '../../src/app.js';
 import type { Config } from '../../src/config.js';
 import {
-  deleteQueues,
   pool,
   resetDatabase,
   resetKeydb,
   startTestApp,
+  stopTestApp,
   testConfig,
 } from '../support/harness.js';
 
@@ -29,14 +29,7 @@ describe('SyncBalances on its schedule', () => {
   });
 
   afterAll(async () => {
-    await app.stop();
-    for (const id of [config.SYNC_SCHEDULE_ID, config.RECONCILE_SCHEDULE_ID]) {
-      await app.client.schedule
-        .getHandle(id)
-        .delete()
-        .catch(() => undefined);
-    }
-    await deleteQueues(config.INCOMING_QUEUE, config.DEAD_LETTER_QUEUE);
+    await stopTestApp(app, config);
     keydb.disconnect();
     await db.end();
   });

@@ -11,7 +11,6 @@ import type { Config } from '../../src/config.js';
 import { createMetrics } from '../../src/metrics.js';
 import { ensureSchedules, type ScheduleSettings } from '../../src/schedules/schedules.js';
 import {
-  deleteQueues,
   pool,
   publisher,
   resetDatabase,
@@ -19,6 +18,7 @@ import {
   rows,
   silentLog,
   startTestApp,
+  stopTestApp,
   testConfig,
   waitFor,
 } from '../support/harness.js';
@@ -65,14 +65,7 @@ describe('SyncBalances: Postgres → KeyDB', () => {
   });
 
   afterAll(async () => {
-    await app.stop();
-    for (const id of [config.SYNC_SCHEDULE_ID, config.RECONCILE_SCHEDULE_ID]) {
-      await app.client.schedule
-        .getHandle(id)
-        .delete()
-        .catch(() => undefined);
-    }
-    await deleteQueues(config.INCOMING_QUEUE, config.DEAD_LETTER_QUEUE);
+    await stopTestApp(app, config);
     keydb.disconnect();
     await db.end();
   });

@@ -154,6 +154,19 @@ export async function deleteQueues(...queues: string[]) {
   await connection.close();
 }
 
+/** Stops an in-process app and removes what it created on the shared broker and dev server. */
+export async function stopTestApp(app: App | undefined, config: Config | undefined): Promise<void> {
+  await app?.stop();
+  if (!app || !config) return;
+  for (const id of [config.SYNC_SCHEDULE_ID, config.RECONCILE_SCHEDULE_ID]) {
+    await app.client.schedule
+      .getHandle(id)
+      .delete()
+      .catch(() => undefined);
+  }
+  await deleteQueues(config.INCOMING_QUEUE, config.DEAD_LETTER_QUEUE);
+}
+
 export async function startTestApp(config: Config): Promise<App> {
   installQuietRuntime();
   return await startApp(config, silentLog());
