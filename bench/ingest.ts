@@ -135,6 +135,8 @@ interface DrainRow {
   rows: number;
   /** From RabbitMQ's queue being empty (all acked after their start, or in flight) to the last row. */
   queueEmptyToLastRowMs: number | null;
+  /** Empty-workflow rate measured just before this drain, same server, best concurrency. */
+  adjacentCeiling: number | null;
   /** Most workflow tasks seen waiting on the task queue (matching) during the drain. */
   peakBacklog: number;
 }
@@ -142,6 +144,7 @@ interface DrainRow {
 /** Publishes a backlog, then starts `processes` app instances and measures the drain into Postgres. */
 async function drain(
   server: DevServer,
+  benchWorker: BenchWorker | undefined,
   serverLabel: string,
   label: string,
   messages: number,
@@ -149,6 +152,19 @@ async function drain(
   processes = 1,
 ): Promise<DrainRow> {
   const prefix = nextPrefix(label);
+  // The reference for this drain, measured right before it: other load on the machine comes and goes.
+  let adjacentCeiling: number | null = null;
+  if (benchWorker) {
+    const result = await closedLoop(benchWorker, {
+      workflowType: 'BenchEmpty',
+      concurrency: bestConcurrency,
+      durationMs: 6000,
+      eager: true,
+      idPrefix: nextPrefix('adjacent'),
+    });
+    adjacentCeiling = result.rate;
+    progress(`adjacent ceiling before ${label}: ${result.rate.toFixed(1)} wf/s`);
+  }
   await publishBacklog(QUEUE, prefix, messages, opts.providers);
   const apps: AppProcess[] = [];
   const spawnedAt = Date.now();
@@ -193,6 +209,7 @@ async function drain(
       spawnToFirstRowMs: stats.first - spawnedAt,
       cpu,
       rows: stats.n,
+      adjacentCeiling,
       queueEmptyToLastRowMs: queueEmptyAt === undefined ? null : stats.last - queueEmptyAt,
       peakBacklog,
     };
@@ -227,7 +244,7 @@ const cpuColumns = (cpu: CpuReport, messages: number) => {
 // ---- in-memory dev server -------------------------------------------------------------------------
 
 const memServer = await startDevServer();
-let worker: BenchWorker | undefined = await startBenchWorker(memServer.address, 'bench-load', pool);
+const worker: BenchWorker = await startBenchWorker(memServer.address, 'bench-load', pool);
 let ceilingRows: CeilingRow[] = [];
 let ceiling: CeilingRow | undefined;
 let ceilingCpu: CpuReport | undefined;
@@ -322,9 +339,7 @@ if (phases.has('slots')) {
   }
 }
 
-// The bench worker is idle from here on; stop it so it neither polls nor holds memory.
-await worker.stop();
-worker = undefined;
+// The bench worker stays up (idle, polling its own task queue) for the adjacent ceilings.
 
 if (phases.has('baseline')) {
   noteLoad('baseline');
@@ -339,19 +354,25 @@ if (phases.has('baseline')) {
 
 if (phases.has('drain')) {
   noteLoad('drain');
-  drains.push(await drain(memServer, 'in-memory', 'default (prefetch 64, eager)', opts.messages));
+  drains.push(await drain(memServer, worker, 'in-memory', 'default (prefetch 64, eager)', opts.messages));
 }
 if (phases.has('knobs')) {
   noteLoad('knobs');
-  drains.push(await drain(memServer, 'in-memory', 'prefetch 16', knobMessages, { BRIDGE_PREFETCH: '16' }));
-  drains.push(await drain(memServer, 'in-memory', 'prefetch 256', knobMessages, { BRIDGE_PREFETCH: '256' }));
   drains.push(
-    await drain(memServer, 'in-memory', 'eager start off', knobMessages, { BRIDGE_EAGER_START: 'false' }),
+    await drain(memServer, worker, 'in-memory', 'prefetch 16', knobMessages, { BRIDGE_PREFETCH: '16' }),
+  );
+  drains.push(
+    await drain(memServer, worker, 'in-memory', 'prefetch 256', knobMessages, { BRIDGE_PREFETCH: '256' }),
+  );
+  drains.push(
+    await drain(memServer, worker, 'in-memory', 'eager start off', knobMessages, {
+      BRIDGE_EAGER_START: 'false',
+    }),
   );
 }
 if (phases.has('two')) {
   noteLoad('two');
-  drains.push(await drain(memServer, 'in-memory', 'two app processes', opts.messages, {}, 2));
+  drains.push(await drain(memServer, worker, 'in-memory', 'two app processes', opts.messages, {}, 2));
 }
 
 if (phases.has('fixed')) {
@@ -391,7 +412,6 @@ if (phases.has('fixed')) {
 
 if (ceiling && (phases.has('drain') || phases.has('knobs') || phases.has('two') || phases.has('fixed'))) {
   // The same measurement at the end, on a server now holding every run's history: a drift check.
-  worker = await startBenchWorker(memServer.address, 'bench-load', pool);
   const again = await closedLoop(worker, {
     workflowType: 'BenchEmpty',
     concurrency: ceiling.concurrency,
@@ -401,8 +421,8 @@ if (ceiling && (phases.has('drain') || phases.has('knobs') || phases.has('two') 
   });
   ceilingAfter = again.rate;
   progress(`ceiling at the end: ${again.rate.toFixed(1)} wf/s`);
-  await worker.stop();
 }
+await worker.stop();
 await memServer.stop();
 
 // ---- file-backed dev server -----------------------------------------------------------------------
@@ -420,10 +440,16 @@ if (phases.has('file')) {
       tag: nextPrefix('file-ceiling'),
     });
     fileCeiling = measured.best;
-    await fileWorker.stop();
     drains.push(
-      await drain(fileServer, 'file (--db-filename)', 'default (prefetch 64, eager)', opts.messages),
+      await drain(
+        fileServer,
+        fileWorker,
+        'file (--db-filename)',
+        'default (prefetch 64, eager)',
+        opts.messages,
+      ),
     );
+    await fileWorker.stop();
   } finally {
     await fileServer.stop();
     const { rm } = await import('node:fs/promises');
@@ -500,12 +526,27 @@ if (drains.length > 0 || baselineRate) {
         'msg/s (steady)',
         'msg/s incl. start-up',
         'spawn → first row ms',
-        '÷ ceiling (target ≥ 0.8)',
+        'adjacent ceiling wf/s',
+        '÷ adjacent ceiling (target ≥ 0.8)',
+        '÷ first ceiling',
         '÷ baseline',
       ],
       [
         ...(baselineRate
-          ? [['plain consumer (no Temporal)', '–', opts.messages, baselineRate, '–', '–', '–', '1.00']]
+          ? [
+              [
+                'plain consumer (no Temporal)',
+                '–',
+                opts.messages,
+                baselineRate,
+                '–',
+                '–',
+                '–',
+                '–',
+                '–',
+                '1.00',
+              ],
+            ]
           : []),
         ...drains.map((row) => [
           row.label,
@@ -514,6 +555,8 @@ if (drains.length > 0 || baselineRate) {
           row.rate,
           row.rateWithStartup,
           row.spawnToFirstRowMs,
+          fmt(row.adjacentCeiling),
+          row.adjacentCeiling ? (row.rate / row.adjacentCeiling).toFixed(2) : '–',
           (row.rate / reference(row)).toFixed(2),
           baselineRate ? (row.rate / baselineRate).toFixed(3) : '–',
         ]),
@@ -534,8 +577,15 @@ if (drains.length > 0 || baselineRate) {
         'machine busy',
         'steal',
         'app peak RSS MiB',
+        'peak Temporal wf-task backlog',
+        'RabbitMQ empty → last row ms',
       ],
-      drains.map((row) => [`${row.label} (${row.server})`, ...cpuColumns(row.cpu, row.rows)]),
+      drains.map((row) => [
+        `${row.label} (${row.server})`,
+        ...cpuColumns(row.cpu, row.rows),
+        row.peakBacklog,
+        fmt(row.queueEmptyToLastRowMs),
+      ]),
     ),
   );
 }
