@@ -1,6 +1,9 @@
 import { Connection } from '@temporalio/client';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { openSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 export interface DevServer {
   address: string;
@@ -42,11 +45,14 @@ export async function startDevServer(
   ];
   args.push('--http-port', String(await freePort()), '--metrics-port', String(await freePort()));
   if (options.dbFile) args.push('--db-filename', options.dbFile);
-  const child = spawn(cli, args, { stdio: ['ignore', 'ignore', 'inherit'] });
+  // The server's own error log (noisy while the suite restarts things on purpose) goes to a file.
+  const logFile = join(tmpdir(), `balance-sync-temporal-${port}.log`);
+  const child = spawn(cli, args, { stdio: ['ignore', 'ignore', openSync(logFile, 'a')] });
   const address = `127.0.0.1:${port}`;
   const deadline = Date.now() + 60_000;
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`temporal dev server exited with ${child.exitCode}`);
+    if (child.exitCode !== null)
+      throw new Error(`temporal dev server exited with ${child.exitCode}; see ${logFile}`);
     try {
       const connection = await Connection.connect({ address, connectTimeout: 1000 });
       await connection.healthService.check({});

@@ -54,7 +54,10 @@ export function testConfig(overrides: Record<string, string> = {}): Config {
 }
 
 export function pool(): pg.Pool {
-  return new pg.Pool({ connectionString: inject('databaseUrl'), max: 4 });
+  const db = new pg.Pool({ connectionString: inject('databaseUrl'), max: 4 });
+  // An idle client killed by a Postgres restart (the fault suite) is dropped; the next query reconnects.
+  db.on('error', () => undefined);
+  return db;
 }
 
 /** Drops everything and loads the original producer's schema and seed. */
