@@ -79,6 +79,28 @@ const keydbUrl = `${REDIS_BASE_URL}/${opts.keydbDb}`;
 await deleteQueues(QUEUE, `${QUEUE}.dead`, BASELINE_QUEUE);
 const conditions: string[] = [];
 const noteLoad = (phase: string) => conditions.push(`${phase}: load average ${loadavg()[0]!.toFixed(1)}`);
+const failures: string[] = [];
+
+const postmasterStart = async () =>
+  (await pool.query<{ t: string }>('SELECT pg_postmaster_start_time()::text AS t')).rows[0]!.t;
+
+/**
+ * Runs one phase; a failure (e.g. another process restarting a shared service) is reported, not fatal,
+ * and a Postgres restart during the phase is noted next to its figures.
+ */
+async function guarded(name: string, run: () => Promise<void>): Promise<void> {
+  noteLoad(name);
+  const before = await postmasterStart().catch(() => 'unknown');
+  try {
+    await run();
+  } catch (error) {
+    failures.push(`${name}: ${(error as Error).message}`);
+    progress(`phase ${name} failed: ${(error as Error).message}`);
+  }
+  const after = await postmasterStart().catch(() => 'unknown');
+  if (before !== after)
+    conditions.push(`${name}: Postgres was restarted during this phase by another process`);
+}
 
 // ---- helpers -------------------------------------------------------------------------------------
 
@@ -100,7 +122,11 @@ async function waitForRows(prefix: string, count: number, timeoutMs: number) {
   const deadline = Date.now() + timeoutMs;
   let lastReport = 0;
   for (;;) {
-    const stats = await ledgerStats(prefix);
+    // A shared Postgres may be restarted by someone else's test: keep polling until the deadline.
+    const stats = await ledgerStats(prefix).catch((error: unknown) => {
+      progress(`  ledger query failed (${(error as Error).message}); retrying`);
+      return { n: 0, first: Number.NaN, last: Number.NaN };
+    });
     if (stats.n >= count) return stats;
     if (Date.now() > deadline)
       throw new Error(`only ${stats.n}/${count} rows for ${prefix} after ${timeoutMs} ms`);
@@ -257,170 +283,178 @@ let ceilingAfter: number | undefined;
 let fileCeiling: CeilingRow | undefined;
 
 if (phases.has('ceiling') || phases.has('micro') || phases.has('fixed') || phases.has('slots')) {
-  noteLoad('ceiling');
-  const cpuMeter = meter(memServer, () => []);
-  const measured = await measureCeiling(worker, {
-    concurrencies: opts.concurrencies.split(',').map(Number),
-    durationMs: opts.ceilingSeconds * 1000,
-    eager: [true, false],
-    tag: nextPrefix('ceiling'),
+  await guarded('ceiling', async () => {
+    const cpuMeter = meter(memServer, () => []);
+    const measured = await measureCeiling(worker, {
+      concurrencies: opts.concurrencies.split(',').map(Number),
+      durationMs: opts.ceilingSeconds * 1000,
+      eager: [true, false],
+      tag: nextPrefix('ceiling'),
+    });
+    ceilingCpu = await cpuMeter.stop();
+    ceilingRows = measured.rows;
+    ceiling = measured.best;
   });
-  ceilingCpu = await cpuMeter.stop();
-  ceilingRows = measured.rows;
-  ceiling = measured.best;
 }
 const bestConcurrency = ceiling?.concurrency ?? 20;
 
 if (phases.has('micro')) {
-  noteLoad('micro');
-  const variants: { label: string; type: string; batch: number }[] = [
-    { label: 'empty workflow', type: 'BenchEmpty', batch: 1 },
-    { label: 'IngestTransaction (local activity, the service)', type: 'IngestTransaction', batch: 1 },
-    { label: 'normal activity, same INSERT', type: 'BenchNormalInsert', batch: 1 },
-    { label: 'batch of 10, one local activity', type: 'BenchBatchInsert', batch: 10 },
-  ];
-  for (const variant of variants) {
-    const prefix = nextPrefix(`micro-${variant.type}`);
-    const result = await closedLoop(worker, {
-      workflowType: variant.type,
-      concurrency: bestConcurrency,
-      durationMs: opts.microSeconds * 1000,
-      eager: true,
-      idPrefix: prefix,
-      args: (seq, workflowId) => {
-        if (variant.type === 'BenchEmpty') return [];
-        if (variant.batch === 1) return [{ providerId: (seq % opts.providers) + 1, value: '1.25' }];
-        return [
-          Array.from({ length: variant.batch }, (_, i) => ({
-            ingestKey: `${workflowId}-${i}`,
-            providerId: ((seq * variant.batch + i) % opts.providers) + 1,
-            value: '1.25',
-          })),
-        ];
-      },
-    });
-    progress(`micro ${variant.label}: ${result.rate.toFixed(1)} wf/s`);
-    microRows.push([
-      variant.label,
-      bestConcurrency,
-      result.rate,
-      result.rate * variant.batch,
-      result.latency.p50,
-      result.latency.p99,
-      result.errors,
-    ]);
-  }
+  await guarded('micro', async () => {
+    const variants: { label: string; type: string; batch: number }[] = [
+      { label: 'empty workflow', type: 'BenchEmpty', batch: 1 },
+      { label: 'IngestTransaction (local activity, the service)', type: 'IngestTransaction', batch: 1 },
+      { label: 'normal activity, same INSERT', type: 'BenchNormalInsert', batch: 1 },
+      { label: 'batch of 10, one local activity', type: 'BenchBatchInsert', batch: 10 },
+    ];
+    for (const variant of variants) {
+      const prefix = nextPrefix(`micro-${variant.type}`);
+      const result = await closedLoop(worker, {
+        workflowType: variant.type,
+        concurrency: bestConcurrency,
+        durationMs: opts.microSeconds * 1000,
+        eager: true,
+        idPrefix: prefix,
+        args: (seq, workflowId) => {
+          if (variant.type === 'BenchEmpty') return [];
+          if (variant.batch === 1) return [{ providerId: (seq % opts.providers) + 1, value: '1.25' }];
+          return [
+            Array.from({ length: variant.batch }, (_, i) => ({
+              ingestKey: `${workflowId}-${i}`,
+              providerId: ((seq * variant.batch + i) % opts.providers) + 1,
+              value: '1.25',
+            })),
+          ];
+        },
+      });
+      progress(`micro ${variant.label}: ${result.rate.toFixed(1)} wf/s`);
+      microRows.push([
+        variant.label,
+        bestConcurrency,
+        result.rate,
+        result.rate * variant.batch,
+        result.latency.p50,
+        result.latency.p99,
+        result.errors,
+      ]);
+    }
+  });
 }
 
 if (phases.has('slots')) {
-  noteLoad('slots');
-  const settings: { label: string; tuning: Tuning }[] = [
-    { label: 'maxConcurrentWorkflowTaskExecutions 5', tuning: { maxConcurrentWorkflowTaskExecutions: 5 } },
-    { label: 'defaults (40 workflow tasks, 100 local activities)', tuning: {} },
-    {
-      label: 'maxConcurrentWorkflowTaskExecutions 100, local activities 200',
-      tuning: { maxConcurrentWorkflowTaskExecutions: 100, maxConcurrentLocalActivityExecutions: 200 },
-    },
-  ];
-  for (const setting of settings) {
-    const tq = nextPrefix('slots');
-    const tuned = await startBenchWorker(memServer.address, tq, pool, setting.tuning);
-    const result = await closedLoop(tuned, {
-      workflowType: 'IngestTransaction',
-      concurrency: 64, // BRIDGE_PREFETCH's default: the most starts the bridge has in flight
-      durationMs: opts.microSeconds * 1000,
-      eager: true,
-      idPrefix: tq,
-      args: (seq) => [{ providerId: (seq % opts.providers) + 1, value: '1.25' }],
-    });
-    await tuned.stop();
-    progress(`slots ${setting.label}: ${result.rate.toFixed(1)} wf/s`);
-    slotRows.push([setting.label, 64, result.rate, result.latency.p50, result.latency.p99]);
-  }
+  await guarded('slots', async () => {
+    const settings: { label: string; tuning: Tuning }[] = [
+      { label: 'maxConcurrentWorkflowTaskExecutions 5', tuning: { maxConcurrentWorkflowTaskExecutions: 5 } },
+      { label: 'defaults (40 workflow tasks, 100 local activities)', tuning: {} },
+      {
+        label: 'maxConcurrentWorkflowTaskExecutions 100, local activities 200',
+        tuning: { maxConcurrentWorkflowTaskExecutions: 100, maxConcurrentLocalActivityExecutions: 200 },
+      },
+    ];
+    for (const setting of settings) {
+      const tq = nextPrefix('slots');
+      const tuned = await startBenchWorker(memServer.address, tq, pool, setting.tuning);
+      const result = await closedLoop(tuned, {
+        workflowType: 'IngestTransaction',
+        concurrency: 64, // BRIDGE_PREFETCH's default: the most starts the bridge has in flight
+        durationMs: opts.microSeconds * 1000,
+        eager: true,
+        idPrefix: tq,
+        args: (seq) => [{ providerId: (seq % opts.providers) + 1, value: '1.25' }],
+      });
+      await tuned.stop();
+      progress(`slots ${setting.label}: ${result.rate.toFixed(1)} wf/s`);
+      slotRows.push([setting.label, 64, result.rate, result.latency.p50, result.latency.p99]);
+    }
+  });
 }
 
 // The bench worker stays up (idle, polling its own task queue) for the adjacent ceilings.
 
 if (phases.has('baseline')) {
-  noteLoad('baseline');
-  const prefix = nextPrefix('baseline');
-  await publishBacklog(BASELINE_QUEUE, prefix, opts.messages, opts.providers);
-  await baselineDrain(BASELINE_QUEUE, databaseUrl, opts.messages, 64, 300_000);
-  const stats = await ledgerStats(prefix);
-  baselineRate = (stats.n - 1) / ((stats.last - stats.first) / 1000);
-  progress(`baseline consumer: ${baselineRate.toFixed(1)} msg/s`);
-  await deleteQueues(BASELINE_QUEUE);
+  await guarded('baseline', async () => {
+    const prefix = nextPrefix('baseline');
+    await publishBacklog(BASELINE_QUEUE, prefix, opts.messages, opts.providers);
+    await baselineDrain(BASELINE_QUEUE, databaseUrl, opts.messages, 64, 300_000);
+    const stats = await ledgerStats(prefix);
+    baselineRate = (stats.n - 1) / ((stats.last - stats.first) / 1000);
+    progress(`baseline consumer: ${baselineRate.toFixed(1)} msg/s`);
+    await deleteQueues(BASELINE_QUEUE);
+  });
 }
 
 if (phases.has('drain')) {
-  noteLoad('drain');
-  drains.push(await drain(memServer, worker, 'in-memory', 'default (prefetch 64, eager)', opts.messages));
+  await guarded('drain', async () => {
+    drains.push(await drain(memServer, worker, 'in-memory', 'default (prefetch 64, eager)', opts.messages));
+  });
 }
 if (phases.has('knobs')) {
-  noteLoad('knobs');
-  drains.push(
-    await drain(memServer, worker, 'in-memory', 'prefetch 16', knobMessages, { BRIDGE_PREFETCH: '16' }),
-  );
-  drains.push(
-    await drain(memServer, worker, 'in-memory', 'prefetch 256', knobMessages, { BRIDGE_PREFETCH: '256' }),
-  );
-  drains.push(
-    await drain(memServer, worker, 'in-memory', 'eager start off', knobMessages, {
-      BRIDGE_EAGER_START: 'false',
-    }),
-  );
+  const knobs: [string, Record<string, string>][] = [
+    ['prefetch 16', { BRIDGE_PREFETCH: '16' }],
+    ['prefetch 256', { BRIDGE_PREFETCH: '256' }],
+    ['eager start off', { BRIDGE_EAGER_START: 'false' }],
+  ];
+  for (const [label, env] of knobs) {
+    await guarded(`knob ${label}`, async () => {
+      drains.push(await drain(memServer, worker, 'in-memory', label, knobMessages, env));
+    });
+  }
 }
 if (phases.has('two')) {
-  noteLoad('two');
-  drains.push(await drain(memServer, worker, 'in-memory', 'two app processes', opts.messages, {}, 2));
+  await guarded('two', async () => {
+    drains.push(await drain(memServer, worker, 'in-memory', 'two app processes', opts.messages, {}, 2));
+  });
 }
 
 if (phases.has('fixed')) {
-  noteLoad('fixed');
-  const half = Math.max(1, Math.round((ceiling?.rate ?? 40) / 2));
-  const app = spawnApp({ temporalAddress: memServer.address, databaseUrl, keydbUrl, name: NAME });
-  try {
-    await app.waitForLog('consuming');
-    await sleep(2000);
-    for (const rate of [10, half]) {
-      const prefix = nextPrefix(`fixed${rate}`);
-      const cpuMeter = meter(memServer, () => [app.pid]);
-      const paced = await startPaced(QUEUE, prefix, rate, opts.providers);
-      await sleep(opts.fixedSeconds * 1000);
-      const { sent } = await paced.stop();
-      await waitForRows(prefix, sent, 60_000).catch((error: unknown) => progress((error as Error).message));
-      const cpu = await cpuMeter.stop();
-      const { latency, missing } = await publishToRowLatency(pool, prefix, paced.sentAt);
-      progress(`fixed ${rate} msg/s: p50 ${latency.p50.toFixed(1)} ms, p99 ${latency.p99.toFixed(1)} ms`);
-      fixedRows.push([
-        rate === 10 ? '10' : `${rate} (half the ceiling)`,
-        sent,
-        missing,
-        latency.p50,
-        latency.p90,
-        latency.p99,
-        latency.max,
-        rate === 10 ? 'p99 ≤ 250' : '',
-        fmt(cpu.peakRss.app ?? null, 0),
-        `${(cpu.machineBusy * 100).toFixed(0)}%`,
-      ]);
+  await guarded('fixed', async () => {
+    const half = Math.max(1, Math.round((ceiling?.rate ?? 40) / 2));
+    const app = spawnApp({ temporalAddress: memServer.address, databaseUrl, keydbUrl, name: NAME });
+    try {
+      await app.waitForLog('consuming');
+      await sleep(2000);
+      for (const rate of [10, half]) {
+        const prefix = nextPrefix(`fixed${rate}`);
+        const cpuMeter = meter(memServer, () => [app.pid]);
+        const paced = await startPaced(QUEUE, prefix, rate, opts.providers);
+        await sleep(opts.fixedSeconds * 1000);
+        const { sent } = await paced.stop();
+        await waitForRows(prefix, sent, 60_000).catch((error: unknown) => progress((error as Error).message));
+        const cpu = await cpuMeter.stop();
+        const { latency, missing } = await publishToRowLatency(pool, prefix, paced.sentAt);
+        progress(`fixed ${rate} msg/s: p50 ${latency.p50.toFixed(1)} ms, p99 ${latency.p99.toFixed(1)} ms`);
+        fixedRows.push([
+          rate === 10 ? '10' : `${rate} (half the ceiling)`,
+          sent,
+          missing,
+          latency.p50,
+          latency.p90,
+          latency.p99,
+          latency.max,
+          rate === 10 ? 'p99 ≤ 250' : '',
+          fmt(cpu.peakRss.app ?? null, 0),
+          `${(cpu.machineBusy * 100).toFixed(0)}%`,
+        ]);
+      }
+    } finally {
+      await app.stop();
     }
-  } finally {
-    await app.stop();
-  }
+  });
 }
 
-if (ceiling && (phases.has('drain') || phases.has('knobs') || phases.has('two') || phases.has('fixed'))) {
-  // The same measurement at the end, on a server now holding every run's history: a drift check.
-  const again = await closedLoop(worker, {
-    workflowType: 'BenchEmpty',
-    concurrency: ceiling.concurrency,
-    durationMs: opts.ceilingSeconds * 1000,
-    eager: ceiling.eager,
-    idPrefix: nextPrefix('ceiling-after'),
+const first = ceiling;
+if (first && (phases.has('drain') || phases.has('knobs') || phases.has('two') || phases.has('fixed'))) {
+  await guarded('ceiling-after', async () => {
+    // The same measurement at the end, on a server now holding every run's history: a drift check.
+    const again = await closedLoop(worker, {
+      workflowType: 'BenchEmpty',
+      concurrency: first.concurrency,
+      durationMs: opts.ceilingSeconds * 1000,
+      eager: first.eager,
+      idPrefix: nextPrefix('ceiling-after'),
+    });
+    ceilingAfter = again.rate;
+    progress(`ceiling at the end: ${again.rate.toFixed(1)} wf/s`);
   });
-  ceilingAfter = again.rate;
-  progress(`ceiling at the end: ${again.rate.toFixed(1)} wf/s`);
 }
 await worker.stop();
 await memServer.stop();
@@ -428,35 +462,36 @@ await memServer.stop();
 // ---- file-backed dev server -----------------------------------------------------------------------
 
 if (phases.has('file')) {
-  noteLoad('file');
-  const dbFile = `/tmp/bench-temporal-${process.pid}.db`;
-  const fileServer = await startDevServer({ dbFile });
-  try {
-    const fileWorker = await startBenchWorker(fileServer.address, 'bench-load', pool);
-    const measured = await measureCeiling(fileWorker, {
-      concurrencies: [bestConcurrency],
-      durationMs: opts.ceilingSeconds * 1000,
-      eager: [ceiling?.eager ?? true],
-      tag: nextPrefix('file-ceiling'),
-    });
-    fileCeiling = measured.best;
-    drains.push(
-      await drain(
-        fileServer,
-        fileWorker,
-        'file (--db-filename)',
-        'default (prefetch 64, eager)',
-        opts.messages,
-      ),
-    );
-    await fileWorker.stop();
-  } finally {
-    await fileServer.stop();
-    const { rm } = await import('node:fs/promises');
-    await rm(dbFile, { force: true });
-    await rm(`${dbFile}-wal`, { force: true });
-    await rm(`${dbFile}-shm`, { force: true });
-  }
+  await guarded('file', async () => {
+    const dbFile = `/tmp/bench-temporal-${process.pid}.db`;
+    const fileServer = await startDevServer({ dbFile });
+    try {
+      const fileWorker = await startBenchWorker(fileServer.address, 'bench-load', pool);
+      const measured = await measureCeiling(fileWorker, {
+        concurrencies: [bestConcurrency],
+        durationMs: opts.ceilingSeconds * 1000,
+        eager: [ceiling?.eager ?? true],
+        tag: nextPrefix('file-ceiling'),
+      });
+      fileCeiling = measured.best;
+      drains.push(
+        await drain(
+          fileServer,
+          fileWorker,
+          'file (--db-filename)',
+          'default (prefetch 64, eager)',
+          opts.messages,
+        ),
+      );
+      await fileWorker.stop();
+    } finally {
+      await fileServer.stop();
+      const { rm } = await import('node:fs/promises');
+      await rm(dbFile, { force: true });
+      await rm(`${dbFile}-wal`, { force: true });
+      await rm(`${dbFile}-shm`, { force: true });
+    }
+  });
 }
 
 await pool.end();
@@ -468,7 +503,8 @@ await dropBenchDatabase(opts.database);
 process.stdout.write(`\n## Ingest (${new Date().toISOString()})\n\n`);
 process.stdout.write(
   `Machine: ${machineDescription()}. --messages ${opts.messages}, ${opts.providers} providers. ` +
-    `Conditions: ${conditions.join('; ')}.\n`,
+    `Conditions: ${conditions.join('; ')}.\n` +
+    (failures.length > 0 ? `\n**Failed phases** (not in the tables): ${failures.join('; ')}.\n` : ''),
 );
 if (ceilingRows.length > 0) {
   report(

@@ -117,6 +117,7 @@ interface SizeResult {
 }
 
 const results: SizeResult[] = [];
+let failure: string | undefined;
 let loaded = 0;
 let plainComparison: { rows: number; withTriggers: number; without: number } | undefined;
 let loadSeconds = 0;
@@ -232,8 +233,11 @@ try {
     );
     await keydb.flushdb();
   }
+} catch (error) {
+  failure = (error as Error).message;
+  progress(`stopped early: ${failure}`);
 } finally {
-  await keydb.flushdb();
+  await keydb.flushdb().catch(() => undefined);
   keydb.disconnect();
   await pool.end();
   if (!opts.keep) await dropBenchDatabase(opts.database);
@@ -243,7 +247,8 @@ const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
 process.stdout.write(`\n## Sync cost vs history size (${new Date().toISOString()})\n\n`);
 process.stdout.write(
   `Machine: ${machineDescription()}. ${opts.providers} providers; medians of ${opts.runs} activity runs ` +
-    `(after one warm-up) and ${opts.fullRuns} full-aggregate runs; warm caches. Postgres: ${settings}.\n`,
+    `(after one warm-up) and ${opts.fullRuns} full-aggregate runs; warm caches. Postgres: ${settings}.\n` +
+    (failure ? `\n**Stopped early**: ${failure}\n` : ''),
 );
 report(
   'One sync: running sums (the service) vs full aggregate, ms',

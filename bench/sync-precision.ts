@@ -35,13 +35,19 @@ const opts = options({
   rate: 0,
   providers: 1000,
   lead: 5,
-  database: 'balance_sync_bench_sync',
-  keydbDb: 13,
+  variant: 'same',
+  database: '',
+  keydbDb: 0,
   ingest: true,
 });
 
 const MINUTE = 60_000;
-const NAME = 'bench-sync';
+if (!['same', 'split'].includes(opts.variant)) throw new Error('--variant is same or split');
+// same: the service as it is (one task queue). split: bench/split-app.ts, SyncBalances on its own queue.
+const split = opts.variant === 'split';
+const NAME = `bench-sync-${opts.variant}`;
+const database = opts.database || `balance_sync_bench_sync_${opts.variant}`;
+const keydbDb = opts.keydbDb || (split ? 11 : 13);
 const sentinelId = opts.providers; // messages use providers 1..providers-1
 const sentinelKey = `${sentinelId}_provider${sentinelId}`;
 
@@ -72,10 +78,10 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 }
 
 const server = await startDevServer();
-const databaseUrl = await createBenchDatabase(opts.database, opts.providers);
+const databaseUrl = await createBenchDatabase(database, opts.providers);
 const pool = new pg.Pool({ connectionString: databaseUrl, max: 4 });
 pool.on('error', (error) => progress(`idle Postgres client failed: ${error.message}`));
-const keydbUrl = `${REDIS_BASE_URL}/${opts.keydbDb}`;
+const keydbUrl = `${REDIS_BASE_URL}/${keydbDb}`;
 const keydb = new Redis(keydbUrl);
 await keydb.flushdb();
 const queue = `${NAME}.incoming_transactions`;
@@ -112,6 +118,7 @@ const app = spawnApp({
   keydbUrl,
   name: NAME,
   env: { SYNC_LEAD_SECONDS: String(opts.lead) },
+  ...(split ? { script: 'dist/bench/split-app.js' } : {}),
 });
 await app.waitForLog('consuming');
 progress(`app ${app.pid} consuming`);
@@ -207,7 +214,7 @@ await keydb.flushdb();
 keydb.disconnect();
 await deleteQueues(queue, `${queue}.dead`);
 await server.stop();
-await dropBenchDatabase(opts.database);
+await dropBenchDatabase(database);
 
 const done = (values: (number | null)[]) => values.filter((value): value is number => value !== null);
 const offsets = summarize(done(observations.map((o) => o.writeOffsetMs)));
@@ -219,7 +226,7 @@ const missed = observations.filter((o) => o.polledOffsetMs === null).length;
 
 process.stdout.write(`\n## Sync precision (${new Date().toISOString()})\n\n`);
 process.stdout.write(
-  `Machine: ${machineDescription()}. ${observations.length} boundaries, SYNC_LEAD_SECONDS=${opts.lead}, ` +
+  `Machine: ${machineDescription()}. Variant ${opts.variant}${split ? ' (SyncBalances on its own task queue, bench/split-app.ts)' : ' (the service: one task queue)'}. ${observations.length} boundaries, SYNC_LEAD_SECONDS=${opts.lead}, ` +
     `${opts.providers} providers, ingest ${rate} msg/s${ceiling ? ` (half of the ${ceiling.toFixed(1)} wf/s ceiling measured first)` : ''}; ` +
     `${missed} boundaries without a KeyDB change.\n`,
 );

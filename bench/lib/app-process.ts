@@ -11,6 +11,8 @@ export interface AppSettings {
   /** Names are derived from it: queue `<name>.incoming_transactions`, task queue, schedule ids. */
   name: string;
   env?: Record<string, string>;
+  /** The entrypoint, relative to the repository; the service's by default. */
+  script?: string;
 }
 
 export interface AppProcess {
@@ -45,7 +47,7 @@ export function appEnv(settings: AppSettings): Record<string, string> {
 export function spawnApp(settings: AppSettings): AppProcess {
   const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, ...appEnv(settings) };
   const spawnedAt = Date.now();
-  const child = spawn(process.execPath, [`${REPO_ROOT}dist/src/main.js`], {
+  const child = spawn(process.execPath, [`${REPO_ROOT}${settings.script ?? 'dist/src/main.js'}`], {
     env,
     cwd: REPO_ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -62,7 +64,11 @@ export function spawnApp(settings: AppSettings): AppProcess {
       return;
     }
     if (!entry.msg) return;
-    if ((entry.level ?? 0) >= 40) progress(`app ${child.pid}: ${line.slice(0, 300)}`);
+    if ((entry.level ?? 0) >= 40) {
+      const { msg, err, writeOffsetMs, workflowType, boundary } = entry as Record<string, unknown>;
+      const detail = JSON.stringify({ err, writeOffsetMs, workflowType, boundary });
+      progress(`app ${child.pid} ${entry.level === 40 ? 'warn' : 'error'}: ${String(msg)} ${detail}`);
+    }
     if (!logTimes.has(entry.msg)) logTimes.set(entry.msg, entry.time ?? Date.now());
     for (const resolve of waiters.get(entry.msg) ?? []) resolve(entry.time ?? Date.now());
     waiters.delete(entry.msg);

@@ -1,0 +1,87 @@
+// A bench-only variant of src/main.ts + src/app.ts: the same pieces, but SyncBalances and
+// ReconcileBalances run on their own task queue (`<TEMPORAL_TASK_QUEUE>-sync`) with their own worker,
+// so a minute's sync never waits behind queued IngestTransaction tasks. Used by
+// `npm run bench:sync-precision -- --variant split` to measure the change proposed in docs/BENCHMARKS.md.
+// Same environment variables as the service; no HTTP endpoints.
+import { Client } from '@temporalio/client';
+import { Runtime } from '@temporalio/worker';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { createActivities } from '../src/activities/index.js';
+import { startBridge } from '../src/bridge/bridge.js';
+import { ProviderDirectory } from '../src/bridge/provider-directory.js';
+import { loadConfig } from '../src/config.js';
+import { createLogger, temporalLogger } from '../src/logger.js';
+import { createMetrics } from '../src/metrics.js';
+import { migrate } from '../src/postgres/schema.js';
+import { ensureSchedules } from '../src/schedules/schedules.js';
+import { connectToTemporal } from '../src/temporal-connection.js';
+import { createWorker } from '../src/worker.js';
+
+const config = loadConfig();
+const log = createLogger(config.LOG_LEVEL);
+Runtime.install({ logger: temporalLogger(log), shutdownSignals: [] });
+log.info('starting balance-sync (split task queues)');
+
+const pool = new pg.Pool({ connectionString: config.DATABASE_URL, max: 10 });
+pool.on('error', (error) => log.warn({ err: error.message }, 'idle Postgres client failed'));
+const keydb = new Redis(config.KEYDB_URL, { maxRetriesPerRequest: 2, enableOfflineQueue: true });
+keydb.on('error', (error: Error) => log.warn({ err: error.message }, 'KeyDB connection error'));
+const metrics = createMetrics();
+await migrate(pool);
+
+const { connection, namespace } = await connectToTemporal(config, log);
+const client = new Client({ connection, namespace });
+const activities = createActivities({ pool, keydb, metrics });
+const ingestQueue = config.TEMPORAL_TASK_QUEUE;
+const syncQueue = `${config.TEMPORAL_TASK_QUEUE}-sync`;
+const workers = await Promise.all(
+  [ingestQueue, syncQueue].map((taskQueue) =>
+    createWorker({
+      connection,
+      namespace,
+      taskQueue,
+      activities,
+      workflowBundlePath: config.WORKFLOW_BUNDLE_PATH || undefined,
+    }),
+  ),
+);
+const running = workers.map((worker) => worker.run());
+
+await ensureSchedules(
+  client,
+  {
+    taskQueue: syncQueue,
+    syncScheduleId: config.SYNC_SCHEDULE_ID,
+    syncLeadSeconds: config.SYNC_LEAD_SECONDS,
+    reconcileScheduleId: config.RECONCILE_SCHEDULE_ID,
+    reconcileCron: config.RECONCILE_CRON,
+  },
+  log,
+);
+log.info('schedules ready');
+
+const bridge = startBridge(
+  {
+    rabbitmqUrl: config.RABBITMQ_URL,
+    incomingQueue: config.INCOMING_QUEUE,
+    deadLetterQueue: config.DEAD_LETTER_QUEUE,
+    prefetch: config.BRIDGE_PREFETCH,
+    maxMessageBytes: config.MAX_MESSAGE_BYTES,
+    taskQueue: ingestQueue,
+    eagerStart: config.BRIDGE_EAGER_START,
+  },
+  { client, providers: new ProviderDirectory(pool), metrics, log },
+);
+
+process.once('SIGTERM', () => {
+  void (async () => {
+    await bridge.stop();
+    for (const worker of workers) worker.shutdown();
+    await Promise.allSettled(running);
+    await connection.close();
+    await pool.end();
+    keydb.disconnect();
+    process.exit(0);
+  })();
+});
