@@ -23,6 +23,7 @@ import {
   REDIS_BASE_URL,
   startDevServer,
   type DevServer,
+  waitForServices,
 } from './lib/services.js';
 import {
   closedLoop,
@@ -71,6 +72,7 @@ const hardStop = setTimeout(() => {
 }, opts.budgetMinutes * 60_000);
 hardStop.unref();
 
+await waitForServices();
 const databaseUrl = await createBenchDatabase(opts.database, opts.providers);
 const pool = new pg.Pool({ connectionString: databaseUrl, max: 4 });
 pool.on('error', (error) => progress(`idle Postgres client failed: ${error.message}`));

@@ -11,6 +11,7 @@ import {
   dropBenchDatabase,
   REDIS_BASE_URL,
   startDevServer,
+  waitForServices,
 } from './lib/services.js';
 import {
   fmt,
@@ -41,6 +42,7 @@ const hardStop = setTimeout(
 );
 hardStop.unref();
 
+await waitForServices();
 const server = await startDevServer();
 const databaseUrl = await createBenchDatabase(opts.database, opts.providers);
 await deleteQueues(`${NAME}.incoming_transactions`, `${NAME}.incoming_transactions.dead`);

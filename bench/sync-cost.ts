@@ -18,7 +18,7 @@ import { createReconcileBalances } from '../src/activities/reconcile-balances.js
 import { createRecordTransaction } from '../src/activities/record-transaction.js';
 import { createMetrics } from '../src/metrics.js';
 import { migrate } from '../src/postgres/schema.js';
-import { createBenchDatabase, dropBenchDatabase, REDIS_BASE_URL } from './lib/services.js';
+import { createBenchDatabase, dropBenchDatabase, REDIS_BASE_URL, waitForServices } from './lib/services.js';
 import { fmt, machineDescription, median, options, progress, report, summarize, table } from './lib/util.js';
 
 const opts = options({
@@ -52,10 +52,12 @@ if (freeBytes < needed * 2) {
 }
 progress(`${(freeBytes / 2 ** 30).toFixed(0)} GiB free on the Postgres volume`);
 
+await waitForServices();
 const databaseUrl = await createBenchDatabase(opts.database, opts.providers);
 const pool = new pg.Pool({ connectionString: databaseUrl, max: 4 });
 pool.on('error', (error) => progress(`idle Postgres client failed: ${error.message}`));
 const keydb = new Redis(`${REDIS_BASE_URL}/${opts.keydbDb}`);
+keydb.on('error', (error: Error) => progress(`KeyDB: ${error.message}`));
 await keydb.flushdb();
 const metrics = createMetrics();
 const publishBalances = createPublishBalances(pool, keydb, metrics);

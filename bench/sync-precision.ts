@@ -16,6 +16,7 @@ import {
   dropBenchDatabase,
   REDIS_BASE_URL,
   startDevServer,
+  waitForServices,
 } from './lib/services.js';
 import { measureCeiling, startBenchWorker, workflowBacklog } from './lib/temporal-load.js';
 import {
@@ -77,12 +78,14 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   });
 }
 
+await waitForServices();
 const server = await startDevServer();
 const databaseUrl = await createBenchDatabase(database, opts.providers);
 const pool = new pg.Pool({ connectionString: databaseUrl, max: 4 });
 pool.on('error', (error) => progress(`idle Postgres client failed: ${error.message}`));
 const keydbUrl = `${REDIS_BASE_URL}/${keydbDb}`;
 const keydb = new Redis(keydbUrl);
+keydb.on('error', (error: Error) => progress(`KeyDB: ${error.message}`));
 await keydb.flushdb();
 const queue = `${NAME}.incoming_transactions`;
 await deleteQueues(queue, `${queue}.dead`);

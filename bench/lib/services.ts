@@ -239,3 +239,35 @@ export async function queueDepth(queue: string): Promise<number> {
     await connection.close();
   }
 }
+
+/**
+ * Waits (up to `timeoutMs`) until Postgres, Redis and RabbitMQ all answer: on a shared machine another
+ * process (e.g. the fault suite) may be restarting one of them.
+ */
+export async function waitForServices(timeoutMs = 180_000): Promise<void> {
+  const { Redis } = await import('ioredis');
+  const deadline = Date.now() + timeoutMs;
+  for (let attempt = 0; ; attempt++) {
+    const problems: string[] = [];
+    await admin((client) => client.query('SELECT 1')).catch(() => problems.push('Postgres'));
+    const redis = new Redis(REDIS_BASE_URL, {
+      lazyConnect: true,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+    });
+    redis.on('error', () => undefined);
+    await redis
+      .connect()
+      .then(() => redis.ping())
+      .catch(() => problems.push('Redis'));
+    redis.disconnect();
+    await amqplib
+      .connect(RABBITMQ_URL)
+      .then((connection) => connection.close())
+      .catch(() => problems.push('RabbitMQ'));
+    if (problems.length === 0) return;
+    if (Date.now() > deadline) throw new Error(`services not reachable: ${problems.join(', ')}`);
+    if (attempt % 10 === 0) progress(`waiting for ${problems.join(', ')} (restarted by another process?)`);
+    await sleep(1000);
+  }
+}
