@@ -27,6 +27,8 @@ describe('demo producer (npm run produce)', () => {
     url.pathname = `/${database}`;
     databaseUrl = url.toString();
     db = new pg.Pool({ connectionString: databaseUrl, max: 4 });
+    // DROP DATABASE ... WITH (FORCE) in afterAll terminates clients that are still closing.
+    for (const p of [admin, db]) p.on('error', () => undefined);
   });
 
   afterAll(async () => {
