@@ -53,20 +53,27 @@ export async function startApp(
 
   const { connection, namespace } = await connectToTemporal(config, log);
   const client = new Client({ connection, namespace });
-  const worker = await createWorker({
-    connection,
-    namespace,
-    taskQueue: config.TEMPORAL_TASK_QUEUE,
-    activities: createActivities({ pool, keydb, metrics }),
-    workflowBundlePath: config.WORKFLOW_BUNDLE_PATH || undefined,
-  });
-  const done = worker.run();
+  // Two workers in this one process, with the same workflows and activities: ingest on the main task
+  // queue, the schedules' runs on their own, so a minute's sync never waits behind an ingest backlog.
+  const activities = createActivities({ pool, keydb, metrics });
+  const workers = await Promise.all(
+    [config.TEMPORAL_TASK_QUEUE, config.TEMPORAL_SYNC_TASK_QUEUE].map((taskQueue) =>
+      createWorker({
+        connection,
+        namespace,
+        taskQueue,
+        activities,
+        workflowBundlePath: config.WORKFLOW_BUNDLE_PATH || undefined,
+      }),
+    ),
+  );
+  const done = Promise.all(workers.map((worker) => worker.run())).then(() => undefined);
   done.catch((error: unknown) =>
     log.error({ err: (error as Error).message }, 'worker stopped with an error'),
   );
 
   const scheduleSettings = {
-    taskQueue: config.TEMPORAL_TASK_QUEUE,
+    taskQueue: config.TEMPORAL_SYNC_TASK_QUEUE,
     syncScheduleId: config.SYNC_SCHEDULE_ID,
     syncLeadSeconds: config.SYNC_LEAD_SECONDS,
     reconcileScheduleId: config.RECONCILE_SCHEDULE_ID,
@@ -75,7 +82,7 @@ export async function startApp(
   const schedules = await ensureSchedules(client, scheduleSettings, log);
   log.info({ schedules }, 'schedules ready');
   await client.workflow.start('ReconcileBalances', {
-    taskQueue: config.TEMPORAL_TASK_QUEUE,
+    taskQueue: config.TEMPORAL_SYNC_TASK_QUEUE,
     workflowId: `${config.RECONCILE_SCHEDULE_ID}-startup`,
     workflowIdConflictPolicy: 'USE_EXISTING',
     workflowIdReusePolicy: 'ALLOW_DUPLICATE',
@@ -101,7 +108,7 @@ export async function startApp(
       : undefined,
     readiness: async () => ({
       rabbitmq: bridge.isConsuming(),
-      worker: worker.getState() === 'RUNNING',
+      worker: workers.every((worker) => worker.getState() === 'RUNNING'),
       temporal: await connection.healthService
         .check({})
         .then(() => true)
@@ -123,7 +130,7 @@ export async function startApp(
     stop() {
       stopping ??= (async () => {
         await bridge.stop();
-        if (worker.getState() === 'RUNNING') worker.shutdown();
+        for (const worker of workers) if (worker.getState() === 'RUNNING') worker.shutdown();
         await done.catch(() => undefined);
         await new Promise((resolve) => http.server.close(resolve));
         await connection.close();

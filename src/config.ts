@@ -1,7 +1,10 @@
 import { z } from 'zod';
 
 /** Every setting of the service, read from the environment once at start-up. */
-export type Config = z.infer<typeof configSchema>;
+export type Config = z.infer<typeof configSchema> & {
+  /** Task queue of SyncBalances and ReconcileBalances: default `<TEMPORAL_TASK_QUEUE>-sync`. */
+  TEMPORAL_SYNC_TASK_QUEUE: string;
+};
 
 const url = (protocols: string[]) =>
   z
@@ -37,6 +40,7 @@ const configSchema = z.object({
   TEMPORAL_ADDRESS: z.string().min(1).default('localhost:7233'),
   TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
   TEMPORAL_TASK_QUEUE: z.string().min(1).default('balance-sync'),
+  TEMPORAL_SYNC_TASK_QUEUE: z.string().min(1).optional(),
   DATABASE_URL: url(['postgres:', 'postgresql:']).default('postgres://user:password@localhost:5432/fxc'),
   KEYDB_URL: url(['redis:', 'rediss:']).default('redis://localhost:6379/0'),
   RABBITMQ_URL: url(['amqp:', 'amqps:']).default('amqp://user:password@localhost:5672'),
@@ -72,7 +76,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     }),
   );
   const parsed = configSchema.safeParse(present);
-  if (parsed.success) return parsed.data;
+  if (parsed.success) {
+    return {
+      ...parsed.data,
+      TEMPORAL_SYNC_TASK_QUEUE:
+        parsed.data.TEMPORAL_SYNC_TASK_QUEUE ?? `${parsed.data.TEMPORAL_TASK_QUEUE}-sync`,
+    };
+  }
   const problems = parsed.error.issues.map((issue) => {
     const variable = String(issue.path[0] ?? '?');
     // Never echo the rejected value: it may be a credential.

@@ -54,7 +54,7 @@ describe('SyncBalances: Postgres → KeyDB', () => {
     config = testConfig();
     app = await startTestApp(config);
     settings = {
-      taskQueue: config.TEMPORAL_TASK_QUEUE,
+      taskQueue: config.TEMPORAL_SYNC_TASK_QUEUE,
       syncScheduleId: config.SYNC_SCHEDULE_ID,
       syncLeadSeconds: config.SYNC_LEAD_SECONDS,
       reconcileScheduleId: config.RECONCILE_SCHEDULE_ID,
@@ -73,7 +73,7 @@ describe('SyncBalances: Postgres → KeyDB', () => {
   let runs = 0;
   const syncNow = async (): Promise<PublishBalancesResult> =>
     await app.client.workflow.execute('SyncBalances', {
-      taskQueue: config.TEMPORAL_TASK_QUEUE,
+      taskQueue: config.TEMPORAL_SYNC_TASK_QUEUE,
       workflowId: `sync-now-${config.SYNC_SCHEDULE_ID}-${++runs}`,
       args: [{ leadMs: null }],
     });
@@ -142,7 +142,7 @@ describe('SyncBalances: Postgres → KeyDB', () => {
   it('reconciliation finds and corrects rows that bypassed the running sums', async () => {
     await insertBypassingTriggers(db, 2, '1000.75');
     const reconciled: ReconcileBalancesResult = await app.client.workflow.execute('ReconcileBalances', {
-      taskQueue: config.TEMPORAL_TASK_QUEUE,
+      taskQueue: config.TEMPORAL_SYNC_TASK_QUEUE,
       workflowId: `reconcile-now-${config.RECONCILE_SCHEDULE_ID}`,
     });
     expect(reconciled.corrections).toEqual([{ providerId: 2, drift: '1000.75' }]);

@@ -15,12 +15,18 @@ function configError(env: Record<string, string>): ConfigError {
 }
 
 describe('loadConfig', () => {
+  it('derives the sync task queue from the main one unless it is set', () => {
+    expect(loadConfig({ TEMPORAL_TASK_QUEUE: 'payments' }).TEMPORAL_SYNC_TASK_QUEUE).toBe('payments-sync');
+    expect(loadConfig({ TEMPORAL_SYNC_TASK_QUEUE: 'minute' }).TEMPORAL_SYNC_TASK_QUEUE).toBe('minute');
+  });
+
   it('works with an empty environment, using the documented defaults', () => {
     const config = loadConfig({});
     expect(config).toMatchObject({
       TEMPORAL_ADDRESS: 'localhost:7233',
       TEMPORAL_NAMESPACE: 'default',
       TEMPORAL_TASK_QUEUE: 'balance-sync',
+      TEMPORAL_SYNC_TASK_QUEUE: 'balance-sync-sync',
       DATABASE_URL: 'postgres://user:password@localhost:5432/fxc',
       KEYDB_URL: 'redis://localhost:6379/0',
       RABBITMQ_URL: 'amqp://user:password@localhost:5672',
