@@ -64,6 +64,11 @@ export async function startApp(
         taskQueue,
         activities,
         workflowBundlePath: config.WORKFLOW_BUNDLE_PATH || undefined,
+        // More workflow-task slots than in-flight starts keeps eager starts eager (docs/BENCHMARKS.md).
+        tuning: {
+          maxConcurrentWorkflowTaskExecutions: config.WORKER_MAX_WORKFLOW_TASKS,
+          maxConcurrentLocalActivityExecutions: config.WORKER_MAX_LOCAL_ACTIVITIES,
+        },
       }),
     ),
   );

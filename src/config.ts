@@ -50,6 +50,8 @@ const configSchema = z.object({
   HTTP_PORT: wholeNumber(9464, 0, 65535),
   BRIDGE_PREFETCH: positiveInt(64),
   MAX_MESSAGE_BYTES: positiveInt(65536),
+  WORKER_MAX_WORKFLOW_TASKS: positiveInt(100),
+  WORKER_MAX_LOCAL_ACTIVITIES: positiveInt(200),
   SYNC_SCHEDULE_ID: z.string().min(1).default('sync-balances'),
   SYNC_LEAD_SECONDS: wholeNumber(5, 0, 30),
   RECONCILE_SCHEDULE_ID: z.string().min(1).default('reconcile-balances'),

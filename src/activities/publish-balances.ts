@@ -87,7 +87,8 @@ export function createPublishBalances(pool: pg.Pool, keydb: Redis, metrics: AppM
     const readMs = performance.now() - readStart;
 
     const current = new Set(balances.rows.map((row) => row.key));
-    const newKeys = [...current].filter((key) => !balances.published.includes(key));
+    const published = new Set(balances.published);
+    const newKeys = [...current].filter((key) => !published.has(key));
     const staleKeys = balances.published.filter((key) => !current.has(key));
     if (newKeys.length > 0) {
       // Record a key before it is first written, so a crash can never orphan it in KeyDB.
