@@ -173,6 +173,9 @@ try {
       );
       const totalMs = performance.now() - t0;
       if (i > 0) activityRuns.push({ readMs: result.readMs, writeMs: result.writeMs, totalMs }); // first: warm-up
+      progress(
+        `  activity run ${i}: read ${result.readMs} ms, write ${result.writeMs} ms, total ${totalMs.toFixed(1)} ms`,
+      );
     }
     const activityValues = (await keydb.mget(...(await keydb.keys('*')).sort())).map(String);
     await keydb.flushdb();

@@ -1,9 +1,9 @@
-// npm run bench:sync-precision -- [--minutes 30] [--rate 0 (= half the measured ceiling)]
+// npm run bench:sync-precision -- [--minutes 30] [--rate 0 (= half the measured ceiling)] [--variant service|shared|split]
 //
 // Runs the service (node dist/src/main.js) against its own dev server, database and KeyDB db index,
 // feeds it messages at a fixed rate, and for K consecutive minute boundaries records when the balances
 // reached KeyDB: (1) the SyncBalances result's writeOffsetMs, (2) independently, the first time a
-// poller sees a sentinel provider's key change (a row is inserted for it 3 s before the boundary).
+// poller sees a sentinel provider's key change (a row is inserted for it 4 s before the boundary).
 import { Client, Connection } from '@temporalio/client';
 import { Redis } from 'ioredis';
 import { loadavg } from 'node:os';
@@ -11,6 +11,7 @@ import pg from 'pg';
 import { spawnApp } from './lib/app-process.js';
 import { publishToRowLatency, startPaced } from './lib/paced.js';
 import {
+  commandVersion,
   createBenchDatabase,
   deleteQueues,
   dropBenchDatabase,
@@ -36,19 +37,24 @@ const opts = options({
   rate: 0,
   providers: 1000,
   lead: 5,
-  variant: 'same',
+  variant: 'service',
   database: '',
   keydbDb: 0,
   ingest: true,
 });
 
 const MINUTE = 60_000;
-if (!['same', 'split'].includes(opts.variant)) throw new Error('--variant is same or split');
-// same: the service as it is (one task queue). split: bench/split-app.ts, SyncBalances on its own queue.
+const commit = commandVersion('git', ['rev-parse', '--short', 'HEAD']);
+if (!['service', 'shared', 'split'].includes(opts.variant)) {
+  throw new Error('--variant is service, shared or split');
+}
+// service: node dist/src/main.js as it is. shared / split: bench/variant-app.ts with the sync on the
+// ingest task queue / on its own task queue, to compare the two layouts in one run.
 const split = opts.variant === 'split';
+const benchAssembly = opts.variant !== 'service';
 const NAME = `bench-sync-${opts.variant}`;
 const database = opts.database || `balance_sync_bench_sync_${opts.variant}`;
-const keydbDb = opts.keydbDb || (split ? 11 : 13);
+const keydbDb = opts.keydbDb || { service: 13, shared: 10, split: 11 }[opts.variant]!;
 const sentinelId = opts.providers; // messages use providers 1..providers-1
 const sentinelKey = `${sentinelId}_provider${sentinelId}`;
 
@@ -120,8 +126,8 @@ const app = spawnApp({
   databaseUrl,
   keydbUrl,
   name: NAME,
-  env: { SYNC_LEAD_SECONDS: String(opts.lead) },
-  ...(split ? { script: 'dist/bench/split-app.js' } : {}),
+  env: { SYNC_LEAD_SECONDS: String(opts.lead), BENCH_QUEUE_LAYOUT: opts.variant },
+  ...(benchAssembly ? { script: 'dist/bench/variant-app.js' } : {}),
 });
 await app.waitForLog('consuming');
 progress(`app ${app.pid} consuming`);
@@ -229,7 +235,7 @@ const missed = observations.filter((o) => o.polledOffsetMs === null).length;
 
 process.stdout.write(`\n## Sync precision (${new Date().toISOString()})\n\n`);
 process.stdout.write(
-  `Machine: ${machineDescription()}. Variant ${opts.variant}${split ? ' (SyncBalances on its own task queue, bench/split-app.ts)' : ' (the service: one task queue)'}. ${observations.length} boundaries, SYNC_LEAD_SECONDS=${opts.lead}, ` +
+  `Machine: ${machineDescription()}. Variant ${opts.variant}${benchAssembly ? ` (bench/variant-app.ts, ${split ? 'SyncBalances on its own task queue' : 'SyncBalances on the ingest task queue'})` : ` (node dist/src/main.js at ${commit})`}. ${observations.length} boundaries, SYNC_LEAD_SECONDS=${opts.lead}, ` +
     `${opts.providers} providers, ingest ${rate} msg/s${ceiling ? ` (half of the ${ceiling.toFixed(1)} wf/s ceiling measured first)` : ''}; ` +
     `${missed} boundaries without a KeyDB change.\n`,
 );

@@ -1,8 +1,9 @@
-// A bench-only variant of src/main.ts + src/app.ts: the same pieces, but SyncBalances and
-// ReconcileBalances run on their own task queue (`<TEMPORAL_TASK_QUEUE>-sync`) with their own worker,
-// so a minute's sync never waits behind queued IngestTransaction tasks. Used by
-// `npm run bench:sync-precision -- --variant split` to measure the change proposed in docs/BENCHMARKS.md.
-// Same environment variables as the service; no HTTP endpoints.
+// A bench-only assembly of the service's pieces (src/main.ts + src/app.ts without HTTP), so that
+// `npm run bench:sync-precision -- --variant shared|split` can compare the two task-queue layouts
+// whatever src/app.ts currently does:
+//   BENCH_QUEUE_LAYOUT=shared  SyncBalances/ReconcileBalances on the ingest task queue (before 92464e3)
+//   BENCH_QUEUE_LAYOUT=split   on their own queue, TEMPORAL_SYNC_TASK_QUEUE, with a second worker
+// Same environment variables as the service otherwise.
 import { Client } from '@temporalio/client';
 import { Runtime } from '@temporalio/worker';
 import { Redis } from 'ioredis';
@@ -21,7 +22,8 @@ import { createWorker } from '../src/worker.js';
 const config = loadConfig();
 const log = createLogger(config.LOG_LEVEL);
 Runtime.install({ logger: temporalLogger(log), shutdownSignals: [] });
-log.info('starting balance-sync (split task queues)');
+const layout = process.env.BENCH_QUEUE_LAYOUT === 'shared' ? 'shared' : 'split';
+log.info({ layout }, 'starting balance-sync (bench assembly)');
 
 const pool = new pg.Pool({ connectionString: config.DATABASE_URL, max: 10 });
 pool.on('error', (error) => log.warn({ err: error.message }, 'idle Postgres client failed'));
@@ -34,15 +36,19 @@ const { connection, namespace } = await connectToTemporal(config, log);
 const client = new Client({ connection, namespace });
 const activities = createActivities({ pool, keydb, metrics });
 const ingestQueue = config.TEMPORAL_TASK_QUEUE;
-const syncQueue = `${config.TEMPORAL_TASK_QUEUE}-sync`;
+const syncQueue = layout === 'shared' ? ingestQueue : config.TEMPORAL_SYNC_TASK_QUEUE;
 const workers = await Promise.all(
-  [ingestQueue, syncQueue].map((taskQueue) =>
+  [...new Set([ingestQueue, syncQueue])].map((taskQueue) =>
     createWorker({
       connection,
       namespace,
       taskQueue,
       activities,
       workflowBundlePath: config.WORKFLOW_BUNDLE_PATH || undefined,
+      tuning: {
+        maxConcurrentWorkflowTaskExecutions: config.WORKER_MAX_WORKFLOW_TASKS,
+        maxConcurrentLocalActivityExecutions: config.WORKER_MAX_LOCAL_ACTIVITIES,
+      },
     }),
   ),
 );
