@@ -1,5 +1,6 @@
 import type { ConfirmChannel, ConsumeMessage } from 'amqplib';
 import type { DeadLetterCode } from './parse-transaction.js';
+import { republishOptions } from './republish-options.js';
 
 export const REASON_HEADER = 'x-balance-sync-reason';
 export const REASON_CODE_HEADER = 'x-balance-sync-reason-code';
@@ -25,24 +26,14 @@ export async function publishDeadLetter(
     channel.sendToQueue(
       queue,
       message.content,
-      {
-        contentType: properties.contentType as string | undefined,
-        contentEncoding: properties.contentEncoding as string | undefined,
-        messageId: properties.messageId as string | undefined,
-        correlationId: properties.correlationId as string | undefined,
-        timestamp: properties.timestamp as number | undefined,
-        type: properties.type as string | undefined,
-        appId: properties.appId as string | undefined,
-        persistent: true,
-        headers: {
-          ...(keepOriginal ? original : { 'x-balance-sync-original-headers-dropped': true }),
-          [REASON_HEADER]: reason,
-          [REASON_CODE_HEADER]: code,
-          'x-balance-sync-dead-lettered-at': new Date().toISOString(),
-          'x-original-queue': message.fields.routingKey,
-          'x-original-redelivered': message.fields.redelivered,
-        },
-      },
+      republishOptions(properties, {
+        ...(keepOriginal ? original : { 'x-balance-sync-original-headers-dropped': true }),
+        [REASON_HEADER]: reason,
+        [REASON_CODE_HEADER]: code,
+        'x-balance-sync-dead-lettered-at': new Date().toISOString(),
+        'x-original-queue': message.fields.routingKey,
+        'x-original-redelivered': message.fields.redelivered,
+      }),
       (error: unknown) =>
         error ? reject(error instanceof Error ? error : new Error('dead letter not confirmed')) : resolve(),
     );

@@ -1,4 +1,5 @@
-import amqplib, { type GetMessage, type Options } from 'amqplib';
+import amqplib, { type GetMessage } from 'amqplib';
+import { republishOptions } from '../bridge/republish-options.js';
 import { realpathSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -146,19 +147,7 @@ export async function replayDeadLetters(options: ReplayOptions): Promise<ReplayR
         continue;
       }
       const { properties } = message;
-      const publish: Options.Publish = {
-        contentType: properties.contentType as string | undefined,
-        contentEncoding: properties.contentEncoding as string | undefined,
-        messageId: properties.messageId as string | undefined,
-        correlationId: properties.correlationId as string | undefined,
-        replyTo: properties.replyTo as string | undefined,
-        timestamp: properties.timestamp as number | undefined,
-        type: properties.type as string | undefined,
-        appId: properties.appId as string | undefined,
-        priority: properties.priority as number | undefined,
-        persistent: true,
-        headers: replayHeaders(properties.headers),
-      };
+      const publish = republishOptions(properties, replayHeaders(properties.headers));
       try {
         await new Promise<void>((resolve, reject) => {
           channel.sendToQueue(options.to, message.content, publish, (error: unknown) =>
