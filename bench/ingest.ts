@@ -6,6 +6,7 @@
 // publish-to-row latency at fixed rates with the worker's RSS. Progress on stderr, tables on stdout.
 import { Client, Connection } from '@temporalio/client';
 import amqplib from 'amqplib';
+import { Redis } from 'ioredis';
 import { loadavg } from 'node:os';
 import pg from 'pg';
 import { migrate } from '../src/postgres/schema.js';
@@ -78,6 +79,14 @@ const pool = new pg.Pool({ connectionString: databaseUrl, max: 4 });
 pool.on('error', (error) => progress(`idle Postgres client failed: ${error.message}`));
 await migrate(pool); // the service's tables and triggers, as the app would create them
 const keydbUrl = `${REDIS_BASE_URL}/${opts.keydbDb}`;
+// The app's minute sync writes balances there; start and end with it empty.
+async function flushKeydb() {
+  const keydb = new Redis(keydbUrl, { maxRetriesPerRequest: 2 });
+  keydb.on('error', () => undefined);
+  await keydb.flushdb().catch(() => undefined);
+  keydb.disconnect();
+}
+await flushKeydb();
 await deleteQueues(QUEUE, `${QUEUE}.dead`, BASELINE_QUEUE);
 const conditions: string[] = [];
 const noteLoad = (phase: string) => conditions.push(`${phase}: load average ${loadavg()[0]!.toFixed(1)}`);
@@ -499,6 +508,7 @@ if (phases.has('file')) {
 await pool.end();
 await deleteQueues(QUEUE, `${QUEUE}.dead`, BASELINE_QUEUE);
 await dropBenchDatabase(opts.database);
+await flushKeydb();
 
 // ---- report -----------------------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@
 // split by the service's own log lines, the idle RSS once started, and the time to stop on SIGTERM.
 // The first run starts on a fresh database and Temporal namespace (creates tables, triggers,
 // schedules); the others restart on existing state, as a redeploy does.
+import { Redis } from 'ioredis';
 import { spawnApp } from './lib/app-process.js';
 import {
   createBenchDatabase,
@@ -78,6 +79,11 @@ for (let i = 0; i < opts.runs; i++) {
 await deleteQueues(`${NAME}.incoming_transactions`, `${NAME}.incoming_transactions.dead`);
 await server.stop();
 await dropBenchDatabase(opts.database);
+// A minute sync may have run while an instance was up.
+const keydb = new Redis(`${REDIS_BASE_URL}/${opts.keydbDb}`, { maxRetriesPerRequest: 2 });
+keydb.on('error', () => undefined);
+await keydb.flushdb().catch(() => undefined);
+keydb.disconnect();
 
 const restarts = runs.slice(1);
 process.stdout.write(`\n## Start-up and idle memory (${new Date().toISOString()})\n\n`);
