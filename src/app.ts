@@ -9,6 +9,8 @@ import { redactUrl, type Config } from './config.js';
 import { startHttpServer } from './http/server.js';
 import { createMetrics, type AppMetrics } from './metrics.js';
 import { migrate } from './postgres/schema.js';
+import { connectToRabbitmq } from './rabbitmq/connection.js';
+import { createDeadLetterPublisher } from './rabbitmq/dead-letters.js';
 import { waitForProducerTables } from './postgres/wait-for-tables.js';
 import { ensureSchedules } from './schedules/schedules.js';
 import { connectToTemporal } from './temporal-connection.js';
@@ -24,8 +26,9 @@ export interface App {
 }
 
 /**
- * Starts the whole service in this process: migrations, the worker (both workflow types), the
- * schedules, the start-up reconciliation, the RabbitMQ bridge and the HTTP endpoints.
+ * Starts the whole service in this process: migrations, two workers (IngestTransaction on the ingest
+ * task queue; SyncBalances and ReconcileBalances on the sync one), the schedules, the start-up
+ * reconciliation, the RabbitMQ bridge and the HTTP endpoints.
  */
 export async function startApp(
   config: Config,
@@ -55,7 +58,13 @@ export async function startApp(
   const client = new Client({ connection, namespace });
   // Two workers in this one process, with the same workflows and activities: ingest on the main task
   // queue, the schedules' runs on their own, so a minute's sync never waits behind an ingest backlog.
-  const activities = createActivities({ pool, keydb, metrics });
+  const rabbitmq = connectToRabbitmq(
+    config.RABBITMQ_URL,
+    `balance-sync bridge ${config.TEMPORAL_TASK_QUEUE}`,
+    log,
+  );
+  const deadLetters = createDeadLetterPublisher(rabbitmq, config.DEAD_LETTER_QUEUE);
+  const activities = createActivities({ pool, keydb, metrics, deadLetters });
   const workers = await Promise.all(
     [config.TEMPORAL_TASK_QUEUE, config.TEMPORAL_SYNC_TASK_QUEUE].map((taskQueue) =>
       createWorker({
@@ -95,15 +104,17 @@ export async function startApp(
 
   const bridge: Bridge = startBridge(
     {
-      rabbitmqUrl: config.RABBITMQ_URL,
       incomingQueue: config.INCOMING_QUEUE,
       deadLetterQueue: config.DEAD_LETTER_QUEUE,
       prefetch: config.BRIDGE_PREFETCH,
       maxMessageBytes: config.MAX_MESSAGE_BYTES,
+      namespace,
       taskQueue: config.TEMPORAL_TASK_QUEUE,
       eagerStart: config.BRIDGE_EAGER_START,
+      maxTaskQueueBacklog: config.BRIDGE_MAX_TASK_QUEUE_BACKLOG,
+      summaryIntervalMs: config.INGEST_SUMMARY_SECONDS * 1000,
     },
-    { client, providers: new ProviderDirectory(pool), metrics, log },
+    { connection: rabbitmq, client, providers: new ProviderDirectory(pool), metrics, log },
   );
 
   const http = await startHttpServer(config.HTTP_PORT, {
@@ -113,6 +124,7 @@ export async function startApp(
       : undefined,
     readiness: async () => ({
       rabbitmq: bridge.isConsuming(),
+      deadLetterQueue: bridge.deadLettersAccepted(),
       worker: workers.every((worker) => worker.getState() === 'RUNNING'),
       temporal: await connection.healthService
         .check({})
@@ -137,6 +149,8 @@ export async function startApp(
         await bridge.stop();
         for (const worker of workers) if (worker.getState() === 'RUNNING') worker.shutdown();
         await done.catch(() => undefined);
+        await deadLetters.close().catch(() => undefined);
+        await rabbitmq.close().catch(() => undefined);
         await new Promise((resolve) => http.server.close(resolve));
         await connection.close();
         await pool.end();
