@@ -74,10 +74,9 @@ const bridge = startBridge(
     deadLetterQueue: config.DEAD_LETTER_QUEUE,
     prefetch: config.BRIDGE_PREFETCH,
     maxMessageBytes: config.MAX_MESSAGE_BYTES,
-    namespace: config.TEMPORAL_NAMESPACE,
     taskQueue: ingestQueue,
     eagerStart: config.BRIDGE_EAGER_START,
-    maxTaskQueueBacklog: config.BRIDGE_MAX_TASK_QUEUE_BACKLOG,
+    maxInFlight: config.BRIDGE_MAX_IN_FLIGHT,
     summaryIntervalMs: config.INGEST_SUMMARY_SECONDS * 1000,
   },
   {

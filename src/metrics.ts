@@ -77,12 +77,12 @@ export function createMetrics() {
     }),
     bridgeThrottled: new Gauge({
       name: 'balance_sync_bridge_throttled',
-      help: '1 while the bridge starts nothing because the ingest task queue backlog is above its bound',
+      help: '1 while the bridge starts nothing because BRIDGE_MAX_IN_FLIGHT ingest workflows are unfinished',
       registers,
     }),
-    ingestTaskQueueBacklog: new Gauge({
-      name: 'balance_sync_ingest_task_queue_backlog',
-      help: 'Workflow tasks waiting on the ingest task queue, as last reported by DescribeTaskQueue',
+    ingestWorkflowsRunning: new Gauge({
+      name: 'balance_sync_ingest_workflows_running',
+      help: 'Unfinished IngestTransaction runs on the ingest task queue (all instances), at the last count',
       registers,
     }),
   };

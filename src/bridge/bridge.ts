@@ -6,21 +6,20 @@ import { startConsumer } from './consumer.js';
 import { createDeliveryHandler } from './handle-delivery.js';
 import { startIngestSummary } from './ingest-summary.js';
 import type { ProviderDirectory } from './provider-directory.js';
-import { TaskQueueThrottle } from './task-queue-throttle.js';
+import { InFlightThrottle } from './in-flight-throttle.js';
 
 export interface BridgeOptions {
   incomingQueue: string;
   deadLetterQueue: string;
   prefetch: number;
   maxMessageBytes: number;
-  namespace: string;
   taskQueue: string;
   eagerStart: boolean;
-  /** Start nothing while the ingest task queue holds more workflow tasks than this (0: no limit). */
-  maxTaskQueueBacklog: number;
+  /** Start nothing while this many IngestTransaction runs are unfinished (0: no limit). */
+  maxInFlight: number;
   /** How often to log the ingest summary (0: never). */
   summaryIntervalMs: number;
-  /** How often the throttle reads the task queue's backlog (default 500 ms). */
+  /** How often the throttle counts unfinished runs (default 500 ms). */
   throttlePollMs?: number;
   /** First wait before consuming again after a cancel or a closed channel (tests shorten it). */
   recoveryDelayMs?: number;
@@ -55,12 +54,11 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
   const inFlight = new Set<Promise<void>>();
   let deadLettersAccepted = true;
 
-  const throttle = new TaskQueueThrottle(
+  const throttle = new InFlightThrottle(
     deps.client,
     {
-      namespace: options.namespace,
       taskQueue: options.taskQueue,
-      maxBacklog: options.maxTaskQueueBacklog,
+      maxInFlight: options.maxInFlight,
       pollMs: options.throttlePollMs,
     },
     { metrics, log },

@@ -10,7 +10,7 @@ import { publishDeadLetter } from './dead-letter.js';
 import { parseTransaction } from './parse-transaction.js';
 import type { ProviderDirectory } from './provider-directory.js';
 import { ingestWorkflowId, startIngest, type StartOutcome } from './start-ingest.js';
-import type { TaskQueueThrottle } from './task-queue-throttle.js';
+import type { InFlightThrottle } from './in-flight-throttle.js';
 
 export interface DeliveryOptions {
   deadLetterQueue: string;
@@ -22,7 +22,7 @@ export interface DeliveryOptions {
 export interface DeliveryDeps {
   client: Client;
   providers: ProviderDirectory;
-  throttle: TaskQueueThrottle;
+  throttle: InFlightThrottle;
   metrics: AppMetrics;
   log: Logger;
   /** Aborted on shutdown: waiting deliveries are left unacked for the broker to redeliver. */

@@ -55,8 +55,9 @@ export async function IngestTransaction(input: IngestTransactionInput): Promise<
   try {
     return await recordTransaction({ ingestKey: workflowId, ...transaction });
   } catch (error) {
-    const cause =
-      error instanceof ActivityFailure && error.cause instanceof ApplicationFailure ? error.cause : undefined;
+    // A local activity's failure arrives as the activity's own ApplicationFailure, unwrapped.
+    const failure = error instanceof ActivityFailure ? error.cause : error;
+    const cause = failure instanceof ApplicationFailure ? failure : undefined;
     const code = cause ? DEAD_LETTER_CODES[cause.type ?? ''] : undefined;
     // Runs recorded before dead-lettering existed failed here; they still do on replay.
     if (!cause || !code || !original || !patched('dead-letter-after-ack')) throw error;

@@ -3,26 +3,26 @@ import type { Logger } from 'pino';
 import type { AppMetrics } from '../metrics.js';
 
 export interface ThrottleOptions {
-  namespace: string;
   taskQueue: string;
-  /** Start nothing while more workflow tasks than this wait on the task queue; 0 disables the throttle. */
-  maxBacklog: number;
+  /** Start nothing while this many IngestTransaction runs are unfinished; 0 disables the throttle. */
+  maxInFlight: number;
   pollMs?: number;
 }
 
 /**
- * Holds new IngestTransaction starts while the ingest task queue's backlog (DescribeTaskQueue stats)
- * is above `maxBacklog`, so a backlog waits in RabbitMQ, not in Temporal. It opens again at half the
- * bound (fewer flips). One RPC per poll, and it sees the work of every instance on the queue. Between
- * polls, this instance's own starts count as backlog until the next poll says otherwise, so a burst
- * cannot overshoot the bound by a poll interval's worth of starts.
+ * Holds new IngestTransaction starts while `maxInFlight` or more runs on the ingest task queue are
+ * unfinished (started, not completed or failed), so a backlog waits in RabbitMQ, not in Temporal. The
+ * count comes from Temporal's visibility (CountWorkflowExecutions, one RPC per poll): it covers every
+ * instance and knows when runs finish. DescribeTaskQueue's backlog was the other candidate, but the
+ * server caches those stats for ~5 s (measured on 1.29.1), far too stale to bound a fast drain.
+ * Between polls this instance's own starts are added to the count. Opens again at 3/4 of the bound.
  */
-export class TaskQueueThrottle {
+export class InFlightThrottle {
   private closed = false;
   private waiters: (() => void)[] = [];
   private timer: NodeJS.Timeout | undefined;
   private polling = false;
-  private backlog = 0;
+  private running = 0;
   private startsSincePoll = 0;
 
   constructor(
@@ -32,7 +32,7 @@ export class TaskQueueThrottle {
   ) {}
 
   start(): void {
-    if (this.options.maxBacklog === 0) return;
+    if (this.options.maxInFlight === 0) return;
     this.timer = setInterval(() => void this.poll(), this.options.pollMs ?? 500);
     this.timer.unref();
     void this.poll();
@@ -57,7 +57,7 @@ export class TaskQueueThrottle {
 
   /** Counts a start made since the last poll; closes the throttle if that passes the bound. */
   noteStart(): void {
-    if (this.options.maxBacklog === 0) return;
+    if (this.options.maxInFlight === 0) return;
     this.startsSincePoll++;
     this.update();
   }
@@ -72,33 +72,33 @@ export class TaskQueueThrottle {
     this.polling = true;
     const startsBefore = this.startsSincePoll;
     try {
-      const { stats } = await this.client.workflowService.describeTaskQueue({
-        namespace: this.options.namespace,
-        taskQueue: { name: this.options.taskQueue, kind: 1 }, // TASK_QUEUE_KIND_NORMAL
-        taskQueueType: 1, // TASK_QUEUE_TYPE_WORKFLOW
-        reportStats: true,
-      });
-      this.backlog = Number(stats?.approximateBacklogCount ?? 0);
+      const { count } = await this.client.workflow.count(
+        `WorkflowType = 'IngestTransaction' AND ExecutionStatus = 'Running' AND TaskQueue = ${JSON.stringify(this.options.taskQueue)}`,
+      );
+      this.running = count;
       this.startsSincePoll -= startsBefore;
-      this.deps.metrics.ingestTaskQueueBacklog.set(this.backlog);
+      this.deps.metrics.ingestWorkflowsRunning.set(count);
       this.update();
     } catch (error) {
       // Temporal unreachable: starts fail and retry anyway; keep the last known state.
-      this.deps.log.debug({ err: (error as Error).message }, 'cannot read the ingest task queue backlog');
+      this.deps.log.debug({ err: (error as Error).message }, 'cannot count running IngestTransaction runs');
     } finally {
       this.polling = false;
     }
   }
 
   private update(): void {
-    const { maxBacklog } = this.options;
-    const backlog = this.backlog + this.startsSincePoll;
-    if (!this.closed && backlog > maxBacklog) {
+    const { maxInFlight } = this.options;
+    const inFlight = this.running + this.startsSincePoll;
+    if (!this.closed && inFlight >= maxInFlight) {
       this.closed = true;
       this.deps.metrics.bridgeThrottled.set(1);
-      this.deps.log.info({ backlog, maxBacklog }, 'throttling: ingest task queue backlog above its bound');
-    } else if (this.closed && backlog <= maxBacklog / 2) {
-      this.deps.log.info({ backlog, maxBacklog }, 'throttle released: ingest task queue backlog down');
+      this.deps.log.info(
+        { inFlight, maxInFlight },
+        'throttling: BRIDGE_MAX_IN_FLIGHT ingest workflows unfinished',
+      );
+    } else if (this.closed && inFlight <= (maxInFlight * 3) / 4) {
+      this.deps.log.info({ inFlight, maxInFlight }, 'throttle released: ingest workflows finishing');
       this.open();
     }
   }
