@@ -3,7 +3,7 @@ import type { AmqpConnectionManager } from 'amqp-connection-manager';
 import type { Logger } from 'pino';
 import type { AppMetrics } from '../metrics.js';
 import { startConsumer } from './consumer.js';
-import { createDeliveryHandler } from './handle-delivery.js';
+import { DeliveryHandler } from './handle-delivery.js';
 import { startIngestSummary } from './ingest-summary.js';
 import type { ProviderDirectory } from './provider-directory.js';
 import { InFlightThrottle } from './in-flight-throttle.js';
@@ -50,6 +50,7 @@ export interface Bridge {
  */
 export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
   const { log, metrics } = deps;
+  const draining = new AbortController();
   const stopping = new AbortController();
   const inFlight = new Set<Promise<void>>();
   let deadLettersAccepted = true;
@@ -64,14 +65,15 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
     { metrics, log },
   );
   throttle.start();
-  const handleDelivery = createDeliveryHandler(options, {
+  const deliveries = new DeliveryHandler(options, {
     ...deps,
     throttle,
+    draining: draining.signal,
     stopping: stopping.signal,
     onDeadLetterOutcome: (accepted) => (deadLettersAccepted = accepted),
   });
   const consumer = startConsumer(deps.connection, options, deps, (channel, message) => {
-    const work = handleDelivery(channel, message).finally(() => {
+    const work = deliveries.handle(channel, message).finally(() => {
       inFlight.delete(work);
       metrics.deliveriesInFlight.set(inFlight.size);
     });
@@ -88,9 +90,10 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
     deadLettersAccepted: () => deadLettersAccepted,
     async stop() {
       stopSummary();
+      draining.abort();
       await consumer.cancel();
       log.info({ inFlight: inFlight.size }, 'stopped consuming');
-      // Let in-flight starts finish and ack; abort only those waiting on an outage or the throttle.
+      // Let in-flight starts finish and ack; abort those waiting on an outage (the throttle's already were).
       await settledWithin([...inFlight], 10_000);
       stopping.abort();
       throttle.stop();

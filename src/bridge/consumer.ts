@@ -38,86 +38,117 @@ export function startConsumer(
   deps: { metrics: AppMetrics; log: Logger },
   deliver: (channel: ConfirmChannel, message: ConsumeMessage) => void,
 ): Consumer {
-  const { log, metrics } = deps;
-  const recoveryDelayMs = options.recoveryDelayMs ?? 1_000;
-  let current: { channel: ConfirmChannel; tag: string } | undefined;
-  let stopped = false;
+  return new QueueConsumer(connection, options, deps, deliver);
+}
 
-  async function consumeOn(raw: ConfirmChannel): Promise<void> {
-    const { consumerTag } = await raw.consume(
-      options.incomingQueue,
-      (message) => (message ? deliver(raw, message) : onCancelled(raw)),
-      { noAck: false },
+class QueueConsumer implements Consumer {
+  private current: { channel: ConfirmChannel; tag: string } | undefined;
+  private stopped = false;
+  private forcedReconnects = 0;
+  private notConsumingSince: number | undefined;
+  private readonly channel: ChannelWrapper;
+  private readonly watchdog: NodeJS.Timeout;
+  private readonly recoveryDelayMs: number;
+
+  constructor(
+    private readonly connection: AmqpConnectionManager,
+    private readonly options: ConsumerOptions,
+    private readonly deps: { metrics: AppMetrics; log: Logger },
+    private readonly deliver: (channel: ConfirmChannel, message: ConsumeMessage) => void,
+  ) {
+    this.recoveryDelayMs = options.recoveryDelayMs ?? 1_000;
+    this.channel = connection.createChannel({
+      confirm: true,
+      name: 'consumer',
+      setup: (raw: ConfirmChannel) => this.setup(raw),
+    });
+    this.channel.on('error', (error: Error) =>
+      deps.log.warn({ err: error.message }, 'RabbitMQ consumer channel error'),
     );
-    current = { channel: raw, tag: consumerTag };
-    forcedReconnects = 0;
-    log.info({ queue: options.incomingQueue, prefetch: options.prefetch }, 'consuming');
+    this.watchdog = setInterval(() => this.reconnectIfStuck(), 250);
+    this.watchdog.unref();
   }
 
-  function onCancelled(raw: ConfirmChannel) {
-    if (current?.channel === raw) current = undefined;
-    metrics.consumerCancellations.inc({ cause: 'cancel' });
-    log.warn(
-      { queue: options.incomingQueue },
+  isConsuming(): boolean {
+    return this.current !== undefined && this.connection.isConnected();
+  }
+
+  async cancel(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.watchdog);
+    const consumer = this.current;
+    this.current = undefined;
+    if (consumer) await consumer.channel.cancel(consumer.tag).catch(() => undefined);
+  }
+
+  close(): Promise<void> {
+    return this.channel.close();
+  }
+
+  /** Run by the connection manager on every (re)connect, on a fresh channel. */
+  private async setup(raw: ConfirmChannel): Promise<void> {
+    const { log, metrics } = this.deps;
+    raw.on('error', (error: Error) => {
+      metrics.consumerCancellations.inc({ cause: 'channel_closed' });
+      log.warn({ err: error.message }, 'the broker closed the consumer channel');
+    });
+    raw.on('close', () => {
+      if (this.current?.channel === raw) this.current = undefined;
+    });
+    // Declared exactly as the producer declares it: durable, no arguments.
+    await raw.assertQueue(this.options.incomingQueue, { durable: true });
+    await ensureQueue(this.connection.connection, this.options.deadLetterQueue);
+    if (this.stopped) return;
+    await raw.prefetch(this.options.prefetch);
+    await this.consumeOn(raw);
+  }
+
+  private async consumeOn(raw: ConfirmChannel): Promise<void> {
+    const { consumerTag } = await raw.consume(
+      this.options.incomingQueue,
+      (message) => (message ? this.deliver(raw, message) : this.onCancelled(raw)),
+      { noAck: false },
+    );
+    this.current = { channel: raw, tag: consumerTag };
+    this.forcedReconnects = 0;
+    this.deps.log.info({ queue: this.options.incomingQueue, prefetch: this.options.prefetch }, 'consuming');
+  }
+
+  /** basic.cancel from the broker: declare the queue again and consume on the same channel. */
+  private onCancelled(raw: ConfirmChannel): void {
+    if (this.current?.channel === raw) this.current = undefined;
+    this.deps.metrics.consumerCancellations.inc({ cause: 'cancel' });
+    this.deps.log.warn(
+      { queue: this.options.incomingQueue },
       'the broker cancelled our consumer; declaring the queue and consuming again',
     );
     setTimeout(() => {
-      if (stopped || current) return;
+      if (this.stopped || this.current) return;
       // A failure here closes the channel; the watchdog then reconnects.
       raw
-        .assertQueue(options.incomingQueue, { durable: true })
-        .then(() => consumeOn(raw))
-        .catch((error: Error) => log.warn({ err: error.message }, 'cannot consume again on this channel'));
-    }, recoveryDelayMs).unref();
+        .assertQueue(this.options.incomingQueue, { durable: true })
+        .then(() => this.consumeOn(raw))
+        .catch((error: Error) =>
+          this.deps.log.warn({ err: error.message }, 'cannot consume again on this channel'),
+        );
+    }, this.recoveryDelayMs).unref();
   }
 
-  const channel: ChannelWrapper = connection.createChannel({
-    confirm: true,
-    name: 'consumer',
-    setup: async (raw: ConfirmChannel) => {
-      raw.on('error', (error: Error) => {
-        metrics.consumerCancellations.inc({ cause: 'channel_closed' });
-        log.warn({ err: error.message }, 'the broker closed the consumer channel');
-      });
-      raw.on('close', () => {
-        if (current?.channel === raw) current = undefined;
-      });
-      // Declared exactly as the producer declares it: durable, no arguments.
-      await raw.assertQueue(options.incomingQueue, { durable: true });
-      await ensureQueue(connection.connection, options.deadLetterQueue);
-      if (stopped) return;
-      await raw.prefetch(options.prefetch);
-      await consumeOn(raw);
-    },
-  });
-  channel.on('error', (error: Error) => log.warn({ err: error.message }, 'RabbitMQ consumer channel error'));
-
-  let forcedReconnects = 0;
-  let notConsumingSince: number | undefined;
-  const watchdog = setInterval(() => {
-    if (stopped || current || !connection.isConnected()) {
-      notConsumingSince = undefined;
+  /** Forces a reconnect, with backoff, while no consumer is registered on a live connection. */
+  private reconnectIfStuck(): void {
+    if (this.stopped || this.current || !this.connection.isConnected()) {
+      this.notConsumingSince = undefined;
       return;
     }
-    notConsumingSince ??= Date.now();
-    const wait = Math.min(recoveryDelayMs * 2 ** (forcedReconnects + 1), MAX_RECOVERY_DELAY_MS);
-    if (Date.now() - notConsumingSince < wait) return;
-    forcedReconnects++;
-    notConsumingSince = undefined;
-    log.warn({ attempt: forcedReconnects }, 'not consuming on a live connection; reconnecting to RabbitMQ');
-    connection.reconnect();
-  }, 250);
-  watchdog.unref();
-
-  return {
-    isConsuming: () => current !== undefined && connection.isConnected(),
-    async cancel() {
-      stopped = true;
-      clearInterval(watchdog);
-      const consumer = current;
-      current = undefined;
-      if (consumer) await consumer.channel.cancel(consumer.tag).catch(() => undefined);
-    },
-    close: () => channel.close(),
-  };
+    this.notConsumingSince ??= Date.now();
+    const wait = Math.min(this.recoveryDelayMs * 2 ** (this.forcedReconnects + 1), MAX_RECOVERY_DELAY_MS);
+    if (Date.now() - this.notConsumingSince < wait) return;
+    this.forcedReconnects++;
+    this.notConsumingSince = undefined;
+    this.deps.log.warn(
+      { attempt: this.forcedReconnects },
+      'not consuming on a live connection; reconnecting to RabbitMQ',
+    );
+    this.connection.reconnect();
+  }
 }

@@ -25,7 +25,9 @@ export interface DeliveryDeps {
   throttle: InFlightThrottle;
   metrics: AppMetrics;
   log: Logger;
-  /** Aborted on shutdown: waiting deliveries are left unacked for the broker to redeliver. */
+  /** Aborted when shutdown begins: deliveries waiting for the throttle are left unacked. */
+  draining: AbortSignal;
+  /** Aborted when shutdown stops waiting: deliveries retrying an outage are left unacked too. */
   stopping: AbortSignal;
   /** Told whether the last dead letter was accepted, for readiness. */
   onDeadLetterOutcome(accepted: boolean): void;
@@ -48,17 +50,20 @@ const REFUSED_REQUEUE_DELAY_MS = 2_000;
  * last; readiness reports them. A message that fails unexpectedly again after its redelivery is
  * dead-lettered as processing_error, so a poison message never loops.
  */
-export function createDeliveryHandler(options: DeliveryOptions, deps: DeliveryDeps) {
-  const { log, metrics, stopping } = deps;
+export class DeliveryHandler {
+  constructor(
+    private readonly options: DeliveryOptions,
+    private readonly deps: DeliveryDeps,
+  ) {}
 
-  async function decide(message: ConsumeMessage, receivedAtMs: number): Promise<Verdict> {
+  private async decide(message: ConsumeMessage, receivedAtMs: number): Promise<Verdict> {
     const parsed = parseTransaction(
       {
         body: message.content,
         contentType: message.properties.contentType as string | undefined,
         contentEncoding: message.properties.contentEncoding as string | undefined,
       },
-      options.maxMessageBytes,
+      this.options.maxMessageBytes,
     );
     if (!parsed.ok) return { code: parsed.code, reason: parsed.reason };
     const messageId = message.properties.messageId as unknown;
@@ -74,21 +79,21 @@ export function createDeliveryHandler(options: DeliveryOptions, deps: DeliveryDe
     const { transaction } = parsed;
     const workflowId = ingestWorkflowId(messageId || undefined);
     const bodySha256 = createHash('sha256').update(message.content).digest('hex');
-    await deps.throttle.whenOpen(stopping);
-    const outcome = await retrying('start IngestTransaction', async () => {
-      if (!(await deps.providers.has(transaction.providerId))) return 'unknown_provider' as const;
+    await this.deps.throttle.whenOpen(this.deps.draining);
+    const outcome = await this.retrying('start IngestTransaction', async () => {
+      if (!(await this.deps.providers.has(transaction.providerId))) return 'unknown_provider' as const;
       const started = performance.now();
-      const result = await startIngest(deps.client, {
-        taskQueue: options.taskQueue,
+      const result = await startIngest(this.deps.client, {
+        taskQueue: this.options.taskQueue,
         workflowId,
         transaction,
         receivedAtMs,
         bodySha256,
         original: originalMessage(message),
-        eager: options.eagerStart,
+        eager: this.options.eagerStart,
       });
-      metrics.workflowStartSeconds.observe((performance.now() - started) / 1000);
-      if (result === 'started') deps.throttle.noteStart();
+      this.deps.metrics.workflowStartSeconds.observe((performance.now() - started) / 1000);
+      if (result === 'started') this.deps.throttle.noteStart();
       return result;
     });
     if (outcome === 'unknown_provider') {
@@ -110,31 +115,33 @@ export function createDeliveryHandler(options: DeliveryOptions, deps: DeliveryDe
    * Runs `attempt` until it succeeds: through outages for as long as they last, through other errors
    * MAX_UNEXPECTED_ATTEMPTS times. Rethrows on shutdown or when those attempts are used up.
    */
-  async function retrying<T>(what: string, attempt: () => Promise<T>): Promise<T> {
+  private async retrying<T>(what: string, attempt: () => Promise<T>): Promise<T> {
     let unexpected = 0;
     for (let attemptNumber = 1; ; attemptNumber++) {
       try {
         return await attempt();
       } catch (error) {
         const outage = isOutage(error);
-        if (stopping.aborted || (!outage && ++unexpected >= MAX_UNEXPECTED_ATTEMPTS)) throw error;
-        log.warn(
+        if (this.deps.stopping.aborted || (!outage && ++unexpected >= MAX_UNEXPECTED_ATTEMPTS)) throw error;
+        this.deps.log.warn(
           { err: (error as Error).message, attempt: attemptNumber, outage },
           `cannot ${what} yet; retrying`,
         );
-        await sleep(Math.min(100 * 2 ** (attemptNumber - 1), 5_000), undefined, { signal: stopping });
+        await sleep(Math.min(100 * 2 ** (attemptNumber - 1), 5_000), undefined, {
+          signal: this.deps.stopping,
+        });
       }
     }
   }
 
-  function settle(raw: ConfirmChannel, message: ConsumeMessage, action: 'ack' | 'requeue'): boolean {
+  private settle(raw: ConfirmChannel, message: ConsumeMessage, action: 'ack' | 'requeue'): boolean {
     try {
       if (action === 'ack') raw.ack(message);
       else raw.nack(message, false, true);
       return true;
     } catch (error) {
       // The channel has closed: the broker redelivers the message; the workflow ID or ledger absorbs it.
-      log.warn(
+      this.deps.log.warn(
         { err: (error as Error).message, action },
         'channel closed before settling; the broker will redeliver',
       );
@@ -142,53 +149,60 @@ export function createDeliveryHandler(options: DeliveryOptions, deps: DeliveryDe
     }
   }
 
-  function requeue(raw: ConfirmChannel, message: ConsumeMessage, reason: string, error: unknown) {
-    if (stopping.aborted || !settle(raw, message, 'requeue')) return;
-    metrics.messagesRequeued.inc({ reason });
-    log.warn(
+  private requeue(raw: ConfirmChannel, message: ConsumeMessage, reason: string, error: unknown) {
+    if (this.deps.stopping.aborted || !this.settle(raw, message, 'requeue')) return;
+    this.deps.metrics.messagesRequeued.inc({ reason });
+    this.deps.log.warn(
       { reason, err: (error as Error).message, messageId: message.properties.messageId as unknown },
       'message requeued',
     );
   }
 
-  async function deadLetter(raw: ConfirmChannel, message: ConsumeMessage, code: string, reason: string) {
+  private async deadLetter(raw: ConfirmChannel, message: ConsumeMessage, code: string, reason: string) {
     try {
-      await retrying('publish a dead letter', () =>
-        publishDeadLetter(raw, options.deadLetterQueue, message, code, reason),
+      await this.retrying('publish a dead letter', () =>
+        publishDeadLetter(raw, this.options.deadLetterQueue, message, code, reason),
       );
     } catch (error) {
-      deps.onDeadLetterOutcome(false);
-      log.error({ code, err: (error as Error).message }, 'the dead-letter queue refused a message');
+      this.deps.onDeadLetterOutcome(false);
+      this.deps.log.error({ code, err: (error as Error).message }, 'the dead-letter queue refused a message');
       // Held a little before going back, so a full dead-letter queue is not a hot loop.
-      const held = await sleep(REFUSED_REQUEUE_DELAY_MS, true, { signal: stopping }).catch(() => false);
-      if (held) requeue(raw, message, 'dead_letter_refused', error);
+      const held = await sleep(REFUSED_REQUEUE_DELAY_MS, true, { signal: this.deps.stopping }).catch(
+        () => false,
+      );
+      if (held) this.requeue(raw, message, 'dead_letter_refused', error);
       return;
     }
-    deps.onDeadLetterOutcome(true);
-    if (settle(raw, message, 'ack')) metrics.messagesDeadLettered.inc({ code });
-    log.warn({ code, reason, messageId: message.properties.messageId as unknown }, 'message dead-lettered');
+    this.deps.onDeadLetterOutcome(true);
+    if (this.settle(raw, message, 'ack')) this.deps.metrics.messagesDeadLettered.inc({ code });
+    this.deps.log.warn(
+      { code, reason, messageId: message.properties.messageId as unknown },
+      'message dead-lettered',
+    );
   }
 
-  return async function handleDelivery(raw: ConfirmChannel, message: ConsumeMessage): Promise<void> {
+  /** Decides what the delivery becomes and settles it; never rejects. */
+  async handle(raw: ConfirmChannel, message: ConsumeMessage): Promise<void> {
     const receivedAtMs = Date.now();
-    metrics.messagesConsumed.inc();
+    this.deps.metrics.messagesConsumed.inc();
     let verdict: Verdict;
     try {
-      verdict = await decide(message, receivedAtMs);
+      verdict = await this.decide(message, receivedAtMs);
     } catch (error) {
-      if (stopping.aborted) return; // unacked: the broker redelivers it when the channel closes
-      if (!message.fields.redelivered) return requeue(raw, message, 'processing_error', error);
+      // Shutting down: left unacked, the broker redelivers it when the channel closes.
+      if (this.deps.stopping.aborted || this.deps.draining.aborted) return;
+      if (!message.fields.redelivered) return this.requeue(raw, message, 'processing_error', error);
       verdict = {
         code: 'processing_error',
         reason: `failed again after redelivery: ${(error as Error).message}`,
       };
     }
     if ('ack' in verdict) {
-      if (settle(raw, message, 'ack')) metrics.messagesAcked.inc({ outcome: verdict.ack });
+      if (this.settle(raw, message, 'ack')) this.deps.metrics.messagesAcked.inc({ outcome: verdict.ack });
       return;
     }
-    await deadLetter(raw, message, verdict.code, verdict.reason.slice(0, 300));
-  };
+    await this.deadLetter(raw, message, verdict.code, verdict.reason.slice(0, 300));
+  }
 }
 
 /** The message as received, for a dead letter the workflow may have to write after the ack. */
