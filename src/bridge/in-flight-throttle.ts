@@ -24,6 +24,7 @@ export class InFlightThrottle {
   private polling = false;
   private running = 0;
   private startsSincePoll = 0;
+  private lastWarning = 0;
 
   constructor(
     private readonly client: Client,
@@ -80,8 +81,15 @@ export class InFlightThrottle {
       this.deps.metrics.ingestWorkflowsRunning.set(count);
       this.update();
     } catch (error) {
-      // Temporal unreachable: starts fail and retry anyway; keep the last known state.
-      this.deps.log.debug({ err: (error as Error).message }, 'cannot count running IngestTransaction runs');
+      // Keep the last known state: if Temporal is down, starts fail and retry anyway. Said once a
+      // minute, since a visibility store without CountWorkflowExecutions leaves the throttle open.
+      if (Date.now() - this.lastWarning >= 60_000) {
+        this.lastWarning = Date.now();
+        this.deps.log.warn(
+          { err: (error as Error).message },
+          'cannot count unfinished IngestTransaction runs; BRIDGE_MAX_IN_FLIGHT is not enforced meanwhile',
+        );
+      }
     } finally {
       this.polling = false;
     }
