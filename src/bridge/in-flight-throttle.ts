@@ -46,6 +46,7 @@ export class InFlightThrottle {
   /** Resolves once starts may go ahead (at once when open); rejects if `signal` aborts first. */
   async whenOpen(signal: AbortSignal): Promise<void> {
     if (!this.closed) return;
+    signal.throwIfAborted();
     await new Promise<void>((resolve, reject) => {
       const onAbort = () => reject(signal.reason as Error);
       signal.addEventListener('abort', onAbort, { once: true });
