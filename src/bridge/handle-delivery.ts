@@ -149,13 +149,15 @@ export class DeliveryHandler {
     }
   }
 
-  private requeue(raw: ConfirmChannel, message: ConsumeMessage, reason: string, error: unknown) {
-    if (this.deps.stopping.aborted || !this.settle(raw, message, 'requeue')) return;
+  /** Nacks with requeue; false if the channel had closed (the broker requeues it anyway). */
+  private requeue(raw: ConfirmChannel, message: ConsumeMessage, reason: string, error: unknown): boolean {
+    if (this.deps.stopping.aborted || !this.settle(raw, message, 'requeue')) return false;
     this.deps.metrics.messagesRequeued.inc({ reason });
     this.deps.log.warn(
       { reason, err: (error as Error).message, messageId: message.properties.messageId as unknown },
       'message requeued',
     );
+    return true;
   }
 
   private async deadLetter(raw: ConfirmChannel, message: ConsumeMessage, code: string, reason: string) {
@@ -164,13 +166,14 @@ export class DeliveryHandler {
         publishDeadLetter(raw, this.options.deadLetterQueue, message, code, reason),
       );
     } catch (error) {
-      this.deps.onDeadLetterOutcome(false);
-      this.deps.log.error({ code, err: (error as Error).message }, 'the dead-letter queue refused a message');
+      this.deps.log.error({ code, err: (error as Error).message }, 'cannot publish a dead letter');
       // Held a little before going back, so a full dead-letter queue is not a hot loop.
       const held = await sleep(REFUSED_REQUEUE_DELAY_MS, true, { signal: this.deps.stopping }).catch(
         () => false,
       );
-      if (held) this.requeue(raw, message, 'dead_letter_refused', error);
+      // Still on an open channel: the broker itself refused it (not a lost connection).
+      if (held && this.requeue(raw, message, 'dead_letter_refused', error))
+        this.deps.onDeadLetterOutcome(false);
       return;
     }
     this.deps.onDeadLetterOutcome(true);
@@ -191,7 +194,10 @@ export class DeliveryHandler {
     } catch (error) {
       // Shutting down: left unacked, the broker redelivers it when the channel closes.
       if (this.deps.stopping.aborted || this.deps.draining.aborted) return;
-      if (!message.fields.redelivered) return this.requeue(raw, message, 'processing_error', error);
+      if (!message.fields.redelivered) {
+        this.requeue(raw, message, 'processing_error', error);
+        return;
+      }
       verdict = {
         code: 'processing_error',
         reason: `failed again after redelivery: ${(error as Error).message}`,
@@ -222,7 +228,9 @@ function originalMessage(message: ConsumeMessage): OriginalMessage {
   };
 }
 
-const GRPC_OUTAGE_CODES = new Set([1, 4, 8, 10, 14]); // CANCELLED, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, UNAVAILABLE
+// CANCELLED, UNKNOWN, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, INTERNAL, UNAVAILABLE: grpc-js
+// reports a dropped or reset transport (a server restart) as UNKNOWN or INTERNAL too.
+const GRPC_OUTAGE_CODES = new Set([1, 2, 4, 8, 10, 13, 14]);
 const SQLSTATE_OUTAGE = /^(08|53|57P|40001|40P01)/; // connection, resources, shutdown, serialization
 
 /** True if the error (or a cause) says a dependency is unreachable or overloaded, not that the input or code is wrong. */
@@ -233,7 +241,9 @@ export function isOutage(error: unknown): boolean {
     if (typeof code === 'string' && (/^E[A-Z_]+$/.test(code) || SQLSTATE_OUTAGE.test(code))) return true;
     if (
       typeof message === 'string' &&
-      /Connection terminated|timeout exceeded when trying to connect/i.test(message)
+      /Connection terminated|timeout exceeded when trying to connect|socket hang up|Failed to connect|ECONNREFUSED|ECONNRESET/i.test(
+        message,
+      )
     )
       return true;
     current = cause;

@@ -10,6 +10,7 @@ describe('isOutage: which bridge errors are retried for as long as they last', (
       new Error('Failed to start Workflow', { cause: withCode(14) }),
     ],
     ['a gRPC deadline (4)', withCode(4)],
+    ['a reset gRPC stream (UNKNOWN, 2)', withCode(2, 'Received RST_STREAM')],
     ['a refused TCP connection', withCode('ECONNREFUSED')],
     ['Postgres shutting down (57P01)', withCode('57P01')],
     ['a Postgres connection failure (08006)', withCode('08006')],
