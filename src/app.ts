@@ -1,6 +1,5 @@
 import { Client } from '@temporalio/client';
 import { Redis } from 'ioredis';
-import pg from 'pg';
 import type { Logger } from 'pino';
 import { createActivities } from './activities/index.js';
 import { startBridge, type Bridge } from './bridge/bridge.js';
@@ -8,6 +7,7 @@ import { ProviderDirectory } from './bridge/provider-directory.js';
 import { redactUrl, type Config } from './config.js';
 import { startHttpServer } from './http/server.js';
 import { createMetrics, type AppMetrics } from './metrics.js';
+import { createPool } from './postgres/pools.js';
 import { migrate } from './postgres/schema.js';
 import { waitForProducerTables } from './postgres/wait-for-tables.js';
 import { ensureSchedules } from './schedules/schedules.js';
@@ -42,8 +42,10 @@ export async function startApp(
     },
     'starting balance-sync',
   );
-  const pool = new pg.Pool({ connectionString: config.DATABASE_URL, max: 10 });
-  pool.on('error', (error) => log.warn({ err: error.message }, 'idle Postgres client failed'));
+  const onIdleError = (error: Error) => log.warn({ err: error.message }, 'idle Postgres client failed');
+  const pool = createPool(config.DATABASE_URL, 'ingest', onIdleError);
+  const syncPool = createPool(config.DATABASE_URL, 'sync', onIdleError);
+  const reconcilePool = createPool(config.DATABASE_URL, 'reconcile', onIdleError);
   const keydb = new Redis(config.KEYDB_URL, { maxRetriesPerRequest: 2, enableOfflineQueue: true });
   keydb.on('error', (error: Error) => log.warn({ err: error.message }, 'KeyDB connection error'));
 
@@ -55,7 +57,7 @@ export async function startApp(
   const client = new Client({ connection, namespace });
   // Two workers in this one process, with the same workflows and activities: ingest on the main task
   // queue, the schedules' runs on their own, so a minute's sync never waits behind an ingest backlog.
-  const activities = createActivities({ pool, keydb, metrics });
+  const activities = createActivities({ pool, syncPool, reconcilePool, keydb, metrics });
   const workers = await Promise.all(
     [config.TEMPORAL_TASK_QUEUE, config.TEMPORAL_SYNC_TASK_QUEUE].map((taskQueue) =>
       createWorker({
@@ -139,7 +141,7 @@ export async function startApp(
         await done.catch(() => undefined);
         await new Promise((resolve) => http.server.close(resolve));
         await connection.close();
-        await pool.end();
+        await Promise.all([pool.end(), syncPool.end(), reconcilePool.end()]);
         keydb.disconnect();
         log.info('stopped');
       })();

@@ -52,6 +52,11 @@ export function createMetrics() {
       help: 'Provider sums corrected by reconciliation',
       registers,
     }),
+    syncUnpublishableProviders: new Gauge({
+      name: 'balance_sync_sync_unpublishable_providers',
+      help: 'Providers the last sync did not publish (a NaN/Infinity in their history, or a NULL); KeyDB keeps their last good value',
+      registers,
+    }),
   };
 }
 
