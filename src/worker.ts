@@ -33,8 +33,8 @@ export async function createWorker(settings: WorkerSettings): Promise<Worker> {
     ...(bundlePath
       ? { workflowBundle: { codePath: bundlePath } }
       : { workflowsPath: fileURLToPath(new URL('./workflows/index.js', import.meta.url)) }),
-    // publishBalances heartbeats every 500 ms with a 2 s timeout; the SDK's default throttle (80% of
-    // the timeout) would send only every 1.6 s and leave a dead worker's attempt 0.4 s of slack.
+    // publishBalances heartbeats every 300 ms with a 1.5 s timeout; the SDK's default throttle (80% of
+    // the timeout) would send only every 1.2 s and leave a live worker's attempt 0.3 s of slack.
     maxHeartbeatThrottleInterval: SYNC_HEARTBEAT_INTERVAL_MS,
     ...settings.tuning,
   });

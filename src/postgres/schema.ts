@@ -38,13 +38,13 @@ const APP_TABLES = `
     transaction_id integer NOT NULL,
     ingested_at    timestamptz NOT NULL DEFAULT now()
   );
+  -- tx_sum holds the sum of finite values only; NaN/Infinity rows are counted in nonfinite_rows,
+  -- so deleting such a row makes the provider exact again (NaN - NaN would stay NaN).
   CREATE TABLE IF NOT EXISTS balance_sync_provider_sums (
-    provider_id integer PRIMARY KEY,
-    tx_sum      numeric NOT NULL
+    provider_id    integer PRIMARY KEY,
+    tx_sum         numeric NOT NULL,
+    nonfinite_rows bigint NOT NULL DEFAULT 0
   );
-  -- tx_sum holds finite values only; a NaN/Infinity row is counted here instead, so deleting it
-  -- makes the provider exact again (NaN - NaN would stay NaN).
-  ALTER TABLE balance_sync_provider_sums ADD COLUMN IF NOT EXISTS nonfinite_rows bigint NOT NULL DEFAULT 0;
   CREATE TABLE IF NOT EXISTS balance_sync_published_keys (
     key text PRIMARY KEY
   );
@@ -88,9 +88,20 @@ const APP_TABLES = `
 /** The exact per-provider aggregate the running sums must equal (also what reconciliation compares). */
 export const FULL_PROVIDER_SUMS = SUMS_OF('historical_transactions');
 
+/** provider_sums from a version without nonfinite_rows (the column is added, then the sums recounted). */
+const LACKS_NONFINITE_COLUMN = `
+  SELECT to_regclass('balance_sync_provider_sums') IS NOT NULL AND NOT EXISTS (
+    SELECT 1 FROM pg_attribute
+    WHERE attrelid = to_regclass('balance_sync_provider_sums') AND attname = 'nonfinite_rows' AND NOT attisdropped
+  ) AS lacks`;
+const ADD_NONFINITE_COLUMN = `
+  ALTER TABLE balance_sync_provider_sums ADD COLUMN IF NOT EXISTS nonfinite_rows bigint NOT NULL DEFAULT 0`;
+
 /** Sums written by a version that added NaN/Infinity into tx_sum: they need a full recount. */
 const POISONED_SUMS = `
   SELECT EXISTS (SELECT 1 FROM balance_sync_provider_sums WHERE NOT ${finite('tx_sum')}) AS poisoned`;
+
+const LOCK_WRITERS_OUT = 'LOCK TABLE historical_transactions IN SHARE ROW EXCLUSIVE MODE';
 
 const INSTALL_TRIGGERS = `
   DROP TRIGGER IF EXISTS balance_sync_after_insert ON historical_transactions;
@@ -124,12 +135,18 @@ export async function migrate(pool: pg.Pool): Promise<{ installedTriggers: boole
   try {
     await client.query('BEGIN');
     await client.query('SELECT pg_advisory_xact_lock($1)', [BALANCE_LOCK_KEY]);
+    const upgrade = (await client.query<{ lacks: boolean }>(LACKS_NONFINITE_COLUMN)).rows[0]?.lacks === true;
+    if (upgrade) {
+      // Writers lock historical_transactions, then provider_sums: take them in that order too.
+      await client.query(LOCK_WRITERS_OUT);
+      await client.query(ADD_NONFINITE_COLUMN);
+    }
     await client.query(APP_TABLES);
     const { rows } = await client.query<{ count: number }>(COUNT_BALANCE_TRIGGERS_SQL);
     const poisoned = (await client.query<{ poisoned: boolean }>(POISONED_SUMS)).rows[0]?.poisoned;
-    const installedTriggers = rows[0]?.count !== TRIGGER_NAMES.length || poisoned === true;
+    const installedTriggers = rows[0]?.count !== TRIGGER_NAMES.length || poisoned === true || upgrade;
     if (installedTriggers) {
-      await client.query('LOCK TABLE historical_transactions IN SHARE ROW EXCLUSIVE MODE');
+      await client.query(LOCK_WRITERS_OUT);
       await client.query(INSTALL_TRIGGERS);
     }
     await client.query('COMMIT');
