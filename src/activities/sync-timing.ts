@@ -23,10 +23,11 @@ export interface SyncTiming {
   /** One attempt: the wait (lead plus the boundary tolerance) plus 10 s for the read and the write. */
   startToCloseTimeoutMs: number;
   /**
-   * A worker that dies is noticed within this, so another worker retries and still writes at `:00`
-   * even after a crash 2.5 s before it (heartbeats every SYNC_HEARTBEAT_INTERVAL_MS, 5 per timeout).
-   * With 2 s the takeover measured 0.7 s late. A stall mistaken for a crash costs only a second,
-   * same-minute write: the first attempt is cancelled at its next heartbeat and checks before writing.
+   * A worker that dies is noticed within this, so another worker retries and still writes within a
+   * second of `:00` after a crash 2.5 s before it (heartbeats every SYNC_HEARTBEAT_INTERVAL_MS, 5
+   * per timeout). Measured takeover: 0.09 s late at 1.5 s, 0.7–1.0 s late at 2 s. The cost: a
+   * server too starved to record heartbeats for 1.5 s times a live attempt out, and a timed-out
+   * attempt never writes, so that minute is retried (later) instead (docs/BENCHMARKS.md).
    */
   heartbeatTimeoutMs: number;
   /** First retry delay: short, since a retry inside the lead window must still make the boundary. */
