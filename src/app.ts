@@ -24,8 +24,9 @@ export interface App {
 }
 
 /**
- * Starts the whole service in this process: migrations, the worker (both workflow types), the
- * schedules, the start-up reconciliation, the RabbitMQ bridge and the HTTP endpoints.
+ * Starts the whole service in this process: migrations, two workers (the ingest task queue and the
+ * sync task queue, each with every workflow type), the schedules, the start-up reconciliation, the
+ * RabbitMQ bridge and the HTTP endpoints.
  */
 export async function startApp(
   config: Config,

@@ -21,7 +21,7 @@ export interface WorkerSettings {
 
 export const DEFAULT_BUNDLE_PATH = fileURLToPath(new URL('../workflow-bundle.js', import.meta.url));
 
-/** One worker for both workflow types on one task queue. */
+/** A worker for one task queue, with every workflow type and activity (the app runs two). */
 export async function createWorker(settings: WorkerSettings): Promise<Worker> {
   const bundlePath =
     settings.workflowBundlePath || (existsSync(DEFAULT_BUNDLE_PATH) ? DEFAULT_BUNDLE_PATH : undefined);

@@ -65,18 +65,12 @@ describe('a worker crash inside the lead window', () => {
     // The first boundary whose tick (5 s before it) is still 2 s away.
     const boundary = Math.ceil((Date.now() + 7_000) / MINUTE) * MINUTE;
     const tick = boundary - 5_000;
-    const schedule = client.schedule.getHandle(config.SYNC_SCHEDULE_ID);
-    const workflowId = await waitFor(
-      'the run of this minute',
-      async () => {
-        const { info } = await schedule.describe();
-        const running = info.runningActions[0]?.workflow.workflowId;
-        return running && Date.now() >= tick ? running : undefined;
-      },
+    // A scheduled run's id is the action's workflow id and its nominal time (RFC 3339, seconds).
+    const workflowId = `${config.SYNC_SCHEDULE_ID}-${new Date(tick).toISOString().replace('.000', '')}`;
+    const waiting = await waitFor(
+      'the waiting publishBalances attempt',
+      () => publishingPid(client, workflowId),
       MINUTE + 10_000,
-    );
-    const waiting = await waitFor('the waiting publishBalances attempt', () =>
-      publishingPid(client, workflowId),
     );
     const victim = apps.find((app) => app.child.pid === waiting.pid);
     const survivor = apps.find((app) => app !== victim);

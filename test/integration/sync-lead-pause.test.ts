@@ -56,13 +56,14 @@ describe(`SyncBalances with SYNC_LEAD_SECONDS=${LEAD_SECONDS}, paused during the
     // The first boundary whose tick (30 s before it) is still 2 s away.
     const boundary = Math.ceil((Date.now() + LEAD_SECONDS * 1000 + 2_000) / MINUTE) * MINUTE;
     const tick = boundary - LEAD_SECONDS * 1000;
-    const workflowId = await waitFor(
-      'the run of this minute',
-      async () => {
-        const { info } = await schedule.describe();
-        const running = info.runningActions[0]?.workflow.workflowId;
-        return running && Date.now() >= tick ? running : undefined;
-      },
+    // A scheduled run's id is the action's workflow id and its nominal time (RFC 3339, seconds).
+    const workflowId = `${config.SYNC_SCHEDULE_ID}-${new Date(tick).toISOString().replace('.000', '')}`;
+    await waitFor(
+      'the run of this minute, in its lead window',
+      async () =>
+        (await app.client.workflow.getHandle(workflowId).describe()).status.name === 'RUNNING'
+          ? true
+          : undefined,
       MINUTE + 10_000,
     );
     await keydb.set('1_Visa', 'sentinel');
