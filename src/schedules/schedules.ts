@@ -55,7 +55,10 @@ export function syncBalancesSchedule(settings: ScheduleSettings): Definition {
       taskQueue: settings.taskQueue,
       args: [{ leadMs: lead * 1000 }],
       workflowRunTimeout: timing.runTimeoutMs,
-      staticSummary: `balances at the minute boundary ${lead} s after this run starts`,
+      staticSummary:
+        lead === 0
+          ? 'balances at the minute this run starts'
+          : `balances at the minute boundary ${lead} s after this run starts`,
     },
     policies: { overlap: 'SKIP', catchupWindow: '10 seconds', pauseOnFailure: false },
   };
