@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { MAX_SYNC_LEAD_SECONDS } from './activities/sync-timing.js';
 
 /** Every setting of the service, read from the environment once at start-up. */
 export type Config = z.infer<typeof configSchema> & {
@@ -55,7 +56,7 @@ const configSchema = z.object({
   WORKER_MAX_WORKFLOW_TASKS: positiveInt(100),
   WORKER_MAX_LOCAL_ACTIVITIES: positiveInt(200),
   SYNC_SCHEDULE_ID: z.string().min(1).default('sync-balances'),
-  SYNC_LEAD_SECONDS: wholeNumber(5, 0, 30),
+  SYNC_LEAD_SECONDS: wholeNumber(5, 0, MAX_SYNC_LEAD_SECONDS),
   RECONCILE_SCHEDULE_ID: z.string().min(1).default('reconcile-balances'),
   RECONCILE_CRON: z.string().min(1).default('17 * * * *'),
   STARTUP_WAIT_SECONDS: wholeNumber(600, 0),
