@@ -50,7 +50,7 @@ const configSchema = z.object({
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   HTTP_PORT: wholeNumber(9464, 0, 65535),
   BRIDGE_PREFETCH: positiveInt(64),
-  BRIDGE_MAX_IN_FLIGHT: wholeNumber(200, 0),
+  BRIDGE_MAX_IN_FLIGHT: wholeNumber(100, 0),
   INGEST_SUMMARY_SECONDS: wholeNumber(60, 0),
   MAX_MESSAGE_BYTES: positiveInt(65536),
   WORKER_MAX_WORKFLOW_TASKS: positiveInt(100),
