@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import type { TestProject } from 'vitest/node';
 import { startDevServer, type DevServer } from './dev-server.js';
+import { describeListeners, portOf, sharedListeners } from './shared-services.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -22,6 +23,13 @@ const ADMIN_DATABASE_URL =
 
 /** One Temporal dev server, one workflow bundle and one fresh database for the whole run. */
 export default async function setup(project: TestProject) {
+  // The same defaults as test/support/harness.ts (not imported here: it pulls in the app).
+  const sharedPorts = [
+    portOf(ADMIN_DATABASE_URL, 5432),
+    portOf(process.env.TEST_KEYDB_URL ?? 'redis://127.0.0.1:6379', 6379),
+    portOf(process.env.TEST_RABBITMQ_URL ?? 'amqp://127.0.0.1:5672', 5672),
+  ];
+  const sharedBefore = sharedListeners(sharedPorts);
   const cli = execFileSync(
     'bash',
     [fileURLToPath(new URL('../../scripts/ensure-temporal.sh', import.meta.url))],
@@ -60,5 +68,15 @@ export default async function setup(project: TestProject) {
     await cleanup.connect();
     await cleanup.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
     await cleanup.end();
+    // No test may stop or restart the machine's Postgres, Redis or RabbitMQ: same processes, same sockets.
+    const sharedAfter = sharedListeners(sharedPorts);
+    if (describeListeners(sharedAfter) !== describeListeners(sharedBefore)) {
+      // Vitest logs a teardown error but keeps its exit code: fail the run explicitly.
+      process.exitCode = 1;
+      throw new Error(
+        `a shared service was restarted during the run: before ${describeListeners(sharedBefore)}; after ${describeListeners(sharedAfter)}`,
+      );
+    }
+    console.log(`shared services untouched: ${describeListeners(sharedAfter)}`);
   };
 }
