@@ -35,10 +35,16 @@ describe('SyncBalances on its schedule', () => {
   });
 
   it('writes KeyDB within 1 s of the next minute boundary on the system clock', async () => {
-    // The first boundary far enough ahead that the sentinel is in place before its write.
-    const minute = 60_000;
-    const boundary = Math.ceil((Date.now() + 1_500) / minute) * minute;
+    // The boundary of the schedule's next tick (the tick comes SYNC_LEAD_SECONDS early): asking the
+    // schedule, not the clock, so a schedule created inside the lead window waits for the minute after.
+    const leadMs = config.SYNC_LEAD_SECONDS * 1000;
     await keydb.set('1_Visa', 'sentinel');
+    const sentinelAt = Date.now();
+    const { info } = await app.client.schedule.getHandle(config.SYNC_SCHEDULE_ID).describe();
+    const tick = info.nextActionTimes.find((at) => at.getTime() + leadMs > sentinelAt + 500);
+    expect(tick).toBeDefined();
+    const boundary = tick!.getTime() + leadMs;
+    expect(boundary % 60_000).toBe(0);
     // Watch KeyDB as a client would: poll until the value changes, and note when.
     let changedAt = 0;
     while (Date.now() < boundary + 5_000) {
@@ -54,9 +60,7 @@ describe('SyncBalances on its schedule', () => {
 
     // The run reports its own offset, and is identified by the schedule's nominal time.
     const description = await app.client.schedule.getHandle(config.SYNC_SCHEDULE_ID).describe();
-    const action = description.info.recentActions.find(
-      (a) => a.scheduledAt.getTime() === boundary - config.SYNC_LEAD_SECONDS * 1000,
-    );
+    const action = description.info.recentActions.find((a) => a.scheduledAt.getTime() === boundary - leadMs);
     expect(action).toBeDefined();
     const result: PublishBalancesResult = await app.client.workflow
       .getHandle(action!.action.workflow.workflowId)
