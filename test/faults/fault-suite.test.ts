@@ -1,7 +1,7 @@
 import amqp from 'amqp-connection-manager';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Redis } from 'ioredis';
 import pRetry from 'p-retry';
 import pg from 'pg';
@@ -73,6 +73,7 @@ describe('fault suite', () => {
       await db?.end();
     } finally {
       for (const service of [postgres, redis, rabbitmq]) await service?.stop();
+      if (dbFile) rmSync(dirname(dbFile), { recursive: true, force: true });
     }
   });
 

@@ -1,37 +1,40 @@
-import type { Redis } from 'ioredis';
+import { Redis } from 'ioredis';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PublishBalancesResult } from '../../src/activities/index.js';
 import type { App } from '../../src/app.js';
 import type { Config } from '../../src/config.js';
-import {
-  pool,
-  resetDatabase,
-  resetKeydb,
-  startTestApp,
-  stopTestApp,
-  testConfig,
-} from '../support/harness.js';
+import { pool, resetDatabase, startTestApp, stopTestApp, testConfig } from '../support/harness.js';
+import { startThrowawayRedis, type ThrowawayService } from '../support/throwaway-services.js';
 
-/** The one test that waits for a real minute boundary (up to about a minute). */
+/**
+ * The one test that waits for a real minute boundary (up to about a minute). It runs beside the other
+ * integration files (vitest.config.ts), so it has its own Redis and its project's own database.
+ */
 describe('SyncBalances on its schedule', () => {
   let db: pg.Pool;
   let keydb: Redis;
   let config: Config;
   let app: App;
+  let redis: ThrowawayService;
 
   beforeAll(async () => {
     db = pool();
     await resetDatabase(db);
-    keydb = await resetKeydb();
-    config = testConfig();
+    redis = await startThrowawayRedis();
+    keydb = new Redis(redis.url);
+    config = testConfig({ KEYDB_URL: redis.url });
     app = await startTestApp(config);
   });
 
   afterAll(async () => {
-    await stopTestApp(app, config);
-    keydb.disconnect();
-    await db.end();
+    try {
+      await stopTestApp(app, config);
+      keydb?.disconnect();
+      await db.end();
+    } finally {
+      await redis?.stop();
+    }
   });
 
   it('writes KeyDB within 1 s of the next minute boundary on the system clock', async () => {

@@ -1,6 +1,6 @@
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -48,7 +48,8 @@ export default async function setup(project: TestProject) {
   });
   writeFileSync(workflowBundlePath, code);
 
-  const database = `balance_sync_test_${process.pid}`;
+  // Projects run side by side (vitest.config.ts), each with its own database.
+  const database = `balance_sync_test_${process.pid}_${project.name.replace(/\W/g, '_')}`;
   const admin = new pg.Client({ connectionString: ADMIN_DATABASE_URL });
   await admin.connect();
   await admin.query(`DROP DATABASE IF EXISTS ${database}`);
@@ -64,6 +65,7 @@ export default async function setup(project: TestProject) {
 
   return async () => {
     await server.stop();
+    rmSync(dir, { recursive: true, force: true });
     const cleanup = new pg.Client({ connectionString: ADMIN_DATABASE_URL });
     await cleanup.connect();
     await cleanup.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
