@@ -28,11 +28,13 @@ export default defineConfig({
         test: {
           name: 'independent',
           globalSetup: GLOBAL_SETUP,
-          // Unit and replay tests; the fault suite (its own throw-away services and dev server); the
+          // Unit, activity (own database and Redis), schedule and replay tests; the fault suite (its own throw-away services and dev server); the
           // minute-boundary test (this project's database, its own Redis). Mostly waiting on the clock,
           // so they run beside the integration files rather than after them.
           include: [
             'test/unit/**/*.test.ts',
+            'test/activities/**/*.test.ts',
+            'test/schedules/**/*.test.ts',
             'test/replay/**/*.test.ts',
             'test/faults/**/*.test.ts',
             MINUTE_BOUNDARY,
