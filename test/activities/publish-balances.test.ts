@@ -23,7 +23,19 @@ let db: pg.Pool;
 let redis: ThrowawayService;
 let keydb: Redis;
 let metrics: AppMetrics;
-const env = new MockActivityEnvironment();
+/** What the activity logged at warn level, message and attributes. */
+const warnings: [string, Record<string, unknown> | undefined][] = [];
+const quiet = () => undefined;
+const env = new MockActivityEnvironment(undefined, {
+  logger: {
+    log: quiet,
+    trace: quiet,
+    debug: quiet,
+    info: quiet,
+    warn: (message: string, meta?: Record<string, unknown>) => void warnings.push([message, meta]),
+    error: quiet,
+  },
+});
 
 beforeAll(async () => {
   [scratch, redis] = await Promise.all([
@@ -47,6 +59,7 @@ beforeEach(async () => {
   await migrate(db);
   await keydb.flushdb();
   metrics = createMetrics();
+  warnings.length = 0;
 });
 
 afterEach(() => {
@@ -84,8 +97,12 @@ describe('publishBalances', () => {
       triggersReinstalled: false,
     });
     expect(Math.abs(Date.parse(result.writtenAt) - Date.now())).toBeLessThan(5_000);
-    expect(result.readMs).toBeGreaterThan(0);
-    expect(result.writeMs).toBeGreaterThan(0);
+    for (const ms of [result.readMs, result.writeMs]) {
+      expect(ms).toBeGreaterThan(0);
+      expect(ms).toBeLessThan(5_000);
+      expect(ms).toBe(Math.round(ms * 100) / 100);
+    }
+    expect(warnings).toEqual([]);
     expect(await offsetCount()).toBe(0);
     expect(await published()).toEqual(['1_Visa', '2_Mastercard']);
   });
@@ -117,6 +134,9 @@ describe('publishBalances', () => {
     await db.query(`INSERT INTO historical_transactions (provider_id, transaction_value) VALUES (1, 50)`);
     const result = await publish(now());
     expect(result.triggersReinstalled).toBe(true);
+    expect(warnings.map(([message]) => message)).toEqual([
+      'balance triggers missing on historical_transactions; reinstalling and recounting',
+    ]);
     expect(await all()).toEqual({ '1_Visa': '1350', '2_Mastercard': '1800' });
     expect((await publish(now())).triggersReinstalled).toBe(false);
   });
@@ -132,14 +152,41 @@ describe('publishBalances', () => {
     expect(result.writeOffsetMs).toBe(-300);
     expect(result.writtenAt).toBe('2030-01-01T10:00:59.700Z');
     expect(await offsetCount()).toBe(1);
+    const sum = (await metrics.syncWriteOffsetSeconds.get()).values.find((v) =>
+      v.metricName?.endsWith('_sum'),
+    );
+    expect(sum?.value).toBeCloseTo(-0.3, 6);
+    expect(warnings).toEqual([]);
     expect(await all()).toEqual({ '1_Visa': '1300', '2_Mastercard': '1800' });
+  });
+
+  it('stops waiting for its boundary when cancelled, writing nothing', async () => {
+    const boundary = Date.parse('2030-01-01T10:01:00Z');
+    vi.useFakeTimers({ toFake: ['Date'], now: boundary - 30_000 });
+    const cancellable = new MockActivityEnvironment();
+    const running = cancellable.run(createPublishBalances(db, keydb, metrics), {
+      nominalTime: new Date(boundary - 5_000).toISOString(),
+      leadMs: 5_000,
+    });
+    cancellable.cancel();
+    await expect(running).rejects.toThrow();
+    expect(await all()).toEqual({});
   });
 
   it('writes a run that starts after its boundary at once, up to 50 s late', async () => {
     const boundary = Date.parse('2030-01-01T10:01:00Z');
     const input = { nominalTime: new Date(boundary - 5_000).toISOString(), leadMs: 5_000 };
-    vi.useFakeTimers({ toFake: ['Date'], now: boundary + 50_000 });
+    vi.useFakeTimers({ toFake: ['Date'], now: boundary + 500 });
+    expect((await publish(input)).writeOffsetMs).toBe(500);
+    expect(warnings).toEqual([]);
+    vi.setSystemTime(boundary + 50_000);
     expect((await publish(input)).writeOffsetMs).toBe(50_000);
+    expect(warnings).toEqual([
+      [
+        'balances written late',
+        expect.objectContaining({ boundary: '2030-01-01T10:01:00.000Z', writeOffsetMs: 50_000 }),
+      ],
+    ]);
     vi.setSystemTime(boundary + 50_001);
     await keydb.flushdb();
     await expect(publish(input)).rejects.toThrow(
@@ -198,5 +245,6 @@ describe('boundaryFor', () => {
   it('gives no boundary for an off-minute run or without a lead', () => {
     expect(at('2026-01-01T10:00:31Z', 5000)).toBeNull();
     expect(at('2026-01-01T10:00:55Z', null)).toBeNull();
+    expect(at('2026-01-01T10:01:00Z', null)).toBeNull();
   });
 });

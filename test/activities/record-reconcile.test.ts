@@ -1,6 +1,6 @@
 import { ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
-import type pg from 'pg';
+import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   createReconcileBalances,
@@ -13,7 +13,7 @@ import {
 } from '../../src/activities/record-transaction.js';
 import { createMetrics, type AppMetrics } from '../../src/metrics.js';
 import { BALANCE_LOCK_KEY, migrate } from '../../src/postgres/schema.js';
-import { PRODUCER_FIXTURE, rows } from '../support/harness.js';
+import { PRODUCER_FIXTURE, rows, waitFor } from '../support/harness.js';
 import { createScratchDatabase, type ScratchDatabase } from '../support/scratch-database.js';
 
 /**
@@ -23,7 +23,18 @@ import { createScratchDatabase, type ScratchDatabase } from '../support/scratch-
 let scratch: ScratchDatabase;
 let db: pg.Pool;
 let metrics: AppMetrics;
-const env = new MockActivityEnvironment();
+const warnings: [string, Record<string, unknown> | undefined][] = [];
+const quiet = () => undefined;
+const env = new MockActivityEnvironment(undefined, {
+  logger: {
+    log: quiet,
+    trace: quiet,
+    debug: quiet,
+    info: quiet,
+    warn: (message: string, meta?: Record<string, unknown>) => void warnings.push([message, meta]),
+    error: quiet,
+  },
+});
 
 beforeAll(async () => {
   scratch = await createScratchDatabase('balance_sync_activities');
@@ -41,6 +52,7 @@ beforeEach(async () => {
     ${PRODUCER_FIXTURE}`);
   await migrate(db);
   metrics = createMetrics();
+  warnings.length = 0;
 });
 
 const histogramCount = async (histogram: {
@@ -101,6 +113,39 @@ describe('recordTransaction', () => {
     ).toEqual([{ n: 1 }]);
   });
 
+  it("returns the winner's row when a concurrent duplicate commits first (unique violation path)", async () => {
+    const other = await db.connect();
+    try {
+      await other.query('BEGIN');
+      const { rows: inserted } = await other.query<{ id: number }>(
+        `INSERT INTO historical_transactions (provider_id, transaction_value) VALUES (1, 77) RETURNING id`,
+      );
+      await other.query(
+        `INSERT INTO balance_sync_ingest_ledger (ingest_key, transaction_id) VALUES ('dup', $1)`,
+        [inserted[0]!.id],
+      );
+      // This one does not see the uncommitted entry, inserts its row, then waits on the ledger key.
+      const recording = record({ ingestKey: 'dup', providerId: 1, value: '77' });
+      await waitFor('the second insert to wait on the ledger key', async () =>
+        (
+          await rows(
+            db,
+            `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`,
+          )
+        ).length > 0
+          ? true
+          : undefined,
+      );
+      await other.query('COMMIT');
+      expect(await recording).toEqual({ transactionId: inserted[0]!.id, inserted: false });
+    } finally {
+      other.release();
+    }
+    expect(
+      await rows(db, `SELECT count(*)::int AS n FROM historical_transactions WHERE transaction_value = 77`),
+    ).toEqual([{ n: 1 }]);
+  });
+
   it('observes end-to-end latency only for a new row with a receive time', async () => {
     await record({ ingestKey: 'm-1', providerId: 1, value: '1', receivedAtMs: Date.now() - 2_000 });
     expect(await histogramCount(metrics.ingestEndToEndSeconds)).toBe(1);
@@ -158,6 +203,8 @@ describe('reconcileBalances', () => {
     const result = await reconcile();
     expect(result).toEqual({ providersChecked: 2, corrections: [], durationMs: expect.any(Number) });
     expect(result.durationMs).toBeGreaterThanOrEqual(0);
+    expect(result.durationMs).toBeLessThan(60_000);
+    expect(warnings).toEqual([]);
     expect(await sums()).toEqual(before);
     expect(await valueOf(metrics.reconcileDrift)).toBe(0);
     expect(await valueOf(metrics.reconcileDriftTotal)).toBe(0);
@@ -178,7 +225,11 @@ describe('reconcileBalances', () => {
     ]);
     expect(await valueOf(metrics.reconcileDrift)).toBe(2);
     expect(await valueOf(metrics.reconcileDriftTotal)).toBe(2);
+    expect(warnings).toEqual([
+      ['balance drift corrected', expect.objectContaining({ corrections: result.corrections })],
+    ]);
     expect((await reconcile()).corrections).toEqual([]);
+    expect(warnings).toHaveLength(1);
     expect(await valueOf(metrics.reconcileDrift)).toBe(0);
     expect(await valueOf(metrics.reconcileDriftTotal)).toBe(2);
   });
@@ -212,15 +263,18 @@ describe('reconcileBalances', () => {
       { provider_id: 1, s: '305' },
       { provider_id: 2, s: '-200' },
     ]);
-    const probe = await db.connect();
+    // From a session of its own: the pool's sessions could hold the lock re-entrantly.
+    const probe = new pg.Client({ connectionString: scratch.url });
+    await probe.connect();
     try {
-      const { rows: lock } = await probe.query<{ got: boolean }>('SELECT pg_try_advisory_lock($1) AS got', [
-        BALANCE_LOCK_KEY,
-      ]);
-      expect(lock).toEqual([{ got: true }]);
-      await probe.query('SELECT pg_advisory_unlock($1)', [BALANCE_LOCK_KEY]);
+      const free = await Promise.all(
+        Array.from({ length: db.totalCount }, () =>
+          probe.query<{ got: boolean }>('SELECT pg_try_advisory_lock($1) AS got', [BALANCE_LOCK_KEY]),
+        ),
+      );
+      expect(free.every(({ rows: [row] }) => row?.got === true)).toBe(true);
     } finally {
-      probe.release();
+      await probe.end();
     }
   });
 
