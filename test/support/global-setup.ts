@@ -38,16 +38,7 @@ export default async function setup(project: TestProject) {
       stdio: ['ignore', 'pipe', 'inherit'],
     },
   ).trim();
-  const server: DevServer = await startDevServer(cli);
-
-  const dir = mkdtempSync(join(tmpdir(), 'balance-sync-test-'));
-  const workflowBundlePath = join(dir, 'workflow-bundle.js');
-  const { code } = await bundleWorkflowCode({
-    workflowsPath: fileURLToPath(new URL('../../src/workflows/index.ts', import.meta.url)),
-    logger: { trace() {}, debug() {}, info() {}, warn() {}, error: console.error, log() {} },
-  });
-  writeFileSync(workflowBundlePath, code);
-
+  // First the database: a Postgres problem then fails the run before anything is started.
   // Projects run side by side (vitest.config.ts), each with its own database.
   const database = `balance_sync_test_${process.pid}_${project.name.replace(/\W/g, '_')}`;
   const admin = new pg.Client({ connectionString: ADMIN_DATABASE_URL });
@@ -58,6 +49,30 @@ export default async function setup(project: TestProject) {
   const databaseUrl = new URL(ADMIN_DATABASE_URL);
   databaseUrl.pathname = `/${database}`;
 
+  const dropDatabase = async () => {
+    const cleanup = new pg.Client({ connectionString: ADMIN_DATABASE_URL });
+    await cleanup.connect();
+    await cleanup.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
+    await cleanup.end();
+  };
+
+  const server: DevServer = await startDevServer(cli);
+  const dir = mkdtempSync(join(tmpdir(), 'balance-sync-test-'));
+  const workflowBundlePath = join(dir, 'workflow-bundle.js');
+  try {
+    const { code } = await bundleWorkflowCode({
+      workflowsPath: fileURLToPath(new URL('../../src/workflows/index.ts', import.meta.url)),
+      logger: { trace() {}, debug() {}, info() {}, warn() {}, error: console.error, log() {} },
+    });
+    writeFileSync(workflowBundlePath, code);
+  } catch (error) {
+    // Vitest runs no teardown for a setup that failed: stop what this one started.
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
+    await dropDatabase();
+    throw error;
+  }
+
   project.provide('temporalAddress', server.address);
   project.provide('temporalCliPath', cli);
   project.provide('workflowBundlePath', workflowBundlePath);
@@ -66,10 +81,7 @@ export default async function setup(project: TestProject) {
   return async () => {
     await server.stop();
     rmSync(dir, { recursive: true, force: true });
-    const cleanup = new pg.Client({ connectionString: ADMIN_DATABASE_URL });
-    await cleanup.connect();
-    await cleanup.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
-    await cleanup.end();
+    await dropDatabase();
     // No test may stop or restart the machine's Postgres, Redis or RabbitMQ: same processes, same sockets.
     const sharedAfter = sharedListeners(sharedPorts);
     if (describeListeners(sharedAfter) !== describeListeners(sharedBefore)) {
