@@ -1,13 +1,47 @@
 import { defineConfig } from 'vitest/config';
 
+/** Files that share nothing with the integration files: they can run beside them. */
+const MINUTE_BOUNDARY = 'test/integration/sync-minute-boundary.test.ts';
+
+/** Each project runs this setup: its own Temporal dev server, workflow bundle and database. */
+const GLOBAL_SETUP = ['test/support/global-setup.ts'];
+
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
-    globalSetup: ['test/support/global-setup.ts'],
-    // Integration files share one Postgres database and one Temporal dev server: run them in turn.
-    fileParallelism: false,
     testTimeout: 60_000,
     hookTimeout: 120_000,
     reporters: ['default'],
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: 'integration',
+          globalSetup: GLOBAL_SETUP,
+          include: ['test/integration/**/*.test.ts'],
+          exclude: [MINUTE_BOUNDARY],
+          // These files share one database, one KeyDB db and one dev server: run them in turn.
+          fileParallelism: false,
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'independent',
+          globalSetup: GLOBAL_SETUP,
+          // Unit, activity (own database and Redis), schedule and replay tests; the fault suite (its own throw-away services and dev server); the
+          // minute-boundary test (this project's database, its own Redis). Mostly waiting on the clock,
+          // so they run beside the integration files rather than after them.
+          include: [
+            'test/unit/**/*.test.ts',
+            'test/activities/**/*.test.ts',
+            'test/schedules/**/*.test.ts',
+            'test/replay/**/*.test.ts',
+            'test/faults/**/*.test.ts',
+            MINUTE_BOUNDARY,
+          ],
+          maxWorkers: 2,
+        },
+      },
+    ],
   },
 });

@@ -1,43 +1,35 @@
 import amqp from 'amqp-connection-manager';
-import { execSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Redis } from 'ioredis';
 import pRetry from 'p-retry';
-import type pg from 'pg';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Client, Connection } from '@temporalio/client';
 import type { Config } from '../../src/config.js';
 import { REASON_CODE_HEADER } from '../../src/bridge/dead-letter.js';
 import { spawnApp, waitUntilReady, type AppProcess } from '../support/app-process.js';
 import { freePort, startDevServer, type DevServer } from '../support/dev-server.js';
+import { drainQueue, resetDatabase, rows, testConfig, waitFor } from '../support/harness.js';
 import {
-  KEYDB_URL,
-  RABBITMQ_URL,
-  deleteQueues,
-  drainQueue,
-  pool,
-  resetDatabase,
-  rows,
-  testConfig,
-  waitFor,
-} from '../support/harness.js';
+  startThrowawayPostgres,
+  startThrowawayRabbitmq,
+  startThrowawayRedis,
+  type ThrowawayService,
+} from '../support/throwaway-services.js';
 
 /**
  * The fault suite: publishes N messages with message_id at a steady rate while it kill -9s the app
  * (3 times), restarts RabbitMQ, Postgres and the (file-backed) Temporal dev server, and stops Redis
  * across a minute boundary. Then: exactly N rows, exact balances in KeyDB, exactly the injected bad
  * messages in the dead-letter queue. `npm run test:faults` runs the full size; `npm test` a short one.
+ * Every service it restarts is its own throw-away instance (test/support/throwaway-services.ts): the
+ * machine's Postgres, Redis and RabbitMQ are never touched.
  */
 const MESSAGES = Number(process.env.FAULT_MESSAGES ?? 300);
 const RATE = Number(process.env.FAULT_RATE ?? 15);
 const BAD_EVERY = 50;
-
-const sh = (command: string) => execSync(command, { stdio: 'ignore', timeout: 120_000 });
-const postgresVersion = () => execSync('ls /etc/postgresql | sort -V | tail -1', { encoding: 'utf8' }).trim();
-const REDIS_START =
-  'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log';
 
 describe('fault suite', () => {
   let db: pg.Pool;
@@ -46,25 +38,43 @@ describe('fault suite', () => {
   let temporalPort: number;
   let dbFile: string;
   let app: AppProcess;
+  let postgres: ThrowawayService | undefined;
+  let redis: ThrowawayService | undefined;
+  let rabbitmq: ThrowawayService | undefined;
   const appRestarts: number[] = [];
 
   beforeAll(async () => {
-    db = pool();
+    [postgres, redis, rabbitmq] = await Promise.all([
+      startThrowawayPostgres(),
+      startThrowawayRedis(),
+      startThrowawayRabbitmq(),
+    ]);
+    db = new pg.Pool({ connectionString: postgres.url, max: 4 });
+    // An idle client killed by the Postgres restart is dropped; the next query reconnects.
+    db.on('error', () => undefined);
     await resetDatabase(db);
     temporalPort = await freePort();
     dbFile = join(mkdtempSync(join(tmpdir(), 'balance-sync-faults-')), 'temporal.db');
     temporal = await startDevServer(inject('temporalCliPath'), { port: temporalPort, dbFile });
-    config = testConfig({ TEMPORAL_ADDRESS: temporal.address });
+    config = testConfig({
+      TEMPORAL_ADDRESS: temporal.address,
+      DATABASE_URL: postgres.url,
+      KEYDB_URL: redis.url,
+      RABBITMQ_URL: rabbitmq.url,
+    });
     app = await spawnApp(config);
     await waitUntilReady(app);
   });
 
   afterAll(async () => {
-    await app?.kill('SIGKILL');
-    await temporal?.stop();
-    sh(`redis-cli ping || ${REDIS_START}`);
-    await deleteQueues(config.INCOMING_QUEUE, config.DEAD_LETTER_QUEUE).catch(() => undefined);
-    await db.end();
+    try {
+      await app?.kill('SIGKILL');
+      await temporal?.stop();
+      await db?.end();
+    } finally {
+      for (const service of [postgres, redis, rabbitmq]) await service?.stop();
+      if (dbFile) rmSync(dirname(dbFile), { recursive: true, force: true });
+    }
   });
 
   it(
@@ -95,7 +105,7 @@ describe('fault suite', () => {
       })();
 
       // A publisher that rides out broker restarts: it queues while disconnected, resolves on confirm.
-      const connection = amqp.connect([RABBITMQ_URL], { reconnectTimeInSeconds: 0.5 });
+      const connection = amqp.connect([rabbitmq!.url], { reconnectTimeInSeconds: 0.5 });
       const channel = connection.createChannel({ confirm: true });
       const bad: string[] = [];
       // A publish whose confirm is lost to a broker restart is sent again (same message_id, so the
@@ -145,12 +155,12 @@ describe('fault suite', () => {
       await killApp();
       await at(0.2);
       faults.push({ fault: 'restart RabbitMQ', at: Date.now() });
-      sh('rabbitmqctl -q stop_app && rabbitmqctl -q start_app');
+      await rabbitmq!.restart();
       await at(0.3);
       await killApp();
       await at(0.4);
       faults.push({ fault: 'restart Postgres', at: Date.now() });
-      sh(`pg_ctlcluster --skip-systemctl-redirect ${postgresVersion()} main restart`);
+      await postgres!.restart();
       await at(0.5);
       faults.push({ fault: 'restart Temporal', at: Date.now() });
       await temporal.stop();
@@ -159,10 +169,10 @@ describe('fault suite', () => {
       await killApp();
       // Redis down across a minute boundary: that minute's sync fails visibly, the next one writes.
       faults.push({ fault: 'stop Redis across a minute', at: Date.now() });
-      sh('redis-cli shutdown nosave || true');
+      await redis!.halt();
       const nextMinute = Math.ceil((Date.now() + 1000) / 60_000) * 60_000;
       await new Promise((resolve) => setTimeout(resolve, nextMinute + 1500 - Date.now()));
-      sh(REDIS_START);
+      await redis!.start();
 
       await publishing;
       await waitFor(
@@ -200,12 +210,12 @@ describe('fault suite', () => {
               trim_scale(d.initial_value + coalesce(sum(h.transaction_value), 0))::text AS balance
        FROM initial_data d LEFT JOIN historical_transactions h ON h.provider_id = d.id GROUP BY d.id ORDER BY d.id`,
       );
-      const keydb = new Redis(KEYDB_URL);
+      const keydb = new Redis(redis!.url);
       const actual = await keydb.mget(...expected.map((row) => row.key as string));
       keydb.disconnect();
 
       // The dead-letter queue holds exactly the injected bad messages.
-      const dead = await drainQueue(config.DEAD_LETTER_QUEUE);
+      const dead = await drainQueue(config.DEAD_LETTER_QUEUE, rabbitmq!.url);
       const deadIds = dead.map((message) => message.properties.messageId as string);
 
       // The longest stretch without a new row in the 30 s after each fault began.

@@ -7,7 +7,7 @@ import { runProducerCli } from '../../src/producer/cli.js';
 import { BAD_KIND_HEADER, BAD_MESSAGES } from '../../src/producer/messages.js';
 import { parseProducerOptions, type ProducerOptions } from '../../src/producer/options.js';
 import { runProducer } from '../../src/producer/producer.js';
-import { deleteQueues, drainQueue, RABBITMQ_URL, rows, testConfig } from '../support/harness.js';
+import { deleteQueues, drainQueue, RABBITMQ_URL, rows, testConfig, waitFor } from '../support/harness.js';
 
 const MAX_BYTES = 65536;
 const AMOUNT = /^-?(0|[1-9]\d*)(\.\d?[1-9])?$/; // at most 2 decimals, no trailing fractional zero
@@ -48,12 +48,17 @@ describe('demo producer (npm run produce)', () => {
     rate: 2000,
     ...overrides,
   });
-  const produce = (queue: string, overrides: Partial<ProducerOptions>, signal?: AbortSignal) =>
+  const produce = (
+    queue: string,
+    overrides: Partial<ProducerOptions>,
+    signal?: AbortSignal,
+    log: (line: string) => void = () => undefined,
+  ) =>
     runProducer(options(overrides), {
       pool: db,
       rabbitmqUrl: RABBITMQ_URL,
       queue,
-      log: () => undefined,
+      log,
       ...(signal ? { signal } : {}),
     });
   const count = async (table: string) => Number((await rows(db, `SELECT count(*) AS n FROM ${table}`))[0]!.n);
@@ -181,19 +186,23 @@ describe('demo producer (npm run produce)', () => {
   it('keeps the original pace without --rate and stops cleanly when aborted', async () => {
     const queue = newQueue();
     const stop = new AbortController();
+    let confirmed = 0;
+    const started = performance.now();
     const running = produce(
       queue,
       { rate: undefined, minDelaySeconds: 0.1, maxDelaySeconds: 0.2 },
       stop.signal,
+      (line) => void (line.startsWith('sent ') && confirmed++),
     );
-    await new Promise((resolve) => setTimeout(resolve, 700));
+    await waitFor('four confirmed messages', () => Promise.resolve(confirmed >= 4 ? true : undefined));
     stop.abort();
+    const elapsedMs = performance.now() - started;
     const summary = await running;
     expect(summary.failed).toBe(0);
-    // 700 ms, less start-up, at one message every 100-200 ms (the first at once): at most 8. A
-    // loaded machine may publish fewer, never the hundreds an unpaced loop would.
-    expect(summary.published).toBeGreaterThanOrEqual(2);
-    expect(summary.published).toBeLessThanOrEqual(8);
+    expect(summary.published).toBeGreaterThanOrEqual(4);
+    // Paced: one message at once, then at least 100 ms between sends, so never more than
+    // 1 + elapsed / 100 ms (an unpaced loop would publish hundreds); holds on any machine speed.
+    expect(summary.published).toBeLessThanOrEqual(1 + Math.floor(elapsedMs / 99));
     expect(await drainQueue(queue)).toHaveLength(summary.published);
   });
 

@@ -1,44 +1,53 @@
-import type { Redis } from 'ioredis';
+import { Redis } from 'ioredis';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PublishBalancesResult } from '../../src/activities/index.js';
 import type { App } from '../../src/app.js';
 import type { Config } from '../../src/config.js';
-import {
-  pool,
-  resetDatabase,
-  resetKeydb,
-  startTestApp,
-  stopTestApp,
-  testConfig,
-} from '../support/harness.js';
+import { pool, resetDatabase, startTestApp, stopTestApp, testConfig } from '../support/harness.js';
+import { startThrowawayRedis, type ThrowawayService } from '../support/throwaway-services.js';
 
-/** The one test that waits for a real minute boundary (up to about a minute). */
+/**
+ * The one test that waits for a real minute boundary (up to about a minute). It runs beside the other
+ * integration files (vitest.config.ts), so it has its own Redis and its project's own database.
+ */
 describe('SyncBalances on its schedule', () => {
   let db: pg.Pool;
   let keydb: Redis;
   let config: Config;
   let app: App;
+  let redis: ThrowawayService;
 
   beforeAll(async () => {
     db = pool();
     await resetDatabase(db);
-    keydb = await resetKeydb();
-    config = testConfig();
+    redis = await startThrowawayRedis();
+    keydb = new Redis(redis.url);
+    config = testConfig({ KEYDB_URL: redis.url });
     app = await startTestApp(config);
   });
 
   afterAll(async () => {
-    await stopTestApp(app, config);
-    keydb.disconnect();
-    await db.end();
+    try {
+      await stopTestApp(app, config);
+      keydb?.disconnect();
+      await db.end();
+    } finally {
+      await redis?.stop();
+    }
   });
 
   it('writes KeyDB within 1 s of the next minute boundary on the system clock', async () => {
-    // The first boundary far enough ahead that the sentinel is in place before its write.
-    const minute = 60_000;
-    const boundary = Math.ceil((Date.now() + 1_500) / minute) * minute;
+    // The boundary of the schedule's next tick (the tick comes SYNC_LEAD_SECONDS early): asking the
+    // schedule, not the clock, so a schedule created inside the lead window waits for the minute after.
+    const leadMs = config.SYNC_LEAD_SECONDS * 1000;
     await keydb.set('1_Visa', 'sentinel');
+    const sentinelAt = Date.now();
+    const { info } = await app.client.schedule.getHandle(config.SYNC_SCHEDULE_ID).describe();
+    const tick = info.nextActionTimes.find((at) => at.getTime() + leadMs > sentinelAt + 500);
+    expect(tick).toBeDefined();
+    const boundary = tick!.getTime() + leadMs;
+    expect(boundary % 60_000).toBe(0);
     // Watch KeyDB as a client would: poll until the value changes, and note when.
     let changedAt = 0;
     while (Date.now() < boundary + 5_000) {
@@ -54,9 +63,7 @@ describe('SyncBalances on its schedule', () => {
 
     // The run reports its own offset, and is identified by the schedule's nominal time.
     const description = await app.client.schedule.getHandle(config.SYNC_SCHEDULE_ID).describe();
-    const action = description.info.recentActions.find(
-      (a) => a.scheduledAt.getTime() === boundary - config.SYNC_LEAD_SECONDS * 1000,
-    );
+    const action = description.info.recentActions.find((a) => a.scheduledAt.getTime() === boundary - leadMs);
     expect(action).toBeDefined();
     const result: PublishBalancesResult = await app.client.workflow
       .getHandle(action!.action.workflow.workflowId)

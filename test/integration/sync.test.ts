@@ -204,35 +204,66 @@ describe('SyncBalances: Postgres → KeyDB', () => {
     await Promise.all(instances.map((p) => p.end()));
   });
 
-  it('never lets a reader see half of one sync and half of the next', async () => {
+  it('never lets a reader see half of one sync and half of the next, deleted keys included', async () => {
     await syncNow();
-    const [visa, mastercard] = (await keydb.mget('1_Visa', '2_Mastercard')).map(Number);
-    const total = visa! + mastercard!;
+    const sumOf = (values: (string | null)[]) => values.reduce((sum, v) => sum + Number(v ?? 0), 0);
+    const total = sumOf(await keydb.mget('1_Visa', '2_Mastercard'));
+    // Each sync keeps the sum over all keys at `total`: a provider is added with value moved off Visa,
+    // then removed with that value moved back. The removal sync writes 1_Visa AND deletes the
+    // provider's key: a reader between the two (no MULTI) sees the value twice.
+    let extraKey = 'none';
     let reads = 0;
-    let mixed = 0;
+    const torn: string[] = [];
     let done = false;
-    const reader = (async () => {
+    const readers = [0, 1].map(async () => {
       const watcher = keydb.duplicate();
       while (!done) {
-        const [a, b] = (await watcher.mget('1_Visa', '2_Mastercard')).map(Number);
+        const keys = ['1_Visa', '2_Mastercard', extraKey];
+        const values = await watcher.mget(...keys);
         reads++;
-        if (Math.abs(a! + b! - total) > 1e-6) mixed++;
+        if (Math.abs(sumOf(values) - total) > 1e-6) torn.push(JSON.stringify([keys, values]));
       }
       watcher.disconnect();
-    })();
-    for (let i = 1; i <= 15; i++) {
-      // Each statement moves value between the two providers: only a torn write breaks the total.
+    });
+    /** A sync, then at least one more read by each reader before the next step. */
+    const syncAndRead = async () => {
+      const result = await syncNow();
+      const after = reads;
+      await waitFor('a read after the sync', () => Promise.resolve(reads >= after + 2 ? true : undefined));
+      return result;
+    };
+    for (let i = 1; i <= 10; i++) {
+      const amount = i * 1000;
+      const client = await db.connect();
+      try {
+        await client.query('BEGIN');
+        const added = await client.query<{ id: number }>(
+          `INSERT INTO initial_data (provider_name, initial_value) VALUES ('Amex', $1) RETURNING id`,
+          [amount],
+        );
+        await client.query(
+          `INSERT INTO historical_transactions (provider_id, transaction_value) VALUES (1, -$1::numeric)`,
+          [amount],
+        );
+        await client.query('COMMIT');
+        extraKey = `${added.rows[0]!.id}_Amex`;
+      } finally {
+        client.release();
+      }
+      await syncAndRead();
       await db.query(
-        `INSERT INTO historical_transactions (provider_id, transaction_value) VALUES (1, $1), (2, -$1::numeric)`,
-        [i * 1000],
+        `WITH moved AS (INSERT INTO historical_transactions (provider_id, transaction_value) VALUES (1, $1))
+         DELETE FROM initial_data WHERE provider_name = 'Amex'`,
+        [amount],
       );
-      await syncNow();
+      expect((await syncAndRead()).keysRemoved).toEqual([extraKey]);
     }
     done = true;
-    await reader;
-    expect(reads).toBeGreaterThan(15);
-    expect(mixed).toBe(0);
-    expect(Number((await keydb.get('1_Visa'))!)).toBe(visa! + 120_000);
+    await Promise.all(readers);
+    expect(torn).toEqual([]);
+    expect(reads).toBeGreaterThanOrEqual(40);
+    expect(sumOf(await keydb.mget('1_Visa', '2_Mastercard'))).toBeCloseTo(total, 6);
+    expect(await keydb.exists(extraKey)).toBe(0);
   });
 
   const reconcileNow = async (): Promise<ReconcileBalancesResult> =>

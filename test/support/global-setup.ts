@@ -1,12 +1,13 @@
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import type { TestProject } from 'vitest/node';
 import { startDevServer, type DevServer } from './dev-server.js';
+import { describeListeners, portOf, sharedListeners } from './shared-services.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -22,6 +23,13 @@ const ADMIN_DATABASE_URL =
 
 /** One Temporal dev server, one workflow bundle and one fresh database for the whole run. */
 export default async function setup(project: TestProject) {
+  // The same defaults as test/support/harness.ts (not imported here: it pulls in the app).
+  const sharedPorts = [
+    portOf(ADMIN_DATABASE_URL, 5432),
+    portOf(process.env.TEST_KEYDB_URL ?? 'redis://127.0.0.1:6379', 6379),
+    portOf(process.env.TEST_RABBITMQ_URL ?? 'amqp://127.0.0.1:5672', 5672),
+  ];
+  const sharedBefore = sharedListeners(sharedPorts);
   const cli = execFileSync(
     'bash',
     [fileURLToPath(new URL('../../scripts/ensure-temporal.sh', import.meta.url))],
@@ -30,17 +38,9 @@ export default async function setup(project: TestProject) {
       stdio: ['ignore', 'pipe', 'inherit'],
     },
   ).trim();
-  const server: DevServer = await startDevServer(cli);
-
-  const dir = mkdtempSync(join(tmpdir(), 'balance-sync-test-'));
-  const workflowBundlePath = join(dir, 'workflow-bundle.js');
-  const { code } = await bundleWorkflowCode({
-    workflowsPath: fileURLToPath(new URL('../../src/workflows/index.ts', import.meta.url)),
-    logger: { trace() {}, debug() {}, info() {}, warn() {}, error: console.error, log() {} },
-  });
-  writeFileSync(workflowBundlePath, code);
-
-  const database = `balance_sync_test_${process.pid}`;
+  // First the database: a Postgres problem then fails the run before anything is started.
+  // Projects run side by side (vitest.config.ts), each with its own database.
+  const database = `balance_sync_test_${process.pid}_${project.name.replace(/\W/g, '_')}`;
   const admin = new pg.Client({ connectionString: ADMIN_DATABASE_URL });
   await admin.connect();
   await admin.query(`DROP DATABASE IF EXISTS ${database}`);
@@ -49,6 +49,30 @@ export default async function setup(project: TestProject) {
   const databaseUrl = new URL(ADMIN_DATABASE_URL);
   databaseUrl.pathname = `/${database}`;
 
+  const dropDatabase = async () => {
+    const cleanup = new pg.Client({ connectionString: ADMIN_DATABASE_URL });
+    await cleanup.connect();
+    await cleanup.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
+    await cleanup.end();
+  };
+
+  const server: DevServer = await startDevServer(cli);
+  const dir = mkdtempSync(join(tmpdir(), 'balance-sync-test-'));
+  const workflowBundlePath = join(dir, 'workflow-bundle.js');
+  try {
+    const { code } = await bundleWorkflowCode({
+      workflowsPath: fileURLToPath(new URL('../../src/workflows/index.ts', import.meta.url)),
+      logger: { trace() {}, debug() {}, info() {}, warn() {}, error: console.error, log() {} },
+    });
+    writeFileSync(workflowBundlePath, code);
+  } catch (error) {
+    // Vitest runs no teardown for a setup that failed: stop what this one started.
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
+    await dropDatabase();
+    throw error;
+  }
+
   project.provide('temporalAddress', server.address);
   project.provide('temporalCliPath', cli);
   project.provide('workflowBundlePath', workflowBundlePath);
@@ -56,9 +80,17 @@ export default async function setup(project: TestProject) {
 
   return async () => {
     await server.stop();
-    const cleanup = new pg.Client({ connectionString: ADMIN_DATABASE_URL });
-    await cleanup.connect();
-    await cleanup.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
-    await cleanup.end();
+    rmSync(dir, { recursive: true, force: true });
+    await dropDatabase();
+    // No test may stop or restart the machine's Postgres, Redis or RabbitMQ: same processes, same sockets.
+    const sharedAfter = sharedListeners(sharedPorts);
+    if (describeListeners(sharedAfter) !== describeListeners(sharedBefore)) {
+      // Vitest logs a teardown error but keeps its exit code: fail the run explicitly.
+      process.exitCode = 1;
+      throw new Error(
+        `a shared service was restarted during the run: before ${describeListeners(sharedBefore)}; after ${describeListeners(sharedAfter)}`,
+      );
+    }
+    console.log(`shared services untouched: ${describeListeners(sharedAfter)}`);
   };
 }

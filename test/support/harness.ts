@@ -135,9 +135,9 @@ export async function publisher(queue: string): Promise<Publisher> {
   };
 }
 
-/** Reads (and acks) every message currently on a queue. */
-export async function drainQueue(queue: string) {
-  const connection = await amqplib.connect(RABBITMQ_URL);
+/** Reads (and acks) every message currently on a queue (of the shared broker unless `url` says). */
+export async function drainQueue(queue: string, url = RABBITMQ_URL) {
+  const connection = await amqplib.connect(url);
   const channel = await connection.createChannel();
   await channel.assertQueue(queue, { durable: true });
   const messages = [];

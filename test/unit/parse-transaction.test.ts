@@ -359,3 +359,65 @@ describe('parseTransaction properties', () => {
     );
   });
 });
+
+describe('parseTransaction, case by case (the exact result, not just its shape)', () => {
+  const GOOD = '{"id": 7, "value": -12.50}';
+  const accepted = { ok: true, transaction: { providerId: 7, value: '-12.50' } };
+  const rejected = (code: DeadLetterCode, reason: string) => ({ ok: false, code, reason });
+
+  it('accepts JSON content types written any way, and refuses others by their media type', () => {
+    for (const contentType of [
+      'application/json',
+      ' Application/JSON ; charset=utf-8',
+      'APPLICATION/JSON;x=1',
+    ])
+      expect(parse(GOOD, { contentType })).toEqual(accepted);
+    expect(parse(GOOD, { contentType: 'Text/HTML; charset=utf-8' })).toEqual(
+      rejected('content_type', 'content-type "text/html" is not application/json'),
+    );
+  });
+
+  it('accepts identity and UTF-8 content encodings written any way, and refuses others', () => {
+    for (const contentEncoding of ['identity', ' UTF-8 ', 'utf8', 'UTF8'])
+      expect(parse(GOOD, { contentEncoding })).toEqual(accepted);
+    expect(parse(GOOD, { contentEncoding: ' GZip ' })).toEqual(
+      rejected('content_encoding', 'content-encoding "gzip" is not supported'),
+    );
+  });
+
+  it('names at most five unexpected fields, counts the rest, and shortens long names', () => {
+    const body = (names: string[]) => `{"id": 1, "value": 1, ${names.map((n) => `"${n}": 0`).join(', ')}}`;
+    expect(parse(body(['a', 'b', 'c', 'd', 'e']))).toEqual(
+      rejected('unexpected_field', 'unexpected field(s): "a", "b", "c", "d", "e"'),
+    );
+    expect(parse(body(['a', 'b', 'c', 'd', 'e', 'f', 'g']))).toEqual(
+      rejected('unexpected_field', 'unexpected field(s): "a", "b", "c", "d", "e" and 2 more'),
+    );
+    const forty = 'x'.repeat(40);
+    expect(parse(body([forty]))).toEqual(rejected('unexpected_field', `unexpected field(s): "${forty}"`));
+    expect(parse(body([`${forty}y`]))).toEqual(
+      rejected('unexpected_field', `unexpected field(s): "${'x'.repeat(39)}…"`),
+    );
+  });
+
+  it('says what a non-number value is', () => {
+    const value = (literal: string) => parse(`{"id": 1, "value": ${literal}}`);
+    expect(value('null')).toEqual(rejected('invalid_value', '"value" must be a JSON number, not null'));
+    expect(value('[1]')).toEqual(rejected('invalid_value', '"value" must be a JSON number, not an array'));
+    expect(value('{"a": 1}')).toEqual(
+      rejected('invalid_value', '"value" must be a JSON number, not an object'),
+    );
+    expect(value('"1"')).toEqual(rejected('invalid_value', '"value" must be a JSON number, not a string'));
+    expect(value('true')).toEqual(rejected('invalid_value', '"value" must be a JSON number, not a boolean'));
+  });
+
+  it('quotes at most 40 characters of a value with an exponent', () => {
+    expect(parse('{"id": 1, "value": 1e3}')).toEqual(
+      rejected('invalid_value', '"value" must be a plain decimal (no exponent), got 1e3'),
+    );
+    const long = `1${'0'.repeat(50)}e3`;
+    expect(parse(`{"id": 1, "value": ${long}}`)).toEqual(
+      rejected('invalid_value', `"value" must be a plain decimal (no exponent), got ${long.slice(0, 40)}`),
+    );
+  });
+});

@@ -1,0 +1,184 @@
+import { Client, Connection } from '@temporalio/client';
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import {
+  ensureSchedule,
+  ensureSchedules,
+  reconcileBalancesSchedule,
+  syncBalancesSchedule,
+  type ScheduleSettings,
+} from '../../src/schedules/schedules.js';
+import { silentLog, waitFor } from '../support/harness.js';
+
+const ENSURE = { pausedMeans: 'this test' };
+
+/**
+ * The schedules as the Temporal server reads them (the suite's dev server): when they fire, what a
+ * run starts, and how ensureSchedule treats an existing schedule. No worker polls these task
+ * queues, so a triggered run just waits and is terminated at the end.
+ */
+let client: Client;
+const created: string[] = [];
+
+beforeAll(async () => {
+  client = new Client({ connection: await Connection.connect({ address: inject('temporalAddress') }) });
+});
+
+afterAll(async () => {
+  for (const id of created)
+    await client.schedule
+      .getHandle(id)
+      .delete()
+      .catch(() => undefined);
+  await client.connection.close();
+});
+
+function settingsFor(syncLeadSeconds: number, reconcileCron = '17 * * * *'): ScheduleSettings {
+  const id = randomUUID().slice(0, 8);
+  created.push(`sync-${id}`, `reconcile-${id}`);
+  return {
+    taskQueue: `schedules-test-${id}`,
+    syncScheduleId: `sync-${id}`,
+    syncLeadSeconds,
+    reconcileScheduleId: `reconcile-${id}`,
+    reconcileCron,
+  };
+}
+
+const nextTimes = async (scheduleId: string) =>
+  (await client.schedule.getHandle(scheduleId).describe()).info.nextActionTimes.map((t) => t.getTime());
+
+/** Triggers the schedule and returns the start event of the run it started. */
+async function triggeredRun(scheduleId: string) {
+  const handle = client.schedule.getHandle(scheduleId);
+  await handle.trigger();
+  const workflowId = await waitFor(
+    'the triggered run',
+    async () => (await handle.describe()).info.recentActions[0]?.action.workflow.workflowId,
+  );
+  const run = client.workflow.getHandle(workflowId);
+  const description = await run.describe();
+  const history = await run.fetchHistory();
+  await run.terminate('schedules.test');
+  const started = history.events![0]!.workflowExecutionStartedEventAttributes!;
+  const args = (started.input?.payloads ?? []).map(
+    (p) => JSON.parse(Buffer.from(p.data!).toString('utf8')) as unknown,
+  );
+  return { workflowId, description, started, args };
+}
+
+describe('the SyncBalances schedule', () => {
+  it.each([0, 5, 30])('fires every minute, %i s before the boundary, in UTC', async (lead) => {
+    const settings = settingsFor(lead);
+    expect(
+      await ensureSchedule(
+        client,
+        settings.syncScheduleId,
+        syncBalancesSchedule(settings),
+        silentLog(),
+        ENSURE,
+      ),
+    ).toBe('created');
+    const times = await nextTimes(settings.syncScheduleId);
+    expect(times.length).toBeGreaterThanOrEqual(5);
+    for (const t of times) expect((t + lead * 1000) % 60_000).toBe(0);
+    for (let i = 1; i < times.length; i++) expect(times[i]! - times[i - 1]!).toBe(60_000);
+  });
+
+  it('starts SyncBalances with its lead on the task queue, and the run ends before the next tick', async () => {
+    const settings = settingsFor(5);
+    await ensureSchedule(
+      client,
+      settings.syncScheduleId,
+      syncBalancesSchedule(settings),
+      silentLog(),
+      ENSURE,
+    );
+    const { description, started, args, workflowId } = await triggeredRun(settings.syncScheduleId);
+    expect(description.type).toBe('SyncBalances');
+    expect(description.taskQueue).toBe(settings.taskQueue);
+    expect(workflowId.startsWith(`${settings.syncScheduleId}-`)).toBe(true);
+    expect(args).toEqual([{ leadMs: 5000 }]);
+    // The run ends before the next tick, whatever the lead (derivation: test/unit/sync-timing.test.ts).
+    const runTimeoutMs = Number(started.workflowRunTimeout!.seconds) * 1000;
+    expect(runTimeoutMs).toBe(55_000);
+  });
+
+  it('skips a tick while a run is still open, catches up at most 10 s, and keeps running after failures', async () => {
+    const settings = settingsFor(5);
+    await ensureSchedule(
+      client,
+      settings.syncScheduleId,
+      syncBalancesSchedule(settings),
+      silentLog(),
+      ENSURE,
+    );
+    const { policies, spec, state } = await client.schedule.getHandle(settings.syncScheduleId).describe();
+    expect(policies).toMatchObject({ overlap: 'SKIP', catchupWindow: 10_000, pauseOnFailure: false });
+    expect(spec.jitter).toBe(0);
+    expect(spec.timezone).toBe('UTC');
+    expect(state.paused).toBe(false);
+  });
+});
+
+describe('the ReconcileBalances schedule', () => {
+  it('fires on its cron and starts ReconcileBalances without arguments', async () => {
+    const settings = settingsFor(5, '17 * * * *');
+    await ensureSchedule(
+      client,
+      settings.reconcileScheduleId,
+      reconcileBalancesSchedule(settings),
+      silentLog(),
+      ENSURE,
+    );
+    const times = await nextTimes(settings.reconcileScheduleId);
+    expect(times.length).toBeGreaterThanOrEqual(5);
+    for (const t of times) expect(new Date(t).toISOString()).toMatch(/T\d\d:17:00\.000Z$/);
+    for (let i = 1; i < times.length; i++) expect(times[i]! - times[i - 1]!).toBe(3_600_000);
+    const { description, args } = await triggeredRun(settings.reconcileScheduleId);
+    expect(description.type).toBe('ReconcileBalances');
+    expect(description.taskQueue).toBe(settings.taskQueue);
+    expect(args).toEqual([]);
+    const { policies } = await client.schedule.getHandle(settings.reconcileScheduleId).describe();
+    expect(policies).toMatchObject({ overlap: 'BUFFER_ONE', catchupWindow: 600_000, pauseOnFailure: false });
+  });
+});
+
+describe('ensureSchedule', () => {
+  it('creates, then leaves an unchanged definition alone, then updates a changed one keeping its pause', async () => {
+    const settings = settingsFor(5);
+    const ensure = (lead: number) =>
+      ensureSchedules(client, { ...settings, syncLeadSeconds: lead }, silentLog());
+    expect(await ensure(5)).toEqual({ sync: 'created', reconcile: 'created' });
+    expect(await ensure(5)).toEqual({ sync: 'unchanged', reconcile: 'unchanged' });
+    await client.schedule.getHandle(settings.syncScheduleId).pause('maintenance');
+    expect(await ensure(3)).toEqual({ sync: 'updated', reconcile: 'unchanged' });
+    const description = await client.schedule.getHandle(settings.syncScheduleId).describe();
+    expect(description.state).toMatchObject({ paused: true, note: 'maintenance' });
+    for (const t of description.info.nextActionTimes) expect((t.getTime() + 3000) % 60_000).toBe(0);
+    expect(await ensure(3)).toEqual({ sync: 'unchanged', reconcile: 'unchanged' });
+  });
+
+  it('is safe to race: one creates, the other finds it unchanged', async () => {
+    const settings = settingsFor(5);
+    const definition = syncBalancesSchedule(settings);
+    const results = await Promise.all([
+      ensureSchedule(client, settings.syncScheduleId, definition, silentLog(), ENSURE),
+      ensureSchedule(client, settings.syncScheduleId, definition, silentLog(), ENSURE),
+    ]);
+    expect(results.sort()).toEqual(['created', 'unchanged']);
+  });
+
+  it('passes on errors other than "already exists"', async () => {
+    const settings = settingsFor(5);
+    await expect(
+      ensureSchedule(
+        client,
+        settings.syncScheduleId,
+        syncBalancesSchedule({ ...settings, taskQueue: '' }),
+        silentLog(),
+        ENSURE,
+      ),
+    ).rejects.toThrow();
+  });
+});
