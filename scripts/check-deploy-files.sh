@@ -125,7 +125,8 @@ if [ ! -x "$lint_bin" ]; then
 fi
 buildkit=$(cd "$lint_src" && go list -m -f '{{.Version}}' github.com/moby/buildkit 2>/dev/null || echo '?')
 echo "using dockerfile-lint (moby/buildkit $buildkit Dockerfile frontend)"
-start_cmd=$(node -p 'require("./package.json").scripts.start')
+# `npm start` is `exec node …` so that npm's forwarded SIGTERM reaches node; the image runs node directly.
+start_cmd=$(node -p 'require("./package.json").scripts.start.replace(/^exec /, "")')
 "$lint_bin" -project -expect-cmd "$start_cmd" Dockerfile || failed=1
 
 if [ -f .dockerignore ]; then
