@@ -91,6 +91,8 @@ def container_port(port):
 check("9464" in map(container_port, app.get("ports", [])), "app: publishes its HTTP port 9464 (/metrics, /healthz, /readyz)")
 check("/readyz" in " ".join(map(str, (app.get("healthcheck") or {}).get("test", []))), "app: healthcheck is GET /readyz")
 env = app.get("environment") or {}
+check(str(env.get("HTTP_PORT")) == "9464",
+      f"app: HTTP_PORT is pinned to 9464, the port its mapping and healthcheck use ({env.get('HTTP_PORT', 'from .env.template')})")
 for key, host in [("DATABASE_URL", "postgres"), ("KEYDB_URL", "keydb"), ("RABBITMQ_URL", "rabbitmq"), ("TEMPORAL_ADDRESS", "temporal")]:
     check(host in str(env.get(key, "")), f"app: {key} points at the {host} service")
 producer = services.get("producer", {})
