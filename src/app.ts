@@ -24,8 +24,8 @@ export interface App {
 }
 
 /**
- * Starts the whole service in this process: migrations, the worker (both workflow types), the
- * schedules, the start-up reconciliation, the RabbitMQ bridge and the HTTP endpoints.
+ * Starts the whole service in this process: the HTTP endpoints, migrations, the two workers (ingest
+ * and sync task queues), the schedules, the start-up reconciliation, then the RabbitMQ bridge.
  */
 export async function startApp(
   config: Config,
