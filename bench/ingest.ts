@@ -1,4 +1,4 @@
-// npm run bench:ingest -- [--messages 5000] [--phases ceiling,micro,slots,baseline,drain,knobs,two,fixed,file]
+// npm run bench:ingest -- [--messages 5000] [--phases ceiling,micro,slots,baseline,drain,knobs,two,fixed,file,throttle]
 //
 // Ingest throughput and latency of the service against its own Temporal dev server, all figures in one
 // run so they can be read as ratios: the empty-workflow ceiling, a no-Temporal baseline consumer, the
@@ -60,6 +60,7 @@ const opts = options({
   database: 'balance_sync_bench_ingest',
   keydbDb: 12,
   budgetMinutes: 45,
+  throttlePairs: 2, // the throttle phase: this many (off, on) pairs of drains, alternating
 });
 const phases = new Set(opts.phases.split(','));
 const knobMessages = opts.knobMessages || opts.messages;
@@ -176,6 +177,8 @@ interface DrainRow {
   adjacentCeiling: number | null;
   /** Most workflow tasks seen waiting on the task queue (matching) during the drain. */
   peakBacklog: number;
+  /** Messages ready on RabbitMQ when half the rows were written: where the backlog waits. */
+  queueDepthAtHalf: number | null;
 }
 
 /** Publishes a backlog, then starts `processes` app instances and measures the drain into Postgres. */
@@ -219,11 +222,14 @@ async function drain(
     const channel = await amqp.createChannel();
     let queueEmptyAt: number | undefined;
     let peakBacklog = 0;
+    let queueDepthAtHalf: number | null = null;
     const watcher = setInterval(() => {
       void channel
         .checkQueue(QUEUE)
-        .then(({ messageCount }) => {
+        .then(async ({ messageCount }) => {
           if (messageCount === 0) queueEmptyAt ??= Date.now();
+          if (queueDepthAtHalf === null && (await ledgerStats(prefix)).n >= (messages * processes) / 2)
+            queueDepthAtHalf = messageCount;
         })
         .catch(() => undefined);
       void workflowBacklog(client, NAME)
@@ -249,6 +255,7 @@ async function drain(
       adjacentCeiling,
       queueEmptyToLastRowMs: queueEmptyAt === undefined ? null : stats.last - queueEmptyAt,
       peakBacklog,
+      queueDepthAtHalf,
     };
     progress(
       `drain ${label} (${serverLabel}): ${row.rate.toFixed(1)} msg/s steady, ${row.rateWithStartup.toFixed(1)} with start-up`,
@@ -416,6 +423,20 @@ if (phases.has('two')) {
   });
 }
 
+if (phases.has('throttle')) {
+  // The in-flight throttle off and on, alternating, so both see the same machine.
+  for (let pair = 1; pair <= opts.throttlePairs; pair++) {
+    for (const [label, env] of [
+      ['throttle off (BRIDGE_MAX_IN_FLIGHT=0)', { BRIDGE_MAX_IN_FLIGHT: '0' }],
+      ['throttle on (BRIDGE_MAX_IN_FLIGHT default)', {}],
+    ] as const) {
+      await guarded(`throttle ${pair} ${label}`, async () => {
+        drains.push(await drain(memServer, worker, 'in-memory', `${label} #${pair}`, opts.messages, env));
+      });
+    }
+  }
+}
+
 if (phases.has('fixed')) {
   await guarded('fixed', async () => {
     const half = Math.max(1, Math.round((ceiling?.rate ?? 40) / 2));
@@ -453,7 +474,7 @@ if (phases.has('fixed')) {
 }
 
 const first = ceiling;
-if (first && (phases.has('drain') || phases.has('knobs') || phases.has('two') || phases.has('fixed'))) {
+if (first && ['drain', 'knobs', 'two', 'fixed', 'throttle'].some((phase) => phases.has(phase))) {
   await guarded('ceiling-after', async () => {
     // The same measurement at the end, on a server now holding every run's history: a drift check.
     const again = await closedLoop(worker, {
@@ -626,12 +647,14 @@ if (drains.length > 0 || baselineRate) {
         'steal',
         'app peak RSS MiB',
         'peak Temporal wf-task backlog',
+        'RabbitMQ ready at half the rows',
         'RabbitMQ empty → last row ms',
       ],
       drains.map((row) => [
         `${row.label} (${row.server})`,
         ...cpuColumns(row.cpu, row.rows),
         row.peakBacklog,
+        fmt(row.queueDepthAtHalf, 0),
         fmt(row.queueEmptyToLastRowMs),
       ]),
     ),

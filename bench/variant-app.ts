@@ -9,6 +9,7 @@ import { Runtime } from '@temporalio/worker';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { createActivities } from '../src/activities/index.js';
+import { connectToRabbitmq } from '../src/rabbitmq/connection.js';
 import { startBridge } from '../src/bridge/bridge.js';
 import { ProviderDirectory } from '../src/bridge/provider-directory.js';
 import { loadConfig } from '../src/config.js';
@@ -69,15 +70,22 @@ log.info('schedules ready');
 
 const bridge = startBridge(
   {
-    rabbitmqUrl: config.RABBITMQ_URL,
     incomingQueue: config.INCOMING_QUEUE,
     deadLetterQueue: config.DEAD_LETTER_QUEUE,
     prefetch: config.BRIDGE_PREFETCH,
     maxMessageBytes: config.MAX_MESSAGE_BYTES,
     taskQueue: ingestQueue,
     eagerStart: config.BRIDGE_EAGER_START,
+    maxInFlight: config.BRIDGE_MAX_IN_FLIGHT,
+    summaryIntervalMs: config.INGEST_SUMMARY_SECONDS * 1000,
   },
-  { client, providers: new ProviderDirectory(pool), metrics, log },
+  {
+    connection: connectToRabbitmq(config.RABBITMQ_URL, `balance-sync bridge ${ingestQueue}`, log),
+    client,
+    providers: new ProviderDirectory(pool),
+    metrics,
+    log,
+  },
 );
 
 process.once('SIGTERM', () => {

@@ -9,6 +9,8 @@ import { portInUseError, redactUrl, type Config } from './config.js';
 import { startHttpServer } from './http/server.js';
 import { createMetrics, type AppMetrics } from './metrics.js';
 import { migrate } from './postgres/schema.js';
+import { connectToRabbitmq } from './rabbitmq/connection.js';
+import { createDeadLetterPublisher } from './rabbitmq/dead-letters.js';
 import { waitForProducerTables } from './postgres/wait-for-tables.js';
 import { ensureSchedules } from './schedules/schedules.js';
 import { connectToTemporal } from './temporal-connection.js';
@@ -24,8 +26,9 @@ export interface App {
 }
 
 /**
- * Starts the whole service in this process: the HTTP endpoints, migrations, the two workers (ingest
- * and sync task queues), the schedules, the start-up reconciliation, then the RabbitMQ bridge.
+ * Starts the whole service in this process: the HTTP endpoints first, then migrations, two workers
+ * (IngestTransaction on the ingest task queue; SyncBalances and ReconcileBalances on the sync one),
+ * the schedules, the start-up reconciliation, and last the RabbitMQ bridge.
  */
 export async function startApp(
   config: Config,
@@ -76,7 +79,13 @@ export async function startApp(
   // Two workers in this one process, with the same workflows and activities: ingest on the main task
   // queue, the schedules' runs on their own, so a minute's sync never waits behind an ingest backlog.
   startup.waitingFor = 'worker';
-  const activities = createActivities({ pool, keydb, metrics });
+  const rabbitmq = connectToRabbitmq(
+    config.RABBITMQ_URL,
+    `balance-sync bridge ${config.TEMPORAL_TASK_QUEUE}`,
+    log,
+  );
+  const deadLetters = createDeadLetterPublisher(rabbitmq, config.DEAD_LETTER_QUEUE);
+  const activities = createActivities({ pool, keydb, metrics, deadLetters });
   const workers = await Promise.all(
     [config.TEMPORAL_TASK_QUEUE, config.TEMPORAL_SYNC_TASK_QUEUE].map((taskQueue) =>
       createWorker({
@@ -117,19 +126,21 @@ export async function startApp(
 
   const bridge: Bridge = startBridge(
     {
-      rabbitmqUrl: config.RABBITMQ_URL,
       incomingQueue: config.INCOMING_QUEUE,
       deadLetterQueue: config.DEAD_LETTER_QUEUE,
       prefetch: config.BRIDGE_PREFETCH,
       maxMessageBytes: config.MAX_MESSAGE_BYTES,
       taskQueue: config.TEMPORAL_TASK_QUEUE,
       eagerStart: config.BRIDGE_EAGER_START,
+      maxInFlight: config.BRIDGE_MAX_IN_FLIGHT,
+      summaryIntervalMs: config.INGEST_SUMMARY_SECONDS * 1000,
     },
-    { client, providers: new ProviderDirectory(pool), metrics, log },
+    { connection: rabbitmq, client, providers: new ProviderDirectory(pool), metrics, log },
   );
 
   startup.checks = async () => ({
     rabbitmq: bridge.isConsuming(),
+    deadLetterQueue: bridge.deadLettersAccepted(),
     worker: workers.every((worker) => worker.getState() === 'RUNNING'),
     temporal: await connection.healthService
       .check({})
@@ -152,6 +163,8 @@ export async function startApp(
         await bridge.stop();
         for (const worker of workers) if (worker.getState() === 'RUNNING') worker.shutdown();
         await done.catch(() => undefined);
+        await deadLetters.close().catch(() => undefined);
+        await rabbitmq.close().catch(() => undefined);
         await new Promise((resolve) => http.server.close(resolve));
         await connection.close();
         await pool.end();

@@ -54,6 +54,39 @@ export function createMetrics() {
       help: 'Provider sums corrected by reconciliation',
       registers,
     }),
+    transactionsRecorded: new Counter({
+      name: 'balance_sync_transactions_recorded_total',
+      help: 'recordTransaction outcomes: inserted, or duplicate (the ingest key was already recorded)',
+      labelNames: ['outcome'] as const,
+      registers,
+    }),
+    consumerCancellations: new Counter({
+      name: 'balance_sync_consumer_cancellations_total',
+      help: 'Times the broker stopped our consumer: cancel (basic.cancel, e.g. queue deleted) or channel_closed',
+      labelNames: ['cause'] as const,
+      registers,
+    }),
+    messagesRequeued: new Counter({
+      name: 'balance_sync_messages_requeued_total',
+      help: 'Deliveries handed back to RabbitMQ (nack, requeue) after bounded retries, by reason',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
+    deliveriesInFlight: new Gauge({
+      name: 'balance_sync_bridge_deliveries_in_flight',
+      help: 'Deliveries the bridge holds unacked: being started, dead-lettered, or waiting for the throttle',
+      registers,
+    }),
+    bridgeThrottled: new Gauge({
+      name: 'balance_sync_bridge_throttled',
+      help: '1 while the bridge starts nothing because BRIDGE_MAX_IN_FLIGHT ingest workflows are unfinished',
+      registers,
+    }),
+    ingestWorkflowsRunning: new Gauge({
+      name: 'balance_sync_ingest_workflows_running',
+      help: 'Unfinished IngestTransaction runs on the ingest task queue (all instances), at the last count',
+      registers,
+    }),
   };
 }
 

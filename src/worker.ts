@@ -20,7 +20,7 @@ export interface WorkerSettings {
 
 export const DEFAULT_BUNDLE_PATH = fileURLToPath(new URL('../workflow-bundle.js', import.meta.url));
 
-/** One worker for both workflow types on one task queue. */
+/** One worker polling one task queue, with every workflow type and activity registered. */
 export async function createWorker(settings: WorkerSettings): Promise<Worker> {
   const bundlePath =
     settings.workflowBundlePath || (existsSync(DEFAULT_BUNDLE_PATH) ? DEFAULT_BUNDLE_PATH : undefined);

@@ -1,6 +1,8 @@
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import type { AppMetrics } from '../metrics.js';
+import type { DeadLetterPublisher } from '../rabbitmq/dead-letters.js';
+import { createDeadLetterTransaction } from './dead-letter-transaction.js';
 import { createPublishBalances } from './publish-balances.js';
 import { createReconcileBalances } from './reconcile-balances.js';
 import { createRecordTransaction } from './record-transaction.js';
@@ -9,12 +11,15 @@ export interface ActivityDeps {
   pool: pg.Pool;
   keydb: Redis;
   metrics: AppMetrics;
+  /** Where IngestTransaction puts a message it cannot record; without one that activity keeps failing. */
+  deadLetters?: DeadLetterPublisher;
 }
 
 /** All activities, closed over their clients; workflows type their proxies from this factory. */
-export function createActivities({ pool, keydb, metrics }: ActivityDeps) {
+export function createActivities({ pool, keydb, metrics, deadLetters }: ActivityDeps) {
   return {
     recordTransaction: createRecordTransaction(pool, metrics),
+    deadLetterTransaction: createDeadLetterTransaction(deadLetters, metrics),
     publishBalances: createPublishBalances(pool, keydb, metrics),
     reconcileBalances: createReconcileBalances(pool, metrics),
   };
@@ -22,5 +27,6 @@ export function createActivities({ pool, keydb, metrics }: ActivityDeps) {
 
 export type Activities = ReturnType<typeof createActivities>;
 export type { RecordTransactionInput, RecordTransactionResult } from './record-transaction.js';
+export type { DeadLetterTransactionInput, OriginalMessage } from './dead-letter-transaction.js';
 export type { PublishBalancesInput, PublishBalancesResult } from './publish-balances.js';
 export type { ReconcileBalancesResult } from './reconcile-balances.js';

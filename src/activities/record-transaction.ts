@@ -9,6 +9,8 @@ export interface RecordTransactionInput {
   value: string;
   /** When the bridge received the message (epoch ms), for the end-to-end latency metric. */
   receivedAtMs?: number;
+  /** sha256 (hex) of the message body, kept with the ledger entry to detect a reused message_id. */
+  bodySha256?: string;
 }
 
 export interface RecordTransactionResult {
@@ -26,16 +28,20 @@ const INSERT_ONCE = `
     WHERE NOT EXISTS (SELECT 1 FROM balance_sync_ingest_ledger WHERE ingest_key = $1)
     RETURNING id
   )
-  INSERT INTO balance_sync_ingest_ledger (ingest_key, transaction_id)
-  SELECT $1, id FROM inserted
+  INSERT INTO balance_sync_ingest_ledger (ingest_key, transaction_id, body_sha256)
+  SELECT $1, id, $4 FROM inserted
   RETURNING transaction_id`;
 
-const FIND_RECORDED = `SELECT transaction_id FROM balance_sync_ingest_ledger WHERE ingest_key = $1`;
+const FIND_RECORDED = `
+  SELECT transaction_id, body_sha256 FROM balance_sync_ingest_ledger WHERE ingest_key = $1`;
 
 const UNIQUE_VIOLATION = '23505';
 const FOREIGN_KEY_VIOLATION = '23503';
 
-/** Inserts the transaction once per ingest key, however often it is retried or redelivered. */
+/**
+ * Inserts the transaction once per ingest key, however often it is retried or redelivered. A key
+ * already recorded with a different body fingerprint fails with MessageIdConflict (not retried).
+ */
 export function createRecordTransaction(pool: pg.Pool, metrics: AppMetrics) {
   return async function recordTransaction(input: RecordTransactionInput): Promise<RecordTransactionResult> {
     try {
@@ -43,9 +49,11 @@ export function createRecordTransaction(pool: pg.Pool, metrics: AppMetrics) {
         input.ingestKey,
         input.providerId,
         input.value,
+        input.bodySha256 ?? null,
       ]);
       const inserted = rows[0];
       if (inserted) {
+        metrics.transactionsRecorded.inc({ outcome: 'inserted' });
         if (input.receivedAtMs)
           metrics.ingestEndToEndSeconds.observe((Date.now() - input.receivedAtMs) / 1000);
         return { transactionId: inserted.transaction_id, inserted: true };
@@ -66,9 +74,18 @@ export function createRecordTransaction(pool: pg.Pool, metrics: AppMetrics) {
       }
       if (code !== UNIQUE_VIOLATION) throw error;
     }
-    const { rows } = await pool.query<{ transaction_id: number }>(FIND_RECORDED, [input.ingestKey]);
+    const { rows } = await pool.query<{ transaction_id: number; body_sha256: string | null }>(FIND_RECORDED, [
+      input.ingestKey,
+    ]);
     const existing = rows[0];
     if (!existing) throw new Error(`ledger entry for ${input.ingestKey} vanished`);
+    if (input.bodySha256 && existing.body_sha256 && input.bodySha256 !== existing.body_sha256) {
+      throw ApplicationFailure.nonRetryable(
+        `${input.ingestKey} was already recorded (transaction ${existing.transaction_id}) from a different body`,
+        'MessageIdConflict',
+      );
+    }
+    metrics.transactionsRecorded.inc({ outcome: 'duplicate' });
     return { transactionId: existing.transaction_id, inserted: false };
   };
 }

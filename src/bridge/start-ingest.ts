@@ -1,5 +1,6 @@
 import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
 import { randomUUID } from 'node:crypto';
+import type { OriginalMessage } from '../activities/index.js';
 import type { Transaction } from './parse-transaction.js';
 
 /**
@@ -16,31 +17,49 @@ export interface StartIngestOptions {
   workflowId: string;
   transaction: Transaction;
   receivedAtMs: number;
+  /** sha256 (hex) of the body: in the input (for the ledger) and the memo (for the bridge). */
+  bodySha256: string;
+  original: OriginalMessage;
   eager: boolean;
 }
 
-/** Starts IngestTransaction; resolves once Temporal has it, whether new or already started. */
-export async function startIngest(
-  client: Client,
-  options: StartIngestOptions,
-): Promise<'started' | 'existing'> {
+export type StartOutcome = 'started' | 'existing' | 'message_id_conflict';
+
+/**
+ * Starts IngestTransaction; resolves once Temporal has it, whether new or already there. An existing
+ * run with another body's fingerprint in its memo means the message_id was reused: `message_id_conflict`.
+ * A failed run (its message was dead-lettered) does not block a new one, so a replayed dead letter runs.
+ */
+export async function startIngest(client: Client, options: StartIngestOptions): Promise<StartOutcome> {
   const { transaction } = options;
   try {
     await client.workflow.start('IngestTransaction', {
       taskQueue: options.taskQueue,
       workflowId: options.workflowId,
-      workflowIdReusePolicy: 'REJECT_DUPLICATE',
-      workflowIdConflictPolicy: 'USE_EXISTING',
+      workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY',
+      // FAIL (the default) reports a running duplicate too, so its fingerprint can be compared.
+      workflowIdConflictPolicy: 'FAIL',
       args: [
-        { providerId: transaction.providerId, value: transaction.value, receivedAtMs: options.receivedAtMs },
+        {
+          providerId: transaction.providerId,
+          value: transaction.value,
+          receivedAtMs: options.receivedAtMs,
+          bodySha256: options.bodySha256,
+          original: options.original,
+        },
       ],
-      memo: { providerId: transaction.providerId, value: transaction.value },
+      memo: { providerId: transaction.providerId, value: transaction.value, bodySha256: options.bodySha256 },
       staticSummary: `provider ${transaction.providerId}: ${transaction.value}`,
       requestEagerStart: options.eager,
     });
     return 'started';
   } catch (error) {
-    if (error instanceof WorkflowExecutionAlreadyStartedError) return 'existing';
-    throw error;
+    if (!(error instanceof WorkflowExecutionAlreadyStartedError)) throw error;
+    const { memo } = await client.workflow.getHandle(options.workflowId).describe();
+    const recorded = memo?.bodySha256;
+    // Runs started before fingerprints existed have none: the same id is taken as the same message.
+    return typeof recorded === 'string' && recorded !== options.bodySha256
+      ? 'message_id_conflict'
+      : 'existing';
   }
 }

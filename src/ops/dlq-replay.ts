@@ -1,11 +1,11 @@
 import amqplib, { type GetMessage } from 'amqplib';
-import { republishOptions } from '../bridge/republish-options.js';
+import { republishOptions } from '../rabbitmq/dead-letters.js';
 import { realpathSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, loadConfig, redactUrl } from '../config.js';
 import { loadDotEnv } from '../env-file.js';
-import { REASON_CODE_HEADER, REASON_HEADER } from '../bridge/dead-letter.js';
+import { REASON_CODE_HEADER, REASON_HEADER } from '../rabbitmq/dead-letters.js';
 
 /** Counts how often a message was replayed; kept (and incremented) on every replay. */
 export const REPLAY_COUNT_HEADER = 'x-balance-sync-replays';

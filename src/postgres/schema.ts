@@ -25,6 +25,14 @@ const APP_TABLES = `
     transaction_id integer NOT NULL,
     ingested_at    timestamptz NOT NULL DEFAULT now()
   );
+  -- sha256 of the message body (NULL for entries written before it was recorded). Checked first:
+  -- ALTER TABLE would lock the ledger against other instances' inserts even when it changes nothing.
+  DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'balance_sync_ingest_ledger'::regclass
+                   AND attname = 'body_sha256' AND NOT attisdropped) THEN
+      ALTER TABLE balance_sync_ingest_ledger ADD COLUMN body_sha256 text;
+    END IF;
+  END $$;
   CREATE TABLE IF NOT EXISTS balance_sync_provider_sums (
     provider_id integer PRIMARY KEY,
     tx_sum      numeric NOT NULL

@@ -1,15 +1,33 @@
-import { proxyLocalActivities, workflowInfo } from '@temporalio/workflow';
-import type { Activities, RecordTransactionResult } from '../activities/index.js';
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  patched,
+  proxyActivities,
+  proxyLocalActivities,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { Activities, OriginalMessage, RecordTransactionResult } from '../activities/index.js';
 
 export interface IngestTransactionInput {
   providerId: number;
   /** Exact decimal literal from the message. */
   value: string;
   receivedAtMs?: number;
+  /** sha256 (hex) of the message body: a reused message_id with another body is refused. */
+  bodySha256?: string;
+  /** The message as received, so a transaction that cannot be recorded reaches the dead-letter queue. */
+  original?: OriginalMessage;
 }
 
+/** Failures that no retry fixes, and the dead-letter reason code each one gets. */
+const DEAD_LETTER_CODES: Record<string, string> = {
+  UnknownProvider: 'unknown_provider',
+  InvalidTransaction: 'invalid_transaction',
+  MessageIdConflict: 'message_id_conflict',
+};
+
 // A local activity: one insert needs no task-queue round trip (measured in docs/BENCHMARKS.md).
-// Retries until Postgres answers; a bad provider or value fails the run at once.
+// Retries until Postgres answers; a bad provider or value, or a reused message_id, fails at once.
 const { recordTransaction } = proxyLocalActivities<Activities>({
   startToCloseTimeout: '10 seconds',
   localRetryThreshold: '10 seconds',
@@ -17,11 +35,36 @@ const { recordTransaction } = proxyLocalActivities<Activities>({
     initialInterval: '200 milliseconds',
     backoffCoefficient: 2,
     maximumInterval: '10 seconds',
-    nonRetryableErrorTypes: ['UnknownProvider', 'InvalidTransaction'],
+    nonRetryableErrorTypes: Object.keys(DEAD_LETTER_CODES),
   },
 });
 
-/** Writes one queued transaction to historical_transactions, exactly once per workflow ID. */
+// Retried until RabbitMQ confirms the dead letter: the message was acked, this is its only copy.
+const { deadLetterTransaction } = proxyActivities<Activities>({
+  startToCloseTimeout: '30 seconds',
+  retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '1 minute' },
+});
+
+/**
+ * Writes one queued transaction to historical_transactions, exactly once per workflow ID. If it can
+ * never be written, the original message goes to the dead-letter queue and the run fails with the cause.
+ */
 export async function IngestTransaction(input: IngestTransactionInput): Promise<RecordTransactionResult> {
-  return await recordTransaction({ ingestKey: workflowInfo().workflowId, ...input });
+  const { workflowId } = workflowInfo();
+  const { original, ...transaction } = input;
+  try {
+    return await recordTransaction({ ingestKey: workflowId, ...transaction });
+  } catch (error) {
+    // A local activity's failure arrives as the activity's own ApplicationFailure, unwrapped.
+    const failure = error instanceof ActivityFailure ? error.cause : error;
+    const cause = failure instanceof ApplicationFailure ? failure : undefined;
+    const code = cause ? DEAD_LETTER_CODES[cause.type ?? ''] : undefined;
+    // Runs recorded before dead-lettering existed failed here; they still do on replay.
+    if (!cause || !code || !original || !patched('dead-letter-after-ack')) throw error;
+    await deadLetterTransaction({ original, code, reason: cause.message, workflowId });
+    throw ApplicationFailure.nonRetryable(
+      `${cause.message} (dead-lettered as ${code})`,
+      cause.type ?? 'Unrecordable',
+    );
+  }
 }

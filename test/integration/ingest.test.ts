@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { App } from '../../src/app.js';
@@ -68,7 +69,11 @@ describe('ingest: RabbitMQ → IngestTransaction → historical_transactions', (
     const description = await handle.describe();
     expect(description.type).toBe('IngestTransaction');
     expect(description.status.name).toBe('COMPLETED');
-    expect(description.memo).toEqual({ providerId: 1, value: '600' });
+    expect(description.memo).toEqual({
+      providerId: 1,
+      value: '600',
+      bodySha256: createHash('sha256').update('{"id": 1, "value": 600}').digest('hex'),
+    });
   });
 
   it('writes one row when the same message_id is delivered twice', async () => {

@@ -37,7 +37,14 @@ describe('the balance-sync process', () => {
     const ready = JSON.parse((await app.get('/readyz')).body);
     expect(ready).toEqual({
       ready: true,
-      checks: { rabbitmq: true, worker: true, temporal: true, postgres: true, keydb: true },
+      checks: {
+        rabbitmq: true,
+        deadLetterQueue: true,
+        worker: true,
+        temporal: true,
+        postgres: true,
+        keydb: true,
+      },
     });
   });
 

@@ -1,0 +1,49 @@
+import { ApplicationFailure } from '@temporalio/activity';
+import type { AppMetrics } from '../metrics.js';
+import {
+  reasonHeaders,
+  republishOptions,
+  WORKFLOW_ID_HEADER,
+  type DeadLetterPublisher,
+} from '../rabbitmq/dead-letters.js';
+
+/** A consumed message as the bridge received it, carried in the workflow input for a dead letter. */
+export interface OriginalMessage {
+  /** The body's exact bytes, base64. */
+  bodyBase64: string;
+  /** AMQP properties (content type, message_id, ...), unset ones omitted. */
+  properties: Record<string, string | number>;
+  /** The producer's headers with scalar values (others are not kept). */
+  headers: Record<string, string | number | boolean>;
+}
+
+export interface DeadLetterTransactionInput {
+  original: OriginalMessage;
+  /** Reason code, e.g. unknown_provider, invalid_transaction, message_id_conflict. */
+  code: string;
+  reason: string;
+  /** The workflow giving up on the message; a header on the dead letter. */
+  workflowId: string;
+}
+
+/**
+ * Publishes a message that a workflow could not record to the dead-letter queue, with its original
+ * body and properties and the reason, once the broker confirms it. A retried attempt may publish a
+ * second copy: both carry the same message_id (if the original had one) and workflow-id header.
+ */
+export function createDeadLetterTransaction(publisher: DeadLetterPublisher | undefined, metrics: AppMetrics) {
+  return async function deadLetterTransaction(input: DeadLetterTransactionInput): Promise<void> {
+    if (!publisher)
+      throw ApplicationFailure.retryable('this worker has no dead-letter publisher', 'NoPublisher');
+    const { original } = input;
+    await publisher.publish(
+      Buffer.from(original.bodyBase64, 'base64'),
+      republishOptions(original.properties, {
+        ...original.headers,
+        ...reasonHeaders(input.code, input.reason),
+        [WORKFLOW_ID_HEADER]: input.workflowId,
+      }),
+    );
+    metrics.messagesDeadLettered.inc({ code: input.code });
+  };
+}

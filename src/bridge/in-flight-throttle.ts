@@ -1,0 +1,122 @@
+import type { Client } from '@temporalio/client';
+import type { Logger } from 'pino';
+import type { AppMetrics } from '../metrics.js';
+
+export interface ThrottleOptions {
+  taskQueue: string;
+  /** Start nothing while this many IngestTransaction runs are unfinished; 0 disables the throttle. */
+  maxInFlight: number;
+  pollMs?: number;
+}
+
+/**
+ * Holds new IngestTransaction starts while `maxInFlight` or more runs on the ingest task queue are
+ * unfinished (started, not completed or failed), so a backlog waits in RabbitMQ, not in Temporal. The
+ * count comes from Temporal's visibility (CountWorkflowExecutions, one RPC per poll): it covers every
+ * instance and knows when runs finish. DescribeTaskQueue's backlog was the other candidate, but the
+ * server caches those stats for ~5 s (measured on 1.29.1), far too stale to bound a fast drain.
+ * Between polls this instance's own starts are added to the count. Opens again at 3/4 of the bound.
+ */
+export class InFlightThrottle {
+  private closed = false;
+  private waiters: (() => void)[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private polling = false;
+  private running = 0;
+  private startsSincePoll = 0;
+  private lastWarning = 0;
+
+  constructor(
+    private readonly client: Client,
+    private readonly options: ThrottleOptions,
+    private readonly deps: { metrics: AppMetrics; log: Logger },
+  ) {}
+
+  start(): void {
+    if (this.options.maxInFlight === 0) return;
+    this.timer = setInterval(() => void this.poll(), this.options.pollMs ?? 500);
+    this.timer.unref();
+    void this.poll();
+  }
+
+  isThrottling(): boolean {
+    return this.closed;
+  }
+
+  /** Resolves once starts may go ahead (at once when open); rejects if `signal` aborts first. */
+  async whenOpen(signal: AbortSignal): Promise<void> {
+    if (!this.closed) return;
+    signal.throwIfAborted();
+    await new Promise<void>((resolve, reject) => {
+      const onAbort = () => reject(signal.reason as Error);
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.waiters.push(() => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      });
+    });
+  }
+
+  /** Counts a start made since the last poll; closes the throttle if that passes the bound. */
+  noteStart(): void {
+    if (this.options.maxInFlight === 0) return;
+    this.startsSincePoll++;
+    this.update();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.open();
+  }
+
+  private async poll(): Promise<void> {
+    if (this.polling) return;
+    this.polling = true;
+    const startsBefore = this.startsSincePoll;
+    try {
+      const { count } = await this.client.workflow.count(
+        `WorkflowType = 'IngestTransaction' AND ExecutionStatus = 'Running' AND TaskQueue = ${JSON.stringify(this.options.taskQueue)}`,
+      );
+      this.running = count;
+      this.startsSincePoll -= startsBefore;
+      this.deps.metrics.ingestWorkflowsRunning.set(count);
+      this.update();
+    } catch (error) {
+      // Keep the last known state: if Temporal is down, starts fail and retry anyway. Said once a
+      // minute, since a visibility store without CountWorkflowExecutions leaves the throttle open.
+      if (Date.now() - this.lastWarning >= 60_000) {
+        this.lastWarning = Date.now();
+        this.deps.log.warn(
+          { err: (error as Error).message },
+          'cannot count unfinished IngestTransaction runs; BRIDGE_MAX_IN_FLIGHT is not enforced meanwhile',
+        );
+      }
+    } finally {
+      this.polling = false;
+    }
+  }
+
+  private update(): void {
+    const { maxInFlight } = this.options;
+    const inFlight = this.running + this.startsSincePoll;
+    if (!this.closed && inFlight >= maxInFlight) {
+      this.closed = true;
+      this.deps.metrics.bridgeThrottled.set(1);
+      this.deps.log.info(
+        { inFlight, maxInFlight },
+        'throttling: BRIDGE_MAX_IN_FLIGHT ingest workflows unfinished',
+      );
+    } else if (this.closed && inFlight <= (maxInFlight * 3) / 4) {
+      this.deps.log.info({ inFlight, maxInFlight }, 'throttle released: ingest workflows finishing');
+      this.open();
+    }
+  }
+
+  private open(): void {
+    this.closed = false;
+    this.deps.metrics.bridgeThrottled.set(0);
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const resolve of waiters) resolve();
+  }
+}
