@@ -28,7 +28,10 @@ export default tseslint.config(
         {
           paths: [...nodeBuiltins, 'pg', 'ioredis', 'amqplib', 'amqp-connection-manager', 'pino'],
           patterns: [
-            { group: ['../activities/*', '!../activities/index.js'], message: 'Import activity types only.' },
+            {
+              group: ['../activities/*', '!../activities/index.js', '!../activities/sync-timing.js'],
+              message: 'Import activity types only (and the pure sync-timing rules).',
+            },
           ],
         },
       ],

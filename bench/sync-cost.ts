@@ -63,7 +63,8 @@ const metrics = createMetrics();
 const publishBalances = createPublishBalances(pool, keydb, metrics);
 const reconcileBalances = createReconcileBalances(pool, metrics);
 const recordTransaction = createRecordTransaction(pool, metrics);
-const env = new MockActivityEnvironment();
+// No timeouts (0 = unset): publishBalances refuses to write once its attempt's timeout has passed.
+const env = new MockActivityEnvironment({ startToCloseTimeoutMs: 0, scheduleToCloseTimeoutMs: 0 });
 await migrate(pool);
 
 const settings = (

@@ -1,6 +1,5 @@
 import { Client } from '@temporalio/client';
 import { Redis } from 'ioredis';
-import pg from 'pg';
 import type { Logger } from 'pino';
 import { createActivities } from './activities/index.js';
 import { startBridge, type Bridge } from './bridge/bridge.js';
@@ -8,6 +7,7 @@ import { ProviderDirectory } from './bridge/provider-directory.js';
 import { portInUseError, redactUrl, type Config } from './config.js';
 import { startHttpServer } from './http/server.js';
 import { createMetrics, type AppMetrics } from './metrics.js';
+import { createPool } from './postgres/pools.js';
 import { migrate } from './postgres/schema.js';
 import { connectToRabbitmq } from './rabbitmq/connection.js';
 import { createDeadLetterPublisher } from './rabbitmq/dead-letters.js';
@@ -64,8 +64,10 @@ export async function startApp(
   });
   log.info({ port: http.port }, 'http endpoints ready');
 
-  const pool = new pg.Pool({ connectionString: config.DATABASE_URL, max: 10 });
-  pool.on('error', (error) => log.warn({ err: error.message }, 'idle Postgres client failed'));
+  const onIdleError = (error: Error) => log.warn({ err: error.message }, 'idle Postgres client failed');
+  const pool = createPool(config.DATABASE_URL, 'ingest', onIdleError);
+  const syncPool = createPool(config.DATABASE_URL, 'sync', onIdleError);
+  const reconcilePool = createPool(config.DATABASE_URL, 'reconcile', onIdleError);
   const keydb = new Redis(config.KEYDB_URL, { maxRetriesPerRequest: 2, enableOfflineQueue: true });
   keydb.on('error', (error: Error) => log.warn({ err: error.message }, 'KeyDB connection error'));
 
@@ -85,7 +87,7 @@ export async function startApp(
     log,
   );
   const deadLetters = createDeadLetterPublisher(rabbitmq, config.DEAD_LETTER_QUEUE);
-  const activities = createActivities({ pool, keydb, metrics, deadLetters });
+  const activities = createActivities({ pool, syncPool, reconcilePool, keydb, metrics, deadLetters });
   const workers = await Promise.all(
     [config.TEMPORAL_TASK_QUEUE, config.TEMPORAL_SYNC_TASK_QUEUE].map((taskQueue) =>
       createWorker({
@@ -167,7 +169,7 @@ export async function startApp(
         await rabbitmq.close().catch(() => undefined);
         await new Promise((resolve) => http.server.close(resolve));
         await connection.close();
-        await pool.end();
+        await Promise.all([pool.end(), syncPool.end(), reconcilePool.end()]);
         keydb.disconnect();
         log.info('stopped');
       })();

@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { z } from 'zod';
+import { MAX_SYNC_LEAD_SECONDS } from './activities/sync-timing.js';
 import { cronProblem } from './cron.js';
 
 /** Every setting of the service, read from the environment once at start-up. */
@@ -82,7 +83,7 @@ const configSchema = z.object({
   WORKER_MAX_WORKFLOW_TASKS: wholeNumber(100, 2),
   WORKER_MAX_LOCAL_ACTIVITIES: positiveInt(200),
   SYNC_SCHEDULE_ID: z.string().min(1).default('sync-balances'),
-  SYNC_LEAD_SECONDS: wholeNumber(5, 0, 30),
+  SYNC_LEAD_SECONDS: wholeNumber(5, 0, MAX_SYNC_LEAD_SECONDS),
   RECONCILE_SCHEDULE_ID: z.string().min(1).default('reconcile-balances'),
   RECONCILE_CRON: cronExpression.default('17 * * * *'),
   STARTUP_WAIT_SECONDS: wholeNumber(600, 0),

@@ -87,6 +87,11 @@ export function createMetrics() {
       help: 'Unfinished IngestTransaction runs on the ingest task queue (all instances), at the last count',
       registers,
     }),
+    syncUnpublishableProviders: new Gauge({
+      name: 'balance_sync_sync_unpublishable_providers',
+      help: 'Providers the last sync did not publish (a NaN/Infinity in their history, or a NULL); KeyDB keeps their last good value',
+      registers,
+    }),
   };
 }
 

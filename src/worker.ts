@@ -2,6 +2,7 @@ import { Worker, type NativeConnection, type WorkerOptions } from '@temporalio/w
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Activities } from './activities/index.js';
+import { SYNC_HEARTBEAT_INTERVAL_MS } from './activities/sync-timing.js';
 
 export interface WorkerSettings {
   connection: NativeConnection;
@@ -32,6 +33,9 @@ export async function createWorker(settings: WorkerSettings): Promise<Worker> {
     ...(bundlePath
       ? { workflowBundle: { codePath: bundlePath } }
       : { workflowsPath: fileURLToPath(new URL('./workflows/index.js', import.meta.url)) }),
+    // publishBalances heartbeats every 300 ms with a 1.5 s timeout; the SDK's default throttle (80% of
+    // the timeout) would send only every 1.2 s and leave a live worker's attempt 0.3 s of slack.
+    maxHeartbeatThrottleInterval: SYNC_HEARTBEAT_INTERVAL_MS,
     ...settings.tuning,
   });
 }

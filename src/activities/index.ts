@@ -8,7 +8,11 @@ import { createReconcileBalances } from './reconcile-balances.js';
 import { createRecordTransaction } from './record-transaction.js';
 
 export interface ActivityDeps {
+  /** The ingest pool (and the default for the two below). */
   pool: pg.Pool;
+  /** The sync's own small pool (src/postgres/pools.ts), so its read never waits behind ingest. */
+  syncPool?: pg.Pool;
+  reconcilePool?: pg.Pool;
   keydb: Redis;
   metrics: AppMetrics;
   /** Where IngestTransaction puts a message it cannot record; without one that activity keeps failing. */
@@ -16,17 +20,28 @@ export interface ActivityDeps {
 }
 
 /** All activities, closed over their clients; workflows type their proxies from this factory. */
-export function createActivities({ pool, keydb, metrics, deadLetters }: ActivityDeps) {
+export function createActivities({
+  pool,
+  syncPool,
+  reconcilePool,
+  keydb,
+  metrics,
+  deadLetters,
+}: ActivityDeps) {
   return {
     recordTransaction: createRecordTransaction(pool, metrics),
     deadLetterTransaction: createDeadLetterTransaction(deadLetters, metrics),
-    publishBalances: createPublishBalances(pool, keydb, metrics),
-    reconcileBalances: createReconcileBalances(pool, metrics),
+    publishBalances: createPublishBalances(syncPool ?? pool, keydb, metrics),
+    reconcileBalances: createReconcileBalances(reconcilePool ?? pool, metrics),
   };
 }
 
 export type Activities = ReturnType<typeof createActivities>;
 export type { RecordTransactionInput, RecordTransactionResult } from './record-transaction.js';
 export type { DeadLetterTransactionInput, OriginalMessage } from './dead-letter-transaction.js';
-export type { PublishBalancesInput, PublishBalancesResult } from './publish-balances.js';
+export type {
+  PublishBalancesInput,
+  PublishBalancesResult,
+  UnpublishableProvider,
+} from './publish-balances.js';
 export type { ReconcileBalancesResult } from './reconcile-balances.js';

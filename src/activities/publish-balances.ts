@@ -4,6 +4,7 @@ import type pg from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AppMetrics } from '../metrics.js';
 import { COUNT_BALANCE_TRIGGERS_SQL, EXPECTED_TRIGGER_COUNT, migrate } from '../postgres/schema.js';
+import { SYNC_HEARTBEAT_INTERVAL_MS, boundaryFor } from './sync-timing.js';
 
 export interface PublishBalancesInput {
   /** The schedule's nominal time for this run (TemporalScheduledStartTime), ISO 8601. */
@@ -12,125 +13,194 @@ export interface PublishBalancesInput {
   leadMs: number | null;
 }
 
+/** A provider whose balance is not published this run; KeyDB keeps its last good value. */
+export interface UnpublishableProvider {
+  providerId: number;
+  /** Its KeyDB key, or null when provider_name is NULL. */
+  key: string | null;
+  reason: string;
+}
+
 export interface PublishBalancesResult {
   /** The minute boundary this run wrote for, or null for an off-minute run (trigger, backfill). */
   boundary: string | null;
   writtenAt: string;
   /** KeyDB write time minus the boundary, in ms; null for an off-minute run. */
   writeOffsetMs: number | null;
+  /** Providers written. */
   providers: number;
+  unpublishable: UnpublishableProvider[];
   keysRemoved: string[];
   readMs: number;
   writeMs: number;
   triggersReinstalled: boolean;
 }
 
-const MINUTE_MS = 60_000;
-const BOUNDARY_TOLERANCE_MS = 1_000;
 const SLOW_WRITE_WARN_MS = 500;
-/** A write may never land this late after its boundary: by then the next run owns KeyDB. */
-const WRITE_DEADLINE_MS = 50_000;
+/** An attempt stops writing this long before its own timeout, so a timed-out attempt never writes. */
+const WRITE_MARGIN_MS = 500;
 
+// A provider is published only when its balance is a finite number: a NaN or ±Infinity anywhere in its
+// history (counted by the triggers in nonfinite_rows) or in initial_value, or a NULL, holds it back.
 const READ_BALANCES = `
   ${COUNT_BALANCE_TRIGGERS_SQL};
-  SELECT d.id || '_' || d.provider_name AS key,
-         trim_scale(d.initial_value + coalesce(s.tx_sum, 0))::text AS balance
-  FROM initial_data d LEFT JOIN balance_sync_provider_sums s ON s.provider_id = d.id
-  ORDER BY d.id;
+  SELECT provider_id, key, CASE WHEN reason IS NULL THEN balance END AS balance, reason FROM (
+    SELECT d.id AS provider_id, d.id || '_' || d.provider_name AS key,
+           trim_scale(d.initial_value + coalesce(s.tx_sum, 0))::text AS balance,
+           CASE WHEN d.provider_name IS NULL THEN 'provider_name is NULL'
+                WHEN d.initial_value IS NULL THEN 'initial_value is NULL'
+                WHEN d.initial_value IN ('NaN', 'Infinity', '-Infinity')
+                  THEN 'initial_value is ' || d.initial_value::text
+                WHEN coalesce(s.nonfinite_rows, 0) > 0
+                  THEN s.nonfinite_rows || ' non-finite transaction_value row(s) in its history'
+           END AS reason
+    FROM initial_data d LEFT JOIN balance_sync_provider_sums s ON s.provider_id = d.id
+  ) p ORDER BY provider_id;
   SELECT key FROM balance_sync_published_keys;`;
 
-/** The minute boundary a run with this nominal time targets, or null if it is not a scheduled tick. */
-export function boundaryFor(nominalTime: Date, leadMs: number | null): Date | null {
-  if (leadMs === null) return null;
-  const target = nominalTime.getTime() + leadMs;
-  const minute = Math.round(target / MINUTE_MS) * MINUTE_MS;
-  return Math.abs(target - minute) <= BOUNDARY_TOLERANCE_MS ? new Date(minute) : null;
-}
-
-type Balances = { rows: { key: string; balance: string }[]; published: string[]; triggers: number };
+type BalanceRow = { provider_id: number; key: string | null; balance: string | null; reason: string | null };
+type Balances = { rows: BalanceRow[]; published: string[]; triggers: number };
 
 async function readBalances(pool: pg.Pool): Promise<Balances> {
   const results = (await pool.query(READ_BALANCES)) as unknown as pg.QueryResult[];
   const [triggers, balances, published] = results;
   return {
     triggers: (triggers?.rows[0] as { count: number } | undefined)?.count ?? 0,
-    rows: (balances?.rows ?? []) as { key: string; balance: string }[],
+    rows: (balances?.rows ?? []) as BalanceRow[],
     published: (published?.rows ?? []).map((row) => (row as { key: string }).key),
   };
+}
+
+/** Reads the balances, reinstalling the triggers first if someone recreated historical_transactions. */
+async function readCurrentBalances(pool: pg.Pool) {
+  const balances = await readBalances(pool);
+  if (balances.triggers === EXPECTED_TRIGGER_COUNT) return { balances, triggersReinstalled: false };
+  log.warn('balance triggers missing on historical_transactions; reinstalling and recounting');
+  await migrate(pool);
+  return { balances: await readBalances(pool), triggersReinstalled: true };
+}
+
+/** What to write and delete: keys of unpublishable providers are neither written nor removed. */
+function planWrite({ rows, published }: Balances) {
+  const writable = rows.filter((row): row is BalanceRow & { key: string; balance: string } => !row.reason);
+  const unpublishable = rows
+    .filter((row) => row.reason)
+    .map((row) => ({ providerId: row.provider_id, key: row.key, reason: row.reason! }));
+  const held = new Set(unpublishable.map((p) => `${p.providerId}_`));
+  const current = new Set(writable.map((row) => row.key));
+  const known = new Set(published);
+  return {
+    writable,
+    unpublishable,
+    newKeys: [...current].filter((key) => !known.has(key)),
+    staleKeys: published.filter((key) => !current.has(key) && !held.has(`${key.split('_')[0]}_`)),
+  };
+}
+
+/** Throws instead of writing once this attempt was cancelled or is about to time out. */
+function assertMayWrite(context: Context) {
+  const { info } = context;
+  const deadlines = [
+    info.startToCloseTimeoutMs && info.currentAttemptScheduledTimestampMs + info.startToCloseTimeoutMs,
+    info.scheduleToCloseTimeoutMs && info.scheduledTimestampMs + info.scheduleToCloseTimeoutMs,
+  ].filter((deadline): deadline is number => Boolean(deadline));
+  if (context.cancellationSignal.aborted) {
+    throw new Error(`publishBalances attempt ${info.attempt} was cancelled; not writing KeyDB`);
+  }
+  if (deadlines.some((deadline) => Date.now() > deadline - WRITE_MARGIN_MS)) {
+    throw new Error(`publishBalances attempt ${info.attempt} reached its timeout; not writing KeyDB`);
+  }
+}
+
+async function writeKeydb(keydb: Redis, plan: ReturnType<typeof planWrite>) {
+  const transaction = keydb.multi();
+  if (plan.writable.length > 0) transaction.mset(...plan.writable.flatMap((row) => [row.key, row.balance]));
+  if (plan.staleKeys.length > 0) transaction.del(...plan.staleKeys);
+  const replies = await transaction.exec();
+  const failed = replies?.find(([error]) => error);
+  if (!replies || failed) throw failed?.[0] ?? new Error('KeyDB discarded the MULTI transaction');
+}
+
+/** Heartbeats until stopped, so a dead worker's attempt times out in seconds, not at startToClose. */
+function startHeartbeat(context: Context): () => void {
+  context.heartbeat();
+  const timer = setInterval(() => context.heartbeat(), SYNC_HEARTBEAT_INTERVAL_MS);
+  return () => clearInterval(timer);
 }
 
 /**
  * Waits on the wall clock for the minute boundary, then reads every provider's balance from Postgres
  * (exact NUMERIC, printed as Postgres prints it) and writes all keys to KeyDB in one MULTI/EXEC.
- * Keys of providers that no longer exist are deleted in the same step.
+ * Keys of providers that no longer exist are deleted in the same step. A retried attempt waits for
+ * the same boundary (it comes from the nominal time), or writes at once if that has passed.
  */
 export function createPublishBalances(pool: pg.Pool, keydb: Redis, metrics: AppMetrics) {
   return async function publishBalances(input: PublishBalancesInput): Promise<PublishBalancesResult> {
-    const boundary = boundaryFor(new Date(input.nominalTime), input.leadMs);
-    if (boundary) {
-      // Warm both connections so the boundary pays for no handshake.
-      await Promise.all([pool.query('SELECT 1'), keydb.ping()]);
-      const wait = boundary.getTime() - Date.now();
-      if (wait > 0) await sleep(wait, undefined, { signal: Context.current().cancellationSignal });
-    }
-
-    const readStart = performance.now();
-    let balances = await readBalances(pool);
-    let triggersReinstalled = false;
-    if (balances.triggers !== EXPECTED_TRIGGER_COUNT) {
-      // Someone recreated historical_transactions: reinstall and recount before publishing.
-      log.warn('balance triggers missing on historical_transactions; reinstalling and recounting');
-      await migrate(pool);
-      triggersReinstalled = true;
-      balances = await readBalances(pool);
-    }
-    const readMs = performance.now() - readStart;
-
-    const current = new Set(balances.rows.map((row) => row.key));
-    const published = new Set(balances.published);
-    const newKeys = [...current].filter((key) => !published.has(key));
-    const staleKeys = balances.published.filter((key) => !current.has(key));
-    if (newKeys.length > 0) {
-      // Record a key before it is first written, so a crash can never orphan it in KeyDB.
-      await pool.query(
-        'INSERT INTO balance_sync_published_keys (key) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING',
-        [newKeys],
-      );
-    }
-
-    if (boundary && Date.now() - boundary.getTime() > WRITE_DEADLINE_MS) {
-      throw new Error(`too late to publish balances for ${boundary.toISOString()}; the next run will`);
-    }
-    const writeStart = performance.now();
-    const transaction = keydb.multi();
-    if (balances.rows.length > 0) transaction.mset(...balances.rows.flatMap((row) => [row.key, row.balance]));
-    if (staleKeys.length > 0) transaction.del(...staleKeys);
-    const replies = await transaction.exec();
-    const writtenAt = Date.now();
-    const failed = replies?.find(([error]) => error);
-    if (!replies || failed) throw failed?.[0] ?? new Error('KeyDB discarded the MULTI transaction');
-    const writeMs = performance.now() - writeStart;
-
-    if (staleKeys.length > 0) {
-      await pool.query('DELETE FROM balance_sync_published_keys WHERE key = ANY($1::text[])', [staleKeys]);
-    }
-
-    const writeOffsetMs = boundary ? writtenAt - boundary.getTime() : null;
-    if (writeOffsetMs !== null) {
-      metrics.syncWriteOffsetSeconds.observe(writeOffsetMs / 1000);
-      if (Math.abs(writeOffsetMs) > SLOW_WRITE_WARN_MS) {
-        log.warn('balances written late', { boundary: boundary?.toISOString(), writeOffsetMs });
+    const context = Context.current();
+    const stopHeartbeat = startHeartbeat(context);
+    try {
+      const boundary = boundaryFor(new Date(input.nominalTime), input.leadMs);
+      if (boundary) {
+        // Warm both connections so the boundary pays for no handshake.
+        await Promise.all([pool.query('SELECT 1'), keydb.ping()]);
+        const wait = boundary.getTime() - Date.now();
+        if (wait > 0) await sleep(wait, undefined, { signal: context.cancellationSignal });
       }
+      const readStart = performance.now();
+      const { balances, triggersReinstalled } = await readCurrentBalances(pool);
+      const readMs = performance.now() - readStart;
+      const plan = planWrite(balances);
+      if (plan.newKeys.length > 0) {
+        // Record a key before it is first written, so a crash can never orphan it in KeyDB.
+        await pool.query(
+          'INSERT INTO balance_sync_published_keys (key) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING',
+          [plan.newKeys],
+        );
+      }
+      assertMayWrite(context);
+      const writeStart = performance.now();
+      await writeKeydb(keydb, plan);
+      const writtenAt = Date.now();
+      const writeMs = performance.now() - writeStart;
+      if (plan.staleKeys.length > 0) {
+        await pool.query('DELETE FROM balance_sync_published_keys WHERE key = ANY($1::text[])', [
+          plan.staleKeys,
+        ]);
+      }
+      const writeOffsetMs = boundary ? writtenAt - boundary.getTime() : null;
+      report(metrics, boundary, writeOffsetMs, plan.unpublishable);
+      return {
+        boundary: boundary?.toISOString() ?? null,
+        writtenAt: new Date(writtenAt).toISOString(),
+        writeOffsetMs,
+        providers: plan.writable.length,
+        unpublishable: plan.unpublishable,
+        keysRemoved: plan.staleKeys,
+        readMs: Math.round(readMs * 100) / 100,
+        writeMs: Math.round(writeMs * 100) / 100,
+        triggersReinstalled,
+      };
+    } finally {
+      stopHeartbeat();
     }
-    return {
-      boundary: boundary?.toISOString() ?? null,
-      writtenAt: new Date(writtenAt).toISOString(),
-      writeOffsetMs,
-      providers: balances.rows.length,
-      keysRemoved: staleKeys,
-      readMs: Math.round(readMs * 100) / 100,
-      writeMs: Math.round(writeMs * 100) / 100,
-      triggersReinstalled,
-    };
   };
+}
+
+function report(
+  metrics: AppMetrics,
+  boundary: Date | null,
+  writeOffsetMs: number | null,
+  unpublishable: UnpublishableProvider[],
+) {
+  metrics.syncUnpublishableProviders.set(unpublishable.length);
+  if (unpublishable.length > 0) {
+    log.warn('balances not published for some providers; KeyDB keeps their last good value', {
+      unpublishable,
+    });
+  }
+  if (writeOffsetMs === null) return;
+  metrics.syncWriteOffsetSeconds.observe(writeOffsetMs / 1000);
+  if (Math.abs(writeOffsetMs) > SLOW_WRITE_WARN_MS) {
+    log.warn('balances written late', { boundary: boundary?.toISOString(), writeOffsetMs });
+  }
 }

@@ -1,75 +1,86 @@
 import { log } from '@temporalio/activity';
 import type pg from 'pg';
 import type { AppMetrics } from '../metrics.js';
-import { BALANCE_LOCK_KEY, migrate } from '../postgres/schema.js';
+import { BALANCE_LOCK_KEY, FULL_PROVIDER_SUMS, migrate } from '../postgres/schema.js';
 
 export interface ReconcileBalancesResult {
   providersChecked: number;
-  /** Providers whose running sum differed from the full aggregate, with the correction applied. */
-  corrections: { providerId: number; drift: string }[];
+  /**
+   * Providers whose running sum differed from the full aggregate, with the correction applied: the
+   * finite sum's drift, and (when it differed) the drift of the count of NaN/Infinity rows.
+   */
+  corrections: { providerId: number; drift: string; nonfiniteRowsDrift?: number }[];
   durationMs: number;
 }
 
 // Both sides come from one snapshot, and the triggers update the sums in the writer's transaction,
-// so the difference is exact even while other transactions insert.
+// so the difference is exact even while other transactions insert. Same rules as the triggers:
+// finite values are summed, NaN/Infinity rows counted.
 const FIND_DRIFT = `
   SELECT coalesce(full_sum.provider_id, s.provider_id) AS provider_id,
          trim_scale(coalesce(full_sum.total, 0) - coalesce(s.tx_sum, 0))::text AS drift,
-         coalesce(full_sum.total, 0) <> coalesce(s.tx_sum, 0) AS differs
-  FROM (
-    SELECT provider_id, sum(transaction_value) AS total FROM historical_transactions
-    WHERE provider_id IS NOT NULL GROUP BY provider_id
-  ) full_sum
+         (coalesce(full_sum.nonfinite, 0) - coalesce(s.nonfinite_rows, 0))::int AS nonfinite_drift,
+         coalesce(full_sum.total, 0) <> coalesce(s.tx_sum, 0)
+           OR coalesce(full_sum.nonfinite, 0) <> coalesce(s.nonfinite_rows, 0) AS differs
+  FROM (${FULL_PROVIDER_SUMS}) full_sum (provider_id, total, nonfinite)
   FULL JOIN balance_sync_provider_sums s ON s.provider_id = full_sum.provider_id`;
 
 // Additive, so it commutes with increments committed after the snapshot.
 const APPLY_CORRECTION = `
-  INSERT INTO balance_sync_provider_sums AS s (provider_id, tx_sum)
-  SELECT * FROM unnest($1::int[], $2::numeric[]) ORDER BY 1
-  ON CONFLICT (provider_id) DO UPDATE SET tx_sum = s.tx_sum + EXCLUDED.tx_sum`;
+  INSERT INTO balance_sync_provider_sums AS s (provider_id, tx_sum, nonfinite_rows)
+  SELECT * FROM unnest($1::int[], $2::numeric[], $3::bigint[]) ORDER BY 1
+  ON CONFLICT (provider_id) DO UPDATE
+  SET tx_sum = s.tx_sum + EXCLUDED.tx_sum, nonfinite_rows = s.nonfinite_rows + EXCLUDED.nonfinite_rows`;
+
+type DriftRow = { provider_id: number; drift: string; nonfinite_drift: number; differs: boolean };
+
+/** Reads the drift in one snapshot and applies it; the caller holds the advisory lock. */
+async function correctDrift(client: pg.PoolClient) {
+  await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+  const { rows } = await client.query<DriftRow>(FIND_DRIFT);
+  await client.query('COMMIT');
+  const drifted = rows.filter((row) => row.differs);
+  if (drifted.length > 0) {
+    await client.query(APPLY_CORRECTION, [
+      drifted.map((r) => r.provider_id),
+      drifted.map((r) => r.drift),
+      drifted.map((r) => r.nonfinite_drift),
+    ]);
+  }
+  const corrections = drifted.map((row) => ({
+    providerId: row.provider_id,
+    drift: row.drift,
+    ...(row.nonfinite_drift !== 0 ? { nonfiniteRowsDrift: row.nonfinite_drift } : {}),
+  }));
+  return { providersChecked: rows.length, corrections };
+}
 
 /**
- * Compares every provider's running sum with the full SUM over historical_transactions and adds the
- * difference. Serialised across instances by an advisory lock, so two reconciliations never both
- * apply the same correction.
+ * Compares every provider's running sum with the full aggregate over historical_transactions and adds
+ * the difference. Serialised across instances by a session advisory lock, so two reconciliations
+ * never both apply the same correction. On any failure the connection is destroyed rather than
+ * returned to the pool: that ends its transaction and releases the lock, which an unlock inside an
+ * aborted transaction could not.
  */
 export function createReconcileBalances(pool: pg.Pool, metrics: AppMetrics) {
   return async function reconcileBalances(): Promise<ReconcileBalancesResult> {
     const started = performance.now();
     await migrate(pool); // reinstalls the triggers if the table was recreated
     const client = await pool.connect();
+    let failure: Error | undefined;
     try {
       await client.query('SELECT pg_advisory_lock($1)', [BALANCE_LOCK_KEY]);
-      try {
-        await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-        const { rows } = await client.query<{ provider_id: number; drift: string; differs: boolean }>(
-          FIND_DRIFT,
-        );
-        await client.query('COMMIT');
-        const drifted = rows.filter((row) => row.differs);
-        if (drifted.length > 0) {
-          await client.query(APPLY_CORRECTION, [
-            drifted.map((r) => r.provider_id),
-            drifted.map((r) => r.drift),
-          ]);
-        }
-        const corrections = drifted.map((row) => ({ providerId: row.provider_id, drift: row.drift }));
-        metrics.reconcileDrift.set(corrections.length);
-        metrics.reconcileDriftTotal.inc(corrections.length);
-        if (corrections.length > 0) log.warn('balance drift corrected', { corrections });
-        return {
-          providersChecked: rows.length,
-          corrections,
-          durationMs: Math.round(performance.now() - started),
-        };
-      } finally {
-        await client.query('SELECT pg_advisory_unlock($1)', [BALANCE_LOCK_KEY]);
-      }
+      const { providersChecked, corrections } = await correctDrift(client);
+      await client.query('SELECT pg_advisory_unlock($1)', [BALANCE_LOCK_KEY]);
+      metrics.reconcileDrift.set(corrections.length);
+      metrics.reconcileDriftTotal.inc(corrections.length);
+      if (corrections.length > 0) log.warn('balance drift corrected', { corrections });
+      return { providersChecked, corrections, durationMs: Math.round(performance.now() - started) };
     } catch (error) {
-      await client.query('ROLLBACK').catch(() => undefined);
+      failure = error as Error;
       throw error;
     } finally {
-      client.release();
+      client.release(failure);
     }
   };
 }

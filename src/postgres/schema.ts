@@ -19,6 +19,19 @@ export const COUNT_BALANCE_TRIGGERS_SQL = `
   WHERE tgrelid = 'historical_transactions'::regclass AND tgenabled <> 'D'
     AND tgname = ANY ('{${TRIGGER_NAMES.join(',')}}'::text[])`;
 
+/** A NUMERIC that is a number: NaN and ±Infinity (PostgreSQL 14+) are kept out of the running sums. */
+const finite = (column: string) => `${column} NOT IN ('NaN', 'Infinity', '-Infinity')`;
+
+/** Per provider: the sum of its finite values, and how many non-finite values it has. */
+const SUMS_OF = (rows: string, sign = '') => `
+    SELECT provider_id, ${sign}coalesce(sum(transaction_value) FILTER (WHERE ${finite('transaction_value')}), 0),
+           ${sign}count(*) FILTER (WHERE NOT ${finite('transaction_value')})
+    FROM ${rows} WHERE provider_id IS NOT NULL GROUP BY provider_id`;
+
+const ADD_TO_SUMS = `
+    ON CONFLICT (provider_id) DO UPDATE
+    SET tx_sum = s.tx_sum + EXCLUDED.tx_sum, nonfinite_rows = s.nonfinite_rows + EXCLUDED.nonfinite_rows`;
+
 const APP_TABLES = `
   CREATE TABLE IF NOT EXISTS balance_sync_ingest_ledger (
     ingest_key     text PRIMARY KEY,
@@ -33,50 +46,70 @@ const APP_TABLES = `
       ALTER TABLE balance_sync_ingest_ledger ADD COLUMN body_sha256 text;
     END IF;
   END $$;
+  -- tx_sum holds the sum of finite values only; NaN/Infinity rows are counted in nonfinite_rows,
+  -- so deleting such a row makes the provider exact again (NaN - NaN would stay NaN).
   CREATE TABLE IF NOT EXISTS balance_sync_provider_sums (
-    provider_id integer PRIMARY KEY,
-    tx_sum      numeric NOT NULL
+    provider_id    integer PRIMARY KEY,
+    tx_sum         numeric NOT NULL,
+    nonfinite_rows bigint NOT NULL DEFAULT 0
   );
   CREATE TABLE IF NOT EXISTS balance_sync_published_keys (
     key text PRIMARY KEY
   );
 
-  -- Statement-level triggers keep provider_sums equal to SUM(transaction_value) per provider for
-  -- every writer of historical_transactions (this app, the producer's seed, manual SQL), in the
-  -- writer's own transaction. Rows are locked in provider order to avoid deadlocks.
+  -- Statement-level triggers keep provider_sums equal to the per-provider SUM of finite
+  -- transaction_values (and the count of the others) for every writer of historical_transactions
+  -- (this app, the producer's seed, manual SQL), in the writer's own transaction. Rows are locked in
+  -- provider order to avoid deadlocks.
   CREATE OR REPLACE FUNCTION balance_sync_add_rows() RETURNS trigger LANGUAGE plpgsql AS $$
   BEGIN
-    INSERT INTO balance_sync_provider_sums AS s (provider_id, tx_sum)
-    SELECT provider_id, sum(transaction_value) FROM balance_sync_new_rows
-    WHERE provider_id IS NOT NULL GROUP BY provider_id ORDER BY provider_id
-    ON CONFLICT (provider_id) DO UPDATE SET tx_sum = s.tx_sum + EXCLUDED.tx_sum;
+    INSERT INTO balance_sync_provider_sums AS s (provider_id, tx_sum, nonfinite_rows)
+    ${SUMS_OF('balance_sync_new_rows')} ORDER BY provider_id
+    ${ADD_TO_SUMS};
     RETURN NULL;
   END $$;
   CREATE OR REPLACE FUNCTION balance_sync_subtract_rows() RETURNS trigger LANGUAGE plpgsql AS $$
   BEGIN
-    INSERT INTO balance_sync_provider_sums AS s (provider_id, tx_sum)
-    SELECT provider_id, -sum(transaction_value) FROM balance_sync_old_rows
-    WHERE provider_id IS NOT NULL GROUP BY provider_id ORDER BY provider_id
-    ON CONFLICT (provider_id) DO UPDATE SET tx_sum = s.tx_sum + EXCLUDED.tx_sum;
+    INSERT INTO balance_sync_provider_sums AS s (provider_id, tx_sum, nonfinite_rows)
+    ${SUMS_OF('balance_sync_old_rows', '-')} ORDER BY provider_id
+    ${ADD_TO_SUMS};
     RETURN NULL;
   END $$;
   CREATE OR REPLACE FUNCTION balance_sync_replace_rows() RETURNS trigger LANGUAGE plpgsql AS $$
   BEGIN
-    INSERT INTO balance_sync_provider_sums AS s (provider_id, tx_sum)
-    SELECT provider_id, sum(delta) FROM (
-      SELECT provider_id, transaction_value AS delta FROM balance_sync_new_rows
+    INSERT INTO balance_sync_provider_sums AS s (provider_id, tx_sum, nonfinite_rows)
+    SELECT provider_id, sum(tx_sum), sum(nonfinite_rows) FROM (
+      ${SUMS_OF('balance_sync_new_rows')}
       UNION ALL
-      SELECT provider_id, -transaction_value FROM balance_sync_old_rows
-    ) changes
-    WHERE provider_id IS NOT NULL GROUP BY provider_id ORDER BY provider_id
-    ON CONFLICT (provider_id) DO UPDATE SET tx_sum = s.tx_sum + EXCLUDED.tx_sum;
+      ${SUMS_OF('balance_sync_old_rows', '-')}
+    ) changes (provider_id, tx_sum, nonfinite_rows)
+    GROUP BY provider_id ORDER BY provider_id
+    ${ADD_TO_SUMS};
     RETURN NULL;
   END $$;
   CREATE OR REPLACE FUNCTION balance_sync_clear_rows() RETURNS trigger LANGUAGE plpgsql AS $$
   BEGIN
-    UPDATE balance_sync_provider_sums SET tx_sum = 0;
+    UPDATE balance_sync_provider_sums SET tx_sum = 0, nonfinite_rows = 0;
     RETURN NULL;
   END $$;`;
+
+/** The exact per-provider aggregate the running sums must equal (also what reconciliation compares). */
+export const FULL_PROVIDER_SUMS = SUMS_OF('historical_transactions');
+
+/** provider_sums from a version without nonfinite_rows (the column is added, then the sums recounted). */
+const LACKS_NONFINITE_COLUMN = `
+  SELECT to_regclass('balance_sync_provider_sums') IS NOT NULL AND NOT EXISTS (
+    SELECT 1 FROM pg_attribute
+    WHERE attrelid = to_regclass('balance_sync_provider_sums') AND attname = 'nonfinite_rows' AND NOT attisdropped
+  ) AS lacks`;
+const ADD_NONFINITE_COLUMN = `
+  ALTER TABLE balance_sync_provider_sums ADD COLUMN IF NOT EXISTS nonfinite_rows bigint NOT NULL DEFAULT 0`;
+
+/** Sums written by a version that added NaN/Infinity into tx_sum: they need a full recount. */
+const POISONED_SUMS = `
+  SELECT EXISTS (SELECT 1 FROM balance_sync_provider_sums WHERE NOT ${finite('tx_sum')}) AS poisoned`;
+
+const LOCK_WRITERS_OUT = 'LOCK TABLE historical_transactions IN SHARE ROW EXCLUSIVE MODE';
 
 const INSTALL_TRIGGERS = `
   DROP TRIGGER IF EXISTS balance_sync_after_insert ON historical_transactions;
@@ -96,34 +129,42 @@ const INSTALL_TRIGGERS = `
     FOR EACH STATEMENT EXECUTE FUNCTION balance_sync_clear_rows();
   -- Start from the exact aggregate; writers are blocked by the lock below until commit.
   DELETE FROM balance_sync_provider_sums;
-  INSERT INTO balance_sync_provider_sums (provider_id, tx_sum)
-  SELECT provider_id, sum(transaction_value) FROM historical_transactions
-  WHERE provider_id IS NOT NULL GROUP BY provider_id;`;
+  INSERT INTO balance_sync_provider_sums (provider_id, tx_sum, nonfinite_rows) ${FULL_PROVIDER_SUMS};`;
 
 /**
  * Applies the app's own idempotent migrations. Safe to run from several instances at once.
  * Installs the balance triggers (and recomputes the sums) only when they are missing, e.g. on first
- * start or after the producer recreated historical_transactions. Returns whether it installed them.
+ * start or after the producer recreated historical_transactions, or when a sum is NaN/Infinity (left
+ * by a version that summed non-finite values). Returns whether it installed them.
  */
 export async function migrate(pool: pg.Pool): Promise<{ installedTriggers: boolean }> {
   const client = await pool.connect();
+  let failure: Error | undefined;
   try {
     await client.query('BEGIN');
     await client.query('SELECT pg_advisory_xact_lock($1)', [BALANCE_LOCK_KEY]);
+    const upgrade = (await client.query<{ lacks: boolean }>(LACKS_NONFINITE_COLUMN)).rows[0]?.lacks === true;
+    if (upgrade) {
+      // Writers lock historical_transactions, then provider_sums: take them in that order too.
+      await client.query(LOCK_WRITERS_OUT);
+      await client.query(ADD_NONFINITE_COLUMN);
+    }
     await client.query(APP_TABLES);
     const { rows } = await client.query<{ count: number }>(COUNT_BALANCE_TRIGGERS_SQL);
-    const installedTriggers = rows[0]?.count !== TRIGGER_NAMES.length;
+    const poisoned = (await client.query<{ poisoned: boolean }>(POISONED_SUMS)).rows[0]?.poisoned;
+    const installedTriggers = rows[0]?.count !== TRIGGER_NAMES.length || poisoned === true || upgrade;
     if (installedTriggers) {
-      await client.query('LOCK TABLE historical_transactions IN SHARE ROW EXCLUSIVE MODE');
+      await client.query(LOCK_WRITERS_OUT);
       await client.query(INSTALL_TRIGGERS);
     }
     await client.query('COMMIT');
     return { installedTriggers };
   } catch (error) {
-    await client.query('ROLLBACK').catch(() => undefined);
+    failure = error as Error;
     throw error;
   } finally {
-    client.release();
+    // A failed client is destroyed (its transaction ends with it), never handed back mid-transaction.
+    client.release(failure);
   }
 }
 

@@ -7,6 +7,7 @@ import {
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Workflow } from '@temporalio/common';
+import { syncTiming } from '../activities/sync-timing.js';
 
 export interface ScheduleSettings {
   taskQueue: string;
@@ -22,20 +23,27 @@ type Definition = Pick<
   'spec' | 'action' | 'policies'
 >;
 
-const FINGERPRINT_MEMO = 'balanceSyncScheduleFingerprint';
-
 /**
  * SyncBalances: every minute in UTC, `syncLeadSeconds` early (0 gives plain `* * * * *`), no jitter.
- * Overlap SKIP: a run always ends before the next tick (run timeout below 60 s), so SKIP only ever
- * drops a run if one hangs, and then never lets two syncs write KeyDB at once. Catchup window 10 s
- * (the server's minimum): after an outage it does not replay stale minutes.
+ * Overlap SKIP: a run always ends before the next tick (run timeout 55 s, whatever the lead), so SKIP
+ * only ever drops a run if one hangs, and then never lets two syncs write KeyDB at once. Catchup
+ * window 10 s (the server's minimum): after an outage it does not replay stale minutes.
  */
 export function syncBalancesSchedule(settings: ScheduleSettings): Definition {
   const lead = settings.syncLeadSeconds;
+  const timing = syncTiming(lead);
   return {
     spec: {
       calendars: [
-        { second: lead === 0 ? 0 : 60 - lead, minute: '*', hour: '*', comment: 'every minute boundary' },
+        {
+          second: lead === 0 ? 0 : 60 - lead,
+          minute: '*',
+          hour: '*',
+          comment:
+            lead === 0
+              ? 'at every minute boundary'
+              : `${lead} s before every minute boundary (SYNC_LEAD_SECONDS); the run publishes at :00`,
+        },
       ],
       jitter: 0,
       timezone: 'UTC',
@@ -46,10 +54,19 @@ export function syncBalancesSchedule(settings: ScheduleSettings): Definition {
       workflowId: settings.syncScheduleId,
       taskQueue: settings.taskQueue,
       args: [{ leadMs: lead * 1000 }],
-      workflowRunTimeout: `${55 - lead} seconds`,
+      workflowRunTimeout: timing.runTimeoutMs,
+      staticSummary:
+        lead === 0
+          ? 'balances at the minute this run starts'
+          : `balances at the minute boundary ${lead} s after this run starts`,
     },
     policies: { overlap: 'SKIP', catchupWindow: '10 seconds', pauseOnFailure: false },
   };
+}
+
+/** The sync schedule's note while it runs, so `schedule describe` shows the lead. */
+export function syncScheduleNote(settings: ScheduleSettings): string {
+  return `${NOTE_PREFIX}fires ${settings.syncLeadSeconds} s before each minute (SYNC_LEAD_SECONDS); each run publishes the balances at the next :00`;
 }
 
 /** ReconcileBalances: on its own cron (hourly by default); BUFFER_ONE so a slow run is not lost. */
@@ -62,29 +79,47 @@ export function reconcileBalancesSchedule(settings: ScheduleSettings): Definitio
       workflowId: settings.reconcileScheduleId,
       taskQueue: settings.taskQueue,
       args: [],
+      staticSummary: 'reconciles the running balance sums with the full aggregate',
     },
     policies: { overlap: 'BUFFER_ONE', catchupWindow: '10 minutes', pauseOnFailure: false },
   };
 }
 
+const NOTE_PREFIX = 'balance-sync: ';
+const FINGERPRINT_LABEL = 'balance-sync schedule definition ';
+
 function fingerprint(definition: Definition): string {
   return createHash('sha256').update(JSON.stringify(definition)).digest('hex').slice(0, 16);
 }
 
+export interface EnsureOptions {
+  /** The note to show while the schedule runs; never replaces a pause note (an operator's reason). */
+  note?: string;
+  /** What a pause found at start-up means, for the warning. */
+  pausedMeans: string;
+}
+
 /**
- * Creates the schedule, or updates it when its definition changed. Never touches its state: a
- * pause set with `temporal schedule toggle --pause` survives every restart. Safe to race.
+ * Creates the schedule, or updates it when its definition changed. Never touches its pause state: a
+ * pause set with `temporal schedule toggle --pause` survives every restart, and its note too (the
+ * start-up logs a warning instead). Safe to race.
+ *
+ * The definition's fingerprint is kept on the schedule itself, in its action's static details: the
+ * schedule's memo cannot be updated, and the described definition is not what was submitted (the
+ * server compiles cron strings into calendars), so it cannot be compared field by field.
  */
 export async function ensureSchedule(
   client: Client,
   scheduleId: string,
   definition: Definition,
   log: Logger,
+  options: EnsureOptions,
 ): Promise<'created' | 'updated' | 'unchanged'> {
-  const print = fingerprint(definition);
-  const action = { ...definition.action, memo: { [FINGERPRINT_MEMO]: print } };
+  const details = `${FINGERPRINT_LABEL}${fingerprint(definition)}`;
+  const action = { ...definition.action, staticDetails: details };
+  const note = options.note;
   try {
-    await client.schedule.create({ scheduleId, ...definition, action, state: { paused: false } });
+    await client.schedule.create({ scheduleId, ...definition, action, state: { paused: false, note } });
     log.info({ scheduleId }, 'schedule created');
     return 'created';
   } catch (error) {
@@ -92,22 +127,38 @@ export async function ensureSchedule(
   }
   const handle = client.schedule.getHandle(scheduleId);
   const current = await handle.describe();
-  const currentPrint =
-    current.action.type === 'startWorkflow' ? current.action.memo?.[FINGERPRINT_MEMO] : undefined;
-  if (currentPrint === print) return 'unchanged';
-  await handle.update((previous) => ({ ...previous, ...definition, action, state: previous.state }));
-  log.info({ scheduleId, paused: current.state.paused }, 'schedule definition updated');
+  const { paused } = current.state;
+  if (paused) {
+    log.warn(
+      { scheduleId, note: current.state.note },
+      `schedule ${scheduleId} is paused: ${options.pausedMeans} until it is unpaused`,
+    );
+  }
+  const currentDetails = current.action.type === 'startWorkflow' ? current.action.staticDetails : undefined;
+  const noteStale = note !== undefined && !paused && current.state.note !== note;
+  if (currentDetails === details && !noteStale) return 'unchanged';
+  await handle.update((previous) => ({
+    ...previous,
+    ...definition,
+    action,
+    state: previous.state.paused || note === undefined ? previous.state : { ...previous.state, note },
+  }));
+  log.info({ scheduleId, paused }, 'schedule definition updated');
   return 'updated';
 }
 
 export async function ensureSchedules(client: Client, settings: ScheduleSettings, log: Logger) {
   return {
-    sync: await ensureSchedule(client, settings.syncScheduleId, syncBalancesSchedule(settings), log),
+    sync: await ensureSchedule(client, settings.syncScheduleId, syncBalancesSchedule(settings), log, {
+      note: syncScheduleNote(settings),
+      pausedMeans: 'balances are not published to KeyDB',
+    }),
     reconcile: await ensureSchedule(
       client,
       settings.reconcileScheduleId,
       reconcileBalancesSchedule(settings),
       log,
+      { pausedMeans: 'balance sums are not reconciled on schedule' },
     ),
   };
 }

@@ -1,10 +1,11 @@
-import { log, proxyActivities, workflowInfo } from '@temporalio/workflow';
+import { log, patched, proxyActivities, setCurrentDetails, workflowInfo } from '@temporalio/workflow';
 import { SearchAttributeType, defineSearchAttributeKey } from '@temporalio/common';
 import type { Activities, PublishBalancesResult } from '../activities/index.js';
+import { boundaryFor, publishActivityOptions, publishesLabel } from '../activities/sync-timing.js';
 
 export interface SyncBalancesInput {
   /** How many ms before the minute the schedule fires; the activity waits for the boundary. */
-  leadMs: number;
+  leadMs: number | null;
 }
 
 const BACKFILL_THRESHOLD_MS = 30_000;
@@ -13,9 +14,8 @@ const scheduledStartTime = defineSearchAttributeKey(
   SearchAttributeType.DATETIME,
 );
 
-// Retries with backoff while Postgres or KeyDB is down, but gives up well before the next tick,
-// so failed runs never pile up and the next minute starts fresh.
-const { publishBalances } = proxyActivities<Activities>({
+// Runs recorded before the heartbeat patch: a fixed 15 s attempt, no heartbeat.
+const unpatched = proxyActivities<Activities>({
   startToCloseTimeout: '15 seconds',
   scheduleToCloseTimeout: '50 seconds',
   retry: { initialInterval: '500 milliseconds', backoffCoefficient: 2, maximumInterval: '5 seconds' },
@@ -27,10 +27,14 @@ export async function SyncBalances(input: SyncBalancesInput): Promise<PublishBal
   const nominal = info.typedSearchAttributes.get(scheduledStartTime) ?? info.startTime;
   // A backfilled run's nominal time is long past: it publishes current balances at once.
   const live = info.startTime.getTime() - nominal.getTime() < BACKFILL_THRESHOLD_MS;
-  const result = await publishBalances({
-    nominalTime: nominal.toISOString(),
-    leadMs: live ? input.leadMs : null,
-  });
+  const leadMs = live ? input.leadMs : null;
+  const publishes = publishesLabel(boundaryFor(nominal, leadMs));
+  setCurrentDetails(publishes);
+  // Heartbeats, timeouts derived from the lead, and the minute as the activity's summary.
+  const { publishBalances } = patched('sync-heartbeat-lead-timeouts')
+    ? proxyActivities<Activities>(publishActivityOptions(input.leadMs, publishes))
+    : unpatched;
+  const result = await publishBalances({ nominalTime: nominal.toISOString(), leadMs });
   log.info('balances published', { ...result });
   return result;
 }

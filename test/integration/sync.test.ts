@@ -1,7 +1,8 @@
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { execFileSync } from 'node:child_process';
 import type { Redis } from 'ioredis';
-import type pg from 'pg';
+import pg from 'pg';
+import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import { createActivities } from '../../src/activities/index.js';
@@ -9,6 +10,7 @@ import type { PublishBalancesResult, ReconcileBalancesResult } from '../../src/a
 import type { App } from '../../src/app.js';
 import type { Config } from '../../src/config.js';
 import { createMetrics } from '../../src/metrics.js';
+import { migrate } from '../../src/postgres/schema.js';
 import { ensureSchedules, type ScheduleSettings } from '../../src/schedules/schedules.js';
 import {
   pool,
@@ -23,20 +25,39 @@ import {
   waitFor,
 } from '../support/harness.js';
 
-/** Writes a row with the balance triggers disabled, as a bulk load or a careless admin might. */
-async function insertBypassingTriggers(db: pg.Pool, providerId: number, value: string) {
+/** Runs `sql` with the balance triggers disabled, as a bulk load or a careless admin might. */
+async function bypassingTriggers(db: pg.Pool, sql: string, params: unknown[] = []) {
   const client = await db.connect();
   try {
     await client.query('BEGIN');
-    await client.query('ALTER TABLE historical_transactions DISABLE TRIGGER balance_sync_after_insert');
-    await client.query(
-      'INSERT INTO historical_transactions (provider_id, transaction_value) VALUES ($1, $2)',
-      [providerId, value],
-    );
-    await client.query('ALTER TABLE historical_transactions ENABLE TRIGGER balance_sync_after_insert');
+    await client.query('ALTER TABLE historical_transactions DISABLE TRIGGER USER');
+    await client.query(sql, params);
+    await client.query('ALTER TABLE historical_transactions ENABLE TRIGGER USER');
     await client.query('COMMIT');
   } finally {
     client.release();
+  }
+}
+
+/** Writes a row with the balance triggers disabled. */
+async function insertBypassingTriggers(db: pg.Pool, providerId: number, value: string) {
+  await bypassingTriggers(
+    db,
+    'INSERT INTO historical_transactions (provider_id, transaction_value) VALUES ($1, $2)',
+    [providerId, value],
+  );
+}
+
+/** Rejects if `promise` has not settled within `ms`: for operations that would otherwise hang. */
+async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not complete within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
@@ -214,6 +235,166 @@ describe('SyncBalances: Postgres → KeyDB', () => {
     expect(Number((await keydb.get('1_Visa'))!)).toBe(visa! + 120_000);
   });
 
+  const reconcileNow = async (): Promise<ReconcileBalancesResult> =>
+    await app.client.workflow.execute('ReconcileBalances', {
+      taskQueue: config.TEMPORAL_SYNC_TASK_QUEUE,
+      workflowId: `reconcile-now-${config.RECONCILE_SCHEDULE_ID}-${++runs}`,
+    });
+  const unpublishableGauge = async () => {
+    const response = await fetch(`http://127.0.0.1:${app.httpPort}/metrics`);
+    return /^balance_sync_sync_unpublishable_providers (\S+)/m.exec(await response.text())?.[1];
+  };
+
+  describe('NaN and Infinity in NUMERIC', () => {
+    it('does not publish a provider with a NaN row, keeps its last value and names it; exact the sync after the row is deleted', async () => {
+      await syncNow();
+      const lastGood = await keydb.get('2_Mastercard');
+      await db.query(
+        `INSERT INTO historical_transactions (provider_id, transaction_value) VALUES (2, 'NaN'), (1, 7)`,
+      );
+      const poisoned = await syncNow();
+      expect(poisoned.unpublishable).toEqual([
+        {
+          providerId: 2,
+          key: '2_Mastercard',
+          reason: '1 non-finite transaction_value row(s) in its history',
+        },
+      ]);
+      expect(poisoned.keysRemoved).toEqual([]);
+      expect(await keydb.get('2_Mastercard')).toBe(lastGood);
+      expect((await expectedBalances())['1_Visa']).toBe(await keydb.get('1_Visa'));
+      expect(await unpublishableGauge()).toBe('1');
+
+      await db.query(`DELETE FROM historical_transactions WHERE transaction_value = 'NaN'`);
+      const healed = await syncNow();
+      expect(healed.unpublishable).toEqual([]);
+      expect(await balances()).toEqual(await expectedBalances());
+      expect(await unpublishableGauge()).toBe('0');
+    });
+
+    it('holds a provider back while an Infinity (inserted or updated in) is in its history', async () => {
+      const lastGood = await keydb.get('1_Visa');
+      const id = (
+        await rows(
+          db,
+          `INSERT INTO historical_transactions (provider_id, transaction_value) VALUES (1, 'Infinity'), (1, '-Infinity') RETURNING id`,
+        )
+      )[0]!.id as number;
+      expect((await syncNow()).unpublishable).toMatchObject([{ providerId: 1, key: '1_Visa' }]);
+      await db.query(
+        `UPDATE historical_transactions SET transaction_value = 3 WHERE transaction_value = '-Infinity'`,
+      );
+      expect((await syncNow()).unpublishable).toEqual([
+        { providerId: 1, key: '1_Visa', reason: '1 non-finite transaction_value row(s) in its history' },
+      ]);
+      expect(await keydb.get('1_Visa')).toBe(lastGood);
+      await db.query(`UPDATE historical_transactions SET transaction_value = 4 WHERE id = $1`, [id]);
+      expect((await syncNow()).unpublishable).toEqual([]);
+      expect(await balances()).toEqual(await expectedBalances());
+    });
+
+    it('does not publish a provider whose initial_value is NaN', async () => {
+      const id = (
+        await rows(
+          db,
+          `INSERT INTO initial_data (provider_name, initial_value) VALUES ('Poisoned', 'NaN') RETURNING id`,
+        )
+      )[0]!.id as number;
+      const result = await syncNow();
+      expect(result.unpublishable).toEqual([
+        { providerId: id, key: `${id}_Poisoned`, reason: 'initial_value is NaN' },
+      ]);
+      expect(await keydb.exists(`${id}_Poisoned`)).toBe(0);
+      await db.query('DELETE FROM initial_data WHERE id = $1', [id]);
+    });
+
+    it('reconciliation counts a NaN row that bypassed the triggers instead of adding NaN, and uncounts it', async () => {
+      await insertBypassingTriggers(db, 2, 'NaN');
+      expect((await reconcileNow()).corrections).toEqual([
+        { providerId: 2, drift: '0', nonfiniteRowsDrift: 1 },
+      ]);
+      expect((await syncNow()).unpublishable).toMatchObject([{ providerId: 2 }]);
+      await bypassingTriggers(db, `DELETE FROM historical_transactions WHERE transaction_value = 'NaN'`);
+      expect((await reconcileNow()).corrections).toEqual([
+        { providerId: 2, drift: '0', nonfiniteRowsDrift: -1 },
+      ]);
+      expect((await syncNow()).unpublishable).toEqual([]);
+      expect(await balances()).toEqual(await expectedBalances());
+    });
+
+    it('migration recounts a sum left NaN by an earlier version', async () => {
+      await db.query(`UPDATE balance_sync_provider_sums SET tx_sum = 'NaN' WHERE provider_id = 2`);
+      expect(await migrate(db)).toEqual({ installedTriggers: true });
+      await syncNow();
+      expect(await balances()).toEqual(await expectedBalances());
+    });
+  });
+
+  it('a reconciliation that fails midway keeps no lock: another instance migrates and reconciles after it', async () => {
+    // One connection with a short lock_timeout: the drift query fails while a table lock is held.
+    const failing = new pg.Pool({
+      connectionString: inject('databaseUrl'),
+      max: 1,
+      options: '-c lock_timeout=300',
+    });
+    const blocker = await db.connect();
+    await blocker.query('BEGIN');
+    await blocker.query('LOCK TABLE historical_transactions IN ACCESS EXCLUSIVE MODE');
+    const env = new MockActivityEnvironment();
+    const { reconcileBalances } = createActivities({ pool: failing, keydb, metrics: createMetrics() });
+    await expect(
+      env.run<[], ReconcileBalancesResult, () => Promise<ReconcileBalancesResult>>(reconcileBalances),
+    ).rejects.toThrow(/lock timeout/);
+    await blocker.query('ROLLBACK');
+    blocker.release();
+
+    const other = pool();
+    await within(5_000, "another instance's migrate()", migrate(other));
+    const next = await within(
+      5_000,
+      'the next reconciliation',
+      env.run<[], ReconcileBalancesResult, () => Promise<ReconcileBalancesResult>>(
+        createActivities({ pool: other, keydb, metrics: createMetrics() }).reconcileBalances,
+      ),
+    );
+    expect(next.corrections).toEqual([]);
+    await Promise.all([other.end(), failing.end()]);
+  });
+
+  it('a publishBalances attempt past its own timeout, or cancelled, writes nothing', async () => {
+    await keydb.set('1_Visa', 'untouched');
+    const { publishBalances } = createActivities({ pool: db, keydb, metrics: createMetrics() });
+    const now = Date.now();
+    const timedOut = new MockActivityEnvironment({
+      scheduledTimestampMs: now - 11_000,
+      currentAttemptScheduledTimestampMs: now - 11_000,
+      startToCloseTimeoutMs: 11_000,
+      scheduleToCloseTimeoutMs: 50_000,
+    });
+    const input = { nominalTime: new Date(now).toISOString(), leadMs: null };
+    await expect(timedOut.run(publishBalances, input)).rejects.toThrow(/reached its timeout; not writing/);
+    const cancelled = new MockActivityEnvironment({ startToCloseTimeoutMs: 0, scheduleToCloseTimeoutMs: 0 });
+    cancelled.cancel();
+    await expect(cancelled.run(publishBalances, input)).rejects.toThrow(/cancelled; not writing/);
+    expect(await keydb.get('1_Visa')).toBe('untouched');
+    await syncNow();
+  });
+
+  it('stays exact after someone drops and recreates historical_transactions', async () => {
+    await db.query(`
+      DROP TABLE historical_transactions;
+      CREATE TABLE historical_transactions (
+        id SERIAL PRIMARY KEY,
+        provider_id INTEGER REFERENCES initial_data(id),
+        transaction_value NUMERIC NOT NULL
+      );
+      INSERT INTO historical_transactions (provider_id, transaction_value) VALUES (1, 100), (1, 200), (2, -200);`);
+    const result = await syncNow();
+    expect(result.triggersReinstalled).toBe(true);
+    expect(await balances()).toEqual(await expectedBalances());
+    expect(await balances()).toEqual({ '1_Visa': '1300', '2_Mastercard': '1800' });
+  });
+
   describe('schedule lifecycle', () => {
     it('is created once and left unchanged on restart with the same definition', async () => {
       expect(await ensureSchedules(app.client, settings, silentLog())).toEqual({
@@ -248,11 +429,20 @@ describe('SyncBalances: Postgres → KeyDB', () => {
       expect(description.state.paused).toBe(true);
       expect(description.state.note).toBe('maintenance window');
       expect(description.spec.calendars?.[0]?.second).toEqual([{ start: 57, end: 57, step: 1 }]);
-      expect(
-        await ensureSchedules(app.client, { ...settings, syncLeadSeconds: 3 }, silentLog()),
-      ).toMatchObject({
+      const logged: string[] = [];
+      const capture = pino({ level: 'info' }, { write: (line: string) => logged.push(line) });
+      expect(await ensureSchedules(app.client, { ...settings, syncLeadSeconds: 3 }, capture)).toMatchObject({
         sync: 'unchanged',
       });
+      // A start-up that finds the sync paused says so.
+      const warnings = logged.map((line) => JSON.parse(line)).filter((entry) => entry.level === 40);
+      expect(warnings).toMatchObject([
+        {
+          scheduleId: config.SYNC_SCHEDULE_ID,
+          note: 'maintenance window',
+          msg: `schedule ${config.SYNC_SCHEDULE_ID} is paused: balances are not published to KeyDB until it is unpaused`,
+        },
+      ]);
     });
 
     it('updates KeyDB when triggered, even while paused', async () => {

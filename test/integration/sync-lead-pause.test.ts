@@ -1,0 +1,97 @@
+import type { Redis } from 'ioredis';
+import type pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { PublishBalancesResult } from '../../src/activities/index.js';
+import type { App } from '../../src/app.js';
+import type { Config } from '../../src/config.js';
+import {
+  pool,
+  resetDatabase,
+  resetKeydb,
+  startTestApp,
+  stopTestApp,
+  testConfig,
+  waitFor,
+} from '../support/harness.js';
+
+const MINUTE = 60_000;
+const LEAD_SECONDS = 30;
+
+/**
+ * Polls KeyDB (every `everyMs`) for a change of `key` away from `from` until `untilMs`; the epoch ms
+ * it was seen changed, or 0.
+ */
+async function changeOf(keydb: Redis, key: string, from: string, untilMs: number, everyMs = 0) {
+  while (Date.now() < untilMs) {
+    if ((await keydb.get(key)) !== from) return Date.now();
+    if (everyMs > 0) await new Promise((resolve) => setTimeout(resolve, everyMs));
+  }
+  return 0;
+}
+
+/** The largest lead (30 s), and a pause made inside its lead window: the run that fired still publishes. */
+describe(`SyncBalances with SYNC_LEAD_SECONDS=${LEAD_SECONDS}, paused during the lead window`, () => {
+  let db: pg.Pool;
+  let keydb: Redis;
+  let config: Config;
+  let app: App;
+
+  beforeAll(async () => {
+    db = pool();
+    await resetDatabase(db);
+    keydb = await resetKeydb();
+    config = testConfig({ SYNC_LEAD_SECONDS: String(LEAD_SECONDS) });
+    app = await startTestApp(config);
+  });
+
+  afterAll(async () => {
+    await stopTestApp(app, config);
+    keydb.disconnect();
+    await db.end();
+  });
+
+  it('publishes the minute whose run already fired, on time and on its first attempt, and no minute after', async () => {
+    const schedule = app.client.schedule.getHandle(config.SYNC_SCHEDULE_ID);
+    expect((await schedule.describe()).state.note).toMatch(/fires 30 s before each minute/);
+    // The first boundary whose tick (30 s before it) is still 2 s away.
+    const boundary = Math.ceil((Date.now() + LEAD_SECONDS * 1000 + 2_000) / MINUTE) * MINUTE;
+    const tick = boundary - LEAD_SECONDS * 1000;
+    // A scheduled run's id is the action's workflow id and its nominal time (RFC 3339, seconds).
+    const workflowId = `${config.SYNC_SCHEDULE_ID}-${new Date(tick).toISOString().replace('.000', '')}`;
+    await waitFor(
+      'the run of this minute, in its lead window',
+      async () =>
+        (await app.client.workflow.getHandle(workflowId).describe()).status.name === 'RUNNING'
+          ? true
+          : undefined,
+      MINUTE + 10_000,
+    );
+    await keydb.set('1_Visa', 'sentinel');
+    await schedule.pause('maintenance (sync-lead-pause test)');
+
+    const changedAt = await changeOf(keydb, '1_Visa', 'sentinel', boundary + 5_000);
+    expect(changedAt).toBeGreaterThan(0);
+    expect(Math.abs(changedAt - boundary)).toBeLessThan(1_000);
+    expect(await keydb.mget('1_Visa', '2_Mastercard')).toEqual(['1300', '1800']);
+    const handle = app.client.workflow.getHandle(workflowId);
+    const result: PublishBalancesResult = await handle.result();
+    expect(result.boundary).toBe(new Date(boundary).toISOString());
+    expect(result.writeOffsetMs).toBeLessThan(1_000);
+    const { events } = await handle.fetchHistory();
+    const started = events!.find((e) => e.activityTaskStartedEventAttributes);
+    expect(started?.activityTaskStartedEventAttributes?.attempt).toBe(1);
+    // The run names the minute it publishes.
+    const scheduled = events!.find((e) => e.activityTaskScheduledEventAttributes);
+    expect(scheduled?.userMetadata?.summary?.data?.toString()).toContain(
+      `balances at ${new Date(boundary).toISOString().slice(11, 19)}Z`,
+    );
+
+    // Paused: the next tick (30 s after the boundary) starts nothing, and KeyDB keeps this minute.
+    await keydb.set('1_Visa', 'after-pause');
+    const nextTick = boundary + MINUTE - LEAD_SECONDS * 1000;
+    expect(await changeOf(keydb, '1_Visa', 'after-pause', nextTick + 3_000, 100)).toBe(0);
+    const description = await schedule.describe();
+    expect(description.state).toMatchObject({ paused: true, note: 'maintenance (sync-lead-pause test)' });
+    expect(description.info.recentActions.map((a) => a.scheduledAt.getTime())).not.toContain(nextTick);
+  }, 180_000);
+});
