@@ -61,6 +61,7 @@ const opts = options({
   keydbDb: 12,
   budgetMinutes: 45,
   throttlePairs: 2, // the throttle phase: this many (off, on) pairs of drains, alternating
+  throttleInFlight: 0, // BRIDGE_MAX_IN_FLIGHT for the "on" drains; 0: the service's default
 });
 const phases = new Set(opts.phases.split(','));
 const knobMessages = opts.knobMessages || opts.messages;
@@ -426,10 +427,18 @@ if (phases.has('two')) {
 if (phases.has('throttle')) {
   // The in-flight throttle off and on, alternating, so both see the same machine.
   for (let pair = 1; pair <= opts.throttlePairs; pair++) {
-    for (const [label, env] of [
-      ['throttle off (BRIDGE_MAX_IN_FLIGHT=0)', { BRIDGE_MAX_IN_FLIGHT: '0' }],
-      ['throttle on (BRIDGE_MAX_IN_FLIGHT default)', {}],
-    ] as const) {
+    const on: [string, Record<string, string>] =
+      opts.throttleInFlight > 0
+        ? [
+            `throttle on (BRIDGE_MAX_IN_FLIGHT=${opts.throttleInFlight})`,
+            { BRIDGE_MAX_IN_FLIGHT: String(opts.throttleInFlight) },
+          ]
+        : ['throttle on (BRIDGE_MAX_IN_FLIGHT default)', {}];
+    const off: [string, Record<string, string>] = [
+      'throttle off (BRIDGE_MAX_IN_FLIGHT=0)',
+      { BRIDGE_MAX_IN_FLIGHT: '0' },
+    ];
+    for (const [label, env] of [off, on]) {
       await guarded(`throttle ${pair} ${label}`, async () => {
         drains.push(await drain(memServer, worker, 'in-memory', `${label} #${pair}`, opts.messages, env));
       });

@@ -76,7 +76,7 @@ const configSchema = z.object({
   HTTP_PORT: wholeNumber(9464, 0, 65535),
   // AMQP's prefetch count is a 16-bit field.
   BRIDGE_PREFETCH: wholeNumber(64, 1, 65535),
-  BRIDGE_MAX_IN_FLIGHT: wholeNumber(200, 0),
+  BRIDGE_MAX_IN_FLIGHT: wholeNumber(100, 0),
   INGEST_SUMMARY_SECONDS: wholeNumber(60, 0),
   MAX_MESSAGE_BYTES: positiveInt(65536),
   // The SDK silently raises 1 to 2 (a sticky worker needs two slots).

@@ -35,7 +35,7 @@ describe('loadConfig', () => {
       LOG_LEVEL: 'info',
       HTTP_PORT: 9464,
       BRIDGE_PREFETCH: 64,
-      BRIDGE_MAX_IN_FLIGHT: 200,
+      BRIDGE_MAX_IN_FLIGHT: 100,
       INGEST_SUMMARY_SECONDS: 60,
       MAX_MESSAGE_BYTES: 65536,
       WORKER_MAX_WORKFLOW_TASKS: 100,
