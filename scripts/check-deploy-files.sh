@@ -91,6 +91,8 @@ def container_port(port):
 check("9464" in map(container_port, app.get("ports", [])), "app: publishes its HTTP port 9464 (/metrics, /healthz, /readyz)")
 check("/readyz" in " ".join(map(str, (app.get("healthcheck") or {}).get("test", []))), "app: healthcheck is GET /readyz")
 env = app.get("environment") or {}
+check(str(env.get("HTTP_PORT")) == "9464",
+      f"app: HTTP_PORT is pinned to 9464, the port its mapping and healthcheck use ({env.get('HTTP_PORT', 'from .env.template')})")
 for key, host in [("DATABASE_URL", "postgres"), ("KEYDB_URL", "keydb"), ("RABBITMQ_URL", "rabbitmq"), ("TEMPORAL_ADDRESS", "temporal")]:
     check(host in str(env.get(key, "")), f"app: {key} points at the {host} service")
 producer = services.get("producer", {})
@@ -125,7 +127,8 @@ if [ ! -x "$lint_bin" ]; then
 fi
 buildkit=$(cd "$lint_src" && go list -m -f '{{.Version}}' github.com/moby/buildkit 2>/dev/null || echo '?')
 echo "using dockerfile-lint (moby/buildkit $buildkit Dockerfile frontend)"
-start_cmd=$(node -p 'require("./package.json").scripts.start')
+# `npm start` is `exec node …` so that npm's forwarded SIGTERM reaches node; the image runs node directly.
+start_cmd=$(node -p 'require("./package.json").scripts.start.replace(/^exec /, "")')
 "$lint_bin" -project -expect-cmd "$start_cmd" Dockerfile || failed=1
 
 if [ -f .dockerignore ]; then

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { createActivities } from './activities/index.js';
 import { startBridge, type Bridge } from './bridge/bridge.js';
 import { ProviderDirectory } from './bridge/provider-directory.js';
-import { redactUrl, type Config } from './config.js';
+import { portInUseError, redactUrl, type Config } from './config.js';
 import { startHttpServer } from './http/server.js';
 import { createMetrics, type AppMetrics } from './metrics.js';
 import { createPool } from './postgres/pools.js';
@@ -26,9 +26,9 @@ export interface App {
 }
 
 /**
- * Starts the whole service in this process: migrations, two workers (IngestTransaction on the ingest
- * task queue; SyncBalances and ReconcileBalances on the sync one), the schedules, the start-up
- * reconciliation, the RabbitMQ bridge and the HTTP endpoints.
+ * Starts the whole service in this process: the HTTP endpoints first, then migrations, two workers
+ * (IngestTransaction on the ingest task queue; SyncBalances and ReconcileBalances on the sync one),
+ * the schedules, the start-up reconciliation, and last the RabbitMQ bridge.
  */
 export async function startApp(
   config: Config,
@@ -45,6 +45,25 @@ export async function startApp(
     },
     'starting balance-sync',
   );
+  // The HTTP endpoints come first: /healthz answers from the first second, and /readyz says what
+  // start-up is waiting for (the waits below can last STARTUP_WAIT_SECONDS).
+  const startup: { waitingFor: string; checks?: () => Promise<Record<string, boolean>> } = {
+    waitingFor: 'postgres',
+  };
+  const http = await startHttpServer(config.HTTP_PORT, {
+    registry: metrics.registry,
+    temporalMetricsUrl: config.TEMPORAL_METRICS_PORT
+      ? `http://127.0.0.1:${config.TEMPORAL_METRICS_PORT}/metrics`
+      : undefined,
+    readiness: async () =>
+      startup.checks ? { checks: await startup.checks() } : { waitingFor: startup.waitingFor },
+  }).catch((error: unknown) => {
+    if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE')
+      throw portInUseError('HTTP_PORT', config.HTTP_PORT);
+    throw error;
+  });
+  log.info({ port: http.port }, 'http endpoints ready');
+
   const onIdleError = (error: Error) => log.warn({ err: error.message }, 'idle Postgres client failed');
   const pool = createPool(config.DATABASE_URL, 'ingest', onIdleError);
   const syncPool = createPool(config.DATABASE_URL, 'sync', onIdleError);
@@ -56,10 +75,12 @@ export async function startApp(
   const { installedTriggers } = await migrate(pool);
   if (installedTriggers) log.info('balance triggers installed and running sums computed');
 
+  startup.waitingFor = 'temporal';
   const { connection, namespace } = await connectToTemporal(config, log);
   const client = new Client({ connection, namespace });
   // Two workers in this one process, with the same workflows and activities: ingest on the main task
   // queue, the schedules' runs on their own, so a minute's sync never waits behind an ingest backlog.
+  startup.waitingFor = 'worker';
   const rabbitmq = connectToRabbitmq(
     config.RABBITMQ_URL,
     `balance-sync bridge ${config.TEMPORAL_TASK_QUEUE}`,
@@ -88,6 +109,7 @@ export async function startApp(
     log.error({ err: (error as Error).message }, 'worker stopped with an error'),
   );
 
+  startup.waitingFor = 'schedules';
   const scheduleSettings = {
     taskQueue: config.TEMPORAL_SYNC_TASK_QUEUE,
     syncScheduleId: config.SYNC_SCHEDULE_ID,
@@ -118,27 +140,20 @@ export async function startApp(
     { connection: rabbitmq, client, providers: new ProviderDirectory(pool), metrics, log },
   );
 
-  const http = await startHttpServer(config.HTTP_PORT, {
-    registry: metrics.registry,
-    temporalMetricsUrl: config.TEMPORAL_METRICS_PORT
-      ? `http://127.0.0.1:${config.TEMPORAL_METRICS_PORT}/metrics`
-      : undefined,
-    readiness: async () => ({
-      rabbitmq: bridge.isConsuming(),
-      deadLetterQueue: bridge.deadLettersAccepted(),
-      worker: workers.every((worker) => worker.getState() === 'RUNNING'),
-      temporal: await connection.healthService
-        .check({})
-        .then(() => true)
-        .catch(() => false),
-      postgres: await pool
-        .query('SELECT 1')
-        .then(() => true)
-        .catch(() => false),
-      keydb: keydb.status === 'ready',
-    }),
+  startup.checks = async () => ({
+    rabbitmq: bridge.isConsuming(),
+    deadLetterQueue: bridge.deadLettersAccepted(),
+    worker: workers.every((worker) => worker.getState() === 'RUNNING'),
+    temporal: await connection.healthService
+      .check({})
+      .then(() => true)
+      .catch(() => false),
+    postgres: await pool
+      .query('SELECT 1')
+      .then(() => true)
+      .catch(() => false),
+    keydb: keydb.status === 'ready',
   });
-  log.info({ port: http.port }, 'http endpoints ready');
 
   let stopping: Promise<void> | undefined;
   return {

@@ -1,5 +1,7 @@
+import { existsSync } from 'node:fs';
 import { z } from 'zod';
 import { MAX_SYNC_LEAD_SECONDS } from './activities/sync-timing.js';
+import { cronProblem } from './cron.js';
 
 /** Every setting of the service, read from the environment once at start-up. */
 export type Config = z.infer<typeof configSchema> & {
@@ -37,39 +39,88 @@ const wholeNumber = (fallback: number, min: number, max = Number.MAX_SAFE_INTEGE
 
 const positiveInt = (fallback: number) => wholeNumber(fallback, 1);
 
+/** host:port, as Temporal's clients take it; a URL or a bare host would only fail at connect time. */
+const hostAndPort = z
+  .string()
+  .trim()
+  .regex(/^(\[[0-9A-Fa-f:.]+\]|[^\s:/[\]]+):\d{1,5}$/, { message: 'must be host:port, e.g. localhost:7233' });
+
+/** RabbitMQ refuses to declare names over 255 bytes or starting with "amq." (ACCESS_REFUSED). */
+const queueName = z
+  .string()
+  .min(1)
+  .refine((name) => Buffer.byteLength(name) <= 255, { message: 'must be at most 255 bytes' })
+  .refine((name) => !name.startsWith('amq.'), {
+    message: 'must not start with "amq." (reserved by RabbitMQ)',
+  });
+
+const cronExpression = z
+  .string()
+  .min(1)
+  .superRefine((value, context) => {
+    const problem = cronProblem(value);
+    if (problem) context.addIssue({ code: 'custom', message: problem });
+  });
+
 const configSchema = z.object({
-  TEMPORAL_ADDRESS: z.string().min(1).default('localhost:7233'),
+  TEMPORAL_ADDRESS: hostAndPort.default('localhost:7233'),
   TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
   TEMPORAL_TASK_QUEUE: z.string().min(1).default('balance-sync'),
   TEMPORAL_SYNC_TASK_QUEUE: z.string().min(1).optional(),
   DATABASE_URL: url(['postgres:', 'postgresql:']).default('postgres://user:password@localhost:5432/fxc'),
   KEYDB_URL: url(['redis:', 'rediss:']).default('redis://localhost:6379/0'),
   RABBITMQ_URL: url(['amqp:', 'amqps:']).default('amqp://user:password@localhost:5672'),
-  INCOMING_QUEUE: z.string().min(1).default('incoming_transactions'),
-  DEAD_LETTER_QUEUE: z.string().min(1).default('incoming_transactions.dead'),
+  INCOMING_QUEUE: queueName.default('incoming_transactions'),
+  DEAD_LETTER_QUEUE: queueName.default('incoming_transactions.dead'),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   HTTP_PORT: wholeNumber(9464, 0, 65535),
-  BRIDGE_PREFETCH: positiveInt(64),
+  // AMQP's prefetch count is a 16-bit field.
+  BRIDGE_PREFETCH: wholeNumber(64, 1, 65535),
   BRIDGE_MAX_IN_FLIGHT: wholeNumber(100, 0),
   INGEST_SUMMARY_SECONDS: wholeNumber(60, 0),
   MAX_MESSAGE_BYTES: positiveInt(65536),
-  WORKER_MAX_WORKFLOW_TASKS: positiveInt(100),
+  // The SDK silently raises 1 to 2 (a sticky worker needs two slots).
+  WORKER_MAX_WORKFLOW_TASKS: wholeNumber(100, 2),
   WORKER_MAX_LOCAL_ACTIVITIES: positiveInt(200),
   SYNC_SCHEDULE_ID: z.string().min(1).default('sync-balances'),
   SYNC_LEAD_SECONDS: wholeNumber(5, 0, MAX_SYNC_LEAD_SECONDS),
   RECONCILE_SCHEDULE_ID: z.string().min(1).default('reconcile-balances'),
-  RECONCILE_CRON: z.string().min(1).default('17 * * * *'),
+  RECONCILE_CRON: cronExpression.default('17 * * * *'),
   STARTUP_WAIT_SECONDS: wholeNumber(600, 0),
   BRIDGE_EAGER_START: z
     .enum(['true', 'false'], { message: 'must be true or false' })
     .default('true')
     .transform((value) => value === 'true'),
   TEMPORAL_METRICS_PORT: wholeNumber(9465, 0, 65535),
-  WORKFLOW_BUNDLE_PATH: z.string().default(''),
+  WORKFLOW_BUNDLE_PATH: z
+    .string()
+    .refine((path) => path === '' || existsSync(path), {
+      message: 'file not found (npm run build makes it)',
+    })
+    .default(''),
+});
+
+// Settings that are each valid but clash with one another, and would otherwise fail only later.
+const checkedSchema = configSchema.superRefine((config, context) => {
+  const clash = (variable: keyof typeof config, message: string) =>
+    context.addIssue({ code: 'custom', path: [variable], message });
+  if (config.DEAD_LETTER_QUEUE === config.INCOMING_QUEUE)
+    clash('DEAD_LETTER_QUEUE', 'must differ from INCOMING_QUEUE');
+  if (config.RECONCILE_SCHEDULE_ID === config.SYNC_SCHEDULE_ID)
+    clash('RECONCILE_SCHEDULE_ID', 'must differ from SYNC_SCHEDULE_ID');
+  if (config.TEMPORAL_METRICS_PORT !== 0 && config.TEMPORAL_METRICS_PORT === config.HTTP_PORT)
+    clash('TEMPORAL_METRICS_PORT', `must differ from HTTP_PORT (both ${config.HTTP_PORT})`);
 });
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
+}
+
+/** A configured port that another process holds: reported like a bad value, naming the variable. */
+export function portInUseError(variable: string, port: number): ConfigError {
+  return new ConfigError(
+    `Invalid configuration: ${variable}: port ${port} is already in use by another process`,
+  );
 }
 
 /** Parses the environment; a bad value throws one ConfigError naming every offending variable. */
@@ -80,7 +131,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       return value === undefined || value === '' ? [] : [[key, value]];
     }),
   );
-  const parsed = configSchema.safeParse(present);
+  const parsed = checkedSchema.safeParse(present);
   if (parsed.success) {
     return {
       ...parsed.data,

@@ -1,36 +1,62 @@
 import { Runtime } from '@temporalio/worker';
-import { ConfigError, loadConfig } from './config.js';
+import type { Logger } from 'pino';
+import { ConfigError, loadConfig, portInUseError, type Config } from './config.js';
+import { loadDotEnv } from './env-file.js';
 import { createLogger, temporalLogger } from './logger.js';
-import { startApp } from './app.js';
+import { startApp, type App } from './app.js';
+
+/** Exit status for configuration problems (bad value, port taken, unreadable .env). */
+const EXIT_CONFIG = 2;
+
+function readConfig(): { config: Config; dotEnv: string | undefined } {
+  try {
+    const dotEnv = loadDotEnv();
+    return { config: loadConfig(), dotEnv };
+  } catch (error) {
+    const message =
+      error instanceof ConfigError ? error.message : `Cannot read .env: ${(error as Error).message}`;
+    process.stderr.write(`${message}\n`);
+    process.exit(EXIT_CONFIG);
+  }
+}
+
+function installRuntime(config: Config, log: Logger): void {
+  try {
+    Runtime.install({
+      logger: temporalLogger(log),
+      // We order the shutdown ourselves: stop consuming before the worker stops.
+      shutdownSignals: [],
+      telemetryOptions: config.TEMPORAL_METRICS_PORT
+        ? { metrics: { prometheus: { bindAddress: `127.0.0.1:${config.TEMPORAL_METRICS_PORT}` } } }
+        : {},
+    });
+  } catch (error) {
+    if (/address already in use/i.test((error as Error).message))
+      throw portInUseError('TEMPORAL_METRICS_PORT', config.TEMPORAL_METRICS_PORT);
+    throw error;
+  }
+}
 
 /** The one entrypoint: `npm start`, the container and the process-level tests all run this. */
 async function main(): Promise<void> {
-  let config;
-  try {
-    config = loadConfig();
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      process.stderr.write(`${error.message}\n`);
-      process.exit(2);
-    }
-    throw error;
-  }
+  const { config, dotEnv } = readConfig();
   const log = createLogger(config.LOG_LEVEL);
-  Runtime.install({
-    logger: temporalLogger(log),
-    // We order the shutdown ourselves: stop consuming before the worker stops.
-    shutdownSignals: [],
-    telemetryOptions: config.TEMPORAL_METRICS_PORT
-      ? { metrics: { prometheus: { bindAddress: `127.0.0.1:${config.TEMPORAL_METRICS_PORT}` } } }
-      : {},
-  });
-  const app = await startApp(config, log);
+  if (dotEnv) log.info({ file: dotEnv }, 'settings read from .env; the environment wins over it');
+  installRuntime(config, log);
+
+  const running: { app?: App } = {};
   let signalled = false;
+  // `process.on`, not `once`: Ctrl-C under `npm start` delivers SIGINT twice (from the terminal and
+  // forwarded by npm), and a second signal must not kill a shutdown in progress.
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    process.once(signal, () => {
+    process.on(signal, () => {
+      if (signalled) return;
       signalled = true;
       log.info({ signal }, 'shutting down');
-      app.stop().then(
+      // Still starting: nothing is consumed before startApp returns (the bridge starts last), so
+      // there is nothing to drain.
+      if (!running.app) process.exit(0);
+      running.app.stop().then(
         () => process.exit(0),
         (error: unknown) => {
           log.error({ err: (error as Error).message }, 'shutdown failed');
@@ -39,6 +65,8 @@ async function main(): Promise<void> {
       );
     });
   }
+  const app = await startApp(config, log);
+  running.app = app;
   app.done.then(
     () => {
       if (!signalled) {
@@ -51,6 +79,10 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
+  if (error instanceof ConfigError) {
+    process.stderr.write(`${error.message}\n`);
+    process.exit(EXIT_CONFIG);
+  }
   process.stderr.write(`balance-sync failed to start: ${(error as Error).message}\n`);
   process.exit(1);
 });

@@ -3,7 +3,9 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 /** The app's own Prometheus metrics; Temporal's runtime metrics are appended by the HTTP server. */
 export function createMetrics() {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'balance_sync_process_' });
+  // prom-client's default names already start with process_ or nodejs_: this gives
+  // balance_sync_process_cpu_seconds_total and balance_sync_nodejs_eventloop_lag_seconds.
+  collectDefaultMetrics({ register: registry, prefix: 'balance_sync_' });
   const registers = [registry];
   return {
     registry,

@@ -20,6 +20,18 @@ export function temporalConnectOptions(config: Pick<Config, 'TEMPORAL_ADDRESS' |
   };
 }
 
+/**
+ * The readable part of a Rust transport error: `tonic::transport::Error(Transport, ConnectError(
+ * ConnectError("tcp connect error", 127.0.0.1:7233, Os { … message: "Connection refused" })))`
+ * becomes `tcp connect error: Connection refused`.
+ */
+export function transportReason(message: string): string {
+  const what = /ConnectError\("([^"]+)"/.exec(message)?.[1];
+  const why = /(?:message|error): "([^"]+)"/.exec(message)?.[1];
+  if (what || why) return [what, why].filter(Boolean).join(': ');
+  return message.length > 120 ? `${message.slice(0, 117)}...` : message;
+}
+
 /** Connects, retrying with capped backoff while the server is not up yet. */
 export async function connectToTemporal(
   config: Pick<Config, 'TEMPORAL_ADDRESS' | 'TEMPORAL_NAMESPACE' | 'STARTUP_WAIT_SECONDS'>,
@@ -33,7 +45,7 @@ export async function connectToTemporal(
     maxRetryTime: config.STARTUP_WAIT_SECONDS * 1000,
     onFailedAttempt: ({ error, attemptNumber }) =>
       log.warn(
-        { address: connectionOptions.address, attempt: attemptNumber, err: error.message },
+        { address: connectionOptions.address, attempt: attemptNumber, err: transportReason(error.message) },
         'cannot reach Temporal yet',
       ),
   });

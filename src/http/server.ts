@@ -2,15 +2,21 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 
+/** What start-up is still waiting for, or, once started, each dependency's readiness. */
+export type Readiness = { waitingFor: string } | { checks: Record<string, boolean> };
+
 export interface HttpDeps {
   registry: Registry;
-  /** Each dependency's readiness; all must be true for /readyz to answer 200. */
-  readiness: () => Promise<Record<string, boolean>>;
+  /** /readyz answers 200 only when start-up is done and every check is true. */
+  readiness: () => Promise<Readiness>;
   /** Where the Temporal Runtime serves its own Prometheus metrics, appended to /metrics. */
   temporalMetricsUrl?: string | undefined;
 }
 
-/** /healthz (process alive), /readyz (dependencies connected, worker running), /metrics. */
+/**
+ * /healthz (process alive), /readyz (start-up done, dependencies connected, worker running), /metrics.
+ * Rejects with the listen error (EADDRINUSE when the port is taken).
+ */
 export async function startHttpServer(
   port: number,
   deps: HttpDeps,
@@ -24,9 +30,12 @@ export async function startHttpServer(
     const respond = async () => {
       if (path === '/healthz') return send(200, 'application/json', '{"status":"ok"}');
       if (path === '/readyz') {
-        const checks = await deps.readiness();
-        const ready = Object.values(checks).every(Boolean);
-        return send(ready ? 200 : 503, 'application/json', JSON.stringify({ ready, checks }));
+        const readiness = await deps.readiness();
+        if ('waitingFor' in readiness) {
+          return send(503, 'application/json', JSON.stringify({ ready: false, ...readiness }));
+        }
+        const ready = Object.values(readiness.checks).every(Boolean);
+        return send(ready ? 200 : 503, 'application/json', JSON.stringify({ ready, ...readiness }));
       }
       if (path === '/metrics') {
         const own = await deps.registry.metrics();

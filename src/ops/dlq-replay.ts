@@ -4,6 +4,7 @@ import { realpathSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, loadConfig, redactUrl } from '../config.js';
+import { loadDotEnv } from '../env-file.js';
 import { REASON_CODE_HEADER, REASON_HEADER } from '../rabbitmq/dead-letters.js';
 
 /** Counts how often a message was replayed; kept (and incremented) on every replay. */
@@ -213,7 +214,8 @@ export async function runDlqReplayCli(
     }
     config = loadConfig(env);
   } catch (error) {
-    io.stderr(`dlq:replay: ${(error as Error).message}\n\n${error instanceof ConfigError ? '' : USAGE}`);
+    const hint = error instanceof ConfigError ? '' : ' (npm run dlq:replay -- --help)';
+    io.stderr(`dlq:replay: ${(error as Error).message}${hint}\n`);
     return 2;
   }
   try {
@@ -243,6 +245,12 @@ function invokedDirectly(): boolean {
 }
 
 if (invokedDirectly()) {
+  try {
+    loadDotEnv();
+  } catch (error) {
+    process.stderr.write(`dlq:replay: cannot read .env: ${(error as Error).message}\n`);
+    process.exit(2);
+  }
   runDlqReplayCli(process.argv.slice(2), process.env, {
     stdout: (text) => process.stdout.write(text),
     stderr: (text) => process.stderr.write(text),

@@ -25,7 +25,9 @@ export async function runProducerCli(argv: string[], env: NodeJS.ProcessEnv, io:
     config = loadConfig(env);
   } catch (error) {
     if (error instanceof UsageError || error instanceof ConfigError) {
-      io.stderr(`produce: ${error.message}\n\n${error instanceof UsageError ? USAGE : ''}`);
+      io.stderr(
+        `produce: ${error.message}${error instanceof UsageError ? ' (npm run produce -- --help)' : ''}\n`,
+      );
       return 2;
     }
     throw error;

@@ -39,7 +39,8 @@ Options (environment variable in brackets):
                            creates and seeds the tables [PRODUCER_COUNT]
   --min-delay <s>          shortest pause between messages without --rate (default 10) [PRODUCER_MIN_DELAY_SECONDS]
   --max-delay <s>          longest pause between messages without --rate (default 40) [PRODUCER_MAX_DELAY_SECONDS]
-  --message-ids            set a unique message_id on every message (default: none, like the original) [PRODUCER_MESSAGE_IDS=true]
+  --message-ids            set a unique message_id on every message and print each one on stderr (the
+                           workflow ID is ingest-<message_id>; default: none, like the original) [PRODUCER_MESSAGE_IDS=true]
   --bad-ratio <0..1>       make this fraction of messages malformed, evenly spread (default 0) [PRODUCER_BAD_RATIO]
   --reseed                 insert the seed rows even if the tables exist, as the original does on
                            every start (default: seed only tables this run created) [PRODUCER_RESEED=true]

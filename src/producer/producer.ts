@@ -136,7 +136,9 @@ export async function runProducer(options: ProducerOptions, deps: ProducerDeps):
           () => {
             summary.published++;
             if (bad) summary.bad++;
-            if (!progressEvery) {
+            // One line per message at the original's pace, and always with --message-ids so each
+            // workflow (ingest-<message_id>) can be found.
+            if (!progressEvery || messageId) {
               const what = bad ? `malformed (${bad.kind})` : body.toString('utf8');
               log(`sent ${what}${messageId ? ` message_id=${messageId}` : ''}`);
             }

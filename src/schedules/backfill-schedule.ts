@@ -1,18 +1,34 @@
-// npm run schedule:backfill -- --start 2026-01-01T10:00:00Z --end 2026-01-01T10:05:00Z [--schedule-id ID]
-// Runs the action once for every tick in [start, end). A sync writes current balances, so backfilling
-// the sync is a way to re-publish now; it is most useful for reconcile-balances.
-import { scheduleFromArgs } from './connect.js';
+// npm run schedule:backfill -- --start 2026-01-01T10:00:00Z --end 2026-01-01T12:00:00Z [--schedule-id ID]
+import { runScheduleCommand, ScheduleUsageError } from './connect.js';
 
-const { handle, scheduleId, values, close } = await scheduleFromArgs({
-  start: { type: 'string' },
-  end: { type: 'string' },
+/**
+ * BUFFER_ALL, the same as `temporal schedule backfill --overlap-policy BufferAll` in the README:
+ * every tick in the range runs, one after another, so two syncs (or two reconciliations) never
+ * run at once. A sync publishes current balances, so backfilling it re-publishes now.
+ */
+const BACKFILL_OVERLAP = 'BUFFER_ALL';
+
+const range = (values: { start?: string; end?: string }) =>
+  [new Date(values.start ?? ''), new Date(values.end ?? '')] as const;
+
+await runScheduleCommand({
+  name: 'schedule:backfill',
+  summary:
+    "Runs the schedule's action once for every tick in [start, end), one run at a time (overlap BUFFER_ALL,\n" +
+    'as `temporal schedule backfill --overlap-policy BufferAll`). Most useful for reconcile-balances.',
+  options: {
+    start: { type: 'string', help: 'first time, ISO 8601 (e.g. 2026-01-01T10:00:00Z)' },
+    end: { type: 'string', help: 'end time, exclusive, ISO 8601' },
+  },
+  check(values) {
+    const [start, end] = range(values);
+    if (Number.isNaN(start.getTime()) || Number.isNaN(end.getTime()) || start >= end) {
+      throw new ScheduleUsageError('--start and --end must be ISO times with start < end');
+    }
+  },
+  async run({ handle, scheduleId, values }) {
+    const [start, end] = range(values);
+    await handle.backfill({ start, end, overlap: BACKFILL_OVERLAP });
+    return `backfilled ${scheduleId} from ${start.toISOString()} to ${end.toISOString()} (overlap ${BACKFILL_OVERLAP})`;
+  },
 });
-const start = new Date(String(values.start));
-const end = new Date(String(values.end));
-if (Number.isNaN(start.getTime()) || Number.isNaN(end.getTime()) || start >= end) {
-  console.error('--start and --end must be ISO times with start < end');
-  process.exit(2);
-}
-await handle.backfill({ start, end, overlap: 'ALLOW_ALL' });
-console.log(`backfilled ${scheduleId} from ${start.toISOString()} to ${end.toISOString()}`);
-await close();

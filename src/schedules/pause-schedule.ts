@@ -1,7 +1,12 @@
 // npm run schedule:pause -- [--schedule-id ID] [--reason TEXT]
-import { scheduleFromArgs } from './connect.js';
+import { runScheduleCommand } from './connect.js';
 
-const { handle, scheduleId, values, close } = await scheduleFromArgs({ reason: { type: 'string' } });
-await handle.pause((values.reason as string | undefined) ?? 'paused with npm run schedule:pause');
-console.log(`paused ${scheduleId}`);
-await close();
+await runScheduleCommand({
+  name: 'schedule:pause',
+  summary: 'Pauses the schedule: no new runs start until it is unpaused. Start-up never unpauses it.',
+  options: { reason: { type: 'string', help: 'note stored on the schedule (shown by schedule:describe)' } },
+  async run({ handle, scheduleId, values }) {
+    await handle.pause(values.reason ?? 'paused with npm run schedule:pause');
+    return `paused ${scheduleId}`;
+  },
+});

@@ -1,9 +1,14 @@
 // npm run schedule:trigger -- [--schedule-id ID]
-// Runs the schedule's action now, even while another run is waiting for its minute (ALLOW_ALL):
-// every sync writes a complete, current set, so an extra run is harmless.
-import { scheduleFromArgs } from './connect.js';
+import { runScheduleCommand } from './connect.js';
 
-const { handle, scheduleId, close } = await scheduleFromArgs();
-await handle.trigger('ALLOW_ALL');
-console.log(`triggered ${scheduleId}`);
-await close();
+await runScheduleCommand({
+  name: 'schedule:trigger',
+  // ALLOW_ALL: every sync writes a complete, current set, so an extra run is harmless.
+  summary:
+    "Runs the schedule's action now, even while another run is waiting for its minute (overlap ALLOW_ALL).\n" +
+    'A sync run publishes current balances at once.',
+  async run({ handle, scheduleId }) {
+    await handle.trigger('ALLOW_ALL');
+    return `triggered ${scheduleId}`;
+  },
+});

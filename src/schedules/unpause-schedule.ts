@@ -1,7 +1,12 @@
 // npm run schedule:unpause -- [--schedule-id ID] [--reason TEXT]
-import { scheduleFromArgs } from './connect.js';
+import { runScheduleCommand } from './connect.js';
 
-const { handle, scheduleId, values, close } = await scheduleFromArgs({ reason: { type: 'string' } });
-await handle.unpause((values.reason as string | undefined) ?? 'unpaused with npm run schedule:unpause');
-console.log(`unpaused ${scheduleId}`);
-await close();
+await runScheduleCommand({
+  name: 'schedule:unpause',
+  summary: 'Unpauses the schedule: runs start again at the next tick.',
+  options: { reason: { type: 'string', help: 'note stored on the schedule (shown by schedule:describe)' } },
+  async run({ handle, scheduleId, values }) {
+    await handle.unpause(values.reason ?? 'unpaused with npm run schedule:unpause');
+    return `unpaused ${scheduleId}`;
+  },
+});

@@ -224,6 +224,9 @@ describe('demo producer (npm run produce)', () => {
     const messages = await drainQueue(queue);
     expect(messages).toHaveLength(12);
     expect(messages.every((m) => typeof m.properties.messageId === 'string')).toBe(true);
+    // --message-ids prints every id it sent, in rate mode too, so each workflow can be found.
+    const printed = [...err.join('').matchAll(/message_id=(\S+)/g)].map((match) => match[1]);
+    expect(printed.sort()).toEqual(messages.map((m) => m.properties.messageId as string).sort());
 
     err.length = 0;
     expect(await runProducerCli(['--bad-ratio', '2'], env, io)).toBe(2);

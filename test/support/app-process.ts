@@ -1,4 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../../src/config.js';
 import { freePort } from './dev-server.js';
@@ -18,18 +20,50 @@ export interface AppProcess {
   kill(signal: NodeJS.Signals): Promise<number | null>;
 }
 
-/** Runs the real entrypoint (`node dist/src/main.js`, what `npm start` and the image run). */
-export async function spawnApp(config: Config, extraEnv: Record<string, string> = {}): Promise<AppProcess> {
-  const httpPort = await freePort();
-  const env: Record<string, string> = {
-    PATH: process.env.PATH ?? '',
+export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+export interface SpawnOptions {
+  /** Write the settings to `.env` in this directory and run there, with only extraEnv in the environment. */
+  dotEnvIn?: string;
+  /** Run `npm start` from the repository root instead of `node dist/src/main.js`. */
+  npmStart?: boolean;
+  /** Own process group (child.pid is its id), as a terminal gives a foreground job. */
+  detached?: boolean;
+}
+
+/**
+ * Runs the real entrypoint (`node dist/src/main.js`, what `npm start` and the image run) with only
+ * `config` (free HTTP and metrics ports, LOG_LEVEL info) and `extraEnv` in its environment.
+ */
+export async function spawnApp(
+  config: Config,
+  extraEnv: Record<string, string> = {},
+  options: SpawnOptions = {},
+): Promise<AppProcess> {
+  const settings: Record<string, string> = {
     ...Object.fromEntries(Object.entries(config).map(([key, value]) => [key, String(value)])),
-    HTTP_PORT: String(httpPort),
+    HTTP_PORT: String(await freePort()),
     TEMPORAL_METRICS_PORT: String(await freePort()),
     LOG_LEVEL: 'info',
+  };
+  if (options.dotEnvIn) {
+    const lines = Object.entries(settings).map(([key, value]) => `${key}=${JSON.stringify(value)}`);
+    writeFileSync(join(options.dotEnvIn, '.env'), `# written by spawnApp\n${lines.join('\n')}\n`);
+  }
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? '',
+    HOME: process.env.HOME ?? '/root',
+    ...(options.dotEnvIn ? {} : settings),
     ...extraEnv,
   };
-  const child = spawn(process.execPath, [MAIN_JS], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const httpPort = Number(env.HTTP_PORT ?? settings.HTTP_PORT);
+  const [command, args] = options.npmStart ? ['npm', ['start', '--silent']] : [process.execPath, [MAIN_JS]];
+  const child = spawn(command, args, {
+    env: options.npmStart ? { ...env, npm_config_update_notifier: 'false' } : env,
+    cwd: options.npmStart ? REPO_ROOT : options.dotEnvIn,
+    detached: options.detached ?? false,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const lines: string[] = [];
   for (const stream of [child.stdout, child.stderr]) {
     let partial = '';

@@ -104,11 +104,59 @@ describe('loadConfig', () => {
     ['BRIDGE_EAGER_START', 'maybe'],
     ['BRIDGE_EAGER_START', 'TRUE'],
     ['LOG_LEVEL', 'loud'],
+    ['RECONCILE_CRON', 'not a cron'],
+    ['RECONCILE_CRON', '17 * * *'],
+    ['RECONCILE_CRON', '0 17 * * * *'],
+    ['RECONCILE_CRON', '61 * * * *'],
+    ['RECONCILE_CRON', '0 0 ? * *'],
+    ['RECONCILE_CRON', '0 0 L * *'],
+    ['RECONCILE_CRON', '0 0 * * MON#1'],
+    ['RECONCILE_CRON', '@every 1h'],
+    ['RECONCILE_CRON', 'TZ=Europe/Paris 17 * * * *'],
+    ['TEMPORAL_ADDRESS', 'http://localhost:7233'],
+    ['TEMPORAL_ADDRESS', 'localhost'],
+    ['INCOMING_QUEUE', 'amq.incoming'],
+    ['DEAD_LETTER_QUEUE', 'x'.repeat(256)],
+    ['BRIDGE_PREFETCH', '65536'],
+    ['WORKER_MAX_WORKFLOW_TASKS', '1'],
+    ['WORKFLOW_BUNDLE_PATH', '/nonexistent/workflow-bundle.js'],
   ])('rejects %s=%j with one ConfigError naming the variable', (variable, value) => {
     const error = configError({ [variable]: value });
     expect(error.name).toBe('ConfigError');
     expect(error.message).toMatch(new RegExp(`^Invalid configuration: ${variable}: `));
     expect(error.message.split('; ')).toHaveLength(1);
+  });
+
+  it.each([
+    '17 * * * *',
+    '*/15 1-3,22 * JAN-MAR mon-fri',
+    '0 0 1 1 *',
+    '  5 4 * * 0  ',
+    '@hourly',
+    '@daily',
+    '@weekly',
+    '@monthly',
+    '@yearly',
+  ])('accepts RECONCILE_CRON=%j (a form Temporal reads the same way)', (cron) => {
+    expect(loadConfig({ RECONCILE_CRON: cron }).RECONCILE_CRON).toBe(cron);
+  });
+
+  it.each([
+    [{ INCOMING_QUEUE: 'q', DEAD_LETTER_QUEUE: 'q' }, 'DEAD_LETTER_QUEUE: must differ from INCOMING_QUEUE'],
+    [
+      { SYNC_SCHEDULE_ID: 's', RECONCILE_SCHEDULE_ID: 's' },
+      'RECONCILE_SCHEDULE_ID: must differ from SYNC_SCHEDULE_ID',
+    ],
+    [
+      { HTTP_PORT: '9000', TEMPORAL_METRICS_PORT: '9000' },
+      'TEMPORAL_METRICS_PORT: must differ from HTTP_PORT (both 9000)',
+    ],
+  ])('rejects settings that clash: %j', (env, message) => {
+    expect(configError(env).message).toBe(`Invalid configuration: ${message}`);
+  });
+
+  it('allows HTTP_PORT and TEMPORAL_METRICS_PORT both 0 (any free port, exporter off)', () => {
+    expect(loadConfig({ HTTP_PORT: '0', TEMPORAL_METRICS_PORT: '0' })).toMatchObject({ HTTP_PORT: 0 });
   });
 
   it('names every bad variable in a single error', () => {
