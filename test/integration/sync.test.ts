@@ -485,6 +485,9 @@ describe('SyncBalances: Postgres → KeyDB', () => {
           'trigger',
           '--schedule-id',
           config.SYNC_SCHEDULE_ID,
+          // As the README runs it: the schedule's SKIP would drop a trigger while a run is in its lead.
+          '--overlap-policy',
+          'AllowAll',
           '--address',
           inject('temporalAddress'),
         ],
