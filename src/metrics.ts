@@ -92,6 +92,11 @@ export function createMetrics() {
       help: 'Providers the last sync did not publish (a NaN/Infinity in their history, or a NULL); KeyDB keeps their last good value',
       registers,
     }),
+    syncRetriesSkipped: new Counter({
+      name: 'balance_sync_sync_retries_skipped_total',
+      help: 'Retried publishBalances attempts that wrote nothing because their minute was already published',
+      registers,
+    }),
   };
 }
 

@@ -24,9 +24,17 @@ export interface UnpublishableProvider {
 export interface PublishBalancesResult {
   /** The minute boundary this run wrote for, or null for an off-minute run (trigger, backfill). */
   boundary: string | null;
-  writtenAt: string;
-  /** KeyDB write time minus the boundary, in ms; null for an off-minute run. */
+  /** When KeyDB was written; null when this attempt wrote nothing (alreadyPublished). */
+  writtenAt: string | null;
+  /** KeyDB write time minus the boundary, in ms; null for an off-minute run or when nothing was written. */
   writeOffsetMs: number | null;
+  /** A retried attempt found its minute already published (by an earlier attempt) and wrote nothing. */
+  alreadyPublished: boolean;
+  /**
+   * Whether the minute is now recorded as published (balance_sync_sync_state), so that a retry will not
+   * write it again; false for an off-minute run, or when recording failed after the write (logged).
+   */
+  boundaryRecorded: boolean;
   /** Providers written. */
   providers: number;
   unpublishable: UnpublishableProvider[];
@@ -57,6 +65,43 @@ const READ_BALANCES = `
     FROM initial_data d LEFT JOIN balance_sync_provider_sums s ON s.provider_id = d.id
   ) p ORDER BY provider_id;
   SELECT key FROM balance_sync_published_keys;`;
+
+// A minute is written at most once, in the normal case: after its KeyDB write an attempt records the
+// boundary, and a retried attempt (which may follow a live attempt the server timed out, one that has
+// already written) checks it just before writing. Attempt 1 does not check: that keeps the round trip
+// off the ±1 s path, and nothing can have published its minute before it. What remains: an attempt
+// that dies (or loses Postgres) between its KeyDB write and the record, or a retry that checks in the
+// few ms between the two, lets the retry write the minute again, late, with balances as of the retry.
+// That takes a crash or a timeout within one round trip of the write, and the values then written are
+// still true balances of a moment just after the minute; closing it would need the marker written in
+// KeyDB's own MULTI, i.e. a non-balance key in the store readers consume.
+const MINUTE_ALREADY_PUBLISHED = `
+  SELECT EXISTS (SELECT 1 FROM balance_sync_sync_state WHERE last_published_boundary >= $1) AS published`;
+// Never moves back: a late attempt of an older minute cannot unrecord a newer one.
+const RECORD_MINUTE_PUBLISHED = `
+  INSERT INTO balance_sync_sync_state AS s (last_published_boundary) VALUES ($1)
+  ON CONFLICT (singleton) DO UPDATE
+  SET last_published_boundary = greatest(s.last_published_boundary, EXCLUDED.last_published_boundary)`;
+
+/** Whether this minute (or a later one) has already reached KeyDB. */
+async function minuteAlreadyPublished(pool: pg.Pool, boundary: Date): Promise<boolean> {
+  const { rows } = await pool.query<{ published: boolean }>(MINUTE_ALREADY_PUBLISHED, [boundary]);
+  return rows[0]?.published === true;
+}
+
+/** Records that the minute reached KeyDB; a failure is logged and reported, the write stands. */
+async function recordMinutePublished(pool: pg.Pool, boundary: Date): Promise<boolean> {
+  try {
+    await pool.query(RECORD_MINUTE_PUBLISHED, [boundary]);
+    return true;
+  } catch (error) {
+    log.warn('balances written, but the minute could not be recorded: a retry would write it again', {
+      boundary: boundary.toISOString(),
+      error: (error as Error).message,
+    });
+    return false;
+  }
+}
 
 type BalanceRow = { provider_id: number; key: string | null; balance: string | null; reason: string | null };
 type Balances = { rows: BalanceRow[]; published: string[]; triggers: number };
@@ -128,27 +173,41 @@ function startHeartbeat(context: Context): () => void {
   return () => clearInterval(timer);
 }
 
+/** Warms both connections (so the boundary pays for no handshake), then sleeps until the boundary. */
+async function waitForBoundary(context: Context, pool: pg.Pool, keydb: Redis, boundary: Date) {
+  await Promise.all([pool.query('SELECT 1'), keydb.ping()]);
+  const wait = boundary.getTime() - Date.now();
+  if (wait > 0) await sleep(wait, undefined, { signal: context.cancellationSignal });
+}
+
+/** A retry that found its minute published: it writes nothing and says so. */
+function skippedRetry(metrics: AppMetrics, boundary: Date, attempt: number, readMs: number) {
+  metrics.syncRetriesSkipped.inc();
+  log.warn('retry not writing: this minute was already published by an earlier attempt', {
+    boundary: boundary.toISOString(),
+    attempt,
+  });
+  return { writtenAt: null, writeOffsetMs: null, alreadyPublished: true, boundaryRecorded: true, readMs };
+}
+
 /**
  * Waits on the wall clock for the minute boundary, then reads every provider's balance from Postgres
  * (exact NUMERIC, printed as Postgres prints it) and writes all keys to KeyDB in one MULTI/EXEC.
  * Keys of providers that no longer exist are deleted in the same step. A retried attempt waits for
- * the same boundary (it comes from the nominal time), or writes at once if that has passed.
+ * the same boundary (it comes from the nominal time), or writes at once if that has passed, unless
+ * an earlier attempt already published that minute.
  */
 export function createPublishBalances(pool: pg.Pool, keydb: Redis, metrics: AppMetrics) {
   return async function publishBalances(input: PublishBalancesInput): Promise<PublishBalancesResult> {
     const context = Context.current();
+    const { attempt } = context.info;
     const stopHeartbeat = startHeartbeat(context);
     try {
       const boundary = boundaryFor(new Date(input.nominalTime), input.leadMs);
-      if (boundary) {
-        // Warm both connections so the boundary pays for no handshake.
-        await Promise.all([pool.query('SELECT 1'), keydb.ping()]);
-        const wait = boundary.getTime() - Date.now();
-        if (wait > 0) await sleep(wait, undefined, { signal: context.cancellationSignal });
-      }
+      if (boundary) await waitForBoundary(context, pool, keydb, boundary);
       const readStart = performance.now();
       const { balances, triggersReinstalled } = await readCurrentBalances(pool);
-      const readMs = performance.now() - readStart;
+      const readMs = Math.round((performance.now() - readStart) * 100) / 100;
       const plan = planWrite(balances);
       if (plan.newKeys.length > 0) {
         // Record a key before it is first written, so a crash can never orphan it in KeyDB.
@@ -157,28 +216,35 @@ export function createPublishBalances(pool: pg.Pool, keydb: Redis, metrics: AppM
           [plan.newKeys],
         );
       }
+      const unwritten = { boundary: boundary?.toISOString() ?? null, triggersReinstalled, writeMs: 0 };
+      if (boundary && attempt > 1 && (await minuteAlreadyPublished(pool, boundary))) {
+        const skipped = skippedRetry(metrics, boundary, attempt, readMs);
+        return { ...unwritten, ...skipped, providers: 0, unpublishable: [], keysRemoved: [] };
+      }
       assertMayWrite(context);
       const writeStart = performance.now();
       await writeKeydb(keydb, plan);
       const writtenAt = Date.now();
       const writeMs = performance.now() - writeStart;
+      const boundaryRecorded = boundary ? await recordMinutePublished(pool, boundary) : false;
       if (plan.staleKeys.length > 0) {
         await pool.query('DELETE FROM balance_sync_published_keys WHERE key = ANY($1::text[])', [
           plan.staleKeys,
         ]);
       }
       const writeOffsetMs = boundary ? writtenAt - boundary.getTime() : null;
-      report(metrics, boundary, writeOffsetMs, plan.unpublishable);
+      report(metrics, boundary, writeOffsetMs, plan.unpublishable, attempt);
       return {
-        boundary: boundary?.toISOString() ?? null,
+        ...unwritten,
         writtenAt: new Date(writtenAt).toISOString(),
         writeOffsetMs,
+        alreadyPublished: false,
+        boundaryRecorded,
         providers: plan.writable.length,
         unpublishable: plan.unpublishable,
         keysRemoved: plan.staleKeys,
-        readMs: Math.round(readMs * 100) / 100,
+        readMs,
         writeMs: Math.round(writeMs * 100) / 100,
-        triggersReinstalled,
       };
     } finally {
       stopHeartbeat();
@@ -191,6 +257,7 @@ function report(
   boundary: Date | null,
   writeOffsetMs: number | null,
   unpublishable: UnpublishableProvider[],
+  attempt: number,
 ) {
   metrics.syncUnpublishableProviders.set(unpublishable.length);
   if (unpublishable.length > 0) {
@@ -201,6 +268,7 @@ function report(
   if (writeOffsetMs === null) return;
   metrics.syncWriteOffsetSeconds.observe(writeOffsetMs / 1000);
   if (Math.abs(writeOffsetMs) > SLOW_WRITE_WARN_MS) {
-    log.warn('balances written late', { boundary: boundary?.toISOString(), writeOffsetMs });
+    // A retry that finds no record of its minute still writes it: late beats never.
+    log.warn('balances written late', { boundary: boundary?.toISOString(), writeOffsetMs, attempt });
   }
 }

@@ -26,8 +26,9 @@ export interface SyncTiming {
    * A worker that dies is noticed within this, so another worker retries and still writes within a
    * second of `:00` after a crash 2.5 s before it (heartbeats every SYNC_HEARTBEAT_INTERVAL_MS, 5
    * per timeout). Measured takeover: 0.09 s late at 1.5 s, 0.7–1.0 s late at 2 s. The cost: a
-   * server too starved to record heartbeats for 1.5 s times a live attempt out, and a timed-out
-   * attempt never writes, so that minute is retried (later) instead (docs/BENCHMARKS.md).
+   * server too starved to record heartbeats for 1.5 s times a live attempt out; if it wrote before
+   * learning so, the retry finds the minute recorded and skips it, otherwise the retry writes it late
+   * (docs/BENCHMARKS.md).
    */
   heartbeatTimeoutMs: number;
   /** First retry delay: short, since a retry inside the lead window must still make the boundary. */

@@ -56,6 +56,12 @@ const APP_TABLES = `
   CREATE TABLE IF NOT EXISTS balance_sync_published_keys (
     key text PRIMARY KEY
   );
+  -- One row: the latest minute boundary whose balances reached KeyDB. A retried publishBalances
+  -- attempt reads it so that a minute is written at most once (src/activities/publish-balances.ts).
+  CREATE TABLE IF NOT EXISTS balance_sync_sync_state (
+    singleton               boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    last_published_boundary timestamptz NOT NULL
+  );
 
   -- Statement-level triggers keep provider_sums equal to the per-provider SUM of finite
   -- transaction_values (and the count of the others) for every writer of historical_transactions

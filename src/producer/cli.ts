@@ -1,5 +1,5 @@
-import pg from 'pg';
 import { ConfigError, loadConfig, redactUrl } from '../config.js';
+import { createPool } from '../postgres/pools.js';
 import { parseProducerOptions, USAGE, UsageError } from './options.js';
 import { runProducer } from './producer.js';
 
@@ -33,8 +33,9 @@ export async function runProducerCli(argv: string[], env: NodeJS.ProcessEnv, io:
     throw error;
   }
   const log = (line: string) => io.stderr(`produce: ${line}\n`);
-  const pool = new pg.Pool({ connectionString: config.DATABASE_URL, max: 2 });
-  pool.on('error', (error) => log(`idle Postgres client failed: ${error.message}`));
+  const pool = createPool(config.DATABASE_URL, 'producer', (error) =>
+    log(`idle Postgres client failed: ${error.message}`),
+  );
   try {
     log(`postgres ${redactUrl(config.DATABASE_URL)}, rabbitmq ${redactUrl(config.RABBITMQ_URL)}`);
     const summary = await runProducer(options, {

@@ -52,6 +52,7 @@ export async function ensureProducerTables(
 ): Promise<SchemaOutcome> {
   const { create, seed } = splitFixture(options.fixture ?? readFileSync(producerFixturePath(), 'utf8'));
   const client = await pool.connect();
+  let failure: Error | undefined;
   try {
     await client.query('BEGIN');
     await client.query('SELECT pg_advisory_xact_lock($1)', [PRODUCER_SCHEMA_LOCK_KEY]);
@@ -73,10 +74,11 @@ export async function ensureProducerTables(
       seeded,
     };
   } catch (error) {
-    await client.query('ROLLBACK').catch(() => undefined);
+    failure = error as Error;
     throw error;
   } finally {
-    client.release();
+    // A failed client is destroyed (its transaction ends with it), never handed back to the pool.
+    client.release(failure);
   }
 }
 

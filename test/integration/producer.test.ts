@@ -7,6 +7,7 @@ import { runProducerCli } from '../../src/producer/cli.js';
 import { BAD_KIND_HEADER, BAD_MESSAGES } from '../../src/producer/messages.js';
 import { parseProducerOptions, type ProducerOptions } from '../../src/producer/options.js';
 import { runProducer } from '../../src/producer/producer.js';
+import { ensureProducerTables } from '../../src/producer/schema.js';
 import { deleteQueues, drainQueue, RABBITMQ_URL, rows, testConfig, waitFor } from '../support/harness.js';
 
 const MAX_BYTES = 65536;
@@ -98,6 +99,16 @@ describe('demo producer (npm run produce)', () => {
     const third = await produce(newQueue(), { count: 0, reseed: true });
     expect(third.schema).toEqual({ created: [], seeded: true });
     expect([await count('initial_data'), await count('historical_transactions')]).toEqual([4, 6]);
+  });
+
+  it('a failed create-and-seed destroys its connection instead of handing it back to the pool', async () => {
+    const own = new pg.Pool({ connectionString: databaseUrl, max: 1 });
+    own.on('error', () => undefined);
+    const fixture =
+      'CREATE TABLE IF NOT EXISTS initial_data (id int);\nINSERT INTO no_such_table VALUES (1);';
+    await expect(ensureProducerTables(own, { fixture, reseed: true })).rejects.toThrow(/no_such_table/);
+    expect({ total: own.totalCount, idle: own.idleCount }).toEqual({ total: 0, idle: 0 });
+    await own.end();
   });
 
   it('publishes N persistent {"id", "value"} messages without message_id, all accepted by the app', async () => {
