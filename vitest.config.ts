@@ -1,7 +1,11 @@
 import { defineConfig } from 'vitest/config';
 
-/** Files that share nothing with the integration files: they can run beside them. */
-const MINUTE_BOUNDARY = 'test/integration/sync-minute-boundary.test.ts';
+/** Files that wait on the clock, each on stores of its own: they run beside the integration files. */
+const CLOCK_BOUND = [
+  'test/integration/sync-minute-boundary.test.ts',
+  'test/integration/sync-crash.test.ts',
+  'test/integration/sync-lead-pause.test.ts',
+];
 
 /** Each project runs this setup: its own Temporal dev server, workflow bundle and database. */
 const GLOBAL_SETUP = ['test/support/global-setup.ts'];
@@ -18,7 +22,7 @@ export default defineConfig({
           name: 'integration',
           globalSetup: GLOBAL_SETUP,
           include: ['test/integration/**/*.test.ts'],
-          exclude: [MINUTE_BOUNDARY],
+          exclude: CLOCK_BOUND,
           // These files share one database, one KeyDB db and one dev server: run them in turn.
           fileParallelism: false,
         },
@@ -28,16 +32,17 @@ export default defineConfig({
         test: {
           name: 'independent',
           globalSetup: GLOBAL_SETUP,
-          // Unit, activity (own database and Redis), schedule and replay tests; the fault suite (its own throw-away services and dev server); the
-          // minute-boundary test (this project's database, its own Redis). Mostly waiting on the clock,
-          // so they run beside the integration files rather than after them.
+          // Unit, activity (own database and Redis), schedule and replay tests; the fault suite (its
+          // own throw-away services and dev server); the clock-bound sync tests (their own Redis, and
+          // a database of their own or this project's). Mostly waiting on the clock, so they run
+          // beside the integration files rather than after them.
           include: [
             'test/unit/**/*.test.ts',
             'test/activities/**/*.test.ts',
             'test/schedules/**/*.test.ts',
             'test/replay/**/*.test.ts',
             'test/faults/**/*.test.ts',
-            MINUTE_BOUNDARY,
+            ...CLOCK_BOUND,
           ],
           maxWorkers: 2,
         },

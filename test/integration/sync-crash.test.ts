@@ -1,19 +1,11 @@
 import type { Client } from '@temporalio/client';
 import type { Redis } from 'ioredis';
-import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PublishBalancesResult } from '../../src/activities/index.js';
 import type { Config } from '../../src/config.js';
 import { spawnApp, waitUntilReady, type AppProcess } from '../support/app-process.js';
-import {
-  deleteQueues,
-  pool,
-  resetDatabase,
-  resetKeydb,
-  temporalClient,
-  testConfig,
-  waitFor,
-} from '../support/harness.js';
+import { deleteQueues, temporalClient, testConfig, waitFor } from '../support/harness.js';
+import { isolatedStores, type IsolatedStores } from '../support/isolated-stores.js';
 
 const MINUTE = 60_000;
 
@@ -31,17 +23,16 @@ async function publishingPid(client: Client, workflowId: string) {
 
 /** Two real processes; the one whose worker waits for `:00` is SIGKILLed at `:57.5` (5 s lead). */
 describe('a worker crash inside the lead window', () => {
-  let db: pg.Pool;
+  let stores: IsolatedStores;
   let keydb: Redis;
   let config: Config;
   let client: Client;
   let apps: AppProcess[];
 
   beforeAll(async () => {
-    db = pool();
-    await resetDatabase(db);
-    keydb = await resetKeydb();
-    config = testConfig({ SYNC_LEAD_SECONDS: '5' });
+    stores = await isolatedStores('balance_sync_crash');
+    ({ keydb } = stores);
+    config = testConfig({ ...stores.overrides, SYNC_LEAD_SECONDS: '5' });
     client = await temporalClient();
     apps = await Promise.all([spawnApp(config), spawnApp(config)]);
     await Promise.all(apps.map((app) => waitUntilReady(app)));
@@ -57,8 +48,7 @@ describe('a worker crash inside the lead window', () => {
     }
     await client.connection.close();
     await deleteQueues(config.INCOMING_QUEUE, config.DEAD_LETTER_QUEUE);
-    keydb.disconnect();
-    await db.end();
+    await stores?.stop();
   });
 
   it('the other instance takes the activity over and still writes within 1 s of the minute', async () => {

@@ -1,18 +1,10 @@
 import type { Redis } from 'ioredis';
-import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PublishBalancesResult } from '../../src/activities/index.js';
 import type { App } from '../../src/app.js';
 import type { Config } from '../../src/config.js';
-import {
-  pool,
-  resetDatabase,
-  resetKeydb,
-  startTestApp,
-  stopTestApp,
-  testConfig,
-  waitFor,
-} from '../support/harness.js';
+import { startTestApp, stopTestApp, testConfig, waitFor } from '../support/harness.js';
+import { isolatedStores, type IsolatedStores } from '../support/isolated-stores.js';
 
 const MINUTE = 60_000;
 const LEAD_SECONDS = 30;
@@ -31,23 +23,21 @@ async function changeOf(keydb: Redis, key: string, from: string, untilMs: number
 
 /** The largest lead (30 s), and a pause made inside its lead window: the run that fired still publishes. */
 describe(`SyncBalances with SYNC_LEAD_SECONDS=${LEAD_SECONDS}, paused during the lead window`, () => {
-  let db: pg.Pool;
+  let stores: IsolatedStores;
   let keydb: Redis;
   let config: Config;
   let app: App;
 
   beforeAll(async () => {
-    db = pool();
-    await resetDatabase(db);
-    keydb = await resetKeydb();
-    config = testConfig({ SYNC_LEAD_SECONDS: String(LEAD_SECONDS) });
+    stores = await isolatedStores('balance_sync_lead');
+    ({ keydb } = stores);
+    config = testConfig({ ...stores.overrides, SYNC_LEAD_SECONDS: String(LEAD_SECONDS) });
     app = await startTestApp(config);
   });
 
   afterAll(async () => {
     await stopTestApp(app, config);
-    keydb.disconnect();
-    await db.end();
+    await stores?.stop();
   });
 
   it('publishes the minute whose run already fired, on time and on its first attempt, and no minute after', async () => {
