@@ -1,7 +1,8 @@
 import { Client } from '@temporalio/client';
+import type { NativeConnection } from '@temporalio/worker';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { createActivities } from './activities/index.js';
+import { createActivities, type Activities } from './activities/index.js';
 import { startBridge, type Bridge } from './bridge/bridge.js';
 import { ProviderDirectory } from './bridge/provider-directory.js';
 import { portInUseError, redactUrl, type Config } from './config.js';
@@ -23,6 +24,12 @@ export interface App {
   stop(): Promise<void>;
   /** Settles when the worker stops; rejects if it fails. */
   done: Promise<void>;
+}
+
+/** What /readyz reports: the start-up step being waited on, then the dependency checks. */
+interface Startup {
+  waitingFor: string;
+  checks?: () => Promise<Record<string, boolean>>;
 }
 
 /**
@@ -47,30 +54,12 @@ export async function startApp(
   );
   // The HTTP endpoints come first: /healthz answers from the first second, and /readyz says what
   // start-up is waiting for (the waits below can last STARTUP_WAIT_SECONDS).
-  const startup: { waitingFor: string; checks?: () => Promise<Record<string, boolean>> } = {
-    waitingFor: 'postgres',
-  };
-  const http = await startHttpServer(config.HTTP_PORT, {
-    registry: metrics.registry,
-    temporalMetricsUrl: config.TEMPORAL_METRICS_PORT
-      ? `http://127.0.0.1:${config.TEMPORAL_METRICS_PORT}/metrics`
-      : undefined,
-    readiness: async () =>
-      startup.checks ? { checks: await startup.checks() } : { waitingFor: startup.waitingFor },
-  }).catch((error: unknown) => {
-    if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE')
-      throw portInUseError('HTTP_PORT', config.HTTP_PORT);
-    throw error;
-  });
+  const startup: Startup = { waitingFor: 'postgres' };
+  const http = await startHttp(config, metrics, startup);
   log.info({ port: http.port }, 'http endpoints ready');
 
-  const onIdleError = (error: Error) => log.warn({ err: error.message }, 'idle Postgres client failed');
-  const pool = createPool(config.DATABASE_URL, 'ingest', onIdleError);
-  const syncPool = createPool(config.DATABASE_URL, 'sync', onIdleError);
-  const reconcilePool = createPool(config.DATABASE_URL, 'reconcile', onIdleError);
-  const keydb = new Redis(config.KEYDB_URL, { maxRetriesPerRequest: 2, enableOfflineQueue: true });
-  keydb.on('error', (error: Error) => log.warn({ err: error.message }, 'KeyDB connection error'));
-
+  const stores = openStores(config, log);
+  const { pool, keydb } = stores;
   await waitForProducerTables(pool, log, config.STARTUP_WAIT_SECONDS);
   const { installedTriggers } = await migrate(pool);
   if (installedTriggers) log.info('balance triggers installed and running sums computed');
@@ -78,8 +67,7 @@ export async function startApp(
   startup.waitingFor = 'temporal';
   const { connection, namespace } = await connectToTemporal(config, log);
   const client = new Client({ connection, namespace });
-  // Two workers in this one process, with the same workflows and activities: ingest on the main task
-  // queue, the schedules' runs on their own, so a minute's sync never waits behind an ingest backlog.
+
   startup.waitingFor = 'worker';
   const rabbitmq = connectToRabbitmq(
     config.RABBITMQ_URL,
@@ -87,44 +75,11 @@ export async function startApp(
     log,
   );
   const deadLetters = createDeadLetterPublisher(rabbitmq, config.DEAD_LETTER_QUEUE);
-  const activities = createActivities({ pool, syncPool, reconcilePool, keydb, metrics, deadLetters });
-  const workers = await Promise.all(
-    [config.TEMPORAL_TASK_QUEUE, config.TEMPORAL_SYNC_TASK_QUEUE].map((taskQueue) =>
-      createWorker({
-        connection,
-        namespace,
-        taskQueue,
-        activities,
-        workflowBundlePath: config.WORKFLOW_BUNDLE_PATH || undefined,
-        // More workflow-task slots than in-flight starts keeps eager starts eager (docs/BENCHMARKS.md).
-        tuning: {
-          maxConcurrentWorkflowTaskExecutions: config.WORKER_MAX_WORKFLOW_TASKS,
-          maxConcurrentLocalActivityExecutions: config.WORKER_MAX_LOCAL_ACTIVITIES,
-        },
-      }),
-    ),
-  );
-  const done = Promise.all(workers.map((worker) => worker.run())).then(() => undefined);
-  done.catch((error: unknown) =>
-    log.error({ err: (error as Error).message }, 'worker stopped with an error'),
-  );
+  const activities = createActivities({ ...stores, metrics, deadLetters });
+  const { workers, done } = await startWorkers(config, { connection, namespace }, activities, log);
 
   startup.waitingFor = 'schedules';
-  const scheduleSettings = {
-    taskQueue: config.TEMPORAL_SYNC_TASK_QUEUE,
-    syncScheduleId: config.SYNC_SCHEDULE_ID,
-    syncLeadSeconds: config.SYNC_LEAD_SECONDS,
-    reconcileScheduleId: config.RECONCILE_SCHEDULE_ID,
-    reconcileCron: config.RECONCILE_CRON,
-  };
-  const schedules = await ensureSchedules(client, scheduleSettings, log);
-  log.info({ schedules }, 'schedules ready');
-  await client.workflow.start('ReconcileBalances', {
-    taskQueue: config.TEMPORAL_SYNC_TASK_QUEUE,
-    workflowId: `${config.RECONCILE_SCHEDULE_ID}-startup`,
-    workflowIdConflictPolicy: 'USE_EXISTING',
-    workflowIdReusePolicy: 'ALLOW_DUPLICATE',
-  });
+  await startSchedules(config, client, log);
 
   const bridge: Bridge = startBridge(
     {
@@ -144,14 +99,8 @@ export async function startApp(
     rabbitmq: bridge.isConsuming(),
     deadLetterQueue: bridge.deadLettersAccepted(),
     worker: workers.every((worker) => worker.getState() === 'RUNNING'),
-    temporal: await connection.healthService
-      .check({})
-      .then(() => true)
-      .catch(() => false),
-    postgres: await pool
-      .query('SELECT 1')
-      .then(() => true)
-      .catch(() => false),
+    temporal: await succeeds(connection.healthService.check({})),
+    postgres: await succeeds(pool.query('SELECT 1')),
     keydb: keydb.status === 'ready',
   });
 
@@ -169,11 +118,105 @@ export async function startApp(
         await rabbitmq.close().catch(() => undefined);
         await new Promise((resolve) => http.server.close(resolve));
         await connection.close();
-        await Promise.all([pool.end(), syncPool.end(), reconcilePool.end()]);
-        keydb.disconnect();
+        await stores.close();
         log.info('stopped');
       })();
       return stopping;
     },
   };
 }
+
+async function startHttp(config: Config, metrics: AppMetrics, startup: Startup) {
+  return await startHttpServer(config.HTTP_PORT, {
+    registry: metrics.registry,
+    temporalMetricsUrl: config.TEMPORAL_METRICS_PORT
+      ? `http://127.0.0.1:${config.TEMPORAL_METRICS_PORT}/metrics`
+      : undefined,
+    readiness: async () =>
+      startup.checks ? { checks: await startup.checks() } : { waitingFor: startup.waitingFor },
+  }).catch((error: unknown) => {
+    if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE')
+      throw portInUseError('HTTP_PORT', config.HTTP_PORT);
+    throw error;
+  });
+}
+
+/** The Postgres pools (ingest, sync, reconcile: each job its own) and the KeyDB client. */
+function openStores(config: Config, log: Logger) {
+  const onIdleError = (error: Error) => log.warn({ err: error.message }, 'idle Postgres client failed');
+  const pool = createPool(config.DATABASE_URL, 'ingest', onIdleError);
+  const syncPool = createPool(config.DATABASE_URL, 'sync', onIdleError);
+  const reconcilePool = createPool(config.DATABASE_URL, 'reconcile', onIdleError);
+  const keydb = new Redis(config.KEYDB_URL, { maxRetriesPerRequest: 2, enableOfflineQueue: true });
+  keydb.on('error', (error: Error) => log.warn({ err: error.message }, 'KeyDB connection error'));
+  return {
+    pool,
+    syncPool,
+    reconcilePool,
+    keydb,
+    async close() {
+      await Promise.all([pool.end(), syncPool.end(), reconcilePool.end()]);
+      keydb.disconnect();
+    },
+  };
+}
+
+/**
+ * Two workers in this one process, with the same workflows and activities: ingest on the main task
+ * queue, the schedules' runs on their own, so a minute's sync never waits behind an ingest backlog.
+ */
+async function startWorkers(
+  config: Config,
+  temporal: { connection: NativeConnection; namespace: string },
+  activities: Activities,
+  log: Logger,
+) {
+  const workers = await Promise.all(
+    [config.TEMPORAL_TASK_QUEUE, config.TEMPORAL_SYNC_TASK_QUEUE].map((taskQueue) =>
+      createWorker({
+        ...temporal,
+        taskQueue,
+        activities,
+        workflowBundlePath: config.WORKFLOW_BUNDLE_PATH || undefined,
+        // More workflow-task slots than in-flight starts keeps eager starts eager (docs/BENCHMARKS.md).
+        tuning: {
+          maxConcurrentWorkflowTaskExecutions: config.WORKER_MAX_WORKFLOW_TASKS,
+          maxConcurrentLocalActivityExecutions: config.WORKER_MAX_LOCAL_ACTIVITIES,
+        },
+      }),
+    ),
+  );
+  const done = Promise.all(workers.map((worker) => worker.run())).then(() => undefined);
+  done.catch((error: unknown) =>
+    log.error({ err: (error as Error).message }, 'worker stopped with an error'),
+  );
+  return { workers, done };
+}
+
+/** Creates or updates both schedules, then runs the start-up reconciliation. */
+async function startSchedules(config: Config, client: Client, log: Logger) {
+  const schedules = await ensureSchedules(
+    client,
+    {
+      taskQueue: config.TEMPORAL_SYNC_TASK_QUEUE,
+      syncScheduleId: config.SYNC_SCHEDULE_ID,
+      syncLeadSeconds: config.SYNC_LEAD_SECONDS,
+      reconcileScheduleId: config.RECONCILE_SCHEDULE_ID,
+      reconcileCron: config.RECONCILE_CRON,
+    },
+    log,
+  );
+  log.info({ schedules }, 'schedules ready');
+  await client.workflow.start('ReconcileBalances', {
+    taskQueue: config.TEMPORAL_SYNC_TASK_QUEUE,
+    workflowId: `${config.RECONCILE_SCHEDULE_ID}-startup`,
+    workflowIdConflictPolicy: 'USE_EXISTING',
+    workflowIdReusePolicy: 'ALLOW_DUPLICATE',
+  });
+}
+
+const succeeds = (promise: Promise<unknown>) =>
+  promise.then(
+    () => true,
+    () => false,
+  );
