@@ -1,4 +1,4 @@
-// npm run bench:ingest -- [--messages 5000] [--phases ceiling,micro,slots,baseline,drain,knobs,two,fixed,file,throttle]
+// npm run bench:ingest -- [--messages 5000] [--phases ceiling,micro,slots,baseline,drain,knobs,two,fixed,file,throttle,variants]
 //
 // Ingest throughput and latency of the service against its own Temporal dev server, all figures in one
 // run so they can be read as ratios: the empty-workflow ceiling, a no-Temporal baseline consumer, the
