@@ -8,7 +8,7 @@ import { Client, Connection } from '@temporalio/client';
 import amqplib from 'amqplib';
 import { Redis } from 'ioredis';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, readdir } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -535,6 +535,7 @@ if (phases.has('variants')) {
       });
     }
   }
+  await rm(probeDir, { recursive: true, force: true });
 }
 
 if (phases.has('fixed')) {
@@ -618,7 +619,6 @@ if (phases.has('file')) {
       await fileWorker.stop();
     } finally {
       await fileServer.stop();
-      const { rm } = await import('node:fs/promises');
       await rm(dbFile, { force: true });
       await rm(`${dbFile}-wal`, { force: true });
       await rm(`${dbFile}-shm`, { force: true });
