@@ -1,4 +1,4 @@
-// npm run bench:ingest -- [--messages 5000] [--phases ceiling,micro,slots,baseline,drain,knobs,two,fixed,file,throttle]
+// npm run bench:ingest -- [--messages 5000] [--phases ceiling,micro,slots,baseline,drain,knobs,two,fixed,file,throttle,variants]
 //
 // Ingest throughput and latency of the service against its own Temporal dev server, all figures in one
 // run so they can be read as ratios: the empty-workflow ceiling, a no-Temporal baseline consumer, the
@@ -7,7 +7,11 @@
 import { Client, Connection } from '@temporalio/client';
 import amqplib from 'amqplib';
 import { Redis } from 'ioredis';
-import { loadavg } from 'node:os';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { migrate } from '../src/postgres/schema.js';
 import { spawnApp, type AppProcess } from './lib/app-process.js';
@@ -62,6 +66,12 @@ const opts = options({
   budgetMinutes: 45,
   throttlePairs: 2, // the throttle phase: this many (off, on) pairs of drains, alternating
   throttleInFlight: 0, // BRIDGE_MAX_IN_FLIGHT for the "on" drains; 0: the service's default
+  // The variants phase: drains alternating app environments, with a memory probe preloaded, as
+  // `label:KEY=value&KEY=value;label2:...`; every variant runs bare `node dist/src/main.js` plus its
+  // own environment (NODE_OPTIONS for node flags), except one whose only assignment is `start`,
+  // which runs with npm start's flags and environment.
+  variants: 'bare:;start:start',
+  variantRounds: 2,
 });
 const phases = new Set(opts.phases.split(','));
 const knobMessages = opts.knobMessages || opts.messages;
@@ -191,6 +201,7 @@ async function drain(
   messages: number,
   env: Record<string, string> = {},
   processes = 1,
+  bare = false,
 ): Promise<DrainRow> {
   const prefix = nextPrefix(label);
   // The reference for this drain, measured right before it: other load on the machine comes and goes.
@@ -210,7 +221,7 @@ async function drain(
   const apps: AppProcess[] = [];
   const spawnedAt = Date.now();
   for (let i = 0; i < processes; i++) {
-    apps.push(spawnApp({ temporalAddress: server.address, databaseUrl, keydbUrl, name: NAME, env }));
+    apps.push(spawnApp({ temporalAddress: server.address, databaseUrl, keydbUrl, name: NAME, env, bare }));
   }
   let cpuMeter: CpuMeter | undefined;
   try {
@@ -285,6 +296,54 @@ const cpuColumns = (cpu: CpuReport, messages: number) => {
     fmt(cpu.peakRss.app ?? null, 0),
   ];
 };
+
+/** `label:KEY=value&KEY=value;label2:...` → [label, env] pairs, for the variants phase. */
+function parseVariants(spec: string): [string, Record<string, string>][] {
+  return spec.split(';').map((part) => {
+    const [label, assignments = ''] = part.split(/:(.*)/s, 2) as [string, string | undefined];
+    const env: Record<string, string> = {};
+    for (const assignment of assignments.split('&').filter(Boolean)) {
+      if (assignment === 'start') {
+        env.start = '';
+        continue;
+      }
+      const at = assignment.indexOf('=');
+      if (at < 1) throw new Error(`--variants: "${assignment}" is not KEY=value`);
+      env[assignment.slice(0, at)] = assignment.slice(at + 1);
+    }
+    return [label.trim(), env];
+  });
+}
+
+/** The memory probe's files for one drain → the columns of the memory table. */
+async function readMemoryProbe(dir: string, prefix: string): Promise<(string | number)[]> {
+  const base = prefix.slice(dir.length + 1);
+  const threads = (await readdir(dir))
+    .filter((entry) => entry.startsWith(`${base}.`))
+    .map(
+      (entry) =>
+        JSON.parse(readFileSync(join(dir, entry), 'utf8')) as {
+          threadId: number;
+          peak: { heapTotal: number };
+          atPeakRss?: Record<string, number>;
+        },
+    );
+  const main = threads.find((thread) => thread.threadId === 0)?.atPeakRss;
+  if (!main) return ['no probe data', '–', '–', '–', '–', '–', '–'];
+  const workflowHeaps = threads
+    .filter((thread) => thread.threadId !== 0)
+    .reduce((sum, thread) => sum + thread.peak.heapTotal, 0);
+  const rest = main.rss! - main.heapTotal! - main.external! - workflowHeaps;
+  return [
+    main.rss!,
+    main.heapTotal!,
+    main.heapUsed!,
+    main.external!,
+    main.arrayBuffers!,
+    `${workflowHeaps.toFixed(1)} (${threads.length - 1} threads)`,
+    rest.toFixed(0),
+  ];
+}
 
 // ---- in-memory dev server -------------------------------------------------------------------------
 
@@ -446,6 +505,39 @@ if (phases.has('throttle')) {
   }
 }
 
+const memoryRows: (string | number)[][] = [];
+if (phases.has('variants')) {
+  // Alternating, so every variant sees the same machine; the probe splits each drain's peak RSS.
+  const variants = parseVariants(opts.variants);
+  const probe = fileURLToPath(new URL('./lib/memory-probe.js', import.meta.url));
+  const probeDir = await mkdtemp(join(tmpdir(), 'bench-memory-'));
+  for (let round = 1; round <= opts.variantRounds; round++) {
+    for (const [label, env] of variants) {
+      const name = `${label} #${round}`;
+      const probeFile = join(probeDir, `${label}-${round}`.replace(/[^\w.-]/g, '_'));
+      const asStarted = 'start' in env;
+      const nodeOptions = `${env.NODE_OPTIONS ?? ''} --import ${probe}`.trim();
+      await guarded(`variant ${name}`, async () => {
+        const own = Object.fromEntries(Object.entries(env).filter(([key]) => key !== 'start'));
+        const variantEnv = { ...own, NODE_OPTIONS: nodeOptions, MEMORY_PROBE_FILE: probeFile };
+        const row = await drain(
+          memServer,
+          worker,
+          'in-memory',
+          name,
+          opts.messages,
+          variantEnv,
+          1,
+          !asStarted,
+        );
+        drains.push(row);
+        memoryRows.push([name, ...(await readMemoryProbe(probeDir, probeFile)), row.rate]);
+      });
+    }
+  }
+  await rm(probeDir, { recursive: true, force: true });
+}
+
 if (phases.has('fixed')) {
   await guarded('fixed', async () => {
     const half = Math.max(1, Math.round((ceiling?.rate ?? 40) / 2));
@@ -483,7 +575,7 @@ if (phases.has('fixed')) {
 }
 
 const first = ceiling;
-if (first && ['drain', 'knobs', 'two', 'fixed', 'throttle'].some((phase) => phases.has(phase))) {
+if (first && ['drain', 'knobs', 'two', 'fixed', 'throttle', 'variants'].some((phase) => phases.has(phase))) {
   await guarded('ceiling-after', async () => {
     // The same measurement at the end, on a server now holding every run's history: a drift check.
     const again = await closedLoop(worker, {
@@ -527,7 +619,6 @@ if (phases.has('file')) {
       await fileWorker.stop();
     } finally {
       await fileServer.stop();
-      const { rm } = await import('node:fs/promises');
       await rm(dbFile, { force: true });
       await rm(`${dbFile}-wal`, { force: true });
       await rm(`${dbFile}-shm`, { force: true });
@@ -666,6 +757,25 @@ if (drains.length > 0 || baselineRate) {
         fmt(row.queueDepthAtHalf, 0),
         fmt(row.queueEmptyToLastRowMs),
       ]),
+    ),
+  );
+}
+if (memoryRows.length > 0) {
+  report(
+    'Where the peak RSS goes (MiB; main thread at its RSS peak, workflow threads at their own peaks)',
+    table(
+      [
+        'run',
+        'RSS',
+        'main heap total',
+        'main heap used',
+        'external',
+        'of which array buffers',
+        'workflow threads heap total (peak, summed)',
+        'rest (native)',
+        'msg/s (steady)',
+      ],
+      memoryRows,
     ),
   );
 }

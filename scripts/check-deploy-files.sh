@@ -127,8 +127,9 @@ if [ ! -x "$lint_bin" ]; then
 fi
 buildkit=$(cd "$lint_src" && go list -m -f '{{.Version}}' github.com/moby/buildkit 2>/dev/null || echo '?')
 echo "using dockerfile-lint (moby/buildkit $buildkit Dockerfile frontend)"
-# `npm start` is `exec node …` so that npm's forwarded SIGTERM reaches node; the image runs node directly.
-start_cmd=$(node -p 'require("./package.json").scripts.start.replace(/^exec /, "")')
+# `npm start` is `VAR=… exec node …` so that npm's forwarded SIGTERM reaches node; the image sets the
+# same variables with ENV (test/unit/launch-settings.test.ts) and runs node directly.
+start_cmd=$(node -p 'require("./package.json").scripts.start.replace(/^(\w+=\S+\s+)*(exec\s+)?/, "")')
 "$lint_bin" -project -expect-cmd "$start_cmd" Dockerfile || failed=1
 
 if [ -f .dockerignore ]; then

@@ -1,5 +1,6 @@
 // Runs the real service (`node dist/src/main.js`) as a child process with bench settings.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { REPO_ROOT } from './services.js';
 import { progress, trackChild } from './util.js';
@@ -13,6 +14,35 @@ export interface AppSettings {
   env?: Record<string, string>;
   /** The entrypoint, relative to the repository; the service's by default. */
   script?: string;
+  /** Without `npm start`'s node flags and environment (see startCommand); with them by default. */
+  bare?: boolean;
+}
+
+/**
+ * The node flags and environment assignments of package.json's `start` script (the same as the
+ * Dockerfile's CMD and ENV), e.g. `MALLOC_ARENA_MAX=2 node --max-old-space-size=384 dist/src/main.js`,
+ * so the benches measure the process as it is deployed and not a bare `node dist/src/main.js`.
+ */
+export function startCommand(packageJsonPath = `${REPO_ROOT}package.json`): {
+  env: Record<string, string>;
+  nodeArgs: string[];
+} {
+  const packageJson = JSON.parse(readFileSync(packageJsonPath, 'utf8')) as {
+    scripts: { start: string };
+  };
+  const words = packageJson.scripts.start.split(/\s+/);
+  const node = words.indexOf('node');
+  const env = Object.fromEntries(
+    // `MALLOC_ARENA_MAX=2 exec node …`: the assignments before `node`, not `exec`.
+    words
+      .slice(0, node)
+      .filter((word) => word.includes('='))
+      .map((word) => {
+        const at = word.indexOf('=');
+        return [word.slice(0, at), word.slice(at + 1)];
+      }),
+  );
+  return { env, nodeArgs: words.slice(node + 1).filter((word) => word.startsWith('--')) };
 }
 
 export interface AppProcess {
@@ -45,9 +75,16 @@ export function appEnv(settings: AppSettings): Record<string, string> {
 }
 
 export function spawnApp(settings: AppSettings): AppProcess {
-  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, ...appEnv(settings) };
+  const launch = settings.bare ? { env: {}, nodeArgs: [] } : startCommand();
+  const env: NodeJS.ProcessEnv = {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    ...launch.env,
+    ...appEnv(settings),
+  };
   const spawnedAt = Date.now();
-  const child = spawn(process.execPath, [`${REPO_ROOT}${settings.script ?? 'dist/src/main.js'}`], {
+  const script = `${REPO_ROOT}${settings.script ?? 'dist/src/main.js'}`;
+  const child = spawn(process.execPath, [...launch.nodeArgs, script], {
     env,
     cwd: REPO_ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,0 +1,45 @@
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { startCommand } from '../../bench/lib/app-process.js';
+
+// The memory settings live outside the app (glibc reads MALLOC_ARENA_MAX and V8 its heap flags before
+// any of our code runs), in two places: package.json's start script and the Dockerfile. See
+// docs/BENCHMARKS.md run 5 for why they are there.
+const dockerfile = readFileSync(new URL('../../Dockerfile', import.meta.url), 'utf8');
+const npmStart = () => startCommand(fileURLToPath(new URL('../../package.json', import.meta.url)));
+
+function dockerLaunch(): { env: Record<string, string>; nodeArgs: string[] } {
+  const runtime = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '));
+  const env = Object.fromEntries(
+    [...runtime.matchAll(/^ENV (\w+)=(\S+)$/gm)].map((match) => [match[1]!, match[2]!]),
+  );
+  const cmd = JSON.parse(/^CMD (\[.*\])$/m.exec(runtime)![1]!) as string[];
+  return { env, nodeArgs: cmd.filter((word) => word.startsWith('--')) };
+}
+
+describe('launch settings (npm start and the image)', () => {
+  it('npm start and the Dockerfile run node with the same memory settings', () => {
+    const start = npmStart();
+    const docker = dockerLaunch();
+    expect(start.env.MALLOC_ARENA_MAX).toBe('2');
+    expect(docker.env.MALLOC_ARENA_MAX).toBe(start.env.MALLOC_ARENA_MAX);
+    expect(start.nodeArgs).toEqual(['--max-old-space-size=384', '--max-semi-space-size=4']);
+    expect(docker.nodeArgs).toEqual(start.nodeArgs);
+  });
+
+  it("leaves the SDK's default workflow cache above the default workflow-task slots", () => {
+    // The SDK sizes maxCachedWorkflows from V8's heap limit ((limit - 200 MiB) * 600 / 1024 with
+    // reuseV8Context) and lowers the slots to it when they exceed it: a smaller old space must not
+    // silently cut WORKER_MAX_WORKFLOW_TASKS (100).
+    const limitMiB = Number(
+      execFileSync(process.execPath, [
+        ...npmStart().nodeArgs,
+        '-e',
+        "process.stdout.write(String(require('node:v8').getHeapStatistics().heap_size_limit / 2 ** 20))",
+      ]),
+    );
+    expect(Math.floor(((limitMiB - 200) * 600) / 1024)).toBeGreaterThanOrEqual(100);
+  });
+});
