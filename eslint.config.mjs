@@ -29,8 +29,8 @@ export default tseslint.config(
           paths: [...nodeBuiltins, 'pg', 'ioredis', 'amqplib', 'amqp-connection-manager', 'pino'],
           patterns: [
             {
-              group: ['../activities/*', '!../activities/index.js', '!../activities/sync-timing.js'],
-              message: 'Import activity types only (and the pure sync-timing rules).',
+              group: ['../activities/*', '!../activities/index.js'],
+              message: 'Import activity types only.',
             },
           ],
         },

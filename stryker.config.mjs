@@ -6,7 +6,12 @@
 export default {
   testRunner: 'vitest',
   vitest: { configFile: 'test/vitest.mutation.config.ts' },
-  mutate: ['src/bridge/parse-transaction.ts', 'src/activities/**/*.ts', 'src/schedules/schedules.ts'],
+  mutate: [
+    'src/bridge/parse-transaction.ts',
+    'src/activities/**/*.ts',
+    'src/schedules/schedules.ts',
+    'src/sync-timing.ts',
+  ],
   coverageAnalysis: 'perTest',
   concurrency: 2,
   timeoutMS: 20_000,

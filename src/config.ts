@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { z } from 'zod';
-import { MAX_SYNC_LEAD_SECONDS } from './activities/sync-timing.js';
+import { MAX_SYNC_LEAD_SECONDS } from './sync-timing.js';
 import { cronProblem } from './cron.js';
 
 /** Every setting of the service, read from the environment once at start-up. */

@@ -2,7 +2,7 @@ import { Worker, type NativeConnection, type WorkerOptions } from '@temporalio/w
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Activities } from './activities/index.js';
-import { SYNC_HEARTBEAT_INTERVAL_MS } from './activities/sync-timing.js';
+import { SYNC_HEARTBEAT_INTERVAL_MS } from './sync-timing.js';
 
 export interface WorkerSettings {
   connection: NativeConnection;

@@ -4,7 +4,7 @@ import type pg from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AppMetrics } from '../metrics.js';
 import { COUNT_BALANCE_TRIGGERS_SQL, EXPECTED_TRIGGER_COUNT, migrate } from '../postgres/schema.js';
-import { SYNC_HEARTBEAT_INTERVAL_MS, boundaryFor } from './sync-timing.js';
+import { SYNC_HEARTBEAT_INTERVAL_MS, boundaryFor } from '../sync-timing.js';
 
 export interface PublishBalancesInput {
   /** The schedule's nominal time for this run (TemporalScheduledStartTime), ISO 8601. */

@@ -7,7 +7,7 @@ import {
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Workflow } from '@temporalio/common';
-import { syncTiming } from '../activities/sync-timing.js';
+import { syncTiming } from '../sync-timing.js';
 
 export interface ScheduleSettings {
   taskQueue: string;

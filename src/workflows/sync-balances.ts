@@ -1,7 +1,7 @@
 import { log, patched, proxyActivities, setCurrentDetails, workflowInfo } from '@temporalio/workflow';
 import { SearchAttributeType, defineSearchAttributeKey } from '@temporalio/common';
 import type { Activities, PublishBalancesResult } from '../activities/index.js';
-import { boundaryFor, publishActivityOptions, publishesLabel } from '../activities/sync-timing.js';
+import { boundaryFor, publishActivityOptions, publishesLabel } from '../sync-timing.js';
 
 export interface SyncBalancesInput {
   /** How many ms before the minute the schedule fires; the activity waits for the boundary. */

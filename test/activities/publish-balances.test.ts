@@ -2,7 +2,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { Redis } from 'ioredis';
 import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { boundaryFor } from '../../src/activities/sync-timing.js';
+import { boundaryFor } from '../../src/sync-timing.js';
 import {
   createPublishBalances,
   type PublishBalancesInput,

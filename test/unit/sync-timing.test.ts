@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { syncBalancesSchedule } from '../../src/schedules/schedules.js';
-import { publishActivityOptions, syncTiming } from '../../src/activities/sync-timing.js';
+import { publishActivityOptions, syncTiming } from '../../src/sync-timing.js';
 
 const settings = {
   taskQueue: 'q',

@@ -1,4 +1,4 @@
-// Pure timing rules of the minute sync, shared by the schedule, the SyncBalances workflow (it runs in
+// Pure timing rules of the minute sync, shared by the config, the schedule, the SyncBalances workflow (it runs in
 // the workflow sandbox, so: no I/O, type imports only) and the publishBalances activity.
 import type { ActivityOptions } from '@temporalio/common';
 
