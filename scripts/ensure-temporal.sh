@@ -10,7 +10,9 @@ if command -v temporal >/dev/null 2>&1; then command -v temporal; exit 0; fi
 if [[ -x "$CACHE_DIR/temporal" ]]; then echo "$CACHE_DIR/temporal"; exit 0; fi
 
 command -v go >/dev/null 2>&1 || {
-  echo "ensure-temporal: no Temporal CLI found and no Go toolchain to build one; see README 'Getting the Temporal CLI'" >&2
+  echo "ensure-temporal: no Temporal CLI found and no Go toolchain to build one: install Go, or get the CLI" \
+    "(brew install temporal, or the release archive from https://github.com/temporalio/cli/releases)" \
+    "and put it on PATH or set TEMPORAL_CLI_PATH; see README 'Without Docker'" >&2
   exit 1
 }
 mkdir -p "$CACHE_DIR"
