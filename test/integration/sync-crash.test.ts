@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PublishBalancesResult } from '../../src/activities/index.js';
 import type { Config } from '../../src/config.js';
 import { spawnApp, waitUntilReady, type AppProcess } from '../support/app-process.js';
-import { deleteQueues, temporalClient, testConfig, waitFor } from '../support/harness.js';
+import { deleteQueues, keyChangedAt, temporalClient, testConfig, waitFor } from '../support/harness.js';
 import { isolatedStores, type IsolatedStores } from '../support/isolated-stores.js';
 
 const MINUTE = 60_000;
@@ -71,13 +71,7 @@ describe('a worker crash inside the lead window', () => {
     await keydb.set('1_Visa', 'sentinel');
     await at(boundary - 2_500);
     await victim!.kill('SIGKILL');
-    let changedAt = 0;
-    while (Date.now() < boundary + 15_000) {
-      if ((await keydb.get('1_Visa')) !== 'sentinel') {
-        changedAt = Date.now();
-        break;
-      }
-    }
+    const changedAt = await keyChangedAt(keydb, '1_Visa', 'sentinel', boundary + 15_000);
     const observedOffsetMs = changedAt - boundary;
     const result: PublishBalancesResult = await client.workflow.getHandle(workflowId).result();
     console.info(

@@ -3,23 +3,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PublishBalancesResult } from '../../src/activities/index.js';
 import type { App } from '../../src/app.js';
 import type { Config } from '../../src/config.js';
-import { startTestApp, stopTestApp, testConfig, waitFor } from '../support/harness.js';
+import { keyChangedAt, startTestApp, stopTestApp, testConfig, waitFor } from '../support/harness.js';
 import { isolatedStores, type IsolatedStores } from '../support/isolated-stores.js';
 
 const MINUTE = 60_000;
 const LEAD_SECONDS = 30;
-
-/**
- * Polls KeyDB (every `everyMs`) for a change of `key` away from `from` until `untilMs`; the epoch ms
- * it was seen changed, or 0.
- */
-async function changeOf(keydb: Redis, key: string, from: string, untilMs: number, everyMs = 0) {
-  while (Date.now() < untilMs) {
-    if ((await keydb.get(key)) !== from) return Date.now();
-    if (everyMs > 0) await new Promise((resolve) => setTimeout(resolve, everyMs));
-  }
-  return 0;
-}
 
 /** The largest lead (30 s), and a pause made inside its lead window: the run that fired still publishes. */
 describe(`SyncBalances with SYNC_LEAD_SECONDS=${LEAD_SECONDS}, paused during the lead window`, () => {
@@ -59,7 +47,7 @@ describe(`SyncBalances with SYNC_LEAD_SECONDS=${LEAD_SECONDS}, paused during the
     await keydb.set('1_Visa', 'sentinel');
     await schedule.pause('maintenance (sync-lead-pause test)');
 
-    const changedAt = await changeOf(keydb, '1_Visa', 'sentinel', boundary + 5_000);
+    const changedAt = await keyChangedAt(keydb, '1_Visa', 'sentinel', boundary + 5_000);
     expect(changedAt).toBeGreaterThan(0);
     expect(Math.abs(changedAt - boundary)).toBeLessThan(1_000);
     expect(await keydb.mget('1_Visa', '2_Mastercard')).toEqual(['1300', '1800']);
@@ -79,7 +67,7 @@ describe(`SyncBalances with SYNC_LEAD_SECONDS=${LEAD_SECONDS}, paused during the
     // Paused: the next tick (30 s after the boundary) starts nothing, and KeyDB keeps this minute.
     await keydb.set('1_Visa', 'after-pause');
     const nextTick = boundary + MINUTE - LEAD_SECONDS * 1000;
-    expect(await changeOf(keydb, '1_Visa', 'after-pause', nextTick + 3_000, 100)).toBe(0);
+    expect(await keyChangedAt(keydb, '1_Visa', 'after-pause', nextTick + 3_000, 100)).toBe(0);
     const description = await schedule.describe();
     expect(description.state).toMatchObject({ paused: true, note: 'maintenance (sync-lead-pause test)' });
     expect(description.info.recentActions.map((a) => a.scheduledAt.getTime())).not.toContain(nextTick);

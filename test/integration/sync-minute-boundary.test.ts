@@ -4,7 +4,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PublishBalancesResult } from '../../src/activities/index.js';
 import type { App } from '../../src/app.js';
 import type { Config } from '../../src/config.js';
-import { pool, resetDatabase, startTestApp, stopTestApp, testConfig } from '../support/harness.js';
+import {
+  keyChangedAt,
+  pool,
+  resetDatabase,
+  startTestApp,
+  stopTestApp,
+  testConfig,
+} from '../support/harness.js';
 import { startThrowawayRedis, type ThrowawayService } from '../support/throwaway-services.js';
 
 /**
@@ -49,13 +56,7 @@ describe('SyncBalances on its schedule', () => {
     const boundary = tick!.getTime() + leadMs;
     expect(boundary % 60_000).toBe(0);
     // Watch KeyDB as a client would: poll until the value changes, and note when.
-    let changedAt = 0;
-    while (Date.now() < boundary + 5_000) {
-      if ((await keydb.get('1_Visa')) !== 'sentinel') {
-        changedAt = Date.now();
-        break;
-      }
-    }
+    const changedAt = await keyChangedAt(keydb, '1_Visa', 'sentinel', boundary + 5_000);
     const observedOffset = changedAt - boundary;
     expect(changedAt).toBeGreaterThan(0);
     expect(Math.abs(observedOffset)).toBeLessThan(1_000);

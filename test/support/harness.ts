@@ -100,6 +100,25 @@ export async function waitFor<T>(
   }
 }
 
+/**
+ * Polls KeyDB every `everyMs` (as a client would) until `key` is no longer `from`, or `untilMs`; the
+ * epoch ms it was seen changed, or 0. A few ms between reads keeps the resolution far under the 1 s
+ * the sync tests assert while leaving the CPU to the app under test.
+ */
+export async function keyChangedAt(
+  keydb: Redis,
+  key: string,
+  from: string,
+  untilMs: number,
+  everyMs = 5,
+): Promise<number> {
+  while (Date.now() < untilMs) {
+    if ((await keydb.get(key)) !== from) return Date.now();
+    await new Promise((resolve) => setTimeout(resolve, everyMs));
+  }
+  return 0;
+}
+
 export interface Publisher {
   publish(body: string | Buffer, properties?: Options.Publish): Promise<void>;
   /** Publishes all, then waits for the broker to confirm them all. */
