@@ -1,11 +1,12 @@
 import type { Client } from '@temporalio/client';
+import type { AmqpConnectionManager } from 'amqp-connection-manager';
 import type { ConfirmChannel, ConsumeMessage } from 'amqplib';
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { OriginalMessage } from '../activities/index.js';
 import type { AppMetrics } from '../metrics.js';
-import { keptHeaders } from '../rabbitmq/dead-letters.js';
+import { ensureQueue, keptHeaders } from '../rabbitmq/dead-letters.js';
 import { publishDeadLetter } from './dead-letter.js';
 import { parseTransaction } from './parse-transaction.js';
 import type { ProviderDirectory } from './provider-directory.js';
@@ -20,6 +21,8 @@ export interface DeliveryOptions {
 }
 
 export interface DeliveryDeps {
+  /** The process's RabbitMQ connection, to make sure the dead-letter queue exists before a dead letter. */
+  connection: AmqpConnectionManager;
   client: Client;
   providers: ProviderDirectory;
   throttle: InFlightThrottle;
@@ -162,9 +165,11 @@ export class DeliveryHandler {
 
   private async deadLetter(raw: ConfirmChannel, message: ConsumeMessage, code: string, reason: string) {
     try {
-      await this.retrying('publish a dead letter', () =>
-        publishDeadLetter(raw, this.options.deadLetterQueue, message, code, reason),
-      );
+      await this.retrying('publish a dead letter', async () => {
+        // Without the queue (deleted while we run) the broker would confirm the dead letter and drop it.
+        await ensureQueue(this.deps.connection.connection, this.options.deadLetterQueue);
+        await publishDeadLetter(raw, this.options.deadLetterQueue, message, code, reason);
+      });
     } catch (error) {
       this.deps.log.error({ code, err: (error as Error).message }, 'cannot publish a dead letter');
       // Held a little before going back, so a full dead-letter queue is not a hot loop.
@@ -238,7 +243,9 @@ export function isOutage(error: unknown): boolean {
   for (let current = error, depth = 0; current && depth < 5; depth++) {
     const { code, message, cause } = current as { code?: unknown; message?: unknown; cause?: unknown };
     if (typeof code === 'number' && GRPC_OUTAGE_CODES.has(code)) return true;
-    if (typeof code === 'string' && (/^E[A-Z_]+$/.test(code) || SQLSTATE_OUTAGE.test(code))) return true;
+    // System errors (ECONNREFUSED, ETIMEDOUT, …), not Node's own ERR_* codes, which mean a bug.
+    if (typeof code === 'string' && (/^E(?!RR_)[A-Z_]+$/.test(code) || SQLSTATE_OUTAGE.test(code)))
+      return true;
     if (
       typeof message === 'string' &&
       /Connection terminated|timeout exceeded when trying to connect|socket hang up|Failed to connect|ECONNREFUSED|ECONNRESET/i.test(

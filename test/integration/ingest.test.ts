@@ -11,6 +11,7 @@ import { createMetrics } from '../../src/metrics.js';
 import { createWorker } from '../../src/worker.js';
 import {
   closeBridgeConnections,
+  deleteQueues,
   drainQueue,
   pool,
   publisher,
@@ -168,6 +169,21 @@ describe('ingest: RabbitMQ → IngestTransaction → historical_transactions', (
     expect(String(dead[0]!.properties.headers?.[REASON_HEADER])).not.toBe('');
     expect(dead[0]!.properties.messageId).toBe(`bad-${tag}`);
     expect(await transactionsAfter(before)).toEqual([{ provider_id: 1, value: '1.5' }]);
+  });
+
+  it('re-creates a deleted dead-letter queue instead of losing the dead letter', async () => {
+    await deleteQueues(config.DEAD_LETTER_QUEUE);
+    const before = await maxId();
+    await queue.publish('not json', { messageId: 'bad-after-dlq-deleted' });
+    await queue.publish('{"id": 1, "value": 2.5}', { messageId: 'after-dlq-deleted' });
+    await waitFor('the next good message', async () =>
+      (await transactionsAfter(before)).length > 0 ? true : undefined,
+    );
+    const dead = await waitFor('the dead letter', async () => {
+      const messages = await drainQueue(config.DEAD_LETTER_QUEUE);
+      return messages.length > 0 ? messages : undefined;
+    });
+    expect(dead.map((message) => message.properties.messageId)).toEqual(['bad-after-dlq-deleted']);
   });
 
   it('processes every message exactly once when RabbitMQ force-closes the connection mid-stream', async () => {

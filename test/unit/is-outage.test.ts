@@ -21,6 +21,12 @@ describe('isOutage: which bridge errors are retried for as long as they last', (
 
   it.each([
     ['a TypeError (a bug)', new TypeError("Cannot read properties of undefined (reading 'has')")],
+    [
+      'a Node-core TypeError with an ERR_ code (a bug)',
+      Object.assign(new TypeError('The "chunk" argument must be of type string'), {
+        code: 'ERR_INVALID_ARG_TYPE',
+      }),
+    ],
     ['gRPC INVALID_ARGUMENT (3)', withCode(3)],
     ['a unique violation (23505)', withCode('23505')],
     ['a broker nack of a dead letter', new Error('message nacked')],
