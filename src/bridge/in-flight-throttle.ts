@@ -82,8 +82,12 @@ export class InFlightThrottle {
       this.deps.metrics.ingestWorkflowsRunning.set(count);
       this.update();
     } catch (error) {
-      // Keep the last known state: if Temporal is down, starts fail and retry anyway. Said once a
-      // minute, since a visibility store without CountWorkflowExecutions leaves the throttle open.
+      // Fail open: without a count, starts made since the last one would close the throttle for
+      // good (nothing would subtract them) while /readyz stays green. If Temporal itself is down,
+      // starts fail and retry anyway. Said once a minute.
+      this.running = 0;
+      this.startsSincePoll = 0;
+      this.update();
       if (Date.now() - this.lastWarning >= 60_000) {
         this.lastWarning = Date.now();
         this.deps.log.warn(
