@@ -83,7 +83,8 @@ def command(service):
     return " ".join(value) if isinstance(value, list) else (value or "")
 
 app = services.get("app", {})
-check(command(app) == "node dist/src/main.js", f"app: runs `node dist/src/main.js` ({command(app)})")
+check(app.get("command") is None, f"app: runs the image's CMD (no command override: {command(app)})")
+check(app.get("stop_grace_period") == "30s", "app: stop_grace_period 30s (a graceful stop can outlast 10 s)")
 def container_port(port):
     # "127.0.0.1:9464:9464/tcp" (Compose v1) or {"target": 9464, ...} (Compose v2)
     return str(port.get("target")) if isinstance(port, dict) else str(port).split("/")[0].split(":")[-1]

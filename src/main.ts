@@ -53,8 +53,8 @@ async function main(): Promise<void> {
       if (signalled) return;
       signalled = true;
       log.info({ signal }, 'shutting down');
-      // Still starting: nothing is consumed before startApp returns (the bridge starts last), so
-      // there is nothing to drain.
+      // Still starting: nothing is consumed before startApp returns (the bridge starts last). The
+      // workers may already run activities; Temporal retries those on another worker or on restart.
       if (!running.app) process.exit(0);
       running.app.stop().then(
         () => process.exit(0),

@@ -68,13 +68,17 @@ const READ_BALANCES = `
 
 // A minute is written at most once, in the normal case: after its KeyDB write an attempt records the
 // boundary, and a retried attempt (which may follow a live attempt the server timed out, one that has
-// already written) checks it just before writing. Attempt 1 does not check: that keeps the round trip
-// off the ±1 s path, and nothing can have published its minute before it. What remains: an attempt
+// already written) checks it just before writing. Attempt 1 checks only when it is about to write
+// late (a stalled attempt the server timed out may resume after its retry wrote): that keeps the round
+// trip off the ±1 s path. What remains: an attempt
 // that dies (or loses Postgres) between its KeyDB write and the record, or a retry that checks in the
 // few ms between the two, lets the retry write the minute again, late, with balances as of the retry.
 // That takes a crash or a timeout within one round trip of the write, and the values then written are
 // still true balances of a moment just after the minute; closing it would need the marker written in
 // KeyDB's own MULTI, i.e. a non-balance key in the store readers consume.
+/** A first attempt writing later than this after its minute checks whether a retry already did. */
+const LATE_FIRST_ATTEMPT_MS = 500;
+
 const MINUTE_ALREADY_PUBLISHED = `
   SELECT EXISTS (SELECT 1 FROM balance_sync_sync_state WHERE last_published_boundary >= $1) AS published`;
 // Never moves back: a late attempt of an older minute cannot unrecord a newer one.
@@ -217,7 +221,8 @@ export function createPublishBalances(pool: pg.Pool, keydb: Redis, metrics: AppM
         );
       }
       const unwritten = { boundary: boundary?.toISOString() ?? null, triggersReinstalled, writeMs: 0 };
-      if (boundary && attempt > 1 && (await minuteAlreadyPublished(pool, boundary))) {
+      const mayBeSecond = attempt > 1 || Date.now() - (boundary?.getTime() ?? 0) > LATE_FIRST_ATTEMPT_MS;
+      if (boundary && mayBeSecond && (await minuteAlreadyPublished(pool, boundary))) {
         const skipped = skippedRetry(metrics, boundary, attempt, readMs);
         return { ...unwritten, ...skipped, providers: 0, unpublishable: [], keysRemoved: [] };
       }

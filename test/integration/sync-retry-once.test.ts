@@ -74,6 +74,13 @@ describe('publishBalances writes a minute at most once across its attempts', () 
     expect(await keydb.exists('2_Mastercard')).toBe(0);
   });
 
+  it('a late attempt 1 (stalled, timed out) writes nothing once its retry published the minute', async () => {
+    await keydb.set('1_Visa', 'written by attempt 2');
+    const result = await attemptEnv(1).run(publishBalances, scheduledRun(earlier));
+    expect(result).toMatchObject({ alreadyPublished: true, writtenAt: null });
+    expect(await keydb.get('1_Visa')).toBe('written by attempt 2');
+  });
+
   it('attempt 2 of a minute not yet recorded writes it (late beats never) and records it', async () => {
     const result = await attemptEnv(2).run(publishBalances, scheduledRun(later));
     expect(result).toMatchObject({
