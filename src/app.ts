@@ -97,7 +97,7 @@ export async function startApp(
 
   startup.checks = async () => ({
     rabbitmq: bridge.isConsuming(),
-    deadLetterQueue: bridge.deadLettersAccepted(),
+    deadLetterQueue: bridge.deadLettersAccepted() && deadLetters.accepting(),
     worker: workers.every((worker) => worker.getState() === 'RUNNING'),
     temporal: await succeeds(connection.healthService.check({})),
     postgres: await succeeds(pool.query('SELECT 1')),

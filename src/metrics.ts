@@ -66,6 +66,12 @@ export function createMetrics() {
       labelNames: ['cause'] as const,
       registers,
     }),
+    deadLetterPublishFailures: new Counter({
+      name: 'balance_sync_dead_letter_publish_failures_total',
+      help: 'Failed attempts of IngestTransaction to dead-letter a message after its ack (retried until accepted), by reason code',
+      labelNames: ['code'] as const,
+      registers,
+    }),
     messagesRequeued: new Counter({
       name: 'balance_sync_messages_requeued_total',
       help: 'Deliveries handed back to RabbitMQ (nack, requeue) after bounded retries, by reason',

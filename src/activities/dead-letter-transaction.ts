@@ -1,4 +1,4 @@
-import { ApplicationFailure } from '@temporalio/activity';
+import { ApplicationFailure, log } from '@temporalio/activity';
 import type { AppMetrics } from '../metrics.js';
 import {
   reasonHeaders,
@@ -36,14 +36,24 @@ export function createDeadLetterTransaction(publisher: DeadLetterPublisher | und
     if (!publisher)
       throw ApplicationFailure.retryable('this worker has no dead-letter publisher', 'NoPublisher');
     const { original } = input;
-    await publisher.publish(
-      Buffer.from(original.bodyBase64, 'base64'),
-      republishOptions(original.properties, {
-        ...original.headers,
-        ...reasonHeaders(input.code, input.reason),
-        [WORKFLOW_ID_HEADER]: input.workflowId,
-      }),
-    );
+    try {
+      await publisher.publish(
+        Buffer.from(original.bodyBase64, 'base64'),
+        republishOptions(original.properties, {
+          ...original.headers,
+          ...reasonHeaders(input.code, input.reason),
+          [WORKFLOW_ID_HEADER]: input.workflowId,
+        }),
+      );
+    } catch (error) {
+      // Retried until it is accepted; meanwhile the run stays open, counted here and in /readyz.
+      metrics.deadLetterPublishFailures.inc({ code: input.code });
+      log.error('cannot publish a dead letter after the ack; retrying', {
+        code: input.code,
+        err: (error as Error).message,
+      });
+      throw error;
+    }
     metrics.messagesDeadLettered.inc({ code: input.code });
   };
 }

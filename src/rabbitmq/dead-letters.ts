@@ -77,6 +77,8 @@ export async function ensureQueue(connection: ChannelModel | undefined, queue: s
 /** Publishes to the dead-letter queue; resolves once the broker confirmed the message. */
 export interface DeadLetterPublisher {
   publish(body: Buffer, options: Options.Publish): Promise<void>;
+  /** False while the last publish failed (the queue refused it, or RabbitMQ is unreachable): for readiness. */
+  accepting(): boolean;
   close(): Promise<void>;
 }
 
@@ -95,12 +97,20 @@ export function createDeadLetterPublisher(
     setup: async (_raw: ConfirmChannel) => ensureQueue(connection.connection, queue),
   });
   channel.on('error', () => undefined);
+  let accepting = true;
   return {
     async publish(body, options) {
-      // Without a queue the broker would confirm the message and drop it: make sure it exists.
-      await ensureQueue(connection.connection, queue);
-      await channel.sendToQueue(queue, body, { ...options, timeout: timeoutMs });
+      try {
+        // Without a queue the broker would confirm the message and drop it: make sure it exists.
+        await ensureQueue(connection.connection, queue);
+        await channel.sendToQueue(queue, body, { ...options, timeout: timeoutMs });
+        accepting = true;
+      } catch (error) {
+        accepting = false;
+        throw error;
+      }
     },
+    accepting: () => accepting,
     close: () => channel.close(),
   };
 }
