@@ -13,9 +13,9 @@ export interface ReconcileBalancesResult {
   durationMs: number;
 }
 
-// Both sides come from one snapshot, and the triggers update the sums in the writer's transaction,
-// so the difference is exact even while other transactions insert. Same rules as the triggers:
-// finite values are summed, NaN/Infinity rows counted.
+// One statement, so both sides come from one snapshot; the triggers update the sums in the writer's
+// transaction, so the difference is exact even while other transactions insert. Same rules as the
+// triggers: finite values are summed, NaN/Infinity rows counted.
 const FIND_DRIFT = `
   SELECT coalesce(full_sum.provider_id, s.provider_id) AS provider_id,
          trim_scale(coalesce(full_sum.total, 0) - coalesce(s.tx_sum, 0))::text AS drift,
@@ -34,11 +34,16 @@ const APPLY_CORRECTION = `
 
 type DriftRow = { provider_id: number; drift: string; nonfinite_drift: number; differs: boolean };
 
-/** Reads the drift in one snapshot and applies it; the caller holds the advisory lock. */
+/**
+ * Reads the drift and applies it in one transaction; the caller holds the advisory lock. The read's
+ * ACCESS SHARE lock on historical_transactions lasts until the commit, so a TRUNCATE (which zeroes the
+ * sums) cannot land between the read and the correction and be undone by it.
+ */
 async function correctDrift(client: pg.PoolClient) {
-  await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+  // READ COMMITTED whatever the database's default: the additive correction then updates the latest
+  // version of a sum that a writer changed after the read, where REPEATABLE READ would fail it.
+  await client.query('BEGIN ISOLATION LEVEL READ COMMITTED');
   const { rows } = await client.query<DriftRow>(FIND_DRIFT);
-  await client.query('COMMIT');
   const drifted = rows.filter((row) => row.differs);
   if (drifted.length > 0) {
     await client.query(APPLY_CORRECTION, [
@@ -47,6 +52,7 @@ async function correctDrift(client: pg.PoolClient) {
       drifted.map((r) => r.nonfinite_drift),
     ]);
   }
+  await client.query('COMMIT');
   const corrections = drifted.map((row) => ({
     providerId: row.provider_id,
     drift: row.drift,

@@ -278,6 +278,54 @@ describe('reconcileBalances', () => {
     }
   });
 
+  it('holds off a TRUNCATE until its correction commits, so the emptied table ends with zero sums', async () => {
+    await insertBypassingTriggers(2, '1000.75');
+    const truncater = new pg.Client({ connectionString: scratch.url });
+    await truncater.connect();
+    const {
+      rows: [backend],
+    } = await truncater.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+    let truncated: Promise<unknown> | undefined;
+    // Just before the correction is applied, another session truncates the table and either finishes
+    // or queues behind a lock; the correction then runs.
+    const pool = new Proxy(db, {
+      get(target, key, receiver) {
+        if (key !== 'connect') return Reflect.get(target, key, receiver) as unknown;
+        return async () => {
+          const client = await target.connect();
+          const query = client.query.bind(client) as (...args: unknown[]) => Promise<unknown>;
+          (client as { query: unknown }).query = async (...args: unknown[]) => {
+            if (String(args[0]).includes('unnest(')) {
+              let finished = false;
+              truncated = truncater.query('TRUNCATE historical_transactions').then(() => (finished = true));
+              await waitFor('the TRUNCATE to finish or wait for a lock', async () => {
+                const { rows: waiting } = await db.query<{ n: number }>(
+                  `SELECT count(*)::int AS n FROM pg_stat_activity
+                   WHERE pid = $1 AND wait_event_type = 'Lock'`,
+                  [backend?.pid],
+                );
+                return finished || waiting[0]?.n === 1 ? true : undefined;
+              });
+            }
+            return await query(...args);
+          };
+          return client;
+        };
+      },
+    });
+    try {
+      const result: ReconcileBalancesResult = await env.run(createReconcileBalances(pool, metrics));
+      expect(result.corrections).toEqual([{ providerId: 2, drift: '1000.75' }]);
+      await truncated;
+    } finally {
+      await truncater.end();
+    }
+    expect(await sums()).toEqual([
+      { provider_id: 1, s: '0' },
+      { provider_id: 2, s: '0' },
+    ]);
+  });
+
   it('reinstalls the balance triggers first when the table lost them', async () => {
     await db.query('DROP TRIGGER balance_sync_after_insert ON historical_transactions');
     await reconcile();
