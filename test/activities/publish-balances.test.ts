@@ -1,3 +1,4 @@
+import type { Info } from '@temporalio/activity';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { Redis } from 'ioredis';
 import type pg from 'pg';
@@ -10,7 +11,7 @@ import {
 } from '../../src/activities/publish-balances.js';
 import { createMetrics, type AppMetrics } from '../../src/metrics.js';
 import { migrate } from '../../src/postgres/schema.js';
-import { PRODUCER_FIXTURE, rows } from '../support/harness.js';
+import { PRODUCER_FIXTURE, rows, waitFor } from '../support/harness.js';
 import { createScratchDatabase, type ScratchDatabase } from '../support/scratch-database.js';
 import { startThrowawayRedis, type ThrowawayService } from '../support/throwaway-services.js';
 
@@ -26,20 +27,18 @@ let metrics: AppMetrics;
 /** What the activity logged at warn level, message and attributes. */
 const warnings: [string, Record<string, unknown> | undefined][] = [];
 const quiet = () => undefined;
-// No attempt timeouts: the mock's defaults would make every attempt look timed out (not writing).
-const env = new MockActivityEnvironment(
-  { startToCloseTimeoutMs: 0, scheduleToCloseTimeoutMs: 0 },
-  {
-    logger: {
-      log: quiet,
-      trace: quiet,
-      debug: quiet,
-      info: quiet,
-      warn: (message: string, meta?: Record<string, unknown>) => void warnings.push([message, meta]),
-      error: quiet,
-    },
-  },
-);
+const logger = {
+  log: quiet,
+  trace: quiet,
+  debug: quiet,
+  info: quiet,
+  warn: (message: string, meta?: Record<string, unknown>) => void warnings.push([message, meta]),
+  error: quiet,
+};
+/** An attempt with this info; no attempt timeouts unless given (the mock's would make every attempt look timed out). */
+const attemptWith = (info: Partial<Info> = {}) =>
+  new MockActivityEnvironment({ startToCloseTimeoutMs: 0, scheduleToCloseTimeoutMs: 0, ...info }, { logger });
+const env = attemptWith();
 
 beforeAll(async () => {
   [scratch, redis] = await Promise.all([
@@ -58,7 +57,7 @@ afterAll(async () => {
 beforeEach(async () => {
   await db.query(`
     DROP TABLE IF EXISTS historical_transactions, initial_data, balance_sync_ingest_ledger,
-      balance_sync_provider_sums, balance_sync_published_keys CASCADE;
+      balance_sync_provider_sums, balance_sync_published_keys, balance_sync_sync_state CASCADE;
     ${PRODUCER_FIXTURE}`);
   await migrate(db);
   await keydb.flushdb();
@@ -72,6 +71,31 @@ afterEach(() => {
 
 const publish = (input: PublishBalancesInput, client: Redis = keydb): Promise<PublishBalancesResult> =>
   env.run(createPublishBalances(db, client, metrics), input);
+const publishIn = (
+  attempt: MockActivityEnvironment,
+  input: PublishBalancesInput,
+  pool: pg.Pool = db,
+): Promise<PublishBalancesResult> => attempt.run(createPublishBalances(pool, keydb, metrics), input);
+/** A pool that fails every query whose text contains `fragment`, and passes the rest to the test's pool. */
+const failingOn = (fragment: string, error: Error) =>
+  new Proxy(db, {
+    get(target, key, receiver) {
+      if (key !== 'query') return Reflect.get(target, key, receiver) as unknown;
+      return (text: unknown, ...rest: unknown[]) =>
+        String(text).includes(fragment)
+          ? Promise.reject(error)
+          : (target.query as (...args: unknown[]) => Promise<unknown>).call(target, text, ...rest);
+    },
+  });
+const BOUNDARY = Date.parse('2030-01-01T10:01:00Z');
+/** The scheduled run of BOUNDARY, with a 5 s lead. */
+const scheduled = { nominalTime: new Date(BOUNDARY - 5_000).toISOString(), leadMs: 5_000 };
+const recordedMinute = async () =>
+  (await rows(db, 'SELECT last_published_boundary AS b FROM balance_sync_sync_state')).map((r) =>
+    (r.b as Date).toISOString(),
+  );
+const gauge = async (metric: { get(): Promise<{ values: { value: number }[] }> }) =>
+  (await metric.get()).values[0]?.value ?? 0;
 const now = () => ({ nominalTime: new Date().toISOString(), leadMs: null });
 const all = async () => {
   const keys = (await keydb.keys('*')).sort();
@@ -176,7 +200,8 @@ describe('publishBalances', () => {
       leadMs: 5_000,
     });
     cancellable.cancel();
-    await expect(running).rejects.toThrow();
+    // Out of the wait at once (the sleep's abort), not 30 s later at the check before the write.
+    await expect(running).rejects.toMatchObject({ name: 'AbortError' });
     expect(await all()).toEqual({});
   });
 
@@ -239,6 +264,202 @@ describe('publishBalances', () => {
         failing(() => Promise.resolve(null)),
       ),
     ).rejects.toThrow('KeyDB discarded the MULTI transaction');
+  });
+});
+
+describe('publishBalances writes a minute once', () => {
+  it('records its minute after the write, and a retry that finds it writes nothing and says so', async () => {
+    vi.useFakeTimers({ toFake: ['Date'], now: BOUNDARY + 100 });
+    const first = await publishIn(attemptWith(), scheduled);
+    expect(first).toMatchObject({ alreadyPublished: false, boundaryRecorded: true, writeOffsetMs: 100 });
+    expect(await recordedMinute()).toEqual(['2030-01-01T10:01:00.000Z']);
+    await keydb.flushdb();
+    const retry = await publishIn(attemptWith({ attempt: 2 }), scheduled);
+    expect(retry).toEqual({
+      boundary: '2030-01-01T10:01:00.000Z',
+      writtenAt: null,
+      writeOffsetMs: null,
+      alreadyPublished: true,
+      boundaryRecorded: true,
+      providers: 0,
+      unpublishable: [],
+      keysRemoved: [],
+      readMs: expect.any(Number),
+      writeMs: 0,
+      triggersReinstalled: false,
+    });
+    expect(await all()).toEqual({});
+    expect(await gauge(metrics.syncRetriesSkipped)).toBe(1);
+    expect(warnings).toEqual([
+      [
+        'retry not writing: this minute was already published by an earlier attempt',
+        expect.objectContaining({ boundary: '2030-01-01T10:01:00.000Z', attempt: 2 }),
+      ],
+    ]);
+  });
+
+  it('lets a retry write a minute that no attempt recorded', async () => {
+    vi.useFakeTimers({ toFake: ['Date'], now: BOUNDARY + 100 });
+    const retry = await publishIn(attemptWith({ attempt: 2 }), scheduled);
+    expect(retry).toMatchObject({ alreadyPublished: false, boundaryRecorded: true, providers: 2 });
+    expect(await all()).toEqual({ '1_Visa': '1300', '2_Mastercard': '1800' });
+    expect(await gauge(metrics.syncRetriesSkipped)).toBe(0);
+  });
+
+  it('makes a first attempt writing over 500 ms late check too: a retry may have written meanwhile', async () => {
+    await db.query('INSERT INTO balance_sync_sync_state (last_published_boundary) VALUES ($1)', [
+      new Date(BOUNDARY),
+    ]);
+    vi.useFakeTimers({ toFake: ['Date'], now: BOUNDARY + 600 });
+    expect(await publishIn(attemptWith(), scheduled)).toMatchObject({ alreadyPublished: true });
+    expect(await all()).toEqual({});
+  });
+
+  it('reports a minute it wrote but could not record, and keeps the write', async () => {
+    vi.useFakeTimers({ toFake: ['Date'], now: BOUNDARY + 100 });
+    const down = new Error('connection terminated');
+    const result = await publishIn(
+      attemptWith(),
+      scheduled,
+      failingOn('INSERT INTO balance_sync_sync_state', down),
+    );
+    expect(result).toMatchObject({ alreadyPublished: false, boundaryRecorded: false, writeOffsetMs: 100 });
+    expect(await all()).toEqual({ '1_Visa': '1300', '2_Mastercard': '1800' });
+    expect(warnings).toEqual([
+      [
+        'balances written, but the minute could not be recorded: a retry would write it again',
+        expect.objectContaining({ boundary: '2030-01-01T10:01:00.000Z', error: 'connection terminated' }),
+      ],
+    ]);
+  });
+});
+
+describe('publishBalances never writes from an attempt that is over', () => {
+  const T = BOUNDARY + 100;
+  const writes = async (info: Partial<Info>) => {
+    await keydb.flushdb();
+    try {
+      await publishIn(attemptWith(info), now());
+      return Object.keys(await all()).length > 0;
+    } catch (error) {
+      expect((error as Error).message).toBe(
+        'publishBalances attempt 1 reached its timeout; not writing KeyDB',
+      );
+      expect(await all()).toEqual({});
+      return false;
+    }
+  };
+
+  it('writes until 500 ms before its start-to-close timeout, and not after', async () => {
+    vi.useFakeTimers({ toFake: ['Date'], now: T });
+    expect(
+      await writes({ startToCloseTimeoutMs: 16_000, currentAttemptScheduledTimestampMs: T - 15_500 }),
+    ).toBe(true);
+    expect(
+      await writes({ startToCloseTimeoutMs: 16_000, currentAttemptScheduledTimestampMs: T - 15_501 }),
+    ).toBe(false);
+    expect(
+      await writes({ startToCloseTimeoutMs: 16_000, currentAttemptScheduledTimestampMs: T - 15_800 }),
+    ).toBe(false);
+  });
+
+  it('writes inside its schedule-to-close timeout', async () => {
+    vi.useFakeTimers({ toFake: ['Date'], now: T });
+    expect(await writes({ scheduleToCloseTimeoutMs: 50_000, scheduledTimestampMs: BOUNDARY - 5_000 })).toBe(
+      true,
+    );
+  });
+
+  it('does not write once cancelled, even when the cancel comes after its wait', async () => {
+    const attempt = attemptWith();
+    const running = publishIn(attempt, now());
+    attempt.cancel();
+    await expect(running).rejects.toThrow('publishBalances attempt 1 was cancelled; not writing KeyDB');
+    expect(await all()).toEqual({});
+  });
+});
+
+describe('publishBalances while it waits', () => {
+  it('heartbeats from its start, every 300 ms, and stops when it returns', async () => {
+    vi.useFakeTimers({ toFake: ['Date', 'setInterval', 'clearInterval'], now: BOUNDARY - 300 });
+    const attempt = attemptWith();
+    let heartbeats = 0;
+    attempt.on('heartbeat', () => void heartbeats++);
+    const running = publishIn(attempt, scheduled);
+    await waitFor('the first heartbeat', () => Promise.resolve(heartbeats === 1 ? true : undefined));
+    vi.advanceTimersByTime(600);
+    expect(heartbeats).toBe(3);
+    await running;
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('warms its Postgres and KeyDB connections before the boundary, then reads and writes without a detour', async () => {
+    vi.useFakeTimers({ toFake: ['Date'], now: BOUNDARY - 200 });
+    const calls: string[] = [];
+    const recording = new Proxy(db, {
+      get(target, key, receiver) {
+        if (key !== 'query') return Reflect.get(target, key, receiver) as unknown;
+        return (text: unknown, ...rest: unknown[]) => {
+          calls.push(`postgres ${String(text).trim().split('\n')[0]}`);
+          return (target.query as (...args: unknown[]) => Promise<unknown>).call(target, text, ...rest);
+        };
+      },
+    });
+    const client = new Proxy(keydb, {
+      get(target, key, receiver) {
+        if (key !== 'ping') return Reflect.get(target, key, receiver) as unknown;
+        return () => {
+          calls.push('keydb ping');
+          return target.ping();
+        };
+      },
+    });
+    await attemptWith().run(createPublishBalances(recording, client, metrics), scheduled);
+    expect(calls.slice(0, 2).sort()).toEqual(['keydb ping', 'postgres SELECT 1']);
+    expect(calls.length).toBeGreaterThan(2);
+    // An on-time first attempt goes straight from the read to the write: no check of earlier attempts.
+    expect(calls.filter((call) => call.includes('FROM balance_sync_sync_state'))).toEqual([]);
+  });
+});
+
+describe('publishBalances with NaN or Infinity in the data', () => {
+  it('keeps the last good balance of a provider with a NaN row, names it, and publishes it again once the row is gone', async () => {
+    await publish(now());
+    await db.query(
+      `INSERT INTO historical_transactions (provider_id, transaction_value) VALUES (2, 'NaN'), (1, 100)`,
+    );
+    const held = await publish(now());
+    const reason = '1 non-finite transaction_value row(s) in its history';
+    expect(held).toMatchObject({
+      providers: 1,
+      unpublishable: [{ providerId: 2, key: '2_Mastercard', reason }],
+      keysRemoved: [],
+    });
+    expect(await all()).toEqual({ '1_Visa': '1400', '2_Mastercard': '1800' });
+    expect(await published()).toEqual(['1_Visa', '2_Mastercard']);
+    expect(await gauge(metrics.syncUnpublishableProviders)).toBe(1);
+    expect(warnings).toEqual([
+      [
+        'balances not published for some providers; KeyDB keeps their last good value',
+        expect.objectContaining({ unpublishable: [{ providerId: 2, key: '2_Mastercard', reason }] }),
+      ],
+    ]);
+    await db.query(`DELETE FROM historical_transactions WHERE transaction_value = 'NaN'`);
+    expect((await publish(now())).unpublishable).toEqual([]);
+    expect(await all()).toEqual({ '1_Visa': '1400', '2_Mastercard': '1800' });
+    expect(await gauge(metrics.syncUnpublishableProviders)).toBe(0);
+  });
+
+  it('keeps the key of a provider whose initial_value turns non-finite, whatever its id', async () => {
+    await db.query(`INSERT INTO initial_data (id, provider_name, initial_value) VALUES (12, 'Amex', 5)`);
+    await publish(now());
+    await db.query(`UPDATE initial_data SET initial_value = 'NaN' WHERE id = 12`);
+    const result = await publish(now());
+    expect(result.unpublishable).toEqual([
+      { providerId: 12, key: '12_Amex', reason: 'initial_value is NaN' },
+    ]);
+    expect(result.keysRemoved).toEqual([]);
+    expect(await all()).toEqual({ '12_Amex': '5', '1_Visa': '1300', '2_Mastercard': '1800' });
   });
 });
 
