@@ -176,13 +176,52 @@ describe('recordTransaction', () => {
 
   it('lets any other Postgres error through as retryable', async () => {
     const down = Object.assign(new Error('terminating connection'), { code: '57P01' });
-    const failing = { query: () => Promise.reject(down) } as unknown as pg.Pool;
+    // The insert fails; a ledger lookup would have found an entry, but must not be made.
+    let calls = 0;
+    const failing = {
+      query: () =>
+        ++calls === 1
+          ? Promise.reject(down)
+          : Promise.resolve({ rows: [{ transaction_id: 1, body_sha256: null }] }),
+    } as unknown as pg.Pool;
     await expect(record({ ingestKey: 'x', providerId: 1, value: '1' }, failing)).rejects.toBe(down);
     const noCode = new Error('socket hang up');
     const failingWithoutCode = { query: () => Promise.reject(noCode) } as unknown as pg.Pool;
     await expect(record({ ingestKey: 'x', providerId: 1, value: '1' }, failingWithoutCode)).rejects.toBe(
       noCode,
     );
+  });
+
+  it('keeps the body fingerprint, counts outcomes, and refuses the same key with a different body', async () => {
+    const first = await record({ ingestKey: 'm-x', providerId: 1, value: '3', bodySha256: 'aa' });
+    expect(await rows(db, 'SELECT ingest_key, body_sha256 FROM balance_sync_ingest_ledger')).toEqual([
+      { ingest_key: 'm-x', body_sha256: 'aa' },
+    ]);
+    // The same body, or a repeat that carries no fingerprint: a duplicate.
+    expect(await record({ ingestKey: 'm-x', providerId: 1, value: '3', bodySha256: 'aa' })).toEqual({
+      transactionId: first.transactionId,
+      inserted: false,
+    });
+    expect((await record({ ingestKey: 'm-x', providerId: 1, value: '3' })).inserted).toBe(false);
+    const failure = await record({ ingestKey: 'm-x', providerId: 1, value: '4', bodySha256: 'bb' }).catch(
+      (e: unknown) => e,
+    );
+    expect(failure).toBeInstanceOf(ApplicationFailure);
+    expect(failure).toMatchObject({
+      type: 'MessageIdConflict',
+      nonRetryable: true,
+      message: `m-x was already recorded (transaction ${first.transactionId}) from a different body`,
+    });
+    // An entry from before fingerprints were kept matches any body.
+    await record({ ingestKey: 'm-old', providerId: 1, value: '5' });
+    expect((await record({ ingestKey: 'm-old', providerId: 1, value: '5', bodySha256: 'cc' })).inserted).toBe(
+      false,
+    );
+    const outcomes = (await metrics.transactionsRecorded.get()).values.map((v) => [
+      v.labels.outcome,
+      v.value,
+    ]);
+    expect(Object.fromEntries(outcomes)).toEqual({ inserted: 2, duplicate: 3 });
   });
 
   it('says so when neither a new row nor a ledger entry comes back', async () => {
@@ -278,6 +317,37 @@ describe('reconcileBalances', () => {
     }
   });
 
+  /** The test's pool, whose clients run `hook` once, before the first query whose text has `fragment`. */
+  function hookedBefore(fragment: string, hook: () => Promise<void>): pg.Pool {
+    let pending = true;
+    return new Proxy(db, {
+      get(target, key, receiver) {
+        if (key !== 'connect') return Reflect.get(target, key, receiver) as unknown;
+        return async () => {
+          const client = await target.connect();
+          const patched = client as unknown as { query?: unknown; release?: unknown };
+          const { query, release } = patched;
+          patched.query = async (...args: unknown[]) => {
+            if (pending && String(args[0]).includes(fragment)) {
+              pending = false;
+              await hook();
+            }
+            return await (query as (...a: unknown[]) => Promise<unknown>).apply(client, args);
+          };
+          // Back in the pool as it was: other tests share it.
+          patched.release = (...args: unknown[]) => {
+            delete patched.query;
+            patched.release = release;
+            return (release as (...a: unknown[]) => void).apply(client, args);
+          };
+          return client;
+        };
+      },
+    });
+  }
+
+  const CORRECTION = 'unnest('; // only the query applying a correction has it
+
   it('holds off a TRUNCATE until its correction commits, so the emptied table ends with zero sums', async () => {
     await insertBypassingTriggers(2, '1000.75');
     const truncater = new pg.Client({ connectionString: scratch.url });
@@ -288,30 +358,16 @@ describe('reconcileBalances', () => {
     let truncated: Promise<unknown> | undefined;
     // Just before the correction is applied, another session truncates the table and either finishes
     // or queues behind a lock; the correction then runs.
-    const pool = new Proxy(db, {
-      get(target, key, receiver) {
-        if (key !== 'connect') return Reflect.get(target, key, receiver) as unknown;
-        return async () => {
-          const client = await target.connect();
-          const query = client.query.bind(client) as (...args: unknown[]) => Promise<unknown>;
-          (client as { query: unknown }).query = async (...args: unknown[]) => {
-            if (String(args[0]).includes('unnest(')) {
-              let finished = false;
-              truncated = truncater.query('TRUNCATE historical_transactions').then(() => (finished = true));
-              await waitFor('the TRUNCATE to finish or wait for a lock', async () => {
-                const { rows: waiting } = await db.query<{ n: number }>(
-                  `SELECT count(*)::int AS n FROM pg_stat_activity
-                   WHERE pid = $1 AND wait_event_type = 'Lock'`,
-                  [backend?.pid],
-                );
-                return finished || waiting[0]?.n === 1 ? true : undefined;
-              });
-            }
-            return await query(...args);
-          };
-          return client;
-        };
-      },
+    const pool = hookedBefore(CORRECTION, async () => {
+      let finished = false;
+      truncated = truncater.query('TRUNCATE historical_transactions').then(() => (finished = true));
+      await waitFor('the TRUNCATE to finish or wait for a lock', async () => {
+        const { rows: waiting } = await db.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'`,
+          [backend?.pid],
+        );
+        return finished || waiting[0]?.n === 1 ? true : undefined;
+      });
     });
     try {
       const result: ReconcileBalancesResult = await env.run(createReconcileBalances(pool, metrics));
@@ -324,6 +380,54 @@ describe('reconcileBalances', () => {
       { provider_id: 1, s: '0' },
       { provider_id: 2, s: '0' },
     ]);
+  });
+
+  it('holds a second reconciliation at the lock until the first has applied its correction', async () => {
+    await insertBypassingTriggers(1, '5');
+    let resume!: () => void;
+    const held = new Promise<void>((resolve) => (resume = resolve));
+    let reached!: () => void;
+    const atCorrection = new Promise<void>((resolve) => (reached = resolve));
+    const pool = hookedBefore(CORRECTION, async () => {
+      reached();
+      await held;
+    });
+    const first: Promise<ReconcileBalancesResult> = env.run(createReconcileBalances(pool, metrics));
+    await atCorrection;
+    let secondDone = false;
+    const second = reconcile().finally(() => (secondDone = true));
+    await waitFor('the second reconciliation to wait for the advisory lock (or to finish)', async () => {
+      const { rows: waiting } = await db.query(
+        `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'advisory'`,
+      );
+      return secondDone || waiting.length > 0 ? true : undefined;
+    });
+    resume();
+    const results = await Promise.all([first, second]);
+    expect(results.flatMap((r) => r.corrections)).toEqual([{ providerId: 1, drift: '5' }]);
+    expect(await sums()).toEqual([
+      { provider_id: 1, s: '305' },
+      { provider_id: 2, s: '-200' },
+    ]);
+  });
+
+  it('fails visibly when its read fails, and leaves neither its lock nor its transaction behind', async () => {
+    await insertBypassingTriggers(1, '5');
+    const cancelled = Object.assign(new Error('canceling statement due to statement timeout'), {
+      code: '57014',
+    });
+    const failing = hookedBefore('FULL JOIN', () => Promise.reject(cancelled));
+    await expect(env.run(createReconcileBalances(failing, metrics))).rejects.toBe(cancelled);
+    await migrate(db);
+    expect((await reconcile()).corrections).toEqual([{ providerId: 1, drift: '5' }]);
+  });
+
+  it('corrects the count of NaN/Infinity rows that bypassed the triggers', async () => {
+    await insertBypassingTriggers(2, 'NaN');
+    expect((await reconcile()).corrections).toEqual([{ providerId: 2, drift: '0', nonfiniteRowsDrift: 1 }]);
+    expect(
+      await rows(db, 'SELECT nonfinite_rows::int AS n FROM balance_sync_provider_sums WHERE provider_id = 2'),
+    ).toEqual([{ n: 1 }]);
   });
 
   it('reinstalls the balance triggers first when the table lost them', async () => {
