@@ -8,6 +8,7 @@ import {
   syncBalancesSchedule,
   type ScheduleSettings,
 } from '../../src/schedules/schedules.js';
+import pino from 'pino';
 import { silentLog, waitFor } from '../support/harness.js';
 
 const ENSURE = { pausedMeans: 'this test' };
@@ -159,6 +160,59 @@ describe('ensureSchedule', () => {
     expect(await ensure(3)).toEqual({ sync: 'unchanged', reconcile: 'unchanged' });
   });
 
+  it("refreshes the sync schedule's note while it runs, and leaves the reconcile schedule's note (an operator's) alone", async () => {
+    const settings = settingsFor(5);
+    await ensureSchedules(client, settings, silentLog());
+    const reconcile = client.schedule.getHandle(settings.reconcileScheduleId);
+    await reconcile.update((previous) => ({
+      ...previous,
+      state: { ...previous.state, note: 'watching drift' },
+    }));
+    const changed = { ...settings, syncLeadSeconds: 3, reconcileCron: '23 * * * *' };
+    expect(await ensureSchedules(client, changed, silentLog())).toEqual({
+      sync: 'updated',
+      reconcile: 'updated',
+    });
+    const sync = await client.schedule.getHandle(settings.syncScheduleId).describe();
+    expect(sync.state).toMatchObject({
+      paused: false,
+      note: expect.stringContaining('fires 3 s before each minute'),
+    });
+    expect((await reconcile.describe()).state).toMatchObject({ paused: false, note: 'watching drift' });
+    // A running sync schedule whose note someone changed gets its lead note back at the next start-up.
+    const handle = client.schedule.getHandle(settings.syncScheduleId);
+    await handle.update((previous) => ({ ...previous, state: { ...previous.state, note: 'edited' } }));
+    expect(await ensureSchedules(client, changed, silentLog())).toEqual({
+      sync: 'updated',
+      reconcile: 'unchanged',
+    });
+    expect((await handle.describe()).state.note).toContain('fires 3 s before each minute');
+  });
+
+  it('warns at start-up about each paused schedule, saying what the pause stops', async () => {
+    const settings = settingsFor(5);
+    await ensureSchedules(client, settings, silentLog());
+    await client.schedule.getHandle(settings.syncScheduleId).pause('deploy');
+    await client.schedule.getHandle(settings.reconcileScheduleId).pause();
+    const lines: { level: number; msg: string; scheduleId?: string; note?: string }[] = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    expect(await ensureSchedules(client, settings, log)).toEqual({
+      sync: 'unchanged',
+      reconcile: 'unchanged',
+    });
+    expect(lines.filter((line) => line.level === 40)).toEqual([
+      expect.objectContaining({
+        scheduleId: settings.syncScheduleId,
+        note: 'deploy',
+        msg: `schedule ${settings.syncScheduleId} is paused: balances are not published to KeyDB until it is unpaused`,
+      }),
+      expect.objectContaining({
+        scheduleId: settings.reconcileScheduleId,
+        msg: `schedule ${settings.reconcileScheduleId} is paused: balance sums are not reconciled on schedule until it is unpaused`,
+      }),
+    ]);
+  });
+
   it('is safe to race: one creates, the other finds it unchanged', async () => {
     const settings = settingsFor(5);
     const definition = syncBalancesSchedule(settings);
@@ -179,6 +233,27 @@ describe('ensureSchedule', () => {
         silentLog(),
         ENSURE,
       ),
-    ).rejects.toThrow();
+    ).rejects.toThrow('Missing ScheduleOptions.action.taskQueue'); // the create's own error
   });
+});
+
+describe('what an operator sees of a schedule', () => {
+  it.each([
+    [0, 'balances at the minute this run starts', 'at every minute boundary'],
+    [5, 'balances at the minute boundary 5 s after this run starts', '5 s before every minute boundary'],
+  ])(
+    'lead %i s: the run summary, the calendar comment and the note say which minute a run publishes',
+    async (lead, summary, comment) => {
+      const settings = settingsFor(lead);
+      await ensureSchedules(client, settings, silentLog());
+      const sync = await client.schedule.getHandle(settings.syncScheduleId).describe();
+      expect(sync.action).toMatchObject({ staticSummary: summary });
+      expect(sync.spec.calendars?.[0]?.comment).toContain(comment);
+      expect(sync.state.note).toContain(`fires ${lead} s before each minute (SYNC_LEAD_SECONDS)`);
+      const reconcile = await client.schedule.getHandle(settings.reconcileScheduleId).describe();
+      expect(reconcile.action).toMatchObject({
+        staticSummary: 'reconciles the running balance sums with the full aggregate',
+      });
+    },
+  );
 });
