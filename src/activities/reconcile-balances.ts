@@ -32,12 +32,22 @@ const APPLY_CORRECTION = `
   ON CONFLICT (provider_id) DO UPDATE
   SET tx_sum = s.tx_sum + EXCLUDED.tx_sum, nonfinite_rows = s.nonfinite_rows + EXCLUDED.nonfinite_rows`;
 
+// The correction waits on writers' row locks on the sums while this transaction holds its lock on
+// historical_transactions. A writer that then wants that table exclusively in the same transaction
+// (TRUNCATE, DROP, ALTER) closes a cycle. Waiting at most a tenth of deadlock_timeout makes this
+// reconciliation give up (lock_timeout, 55P03, retried by its workflow) before the writer's deadlock
+// check runs, unless the writer had already waited over nine tenths of deadlock_timeout for the read.
+const BOUND_CORRECTION_LOCK_WAIT = `
+  SELECT set_config('lock_timeout', (SELECT greatest(setting::int / 10, 1)::text FROM pg_settings
+                                     WHERE name = 'deadlock_timeout'), true)`;
+
 type DriftRow = { provider_id: number; drift: string; nonfinite_drift: number; differs: boolean };
 
 /**
  * Reads the drift and applies it in one transaction; the caller holds the advisory lock. The read's
  * ACCESS SHARE lock on historical_transactions lasts until the commit, so a TRUNCATE (which zeroes the
- * sums) cannot land between the read and the correction and be undone by it.
+ * sums) cannot land between the read and the correction and be undone by it; a TRUNCATE, DROP or
+ * ALTER waits for the commit, and so does what queues behind it.
  */
 async function correctDrift(client: pg.PoolClient) {
   // READ COMMITTED whatever the database's default: the additive correction then updates the latest
@@ -46,6 +56,7 @@ async function correctDrift(client: pg.PoolClient) {
   const { rows } = await client.query<DriftRow>(FIND_DRIFT);
   const drifted = rows.filter((row) => row.differs);
   if (drifted.length > 0) {
+    await client.query(BOUND_CORRECTION_LOCK_WAIT);
     await client.query(APPLY_CORRECTION, [
       drifted.map((r) => r.provider_id),
       drifted.map((r) => r.drift),
