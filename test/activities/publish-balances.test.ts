@@ -310,7 +310,10 @@ describe('publishBalances writes a minute once', () => {
     await db.query('INSERT INTO balance_sync_sync_state (last_published_boundary) VALUES ($1)', [
       new Date(BOUNDARY),
     ]);
-    vi.useFakeTimers({ toFake: ['Date'], now: BOUNDARY + 600 });
+    vi.useFakeTimers({ toFake: ['Date'], now: BOUNDARY + 500 });
+    expect(await publishIn(attemptWith(), scheduled)).toMatchObject({ alreadyPublished: false });
+    await keydb.flushdb();
+    vi.setSystemTime(BOUNDARY + 501);
     expect(await publishIn(attemptWith(), scheduled)).toMatchObject({ alreadyPublished: true });
     expect(await all()).toEqual({});
   });
@@ -363,14 +366,13 @@ describe('publishBalances never writes from an attempt that is over', () => {
     ).toBe(false);
   });
 
-  it('writes inside its schedule-to-close timeout', async () => {
+  it('writes until 500 ms before its schedule-to-close timeout, and not after', async () => {
     vi.useFakeTimers({ toFake: ['Date'], now: T });
-    expect(await writes({ scheduleToCloseTimeoutMs: 50_000, scheduledTimestampMs: BOUNDARY - 5_000 })).toBe(
-      true,
-    );
+    expect(await writes({ scheduleToCloseTimeoutMs: 50_000, scheduledTimestampMs: T - 49_500 })).toBe(true);
+    expect(await writes({ scheduleToCloseTimeoutMs: 50_000, scheduledTimestampMs: T - 49_501 })).toBe(false);
   });
 
-  it('does not write once cancelled, even when the cancel comes after its wait', async () => {
+  it('does not write once cancelled during its read', async () => {
     const attempt = attemptWith();
     const running = publishIn(attempt, now());
     attempt.cancel();
@@ -380,16 +382,21 @@ describe('publishBalances never writes from an attempt that is over', () => {
 });
 
 describe('publishBalances while it waits', () => {
-  it('heartbeats from its start, every 300 ms, and stops when it returns', async () => {
-    vi.useFakeTimers({ toFake: ['Date', 'setInterval', 'clearInterval'], now: BOUNDARY - 300 });
+  it('heartbeats from its start, every 300 ms, and stops when it ends', async () => {
+    vi.useFakeTimers({ toFake: ['Date', 'setInterval', 'clearInterval'], now: BOUNDARY - 30_000 });
     const attempt = attemptWith();
     let heartbeats = 0;
     attempt.on('heartbeat', () => void heartbeats++);
     const running = publishIn(attempt, scheduled);
     await waitFor('the first heartbeat', () => Promise.resolve(heartbeats === 1 ? true : undefined));
-    vi.advanceTimersByTime(600);
+    vi.advanceTimersByTime(299);
+    expect(heartbeats).toBe(1);
+    vi.advanceTimersByTime(1);
+    expect(heartbeats).toBe(2);
+    vi.advanceTimersByTime(300);
     expect(heartbeats).toBe(3);
-    await running;
+    attempt.cancel(); // ends its 30 s wait
+    await expect(running).rejects.toMatchObject({ name: 'AbortError' });
     expect(vi.getTimerCount()).toBe(0);
   });
 

@@ -318,11 +318,12 @@ describe('reconcileBalances', () => {
   });
 
   /** The test's pool, whose clients run `hook` once, before the first query whose text has `fragment`. */
-  function hookedBefore(fragment: string, hook: () => Promise<void>): pg.Pool {
+  function hookedBefore(fragment: string, hook: (client: pg.PoolClient) => Promise<void>): pg.Pool {
     let pending = true;
     return new Proxy(db, {
-      get(target, key, receiver) {
-        if (key !== 'connect') return Reflect.get(target, key, receiver) as unknown;
+      get(target, key) {
+        const value = Reflect.get(target, key, target) as unknown;
+        if (key !== 'connect') return typeof value === 'function' ? value.bind(target) : value;
         return async () => {
           const client = await target.connect();
           const patched = client as unknown as { query?: unknown; release?: unknown };
@@ -330,7 +331,7 @@ describe('reconcileBalances', () => {
           patched.query = async (...args: unknown[]) => {
             if (pending && String(args[0]).includes(fragment)) {
               pending = false;
-              await hook();
+              await hook(client);
             }
             return await (query as (...a: unknown[]) => Promise<unknown>).apply(client, args);
           };
@@ -393,18 +394,26 @@ describe('reconcileBalances', () => {
       await held;
     });
     const first: Promise<ReconcileBalancesResult> = env.run(createReconcileBalances(pool, metrics));
-    await atCorrection;
-    let secondDone = false;
-    const second = reconcile().finally(() => (secondDone = true));
-    await waitFor('the second reconciliation to wait for the advisory lock (or to finish)', async () => {
-      const { rows: waiting } = await db.query(
-        `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'advisory'`,
-      );
-      return secondDone || waiting.length > 0 ? true : undefined;
-    });
-    resume();
+    let second: Promise<ReconcileBalancesResult> | undefined;
+    try {
+      // If the first never reaches its correction, this fails with the first's outcome instead of hanging.
+      await Promise.race([
+        atCorrection,
+        first.then(() => Promise.reject(new Error('no correction applied'))),
+      ]);
+      let secondDone = false;
+      second = reconcile().finally(() => (secondDone = true));
+      await waitFor('the second reconciliation to wait for the advisory lock (or to finish)', async () => {
+        const { rows: waiting } = await db.query(
+          `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'advisory'`,
+        );
+        return secondDone || waiting.length > 0 ? true : undefined;
+      });
+    } finally {
+      resume(); // never leave the first's transaction open for the next test
+    }
     const results = await Promise.all([first, second]);
-    expect(results.flatMap((r) => r.corrections)).toEqual([{ providerId: 1, drift: '5' }]);
+    expect(results.flatMap((r) => r?.corrections ?? [])).toEqual([{ providerId: 1, drift: '5' }]);
     expect(await sums()).toEqual([
       { provider_id: 1, s: '305' },
       { provider_id: 2, s: '-200' },
@@ -413,13 +422,52 @@ describe('reconcileBalances', () => {
 
   it('fails visibly when its read fails, and leaves neither its lock nor its transaction behind', async () => {
     await insertBypassingTriggers(1, '5');
-    const cancelled = Object.assign(new Error('canceling statement due to statement timeout'), {
-      code: '57014',
+    // A real server-side failure inside its transaction: the read then fails with 25P02.
+    const failing = hookedBefore('FULL JOIN', async (client) => {
+      await client.query('SELECT 1/0').catch(() => undefined);
     });
-    const failing = hookedBefore('FULL JOIN', () => Promise.reject(cancelled));
-    await expect(env.run(createReconcileBalances(failing, metrics))).rejects.toBe(cancelled);
-    await migrate(db);
+    await expect(env.run(createReconcileBalances(failing, metrics))).rejects.toMatchObject({ code: '25P02' });
+    // From a session of its own: a pooled session holding the lock could take it again (re-entrant).
+    const probe = new pg.Client({ connectionString: scratch.url });
+    await probe.connect();
+    try {
+      const { rows: lock } = await probe.query<{ got: boolean }>('SELECT pg_try_advisory_lock($1) AS got', [
+        BALANCE_LOCK_KEY,
+      ]);
+      expect(lock).toEqual([{ got: true }]);
+      await probe.query('SELECT pg_advisory_unlock($1)', [BALANCE_LOCK_KEY]);
+      const { rows: open } = await probe.query(
+        `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'`,
+      );
+      expect(open).toEqual([]);
+    } finally {
+      await probe.end();
+    }
     expect((await reconcile()).corrections).toEqual([{ providerId: 1, drift: '5' }]);
+  });
+
+  it("gives up on a writer's lock on a sum before Postgres's deadlock check, so a writer that then truncates is not aborted", async () => {
+    await insertBypassingTriggers(1, '5');
+    const writer = new pg.Client({ connectionString: scratch.url });
+    await writer.connect();
+    try {
+      await writer.query('BEGIN');
+      // Its trigger locks provider 1's sum until the writer's transaction ends.
+      await writer.query(
+        'INSERT INTO historical_transactions (provider_id, transaction_value) VALUES (1, 7)',
+      );
+      const failure = await reconcile().catch((error: unknown) => error);
+      expect(failure).toMatchObject({ code: '55P03' }); // lock_timeout, not 40P01 (a deadlock)
+      await writer.query('TRUNCATE historical_transactions');
+      await writer.query('COMMIT');
+    } finally {
+      await writer.end();
+    }
+    expect((await reconcile()).corrections).toEqual([]);
+    expect(await sums()).toEqual([
+      { provider_id: 1, s: '0' },
+      { provider_id: 2, s: '0' },
+    ]);
   });
 
   it('corrects the count of NaN/Infinity rows that bypassed the triggers', async () => {

@@ -50,7 +50,7 @@ describe('sync timeouts derived from SYNC_LEAD_SECONDS', () => {
     },
   );
 
-  it('refuses 31 s, the first lead that is not allowed, with one error naming SYNC_LEAD_SECONDS', () => {
+  it('refuses 31 s (the first lead not allowed), negative and fractional leads, with one error naming SYNC_LEAD_SECONDS', () => {
     for (const lead of [31, -1, 1.5, Number.NaN]) expect(() => syncTiming(lead)).toThrow(/SYNC_LEAD_SECONDS/);
     expect(() => loadConfig({ SYNC_LEAD_SECONDS: '31' })).toThrow(
       /^Invalid configuration: SYNC_LEAD_SECONDS: [^;]*$/,
