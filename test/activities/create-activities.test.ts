@@ -4,6 +4,7 @@ import type pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { createActivities } from '../../src/activities/index.js';
 import { createMetrics } from '../../src/metrics.js';
+import { activityLogger } from '../support/activity-logger.js';
 
 /** A pool that refuses everything, naming itself, so a failure tells which pool an activity used. */
 const refusing = (name: string) => {
@@ -11,10 +12,9 @@ const refusing = (name: string) => {
   return { query: refuse, connect: refuse } as unknown as pg.Pool;
 };
 const keydb = { ping: () => Promise.resolve('PONG') } as unknown as Redis;
-const quiet = () => undefined;
 const env = new MockActivityEnvironment(
   { startToCloseTimeoutMs: 0, scheduleToCloseTimeoutMs: 0 },
-  { logger: { log: quiet, trace: quiet, debug: quiet, info: quiet, warn: quiet, error: quiet } },
+  { logger: activityLogger() },
 );
 const now = { nominalTime: new Date().toISOString(), leadMs: null };
 const record = { ingestKey: 'k', providerId: 1, value: '1' };

@@ -3,6 +3,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { describe, expect, it } from 'vitest';
 import { createDeadLetterTransaction } from '../../src/activities/dead-letter-transaction.js';
 import { createMetrics } from '../../src/metrics.js';
+import { activityLogger, type LogLine } from '../support/activity-logger.js';
 import {
   REASON_CODE_HEADER,
   REASON_HEADER,
@@ -66,9 +67,7 @@ describe('deadLetterTransaction', () => {
   });
 
   it('fails as retryable NoPublisher on a worker without a dead-letter publisher', async () => {
-    const quiet = () => undefined;
-    const logger = { log: quiet, trace: quiet, debug: quiet, info: quiet, warn: quiet, error: quiet };
-    const failure = await new MockActivityEnvironment(undefined, { logger })
+    const failure = await new MockActivityEnvironment(undefined, { logger: activityLogger() })
       .run(createDeadLetterTransaction(undefined, createMetrics()), input)
       .catch((error: unknown) => error);
     expect(failure).toBeInstanceOf(ApplicationFailure);
@@ -86,18 +85,8 @@ describe('deadLetterTransaction', () => {
       accepting: () => false,
       close: () => Promise.resolve(),
     };
-    const errors: [string, Record<string, unknown> | undefined][] = [];
-    const quiet = () => undefined;
-    const env = new MockActivityEnvironment(undefined, {
-      logger: {
-        log: quiet,
-        trace: quiet,
-        debug: quiet,
-        info: quiet,
-        warn: quiet,
-        error: (message: string, meta?: Record<string, unknown>) => void errors.push([message, meta]),
-      },
-    });
+    const errors: LogLine[] = [];
+    const env = new MockActivityEnvironment(undefined, { logger: activityLogger({ error: errors }) });
     await expect(env.run(createDeadLetterTransaction(refusing, metrics), input)).rejects.toThrow(
       'message nacked',
     );

@@ -11,6 +11,7 @@ import {
 } from '../../src/activities/publish-balances.js';
 import { createMetrics, type AppMetrics } from '../../src/metrics.js';
 import { migrate } from '../../src/postgres/schema.js';
+import { activityLogger, type LogLine } from '../support/activity-logger.js';
 import { PRODUCER_FIXTURE, rows, waitFor } from '../support/harness.js';
 import { createScratchDatabase, type ScratchDatabase } from '../support/scratch-database.js';
 import { startThrowawayRedis, type ThrowawayService } from '../support/throwaway-services.js';
@@ -25,16 +26,8 @@ let redis: ThrowawayService;
 let keydb: Redis;
 let metrics: AppMetrics;
 /** What the activity logged at warn level, message and attributes. */
-const warnings: [string, Record<string, unknown> | undefined][] = [];
-const quiet = () => undefined;
-const logger = {
-  log: quiet,
-  trace: quiet,
-  debug: quiet,
-  info: quiet,
-  warn: (message: string, meta?: Record<string, unknown>) => void warnings.push([message, meta]),
-  error: quiet,
-};
+const warnings: LogLine[] = [];
+const logger = activityLogger({ warn: warnings });
 /** An attempt with this info; no attempt timeouts unless given (the mock's would make every attempt look timed out). */
 const attemptWith = (info: Partial<Info> = {}) =>
   new MockActivityEnvironment({ startToCloseTimeoutMs: 0, scheduleToCloseTimeoutMs: 0, ...info }, { logger });
@@ -76,17 +69,19 @@ const publishIn = (
   input: PublishBalancesInput,
   pool: pg.Pool = db,
 ): Promise<PublishBalancesResult> => attempt.run(createPublishBalances(pool, keydb, metrics), input);
-/** A pool that fails every query whose text contains `fragment`, and passes the rest to the test's pool. */
-const failingOn = (fragment: string, error: Error) =>
+/** The test's pool, with every `pool.query` going through `around(text, run)`. */
+const queriesThrough = (around: (text: string, run: () => Promise<unknown>) => Promise<unknown>) =>
   new Proxy(db, {
     get(target, key, receiver) {
       if (key !== 'query') return Reflect.get(target, key, receiver) as unknown;
-      return (text: unknown, ...rest: unknown[]) =>
-        String(text).includes(fragment)
-          ? Promise.reject(error)
-          : (target.query as (...args: unknown[]) => Promise<unknown>).call(target, text, ...rest);
+      const query = (...args: unknown[]) =>
+        (target.query as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+      return (text: unknown, ...rest: unknown[]) => around(String(text), () => query(text, ...rest));
     },
   });
+/** A pool that fails every query whose text contains `fragment`, and passes the rest to the test's pool. */
+const failingOn = (fragment: string, error: Error) =>
+  queriesThrough((text, run) => (text.includes(fragment) ? Promise.reject(error) : run()));
 const BOUNDARY = Date.parse('2030-01-01T10:01:00Z');
 /** The scheduled run of BOUNDARY, with a 5 s lead. */
 const scheduled = { nominalTime: new Date(BOUNDARY - 5_000).toISOString(), leadMs: 5_000 };
@@ -194,7 +189,7 @@ describe('publishBalances', () => {
   it('stops waiting for its boundary when cancelled, writing nothing', async () => {
     const boundary = Date.parse('2030-01-01T10:01:00Z');
     vi.useFakeTimers({ toFake: ['Date'], now: boundary - 30_000 });
-    const cancellable = new MockActivityEnvironment();
+    const cancellable = attemptWith();
     const running = cancellable.run(createPublishBalances(db, keydb, metrics), {
       nominalTime: new Date(boundary - 5_000).toISOString(),
       leadMs: 5_000,
@@ -221,20 +216,6 @@ describe('publishBalances', () => {
         expect.objectContaining({ boundary: '2030-01-01T10:01:00.000Z', writeOffsetMs: 50_000 }),
       ],
     ]);
-    vi.setSystemTime(boundary + 50_001);
-    await keydb.flushdb();
-    await db.query('DELETE FROM balance_sync_sync_state');
-    // Past its schedule-to-close deadline (50 s from the tick) an attempt writes nothing: by then the
-    // next run owns KeyDB.
-    const late = new MockActivityEnvironment({
-      scheduledTimestampMs: boundary - 5_000,
-      scheduleToCloseTimeoutMs: 50_000,
-      startToCloseTimeoutMs: 0,
-    });
-    await expect(late.run(createPublishBalances(db, keydb, metrics), input)).rejects.toThrow(
-      'publishBalances attempt 1 reached its timeout; not writing KeyDB',
-    );
-    expect(await all()).toEqual({});
   });
 
   it('fails visibly when KeyDB refuses the write or discards the transaction', async () => {
@@ -366,6 +347,7 @@ describe('publishBalances never writes from an attempt that is over', () => {
     ).toBe(false);
   });
 
+  // Past schedule-to-close (50 s from the tick) the next run owns KeyDB.
   it('writes until 500 ms before its schedule-to-close timeout, and not after', async () => {
     vi.useFakeTimers({ toFake: ['Date'], now: T });
     expect(await writes({ scheduleToCloseTimeoutMs: 50_000, scheduledTimestampMs: T - 49_500 })).toBe(true);
@@ -403,14 +385,9 @@ describe('publishBalances while it waits', () => {
   it('warms its Postgres and KeyDB connections before the boundary, then reads and writes without a detour', async () => {
     vi.useFakeTimers({ toFake: ['Date'], now: BOUNDARY - 200 });
     const calls: string[] = [];
-    const recording = new Proxy(db, {
-      get(target, key, receiver) {
-        if (key !== 'query') return Reflect.get(target, key, receiver) as unknown;
-        return (text: unknown, ...rest: unknown[]) => {
-          calls.push(`postgres ${String(text).trim().split('\n')[0]}`);
-          return (target.query as (...args: unknown[]) => Promise<unknown>).call(target, text, ...rest);
-        };
-      },
+    const recording = queriesThrough((text, run) => {
+      calls.push(`postgres ${text.trim().split('\n')[0]}`);
+      return run();
     });
     const client = new Proxy(keydb, {
       get(target, key, receiver) {

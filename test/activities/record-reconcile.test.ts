@@ -13,6 +13,7 @@ import {
 } from '../../src/activities/record-transaction.js';
 import { createMetrics, type AppMetrics } from '../../src/metrics.js';
 import { BALANCE_LOCK_KEY, migrate } from '../../src/postgres/schema.js';
+import { activityLogger, type LogLine } from '../support/activity-logger.js';
 import { PRODUCER_FIXTURE, rows, waitFor } from '../support/harness.js';
 import { createScratchDatabase, type ScratchDatabase } from '../support/scratch-database.js';
 
@@ -23,18 +24,8 @@ import { createScratchDatabase, type ScratchDatabase } from '../support/scratch-
 let scratch: ScratchDatabase;
 let db: pg.Pool;
 let metrics: AppMetrics;
-const warnings: [string, Record<string, unknown> | undefined][] = [];
-const quiet = () => undefined;
-const env = new MockActivityEnvironment(undefined, {
-  logger: {
-    log: quiet,
-    trace: quiet,
-    debug: quiet,
-    info: quiet,
-    warn: (message: string, meta?: Record<string, unknown>) => void warnings.push([message, meta]),
-    error: quiet,
-  },
-});
+const warnings: LogLine[] = [];
+const env = new MockActivityEnvironment(undefined, { logger: activityLogger({ warn: warnings }) });
 
 beforeAll(async () => {
   scratch = await createScratchDatabase('balance_sync_activities');
