@@ -46,6 +46,10 @@ function settingsFor(syncLeadSeconds: number, reconcileCron = '17 * * * *'): Sch
   };
 }
 
+/** Creates (or finds) the sync schedule of these settings alone. */
+const createSync = (settings: ScheduleSettings) =>
+  ensureSchedule(client, settings.syncScheduleId, syncBalancesSchedule(settings), silentLog(), ENSURE);
+
 const nextTimes = async (scheduleId: string) =>
   (await client.schedule.getHandle(scheduleId).describe()).info.nextActionTimes.map((t) => t.getTime());
 
@@ -71,15 +75,7 @@ async function triggeredRun(scheduleId: string) {
 describe('the SyncBalances schedule', () => {
   it.each([0, 5, 30])('fires every minute, %i s before the boundary, in UTC', async (lead) => {
     const settings = settingsFor(lead);
-    expect(
-      await ensureSchedule(
-        client,
-        settings.syncScheduleId,
-        syncBalancesSchedule(settings),
-        silentLog(),
-        ENSURE,
-      ),
-    ).toBe('created');
+    expect(await createSync(settings)).toBe('created');
     const times = await nextTimes(settings.syncScheduleId);
     expect(times.length).toBeGreaterThanOrEqual(5);
     for (const t of times) expect((t + lead * 1000) % 60_000).toBe(0);
@@ -88,13 +84,7 @@ describe('the SyncBalances schedule', () => {
 
   it('starts SyncBalances with its lead on the task queue, and the run ends before the next tick', async () => {
     const settings = settingsFor(5);
-    await ensureSchedule(
-      client,
-      settings.syncScheduleId,
-      syncBalancesSchedule(settings),
-      silentLog(),
-      ENSURE,
-    );
+    await createSync(settings);
     const { description, started, args, workflowId } = await triggeredRun(settings.syncScheduleId);
     expect(description.type).toBe('SyncBalances');
     expect(description.taskQueue).toBe(settings.taskQueue);
@@ -107,13 +97,7 @@ describe('the SyncBalances schedule', () => {
 
   it('skips a tick while a run is still open, catches up at most 10 s, and keeps running after failures', async () => {
     const settings = settingsFor(5);
-    await ensureSchedule(
-      client,
-      settings.syncScheduleId,
-      syncBalancesSchedule(settings),
-      silentLog(),
-      ENSURE,
-    );
+    await createSync(settings);
     const { policies, spec, state } = await client.schedule.getHandle(settings.syncScheduleId).describe();
     expect(policies).toMatchObject({ overlap: 'SKIP', catchupWindow: 10_000, pauseOnFailure: false });
     expect(spec.jitter).toBe(0);
