@@ -299,6 +299,29 @@ describe('publishBalances writes a minute once', () => {
     expect(await all()).toEqual({});
   });
 
+  it('never moves the record back: a retry of an older minute writes nothing, a first attempt leaves it', async () => {
+    const NEXT = new Date(BOUNDARY + 60_000);
+    await db.query('INSERT INTO balance_sync_sync_state (last_published_boundary) VALUES ($1)', [NEXT]);
+    vi.useFakeTimers({ toFake: ['Date'], now: BOUNDARY + 100 });
+    expect(await publishIn(attemptWith({ attempt: 3 }), scheduled)).toMatchObject({ alreadyPublished: true });
+    expect(await all()).toEqual({});
+    expect(await publishIn(attemptWith(), scheduled)).toMatchObject({ alreadyPublished: false });
+    expect(await recordedMinute()).toEqual([NEXT.toISOString()]);
+  });
+
+  it('lets an on-demand run (no minute) write whatever the record says, and leaves the record', async () => {
+    await db.query('INSERT INTO balance_sync_sync_state (last_published_boundary) VALUES ($1)', [
+      new Date(BOUNDARY),
+    ]);
+    expect(await publishIn(attemptWith({ attempt: 2 }), now())).toMatchObject({
+      boundary: null,
+      alreadyPublished: false,
+      boundaryRecorded: false,
+    });
+    expect(await all()).toEqual({ '1_Visa': '1300', '2_Mastercard': '1800' });
+    expect(await recordedMinute()).toEqual(['2030-01-01T10:01:00.000Z']);
+  });
+
   it('reports a minute it wrote but could not record, and keeps the write', async () => {
     vi.useFakeTimers({ toFake: ['Date'], now: BOUNDARY + 100 });
     const down = new Error('connection terminated');
