@@ -61,43 +61,62 @@ const APP_TABLES = `
   CREATE TABLE IF NOT EXISTS balance_sync_sync_state (
     singleton               boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     last_published_boundary timestamptz NOT NULL
-  );
+  );`;
 
-  -- Statement-level triggers keep provider_sums equal to the per-provider SUM of finite
-  -- transaction_values (and the count of the others) for every writer of historical_transactions
-  -- (this app, the producer's seed, manual SQL), in the writer's own transaction. Rows are locked in
-  -- provider order to avoid deadlocks.
-  CREATE OR REPLACE FUNCTION balance_sync_add_rows() RETURNS trigger LANGUAGE plpgsql AS $$
-  BEGIN
-    INSERT INTO balance_sync_provider_sums AS s (provider_id, tx_sum, nonfinite_rows)
+/** The four trigger functions, each with the one statement it runs on `sums` (a qualified table name). */
+const TRIGGER_FUNCTIONS = (sums: string) => ({
+  balance_sync_add_rows: `
+    INSERT INTO ${sums} AS s (provider_id, tx_sum, nonfinite_rows)
     ${SUMS_OF('balance_sync_new_rows')} ORDER BY provider_id
-    ${ADD_TO_SUMS};
-    RETURN NULL;
-  END $$;
-  CREATE OR REPLACE FUNCTION balance_sync_subtract_rows() RETURNS trigger LANGUAGE plpgsql AS $$
-  BEGIN
-    INSERT INTO balance_sync_provider_sums AS s (provider_id, tx_sum, nonfinite_rows)
+    ${ADD_TO_SUMS};`,
+  balance_sync_subtract_rows: `
+    INSERT INTO ${sums} AS s (provider_id, tx_sum, nonfinite_rows)
     ${SUMS_OF('balance_sync_old_rows', '-')} ORDER BY provider_id
-    ${ADD_TO_SUMS};
-    RETURN NULL;
-  END $$;
-  CREATE OR REPLACE FUNCTION balance_sync_replace_rows() RETURNS trigger LANGUAGE plpgsql AS $$
-  BEGIN
-    INSERT INTO balance_sync_provider_sums AS s (provider_id, tx_sum, nonfinite_rows)
+    ${ADD_TO_SUMS};`,
+  balance_sync_replace_rows: `
+    INSERT INTO ${sums} AS s (provider_id, tx_sum, nonfinite_rows)
     SELECT provider_id, sum(tx_sum), sum(nonfinite_rows) FROM (
       ${SUMS_OF('balance_sync_new_rows')}
       UNION ALL
       ${SUMS_OF('balance_sync_old_rows', '-')}
     ) changes (provider_id, tx_sum, nonfinite_rows)
     GROUP BY provider_id ORDER BY provider_id
-    ${ADD_TO_SUMS};
+    ${ADD_TO_SUMS};`,
+  balance_sync_clear_rows: `
+    UPDATE ${sums} SET tx_sum = 0, nonfinite_rows = 0;`,
+});
+
+/** The schema provider_sums was created in (the connection's current schema), quoted for SQL. */
+const APP_SCHEMA = `
+  SELECT quote_ident(n.nspname) AS schema FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.oid = 'balance_sync_provider_sums'::regclass`;
+
+/**
+ * Statement-level triggers keep provider_sums equal to the per-provider SUM of finite
+ * transaction_values (and the count of the others) for every writer of historical_transactions (this
+ * app, the producer's seed, manual SQL), in the writer's own transaction. Rows are locked in provider
+ * order to avoid deadlocks.
+ * The functions run as their owner, the migrating role (SECURITY DEFINER), so a writer that may only
+ * INSERT into historical_transactions still updates the sums. Against hijacking: search_path holds
+ * only pg_catalog and pg_temp (last), the sums table is schema-qualified (transition tables are
+ * resolved before any schema), and PUBLIC may not EXECUTE them, so nobody attaches them to a table
+ * of their own (firing a trigger needs no EXECUTE). CREATE OR REPLACE turns an older SECURITY
+ * INVOKER definition into this one, in place.
+ */
+function triggerFunctionsSql(schema: string): string {
+  return Object.entries(TRIGGER_FUNCTIONS(`${schema}.balance_sync_provider_sums`))
+    .map(
+      ([name, statement]) => `
+  CREATE OR REPLACE FUNCTION ${schema}.${name}() RETURNS trigger LANGUAGE plpgsql
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  BEGIN${statement}
     RETURN NULL;
   END $$;
-  CREATE OR REPLACE FUNCTION balance_sync_clear_rows() RETURNS trigger LANGUAGE plpgsql AS $$
-  BEGIN
-    UPDATE balance_sync_provider_sums SET tx_sum = 0, nonfinite_rows = 0;
-    RETURN NULL;
-  END $$;`;
+  ALTER FUNCTION ${schema}.${name}() OWNER TO CURRENT_USER;
+  REVOKE EXECUTE ON FUNCTION ${schema}.${name}() FROM PUBLIC;`,
+    )
+    .join('');
+}
 
 /** The exact per-provider aggregate the running sums must equal (also what reconciliation compares). */
 export const FULL_PROVIDER_SUMS = SUMS_OF('historical_transactions');
@@ -156,6 +175,9 @@ export async function migrate(pool: pg.Pool): Promise<{ installedTriggers: boole
       await client.query(ADD_NONFINITE_COLUMN);
     }
     await client.query(APP_TABLES);
+    const schema = (await client.query<{ schema: string }>(APP_SCHEMA)).rows[0]?.schema;
+    if (schema === undefined) throw new Error('balance_sync_provider_sums has no schema');
+    await client.query(triggerFunctionsSql(schema));
     const { rows } = await client.query<{ count: number }>(COUNT_BALANCE_TRIGGERS_SQL);
     const poisoned = (await client.query<{ poisoned: boolean }>(POISONED_SUMS)).rows[0]?.poisoned;
     const installedTriggers = rows[0]?.count !== TRIGGER_NAMES.length || poisoned === true || upgrade;
