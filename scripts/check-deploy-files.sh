@@ -32,12 +32,14 @@ if env -i PATH="$PATH" HOME="$HOME" docker-compose -f "$COMPOSE_FILE" config >"$
   echo "     services: $(docker-compose -f "$COMPOSE_FILE" config --services | sort | tr '\n' ' ')"
   echo "     volumes:  $(docker-compose -f "$COMPOSE_FILE" config --volumes | sort | tr '\n' ' ')"
   python3 - "$resolved" <<'PY' || failed=1
-import re, sys, yaml
+import os, re, sys, yaml
 
 config = yaml.safe_load(open(sys.argv[1]))
 services = config.get("services", {})
 named_volumes = set((config.get("volumes") or {}).keys())
 problems = 0
+# The one directory a service may bind-mount (read-only): configuration kept in the repository.
+deploy_dir = os.path.abspath("deploy") + os.sep
 
 def check(ok, what):
     global problems
@@ -76,6 +78,10 @@ for name, service in sorted(services.items()):
     for volume in service.get("volumes") or []:
         source = volume.get("source") if isinstance(volume, dict) else str(volume).split(":")[0]
         kind = volume.get("type") if isinstance(volume, dict) else ("volume" if not source.startswith((".", "/")) else "bind")
+        read_only = volume.get("read_only") is True if isinstance(volume, dict) else str(volume).endswith(":ro")
+        if kind == "bind" and read_only and source.startswith(deploy_dir):
+            print(f"ok   {name}: configuration from the repository, read-only ({os.path.relpath(source)})")
+            continue
         check(kind == "volume" and source in named_volumes, f"{name}: data on the named volume {source}")
 
 def command(service):
@@ -101,6 +107,14 @@ check(command(producer) == "node dist/src/producer/main.js", f"producer: runs `n
 temporal = services.get("temporal", {})
 check(command(temporal).startswith("server start-dev") and "--db-filename" in command(temporal),
       f"temporal: `temporal server start-dev` with a persistent --db-filename ({command(temporal)})")
+prometheus = services.get("prometheus", {})
+check("--config.file=/etc/prometheus/balance-sync/prometheus.yml" in command(prometheus),
+      f"prometheus: loads deploy/prometheus/prometheus.yml ({command(prometheus)})")
+scrape = yaml.safe_load(open("deploy/prometheus/prometheus.yml"))
+jobs = {job["job_name"]: job for job in scrape.get("scrape_configs", [])}
+targets = [t for c in jobs.get("balance-sync", {}).get("static_configs", []) for t in c.get("targets", [])]
+check(targets == ["app:9464"], f"prometheus: job balance-sync (the name the alert rules use) scrapes app:9464 ({targets})")
+check(scrape.get("rule_files") == ["alerts.yml"], "prometheus: loads the alert rules, deploy/prometheus/alerts.yml")
 sys.exit(1 if problems else 0)
 PY
 else
