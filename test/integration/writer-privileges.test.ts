@@ -55,16 +55,16 @@ describe('Writers with only their own grants on historical_transactions', () => 
       [value],
     );
   /** The running sums and the full aggregate, which must be equal. */
-  const sumsAndAggregate = async () => [
-    await rows(
+  const sumsAndAggregate = async () => ({
+    sums: await rows(
       appDb,
       'SELECT provider_id, tx_sum, nonfinite_rows FROM balance_sync_provider_sums ORDER BY 1',
     ),
-    await rows(
+    aggregate: await rows(
       appDb,
       `SELECT * FROM (${FULL_PROVIDER_SUMS}) a (provider_id, tx_sum, nonfinite_rows) ORDER BY 1`,
     ),
-  ];
+  });
 
   beforeAll(async () => {
     [postgres, redis] = await Promise.all([startThrowawayPostgres(), startThrowawayRedis()]);
@@ -111,7 +111,7 @@ describe('Writers with only their own grants on historical_transactions', () => 
 
     await migrate(appDb);
     await insertAsProducer('7');
-    const [sums, aggregate] = await sumsAndAggregate();
+    const { sums, aggregate } = await sumsAndAggregate();
     expect(sums).toEqual(aggregate);
     expect(sums[0]).toMatchObject({ provider_id: 1, tx_sum: '307' });
     // Each function is now SECURITY DEFINER, owned by the role that migrated, whose rights it runs with.
@@ -144,7 +144,7 @@ describe('Writers with only their own grants on historical_transactions', () => 
     } finally {
       await client.end();
     }
-    const [sums, aggregate] = await sumsAndAggregate();
+    const { sums, aggregate } = await sumsAndAggregate();
     expect(sums).toEqual(aggregate);
     expect(sums[1]).toMatchObject({ provider_id: 2, tx_sum: '-189' });
   });
