@@ -32,10 +32,10 @@ describe('Writers with only their own grants on historical_transactions', () => 
   let keydb: Redis;
   let config: Config;
   let app: App;
-  const urlAs = (role: string) => {
+  const urlAs = (role: string, database = 'fxc') => {
     const url = new URL(postgres.url);
     url.username = role;
-    url.pathname = '/fxc';
+    url.pathname = `/${database}`;
     return url.toString();
   };
   /** One statement in a session of its own as `role`. */
@@ -147,6 +147,25 @@ describe('Writers with only their own grants on historical_transactions', () => 
     const { sums, aggregate } = await sumsAndAggregate();
     expect(sums).toEqual(aggregate);
     expect(sums[1]).toMatchObject({ provider_id: 2, tx_sum: '-189' });
+  });
+
+  it("migrates and re-installs the triggers with the README's least privileges: a member of the tables' owner", async () => {
+    await asRole('postgres', 'CREATE ROLE tables_owner; CREATE ROLE least LOGIN IN ROLE tables_owner');
+    await asRole('postgres', 'CREATE DATABASE existing OWNER tables_owner');
+    const owner = new pg.Pool({ connectionString: urlAs('postgres', 'existing'), max: 1 });
+    const least = new pg.Pool({ connectionString: urlAs('least', 'existing'), max: 1 });
+    try {
+      await owner.query(`SET ROLE tables_owner; ${PRODUCER_FIXTURE}; RESET ROLE`);
+      expect(await migrate(least)).toEqual({ installedTriggers: true });
+      await owner.query('ALTER TABLE historical_transactions DISABLE TRIGGER balance_sync_after_insert');
+      expect(await migrate(least)).toEqual({ installedTriggers: true });
+      await owner.query('INSERT INTO historical_transactions (provider_id, transaction_value) VALUES (1, 9)');
+      expect(
+        await rows(least, 'SELECT tx_sum FROM balance_sync_provider_sums WHERE provider_id = 1'),
+      ).toEqual([{ tx_sum: '309' }]);
+    } finally {
+      await Promise.all([owner.end(), least.end()]);
+    }
   });
 
   it('lets no other role attach the trigger functions to a table of its own', async () => {
