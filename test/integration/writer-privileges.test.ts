@@ -6,6 +6,7 @@ import type { Config } from '../../src/config.js';
 import { FULL_PROVIDER_SUMS, migrate } from '../../src/postgres/schema.js';
 import {
   keyChangedAt,
+  nextScheduledBoundary,
   PRODUCER_FIXTURE,
   rows,
   startTestApp,
@@ -196,14 +197,8 @@ describe('Writers with only their own grants on historical_transactions', () => 
     // Seed 1300/1800, then +7 (first test), +5 +6 (second), +600, -200 → -50, -100 deleted.
     expect(expected.map((r) => r.balance)).toEqual(['1807', '1961']);
 
-    // The minute the schedule writes next, as sync-minute-boundary.test.ts finds it.
-    const leadMs = config.SYNC_LEAD_SECONDS * 1000;
     await keydb.set('1_Visa', 'sentinel');
-    const sentinelAt = Date.now();
-    const { info } = await app.client.schedule.getHandle(config.SYNC_SCHEDULE_ID).describe();
-    const tick = info.nextActionTimes.find((at) => at.getTime() + leadMs > sentinelAt + 500);
-    expect(tick).toBeDefined();
-    const boundary = tick!.getTime() + leadMs;
+    const boundary = await nextScheduledBoundary(app, config, Date.now());
     expect(await keyChangedAt(keydb, '1_Visa', 'sentinel', boundary + 5_000)).toBeGreaterThan(0);
     expect(await keydb.mget('1_Visa', '2_Mastercard')).toEqual(['1807', '1961']);
   }, 120_000);

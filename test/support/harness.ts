@@ -101,6 +101,19 @@ export async function waitFor<T>(
 }
 
 /**
+ * The minute boundary (epoch ms) of the sync schedule's first tick that fires after `afterMs`,
+ * asking the schedule rather than the clock (each tick comes SYNC_LEAD_SECONDS early), so a
+ * schedule created inside the lead window waits for the minute after.
+ */
+export async function nextScheduledBoundary(app: App, config: Config, afterMs: number): Promise<number> {
+  const leadMs = config.SYNC_LEAD_SECONDS * 1000;
+  const { info } = await app.client.schedule.getHandle(config.SYNC_SCHEDULE_ID).describe();
+  const tick = info.nextActionTimes.find((at) => at.getTime() + leadMs > afterMs + 500);
+  if (tick === undefined) throw new Error(`${config.SYNC_SCHEDULE_ID} has no tick after ${afterMs}`);
+  return tick.getTime() + leadMs;
+}
+
+/**
  * Polls KeyDB every `everyMs` (as a client would) until `key` is no longer `from`, or `untilMs`; the
  * epoch ms it was seen changed, or 0. A few ms between reads keeps the resolution far under the 1 s
  * the sync tests assert while leaving the CPU to the app under test.
