@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Validates docker-compose.temporal.yml and the Dockerfile without a Docker engine:
 #  1. compose: `docker-compose config` (Debian's docker-compose package, installed if missing) must
-#     accept the file, then this project's rules are checked on the resolved config.
+#     accept the file, then this project's rules are checked on the resolved config (including the
+#     Prometheus service and the deploy/prometheus/prometheus.yml it loads).
 #  2. Dockerfile: BuildKit's own checks (the rules of `docker build --check`) plus this project's
 #     rules, by scripts/dockerfile-lint (a small Go program on moby/buildkit's Dockerfile frontend,
 #     built once per machine into the cache, like scripts/ensure-temporal.sh does for the CLI).
