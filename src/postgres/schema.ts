@@ -101,7 +101,8 @@ const APP_SCHEMA = `
  * only pg_catalog and pg_temp (last), the sums table is schema-qualified (transition tables are
  * resolved before any schema), and PUBLIC may not EXECUTE them, so nobody attaches them to a table
  * of their own (firing a trigger needs no EXECUTE). CREATE OR REPLACE turns an older SECURITY
- * INVOKER definition into this one, in place.
+ * INVOKER definition into this one, in place; OWNER TO takes them over from a role the migrating
+ * role belongs to (one that ran an earlier migration), whose rights they would otherwise run with.
  */
 function triggerFunctionsSql(schema: string): string {
   return Object.entries(TRIGGER_FUNCTIONS(`${schema}.balance_sync_provider_sums`))
