@@ -50,6 +50,8 @@ export interface DrainSpec {
 export interface AdjacentCeilings {
   plain: number[];
   eager: number[];
+  /** CPU ms per empty workflow during the eager ones: the dev server, and this process (client + worker). */
+  eagerCpuMs: { temporal: number[]; bench: number[] };
 }
 
 export interface DrainRow {
@@ -74,7 +76,7 @@ export interface DrainRow {
   payload: StartPayloadBytes | null;
 }
 
-const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / (values.length || 1);
+export const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / (values.length || 1);
 export const eagerCeiling = (row: DrainRow) => (row.adjacent ? mean(row.adjacent.eager) : null);
 export const plainCeiling = (row: DrainRow) => (row.adjacent ? mean(row.adjacent.plain) : null);
 
@@ -124,8 +126,14 @@ export function cpuMeter(context: DrainContext, server: DevServer, apps: () => n
 }
 
 /** One plain and one eager empty-workflow ceiling, appended to `into`. */
-async function measureAdjacent(context: DrainContext, worker: BenchWorker, into: AdjacentCeilings) {
+async function measureAdjacent(
+  context: DrainContext,
+  server: DevServer,
+  worker: BenchWorker,
+  into: AdjacentCeilings,
+) {
   for (const eager of [false, true]) {
+    const meter = cpuMeter(context, server, () => []);
     const result = await closedLoop(worker, {
       workflowType: 'BenchEmpty',
       concurrency: context.concurrency,
@@ -133,7 +141,12 @@ async function measureAdjacent(context: DrainContext, worker: BenchWorker, into:
       eager,
       idPrefix: nextPrefix(eager ? 'adjacent-eager' : 'adjacent-plain'),
     });
+    const cpu = await meter.stop();
     (eager ? into.eager : into.plain).push(result.rate);
+    if (eager) {
+      into.eagerCpuMs.temporal.push(((cpu.processes.temporal ?? 0) / result.completed) * 1000);
+      into.eagerCpuMs.bench.push(((cpu.processes.bench ?? 0) / result.completed) * 1000);
+    }
     progress(`  adjacent ceiling, ${eager ? 'eager' : 'plain'} start: ${result.rate.toFixed(1)} wf/s`);
   }
 }
@@ -141,10 +154,12 @@ async function measureAdjacent(context: DrainContext, worker: BenchWorker, into:
 /** Publishes a backlog, then starts the app process(es) and measures the drain into Postgres. */
 export async function drain(context: DrainContext, spec: DrainSpec): Promise<DrainRow> {
   const adjacent: AdjacentCeilings | null =
-    spec.benchWorker && context.ceilingSeconds > 0 ? { plain: [], eager: [] } : null;
-  if (adjacent) await measureAdjacent(context, spec.benchWorker!, adjacent);
+    spec.benchWorker && context.ceilingSeconds > 0
+      ? { plain: [], eager: [], eagerCpuMs: { temporal: [], bench: [] } }
+      : null;
+  if (adjacent) await measureAdjacent(context, spec.server, spec.benchWorker!, adjacent);
   const row = await drainOnly(context, spec);
-  if (adjacent) await measureAdjacent(context, spec.benchWorker!, adjacent);
+  if (adjacent) await measureAdjacent(context, spec.server, spec.benchWorker!, adjacent);
   row.adjacent = adjacent;
   const eager = eagerCeiling(row);
   progress(

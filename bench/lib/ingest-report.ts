@@ -1,5 +1,5 @@
 // The markdown tables of bench/ingest.ts, one function per table.
-import { eagerCeiling, plainCeiling, type DrainRow } from './drain.js';
+import { eagerCeiling, mean, plainCeiling, type DrainRow } from './drain.js';
 import type { CeilingRow } from './temporal-load.js';
 import { fmt, report, table, type CpuReport } from './util.js';
 
@@ -140,6 +140,7 @@ export function reportDrains(drains: DrainRow[], baselineRate: number | undefine
         'RabbitMQ ready at half the rows',
         'RabbitMQ empty → last row ms',
         'start bytes: input (of which original) / memo / summary',
+        'eager empty workflow beside it: CPU ms per workflow, dev server / bench process',
       ],
       drains.map((row) => [
         `${row.label} (${row.server})`,
@@ -149,6 +150,9 @@ export function reportDrains(drains: DrainRow[], baselineRate: number | undefine
         fmt(row.queueEmptyToLastRowMs),
         row.payload
           ? `${row.payload.input} (${row.payload.original}) / ${row.payload.memo} / ${row.payload.summary}`
+          : '–',
+        row.adjacent
+          ? `${mean(row.adjacent.eagerCpuMs.temporal).toFixed(1)} / ${mean(row.adjacent.eagerCpuMs.bench).toFixed(1)}`
           : '–',
       ]),
     ),
