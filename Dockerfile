@@ -28,7 +28,7 @@ COPY fixtures ./fixtures
 USER node
 # /metrics, /healthz, /readyz
 EXPOSE 9464
-# Memory (docs/BENCHMARKS.md run 5): with Node's defaults a 3,000-message drain peaked at 408-492 MiB
+# Memory (docs/BENCHMARKS.md §2.4): with Node's defaults a 3,000-message drain peaked at 408-492 MiB
 # RSS. Two glibc malloc arenas instead of 8 per core hold ~55 MiB less native memory (Rust core,
 # libuv threads); a 384 MiB old space makes V8 collect at ~1.35x the live heap instead of up to 4x in
 # each of the 3 isolates (main + one workflow thread per worker), and 4 MiB semi-spaces cap each young

@@ -1,11 +1,15 @@
-// npm run bench:ingest -- [--messages 5000] [--phases ceiling,micro,slots,baseline,drain,knobs,two,fixed,file,throttle,variants]
+// npm run bench:ingest -- [--messages 1500] [--phases servers,ceiling,micro,slots,baseline,drain,knobs,two,fixed,throttle,variants]
 //
-// Ingest throughput and latency of the service against its own Temporal dev server, all figures in one
-// run so they can be read as ratios: the empty-workflow ceiling, a no-Temporal baseline consumer, the
-// service draining a backlog (in-memory and file-backed dev server, several knobs, two processes), and
-// publish-to-row latency at fixed rates with the worker's RSS. Progress on stderr, tables on stdout.
-import { Client, Connection } from '@temporalio/client';
-import amqplib from 'amqplib';
+// Ingest throughput and latency of the service against its own Temporal dev servers, all figures in one
+// run so they can be read as ratios. The default phase, `servers`, drains a backlog on an in-memory dev
+// server, on a file-backed one started as compose did before (no pragmas) and as it does now (WAL,
+// synchronous=NORMAL), each beside the empty-workflow ceilings (plain and eager start) measured on that
+// server just before and after the drain. The other phases: the ceiling at several concurrencies, a
+// no-Temporal baseline consumer, local vs normal activity, worker slots, knobs, two processes, the
+// throttle off and on, memory variants, and publish-to-row latency at fixed rates.
+// `--cpuProfDir DIR` runs the app with `node --cpu-prof` (bench/profile-summary.ts reads the profiles).
+// Progress on stderr, tables on stdout.
+import { Client } from '@temporalio/client';
 import { Redis } from 'ioredis';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
@@ -14,17 +18,32 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { migrate } from '../src/postgres/schema.js';
-import { spawnApp, type AppProcess } from './lib/app-process.js';
+import { spawnApp } from './lib/app-process.js';
 import { baselineDrain } from './lib/baseline.js';
+import {
+  cpuMeter,
+  drain,
+  type DrainContext,
+  type DrainRow,
+  ledgerStats,
+  nextPrefix,
+  waitForRows,
+} from './lib/drain.js';
+import {
+  type CountCostRow,
+  reportCeiling,
+  reportClosedLoops,
+  reportCountCost,
+  reportDrains,
+  reportFixed,
+  reportMemory,
+} from './lib/ingest-report.js';
 import { publishToRowLatency, startPaced } from './lib/paced.js';
 import {
-  backendPids,
   createBenchDatabase,
   deleteQueues,
   dropBenchDatabase,
   publishBacklog,
-  queueDepth,
-  RABBITMQ_URL,
   REDIS_BASE_URL,
   startDevServer,
   type DevServer,
@@ -32,36 +51,33 @@ import {
 } from './lib/services.js';
 import {
   closedLoop,
+  countLoop,
   measureCeiling,
   startBenchWorker,
   type BenchWorker,
   type CeilingRow,
   type Tuning,
-  workflowBacklog,
 } from './lib/temporal-load.js';
-import {
-  CpuMeter,
-  fmt,
-  machineDescription,
-  options,
-  pidsByComm,
-  progress,
-  report,
-  sleep,
-  table,
-  type CpuReport,
-} from './lib/util.js';
+import { fmt, machineDescription, options, progress, sleep, type CpuReport } from './lib/util.js';
 
 const opts = options({
-  messages: 5000,
+  messages: 1500,
   knobMessages: 0, // 0: same as --messages
   providers: 1000,
   concurrencies: '10,20,40',
   ceilingSeconds: 10,
+  /** Each adjacent ceiling (plain and eager, before and after every drain); 0: none. */
+  adjacentSeconds: 5,
   microSeconds: 10,
   fixedSeconds: 30,
-  phases: 'ceiling,micro,slots,baseline,drain,knobs,two,fixed,file',
-  database: 'balance_sync_bench_ingest',
+  phases: 'servers',
+  /** The servers phase: which dev servers, in this order. */
+  servers: 'memory,file,file-wal',
+  /** Seconds of the throttle's count in a closed loop after each servers-phase drain; 0: skip. */
+  countSeconds: 3,
+  cpuProfDir: '',
+  database: `balance_sync_bench_ingest_${process.pid}`,
+  name: `bench-ingest-${process.pid}`,
   keydbDb: 12,
   budgetMinutes: 45,
   throttlePairs: 2, // the throttle phase: this many (off, on) pairs of drains, alternating
@@ -75,7 +91,7 @@ const opts = options({
 });
 const phases = new Set(opts.phases.split(','));
 const knobMessages = opts.knobMessages || opts.messages;
-const NAME = 'bench-ingest';
+const NAME = opts.name;
 const QUEUE = `${NAME}.incoming_transactions`;
 const BASELINE_QUEUE = `${NAME}.baseline`;
 
@@ -125,176 +141,16 @@ async function guarded(name: string, run: () => Promise<void>): Promise<void> {
     conditions.push(`${name}: Postgres was restarted during this phase by another process`);
 }
 
-// ---- helpers -------------------------------------------------------------------------------------
-
-let runSeq = 0;
-const nextPrefix = (label: string) => `${label}-${Date.now()}-${runSeq++}`;
-
-async function ledgerStats(prefix: string) {
-  const { rows } = await pool.query<{ n: string; first: string | null; last: string | null }>(
-    `SELECT count(*) AS n, (extract(epoch FROM min(ingested_at)) * 1000)::text AS first,
-            (extract(epoch FROM max(ingested_at)) * 1000)::text AS last
-     FROM balance_sync_ingest_ledger WHERE ingest_key LIKE $1`,
-    [`ingest-${prefix}-%`],
-  );
-  const row = rows[0]!;
-  return { n: Number(row.n), first: Number(row.first), last: Number(row.last) };
-}
-
-async function waitForRows(prefix: string, count: number, timeoutMs: number) {
-  const deadline = Date.now() + timeoutMs;
-  let lastReport = 0;
-  for (;;) {
-    // A shared Postgres may be restarted by someone else's test: keep polling until the deadline.
-    const stats = await ledgerStats(prefix).catch((error: unknown) => {
-      progress(`  ledger query failed (${(error as Error).message}); retrying`);
-      return { n: 0, first: Number.NaN, last: Number.NaN };
-    });
-    if (stats.n >= count) return stats;
-    if (Date.now() > deadline)
-      throw new Error(`only ${stats.n}/${count} rows for ${prefix} after ${timeoutMs} ms`);
-    if (Date.now() - lastReport > 5000) {
-      lastReport = Date.now();
-      progress(`  ${prefix}: ${stats.n}/${count} rows`);
-    }
-    await sleep(250);
-  }
-}
-
-function meter(server: DevServer, apps: () => number[]) {
-  return new CpuMeter({
-    temporal: () => [server.pid],
-    app: apps,
-    postgres: () => backendPids(pool, opts.database),
-    rabbitmq: () => pidsByComm('beam.smp'),
-    bench: () => [process.pid],
-  });
-}
-
-interface DrainRow {
-  label: string;
-  server: string;
-  messages: number;
-  /** Steady rate between the first and the last row (ledger timestamps). */
-  rate: number;
-  /** From spawn to the last row. */
-  rateWithStartup: number;
-  spawnToFirstRowMs: number;
-  cpu: CpuReport;
-  rows: number;
-  /** From RabbitMQ's queue being empty (all acked after their start, or in flight) to the last row. */
-  queueEmptyToLastRowMs: number | null;
-  /** Empty-workflow rate measured just before this drain, same server, best concurrency. */
-  adjacentCeiling: number | null;
-  /** Most workflow tasks seen waiting on the task queue (matching) during the drain. */
-  peakBacklog: number;
-  /** Messages ready on RabbitMQ when half the rows were written: where the backlog waits. */
-  queueDepthAtHalf: number | null;
-}
-
-/** Publishes a backlog, then starts `processes` app instances and measures the drain into Postgres. */
-async function drain(
-  server: DevServer,
-  benchWorker: BenchWorker | undefined,
-  serverLabel: string,
-  label: string,
-  messages: number,
-  env: Record<string, string> = {},
-  processes = 1,
-  bare = false,
-): Promise<DrainRow> {
-  const prefix = nextPrefix(label);
-  // The reference for this drain, measured right before it: other load on the machine comes and goes.
-  let adjacentCeiling: number | null = null;
-  if (benchWorker) {
-    const result = await closedLoop(benchWorker, {
-      workflowType: 'BenchEmpty',
-      concurrency: bestConcurrency,
-      durationMs: 6000,
-      eager: true,
-      idPrefix: nextPrefix('adjacent'),
-    });
-    adjacentCeiling = result.rate;
-    progress(`adjacent ceiling before ${label}: ${result.rate.toFixed(1)} wf/s`);
-  }
-  await publishBacklog(QUEUE, prefix, messages, opts.providers);
-  const apps: AppProcess[] = [];
-  const spawnedAt = Date.now();
-  for (let i = 0; i < processes; i++) {
-    apps.push(spawnApp({ temporalAddress: server.address, databaseUrl, keydbUrl, name: NAME, env, bare }));
-  }
-  let cpuMeter: CpuMeter | undefined;
-  try {
-    await Promise.all(apps.map((app) => app.waitForLog('consuming')));
-    // CPU from the moment all consume: the drain itself, not module loading and connecting.
-    cpuMeter = meter(server, () => apps.map((app) => app.pid));
-    // Where the backlog sits: still on RabbitMQ, or acked and waiting in Temporal's task queue.
-    const client = new Client({ connection: await Connection.connect({ address: server.address }) });
-    const amqp = await amqplib.connect(RABBITMQ_URL);
-    const channel = await amqp.createChannel();
-    let queueEmptyAt: number | undefined;
-    let peakBacklog = 0;
-    let queueDepthAtHalf: number | null = null;
-    const watcher = setInterval(() => {
-      void channel
-        .checkQueue(QUEUE)
-        .then(async ({ messageCount }) => {
-          if (messageCount === 0) queueEmptyAt ??= Date.now();
-          if (queueDepthAtHalf === null && (await ledgerStats(prefix)).n >= (messages * processes) / 2)
-            queueDepthAtHalf = messageCount;
-        })
-        .catch(() => undefined);
-      void workflowBacklog(client, NAME)
-        .then(({ count }) => (peakBacklog = Math.max(peakBacklog, count)))
-        .catch(() => undefined);
-    }, 1000);
-    const stats = await waitForRows(prefix, messages, Math.max(120_000, messages * 100)).finally(() => {
-      clearInterval(watcher);
-      void amqp.close().catch(() => undefined);
-      void client.connection.close().catch(() => undefined);
-    });
-    const cpu = await cpuMeter.stop();
-    cpuMeter = undefined;
-    const row: DrainRow = {
-      label,
-      server: serverLabel,
-      messages,
-      rate: (stats.n - 1) / ((stats.last - stats.first) / 1000),
-      rateWithStartup: stats.n / ((stats.last - spawnedAt) / 1000),
-      spawnToFirstRowMs: stats.first - spawnedAt,
-      cpu,
-      rows: stats.n,
-      adjacentCeiling,
-      queueEmptyToLastRowMs: queueEmptyAt === undefined ? null : stats.last - queueEmptyAt,
-      peakBacklog,
-      queueDepthAtHalf,
-    };
-    progress(
-      `drain ${label} (${serverLabel}): ${row.rate.toFixed(1)} msg/s steady, ${row.rateWithStartup.toFixed(1)} with start-up`,
-    );
-    return row;
-  } finally {
-    await cpuMeter?.stop();
-    await Promise.all(apps.map((app) => app.stop()));
-    const left = await queueDepth(QUEUE);
-    if (left > 0) {
-      progress(`  ${left} messages left on ${QUEUE}; deleting the queue`);
-      await deleteQueues(QUEUE);
-    }
-  }
-}
-
-const cpuColumns = (cpu: CpuReport, messages: number) => {
-  const per1k = (name: string) => ((cpu.processes[name] ?? 0) / messages) * 1000;
-  return [
-    per1k('temporal'),
-    per1k('app'),
-    per1k('postgres'),
-    per1k('rabbitmq'),
-    `${(cpu.machineBusy * 100).toFixed(0)}%`,
-    `${(cpu.machineSteal * 100).toFixed(1)}%`,
-    fmt(cpu.peakRss.app ?? null, 0),
-  ];
+const context: DrainContext = {
+  pool,
+  database: opts.database,
+  databaseUrl,
+  keydbUrl,
+  name: NAME,
+  providers: opts.providers,
+  concurrency: 20,
+  ceilingSeconds: opts.adjacentSeconds,
+  appNodeArgs: opts.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProfDir}`] : [],
 };
 
 /** `label:KEY=value&KEY=value;label2:...` → [label, env] pairs, for the variants phase. */
@@ -345,169 +201,293 @@ async function readMemoryProbe(dir: string, prefix: string): Promise<(string | n
   ];
 }
 
-// ---- in-memory dev server -------------------------------------------------------------------------
+const drains: DrainRow[] = [];
+const countRows: CountCostRow[] = [];
 
-const memServer = await startDevServer();
-const worker: BenchWorker = await startBenchWorker(memServer.address, 'bench-load', pool);
+// ---- one fresh dev server per kind: the drain on the stack users run ---------------------------------
+
+const SERVER_KINDS: Record<string, { label: string; file: boolean; pragmas?: string[] }> = {
+  memory: { label: 'in-memory', file: false },
+  file: { label: 'file, no pragmas (compose before)', file: true, pragmas: [] },
+  'file-wal': { label: 'file, WAL + synchronous=NORMAL (compose now)', file: true },
+};
+
+/** The throttle's count, back to back, on a server holding the drain's history: its CPU per count. */
+async function countCost(server: DevServer, worker: BenchWorker, serverLabel: string, drainRate: number) {
+  if (opts.countSeconds <= 0) return;
+  const meter = cpuMeter(context, server, () => []);
+  const client = new Client({ connection: worker.connection });
+  const { counts, latency } = await countLoop(client, NAME, opts.countSeconds * 1000);
+  const cpu = await meter.stop();
+  const perCount = ((cpu.processes.temporal ?? 0) / counts) * 1000;
+  countRows.push({
+    server: serverLabel,
+    counts,
+    latencyP50Ms: latency.p50,
+    serverCpuMsPerCount: perCount,
+    serverCpuMsPerMessage: (perCount * 2) / drainRate,
+  });
+}
+
+async function onFreshServer(kind: string) {
+  const spec = SERVER_KINDS[kind];
+  if (!spec) throw new Error(`--servers: unknown server ${kind} (${Object.keys(SERVER_KINDS).join(', ')})`);
+  const dir = spec.file ? await mkdtemp(join(tmpdir(), 'bench-temporal-')) : undefined;
+  const server = await startDevServer(
+    dir ? { dbFile: join(dir, 'temporal.db'), ...(spec.pragmas ? { sqlitePragmas: spec.pragmas } : {}) } : {},
+  );
+  try {
+    const worker = await startBenchWorker(server.address, 'bench-load', pool);
+    try {
+      // Warm up: workflow contexts, connections, sticky queues.
+      await closedLoop(worker, {
+        workflowType: 'BenchEmpty',
+        concurrency: 10,
+        durationMs: 2000,
+        eager: true,
+        idPrefix: nextPrefix('warm'),
+      });
+      const row = await drain(context, {
+        server,
+        benchWorker: worker,
+        serverLabel: spec.label,
+        label: 'default (npm start)',
+        messages: opts.messages,
+      });
+      drains.push(row);
+      await countCost(server, worker, spec.label, row.rate);
+    } finally {
+      await worker.stop();
+    }
+  } finally {
+    await server.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  }
+}
+
+if (phases.has('servers')) {
+  for (const kind of opts.servers.split(',')) {
+    await guarded(`servers ${kind}`, () => onFreshServer(kind));
+  }
+}
+
+// ---- one in-memory dev server for the other phases ---------------------------------------------------
+
 let ceilingRows: CeilingRow[] = [];
 let ceiling: CeilingRow | undefined;
 let ceilingCpu: CpuReport | undefined;
 const microRows: (string | number)[][] = [];
 const slotRows: (string | number)[][] = [];
-const drains: DrainRow[] = [];
 const fixedRows: (string | number)[][] = [];
+const memoryRows: (string | number)[][] = [];
 let baselineRate: number | undefined;
 let ceilingAfter: number | undefined;
-let fileCeiling: CeilingRow | undefined;
+const otherPhases = [
+  'ceiling',
+  'micro',
+  'slots',
+  'baseline',
+  'drain',
+  'knobs',
+  'two',
+  'fixed',
+  'throttle',
+  'variants',
+];
 
-if (phases.has('ceiling') || phases.has('micro') || phases.has('fixed') || phases.has('slots')) {
-  await guarded('ceiling', async () => {
-    const cpuMeter = meter(memServer, () => []);
-    const measured = await measureCeiling(worker, {
-      concurrencies: opts.concurrencies.split(',').map(Number),
-      durationMs: opts.ceilingSeconds * 1000,
-      eager: [true, false],
-      tag: nextPrefix('ceiling'),
+if (otherPhases.some((phase) => phases.has(phase))) {
+  const memServer = await startDevServer();
+  const worker: BenchWorker = await startBenchWorker(memServer.address, 'bench-load', pool);
+  await inMemoryPhases(memServer, worker);
+  await worker.stop();
+  await memServer.stop();
+}
+
+async function inMemoryPhases(memServer: DevServer, worker: BenchWorker) {
+  if (phases.has('ceiling') || phases.has('micro') || phases.has('fixed') || phases.has('slots')) {
+    await guarded('ceiling', async () => {
+      const meter = cpuMeter(context, memServer, () => []);
+      const measured = await measureCeiling(worker, {
+        concurrencies: opts.concurrencies.split(',').map(Number),
+        durationMs: opts.ceilingSeconds * 1000,
+        eager: [true, false],
+        tag: nextPrefix('ceiling'),
+      });
+      ceilingCpu = await meter.stop();
+      ceilingRows = measured.rows;
+      ceiling = measured.best;
     });
-    ceilingCpu = await cpuMeter.stop();
-    ceilingRows = measured.rows;
-    ceiling = measured.best;
-  });
-}
-const bestConcurrency = ceiling?.concurrency ?? 20;
-
-if (phases.has('micro')) {
-  await guarded('micro', async () => {
-    const variants: { label: string; type: string; batch: number }[] = [
-      { label: 'empty workflow', type: 'BenchEmpty', batch: 1 },
-      { label: 'IngestTransaction (local activity, the service)', type: 'IngestTransaction', batch: 1 },
-      { label: 'normal activity, same INSERT', type: 'BenchNormalInsert', batch: 1 },
-      { label: 'batch of 10, one local activity', type: 'BenchBatchInsert', batch: 10 },
-    ];
-    for (const variant of variants) {
-      const prefix = nextPrefix(`micro-${variant.type}`);
-      const result = await closedLoop(worker, {
-        workflowType: variant.type,
-        concurrency: bestConcurrency,
-        durationMs: opts.microSeconds * 1000,
-        eager: true,
-        idPrefix: prefix,
-        args: (seq, workflowId) => {
-          if (variant.type === 'BenchEmpty') return [];
-          if (variant.batch === 1) return [{ providerId: (seq % opts.providers) + 1, value: '1.25' }];
-          return [
-            Array.from({ length: variant.batch }, (_, i) => ({
-              ingestKey: `${workflowId}-${i}`,
-              providerId: ((seq * variant.batch + i) % opts.providers) + 1,
-              value: '1.25',
-            })),
-          ];
-        },
+  }
+  context.concurrency = ceiling?.concurrency ?? 20;
+  if (phases.has('micro')) await guarded('micro', () => microPhase(worker));
+  if (phases.has('slots')) await guarded('slots', () => slotsPhase(memServer));
+  // The bench worker stays up (idle, polling its own task queue) for the adjacent ceilings.
+  if (phases.has('baseline')) await guarded('baseline', baselinePhase);
+  await drainPhases(memServer, worker);
+  if (phases.has('variants')) await variantsPhase(memServer, worker);
+  if (phases.has('fixed')) await guarded('fixed', () => fixedPhase(memServer));
+  const first = ceiling;
+  if (
+    first &&
+    ['drain', 'knobs', 'two', 'fixed', 'throttle', 'variants'].some((phase) => phases.has(phase))
+  ) {
+    await guarded('ceiling-after', async () => {
+      // The same measurement at the end, on a server now holding every run's history: a drift check.
+      const again = await closedLoop(worker, {
+        workflowType: 'BenchEmpty',
+        concurrency: first.concurrency,
+        durationMs: opts.ceilingSeconds * 1000,
+        eager: first.eager,
+        idPrefix: nextPrefix('ceiling-after'),
       });
-      progress(`micro ${variant.label}: ${result.rate.toFixed(1)} wf/s`);
-      microRows.push([
-        variant.label,
-        bestConcurrency,
-        result.rate,
-        result.rate * variant.batch,
-        result.latency.p50,
-        result.latency.p99,
-        result.errors,
-      ]);
-    }
-  });
+      ceilingAfter = again.rate;
+      progress(`ceiling at the end: ${again.rate.toFixed(1)} wf/s`);
+    });
+  }
 }
 
-if (phases.has('slots')) {
-  await guarded('slots', async () => {
-    const settings: { label: string; tuning: Tuning }[] = [
-      { label: 'maxConcurrentWorkflowTaskExecutions 5', tuning: { maxConcurrentWorkflowTaskExecutions: 5 } },
-      { label: 'defaults (40 workflow tasks, 100 local activities)', tuning: {} },
-      {
-        label: 'maxConcurrentWorkflowTaskExecutions 100, local activities 200',
-        tuning: { maxConcurrentWorkflowTaskExecutions: 100, maxConcurrentLocalActivityExecutions: 200 },
-      },
-    ];
-    for (const setting of settings) {
-      const tq = nextPrefix('slots');
-      const tuned = await startBenchWorker(memServer.address, tq, pool, setting.tuning);
-      const result = await closedLoop(tuned, {
-        workflowType: 'IngestTransaction',
-        concurrency: 64, // BRIDGE_PREFETCH's default: the most starts the bridge has in flight
-        durationMs: opts.microSeconds * 1000,
-        eager: true,
-        idPrefix: tq,
-        args: (seq) => [{ providerId: (seq % opts.providers) + 1, value: '1.25' }],
-      });
-      await tuned.stop();
-      progress(`slots ${setting.label}: ${result.rate.toFixed(1)} wf/s`);
-      slotRows.push([setting.label, 64, result.rate, result.latency.p50, result.latency.p99]);
-    }
-  });
-}
-
-// The bench worker stays up (idle, polling its own task queue) for the adjacent ceilings.
-
-if (phases.has('baseline')) {
-  await guarded('baseline', async () => {
-    const prefix = nextPrefix('baseline');
-    await publishBacklog(BASELINE_QUEUE, prefix, opts.messages, opts.providers);
-    await baselineDrain(BASELINE_QUEUE, databaseUrl, opts.messages, 64, 300_000);
-    const stats = await ledgerStats(prefix);
-    baselineRate = (stats.n - 1) / ((stats.last - stats.first) / 1000);
-    progress(`baseline consumer: ${baselineRate.toFixed(1)} msg/s`);
-    await deleteQueues(BASELINE_QUEUE);
-  });
-}
-
-if (phases.has('drain')) {
-  await guarded('drain', async () => {
-    drains.push(await drain(memServer, worker, 'in-memory', 'default (prefetch 64, eager)', opts.messages));
-  });
-}
-if (phases.has('knobs')) {
-  const knobs: [string, Record<string, string>][] = [
-    ['prefetch 16', { BRIDGE_PREFETCH: '16' }],
-    ['prefetch 256', { BRIDGE_PREFETCH: '256' }],
-    ['eager start off', { BRIDGE_EAGER_START: 'false' }],
+async function microPhase(worker: BenchWorker) {
+  const variants: { label: string; type: string; batch: number }[] = [
+    { label: 'empty workflow', type: 'BenchEmpty', batch: 1 },
+    { label: 'IngestTransaction (local activity, the service)', type: 'IngestTransaction', batch: 1 },
+    { label: 'normal activity, same INSERT', type: 'BenchNormalInsert', batch: 1 },
+    { label: 'batch of 10, one local activity', type: 'BenchBatchInsert', batch: 10 },
   ];
-  for (const [label, env] of knobs) {
-    await guarded(`knob ${label}`, async () => {
-      drains.push(await drain(memServer, worker, 'in-memory', label, knobMessages, env));
+  for (const variant of variants) {
+    const result = await closedLoop(worker, {
+      workflowType: variant.type,
+      concurrency: context.concurrency,
+      durationMs: opts.microSeconds * 1000,
+      eager: true,
+      idPrefix: nextPrefix(`micro-${variant.type}`),
+      args: (seq, workflowId) => {
+        if (variant.type === 'BenchEmpty') return [];
+        if (variant.batch === 1) return [{ providerId: (seq % opts.providers) + 1, value: '1.25' }];
+        return [
+          Array.from({ length: variant.batch }, (_, i) => ({
+            ingestKey: `${workflowId}-${i}`,
+            providerId: ((seq * variant.batch + i) % opts.providers) + 1,
+            value: '1.25',
+          })),
+        ];
+      },
+    });
+    progress(`micro ${variant.label}: ${result.rate.toFixed(1)} wf/s`);
+    microRows.push([
+      variant.label,
+      context.concurrency,
+      result.rate,
+      result.rate * variant.batch,
+      result.latency.p50,
+      result.latency.p99,
+      result.errors,
+    ]);
+  }
+}
+
+async function slotsPhase(memServer: DevServer) {
+  const settings: { label: string; tuning: Tuning }[] = [
+    { label: 'maxConcurrentWorkflowTaskExecutions 5', tuning: { maxConcurrentWorkflowTaskExecutions: 5 } },
+    { label: 'defaults (40 workflow tasks, 100 local activities)', tuning: {} },
+    {
+      label: 'maxConcurrentWorkflowTaskExecutions 100, local activities 200',
+      tuning: { maxConcurrentWorkflowTaskExecutions: 100, maxConcurrentLocalActivityExecutions: 200 },
+    },
+  ];
+  for (const setting of settings) {
+    const tq = nextPrefix('slots');
+    const tuned = await startBenchWorker(memServer.address, tq, pool, setting.tuning);
+    const result = await closedLoop(tuned, {
+      workflowType: 'IngestTransaction',
+      concurrency: 64, // BRIDGE_PREFETCH's default: the most starts the bridge has in flight
+      durationMs: opts.microSeconds * 1000,
+      eager: true,
+      idPrefix: tq,
+      args: (seq) => [{ providerId: (seq % opts.providers) + 1, value: '1.25' }],
+    });
+    await tuned.stop();
+    progress(`slots ${setting.label}: ${result.rate.toFixed(1)} wf/s`);
+    slotRows.push([setting.label, 64, result.rate, result.latency.p50, result.latency.p99]);
+  }
+}
+
+async function baselinePhase() {
+  const prefix = nextPrefix('baseline');
+  await publishBacklog(BASELINE_QUEUE, prefix, opts.messages, opts.providers);
+  await baselineDrain(BASELINE_QUEUE, databaseUrl, opts.messages, 64, 300_000);
+  const stats = await ledgerStats(pool, prefix);
+  baselineRate = (stats.n - 1) / ((stats.last - stats.first) / 1000);
+  progress(`baseline consumer: ${baselineRate.toFixed(1)} msg/s`);
+  await deleteQueues(BASELINE_QUEUE);
+}
+
+/** drain, knobs, two, throttle: drains on the shared in-memory server, each beside its ceilings. */
+async function drainPhases(server: DevServer, benchWorker: BenchWorker) {
+  const runs: {
+    phase: string;
+    label: string;
+    env?: Record<string, string>;
+    messages: number;
+    processes?: number;
+  }[] = [];
+  if (phases.has('drain'))
+    runs.push({ phase: 'drain', label: 'default (npm start)', messages: opts.messages });
+  if (phases.has('knobs')) {
+    runs.push({
+      phase: 'knob',
+      label: 'prefetch 16',
+      env: { BRIDGE_PREFETCH: '16' },
+      messages: knobMessages,
+    });
+    runs.push({
+      phase: 'knob',
+      label: 'prefetch 256',
+      env: { BRIDGE_PREFETCH: '256' },
+      messages: knobMessages,
+    });
+    runs.push({
+      phase: 'knob',
+      label: 'eager start off',
+      env: { BRIDGE_EAGER_START: 'false' },
+      messages: knobMessages,
+    });
+  }
+  if (phases.has('two'))
+    runs.push({ phase: 'two', label: 'two app processes', messages: opts.messages, processes: 2 });
+  if (phases.has('throttle')) {
+    // The in-flight throttle off and on, alternating, so both see the same machine.
+    const on: Record<string, string> =
+      opts.throttleInFlight > 0 ? { BRIDGE_MAX_IN_FLIGHT: String(opts.throttleInFlight) } : {};
+    const onLabel = `throttle on (BRIDGE_MAX_IN_FLIGHT ${opts.throttleInFlight || 'default'})`;
+    for (let pair = 1; pair <= opts.throttlePairs; pair++) {
+      runs.push({
+        phase: 'throttle',
+        label: `throttle off (BRIDGE_MAX_IN_FLIGHT=0) #${pair}`,
+        env: { BRIDGE_MAX_IN_FLIGHT: '0' },
+        messages: opts.messages,
+      });
+      runs.push({ phase: 'throttle', label: `${onLabel} #${pair}`, env: on, messages: opts.messages });
+    }
+  }
+  for (const run of runs) {
+    await guarded(`${run.phase} ${run.label}`, async () => {
+      drains.push(
+        await drain(context, {
+          server,
+          benchWorker,
+          serverLabel: 'in-memory',
+          label: run.label,
+          messages: run.messages,
+          ...(run.env ? { env: run.env } : {}),
+          ...(run.processes ? { processes: run.processes } : {}),
+        }),
+      );
     });
   }
 }
-if (phases.has('two')) {
-  await guarded('two', async () => {
-    drains.push(await drain(memServer, worker, 'in-memory', 'two app processes', opts.messages, {}, 2));
-  });
-}
 
-if (phases.has('throttle')) {
-  // The in-flight throttle off and on, alternating, so both see the same machine.
-  for (let pair = 1; pair <= opts.throttlePairs; pair++) {
-    const on: [string, Record<string, string>] =
-      opts.throttleInFlight > 0
-        ? [
-            `throttle on (BRIDGE_MAX_IN_FLIGHT=${opts.throttleInFlight})`,
-            { BRIDGE_MAX_IN_FLIGHT: String(opts.throttleInFlight) },
-          ]
-        : ['throttle on (BRIDGE_MAX_IN_FLIGHT default)', {}];
-    const off: [string, Record<string, string>] = [
-      'throttle off (BRIDGE_MAX_IN_FLIGHT=0)',
-      { BRIDGE_MAX_IN_FLIGHT: '0' },
-    ];
-    for (const [label, env] of [off, on]) {
-      await guarded(`throttle ${pair} ${label}`, async () => {
-        drains.push(await drain(memServer, worker, 'in-memory', `${label} #${pair}`, opts.messages, env));
-      });
-    }
-  }
-}
-
-const memoryRows: (string | number)[][] = [];
-if (phases.has('variants')) {
-  // Alternating, so every variant sees the same machine; the probe splits each drain's peak RSS.
+/** Alternating app environments, so every variant sees the same machine; the probe splits the peak RSS. */
+async function variantsPhase(server: DevServer, benchWorker: BenchWorker) {
   const variants = parseVariants(opts.variants);
   const probe = fileURLToPath(new URL('./lib/memory-probe.js', import.meta.url));
   const probeDir = await mkdtemp(join(tmpdir(), 'bench-memory-'));
@@ -515,21 +495,18 @@ if (phases.has('variants')) {
     for (const [label, env] of variants) {
       const name = `${label} #${round}`;
       const probeFile = join(probeDir, `${label}-${round}`.replace(/[^\w.-]/g, '_'));
-      const asStarted = 'start' in env;
       const nodeOptions = `${env.NODE_OPTIONS ?? ''} --import ${probe}`.trim();
       await guarded(`variant ${name}`, async () => {
         const own = Object.fromEntries(Object.entries(env).filter(([key]) => key !== 'start'));
-        const variantEnv = { ...own, NODE_OPTIONS: nodeOptions, MEMORY_PROBE_FILE: probeFile };
-        const row = await drain(
-          memServer,
-          worker,
-          'in-memory',
-          name,
-          opts.messages,
-          variantEnv,
-          1,
-          !asStarted,
-        );
+        const row = await drain(context, {
+          server,
+          benchWorker,
+          serverLabel: 'in-memory',
+          label: name,
+          messages: opts.messages,
+          env: { ...own, NODE_OPTIONS: nodeOptions, MEMORY_PROBE_FILE: probeFile },
+          bare: !('start' in env),
+        });
         drains.push(row);
         memoryRows.push([name, ...(await readMemoryProbe(probeDir, probeFile)), row.rate]);
       });
@@ -538,92 +515,40 @@ if (phases.has('variants')) {
   await rm(probeDir, { recursive: true, force: true });
 }
 
-if (phases.has('fixed')) {
-  await guarded('fixed', async () => {
-    const half = Math.max(1, Math.round((ceiling?.rate ?? 40) / 2));
-    const app = spawnApp({ temporalAddress: memServer.address, databaseUrl, keydbUrl, name: NAME });
-    try {
-      await app.waitForLog('consuming');
-      await sleep(2000);
-      for (const rate of [10, half]) {
-        const prefix = nextPrefix(`fixed${rate}`);
-        const cpuMeter = meter(memServer, () => [app.pid]);
-        const paced = await startPaced(QUEUE, prefix, rate, opts.providers);
-        await sleep(opts.fixedSeconds * 1000);
-        const { sent } = await paced.stop();
-        await waitForRows(prefix, sent, 60_000).catch((error: unknown) => progress((error as Error).message));
-        const cpu = await cpuMeter.stop();
-        const { latency, missing } = await publishToRowLatency(pool, prefix, paced.sentAt);
-        progress(`fixed ${rate} msg/s: p50 ${latency.p50.toFixed(1)} ms, p99 ${latency.p99.toFixed(1)} ms`);
-        fixedRows.push([
-          rate === 10 ? '10' : `${rate} (half the ceiling)`,
-          sent,
-          missing,
-          latency.p50,
-          latency.p90,
-          latency.p99,
-          latency.max,
-          rate === 10 ? 'p99 ≤ 250' : '',
-          fmt(cpu.peakRss.app ?? null, 0),
-          `${(cpu.machineBusy * 100).toFixed(0)}%`,
-        ]);
-      }
-    } finally {
-      await app.stop();
-    }
-  });
-}
-
-const first = ceiling;
-if (first && ['drain', 'knobs', 'two', 'fixed', 'throttle', 'variants'].some((phase) => phases.has(phase))) {
-  await guarded('ceiling-after', async () => {
-    // The same measurement at the end, on a server now holding every run's history: a drift check.
-    const again = await closedLoop(worker, {
-      workflowType: 'BenchEmpty',
-      concurrency: first.concurrency,
-      durationMs: opts.ceilingSeconds * 1000,
-      eager: first.eager,
-      idPrefix: nextPrefix('ceiling-after'),
-    });
-    ceilingAfter = again.rate;
-    progress(`ceiling at the end: ${again.rate.toFixed(1)} wf/s`);
-  });
-}
-await worker.stop();
-await memServer.stop();
-
-// ---- file-backed dev server -----------------------------------------------------------------------
-
-if (phases.has('file')) {
-  await guarded('file', async () => {
-    const dbFile = `/tmp/bench-temporal-${process.pid}.db`;
-    const fileServer = await startDevServer({ dbFile });
-    try {
-      const fileWorker = await startBenchWorker(fileServer.address, 'bench-load', pool);
-      const measured = await measureCeiling(fileWorker, {
-        concurrencies: [bestConcurrency],
-        durationMs: opts.ceilingSeconds * 1000,
-        eager: [ceiling?.eager ?? true],
-        tag: nextPrefix('file-ceiling'),
-      });
-      fileCeiling = measured.best;
-      drains.push(
-        await drain(
-          fileServer,
-          fileWorker,
-          'file (--db-filename)',
-          'default (prefetch 64, eager)',
-          opts.messages,
-        ),
+async function fixedPhase(memServer: DevServer) {
+  const half = Math.max(1, Math.round((ceiling?.rate ?? 40) / 2));
+  const app = spawnApp({ temporalAddress: memServer.address, databaseUrl, keydbUrl, name: NAME });
+  try {
+    await app.waitForLog('consuming');
+    await sleep(2000);
+    for (const rate of [10, half]) {
+      const prefix = nextPrefix(`fixed${rate}`);
+      const meter = cpuMeter(context, memServer, () => [app.pid]);
+      const paced = await startPaced(QUEUE, prefix, rate, opts.providers);
+      await sleep(opts.fixedSeconds * 1000);
+      const { sent } = await paced.stop();
+      await waitForRows(pool, prefix, sent, 60_000).catch((error: unknown) =>
+        progress((error as Error).message),
       );
-      await fileWorker.stop();
-    } finally {
-      await fileServer.stop();
-      await rm(dbFile, { force: true });
-      await rm(`${dbFile}-wal`, { force: true });
-      await rm(`${dbFile}-shm`, { force: true });
+      const cpu = await meter.stop();
+      const { latency, missing } = await publishToRowLatency(pool, prefix, paced.sentAt);
+      progress(`fixed ${rate} msg/s: p50 ${latency.p50.toFixed(1)} ms, p99 ${latency.p99.toFixed(1)} ms`);
+      fixedRows.push([
+        rate === 10 ? '10' : `${rate} (half the ceiling)`,
+        sent,
+        missing,
+        latency.p50,
+        latency.p90,
+        latency.p99,
+        latency.max,
+        rate === 10 ? 'p99 ≤ 250' : '',
+        fmt(cpu.peakRss.app ?? null, 0),
+        `${(cpu.machineBusy * 100).toFixed(0)}%`,
+      ]);
     }
-  });
+  } finally {
+    await app.stop();
+  }
 }
 
 await pool.end();
@@ -639,164 +564,10 @@ process.stdout.write(
     `Conditions: ${conditions.join('; ')}.\n` +
     (failures.length > 0 ? `\n**Failed phases** (not in the tables): ${failures.join('; ')}.\n` : ''),
 );
-if (ceilingRows.length > 0) {
-  report(
-    'Ceiling: empty workflow, start + wait for result (in-memory dev server)',
-    table(
-      [
-        'concurrency',
-        'eager start requested',
-        'eagerly started',
-        'workflows/s',
-        'p50 ms',
-        'p99 ms',
-        'errors',
-      ],
-      ceilingRows.map((row) => [
-        row.concurrency,
-        String(row.eager),
-        `${(row.eagerShare * 100).toFixed(0)}%`,
-        row.rate,
-        row.latency.p50,
-        row.latency.p99,
-        row.errors,
-      ]),
-    ) +
-      (ceilingCpu
-        ? `\n\nCPU during the ceiling runs: dev server ${fmt(ceilingCpu.processes.temporal)} s, bench process (client + worker) ${fmt(ceilingCpu.processes.bench)} s, over ${fmt(ceilingCpu.seconds)} s wall; machine busy ${(ceilingCpu.machineBusy * 100).toFixed(0)}%, steal ${(ceilingCpu.machineSteal * 100).toFixed(1)}%.`
-        : '') +
-      (ceilingAfter
-        ? `\n\nSame best setting at the end of the in-memory runs: ${fmt(ceilingAfter)} workflows/s.`
-        : ''),
-  );
-}
-if (microRows.length > 0) {
-  report(
-    'Local activity vs normal activity vs batching (closed loop, eager start)',
-    table(['variant', 'concurrency', 'workflows/s', 'rows/s', 'p50 ms', 'p99 ms', 'errors'], microRows),
-  );
-}
-if (slotRows.length > 0) {
-  report(
-    'Worker slots (IngestTransaction closed loop, 64 in flight)',
-    table(['worker tuning', 'in flight', 'workflows/s', 'p50 ms', 'p99 ms'], slotRows),
-  );
-}
-if (drains.length > 0 || baselineRate) {
-  const reference = (row: DrainRow) =>
-    row.server.startsWith('file') ? (fileCeiling?.rate ?? Number.NaN) : (ceiling?.rate ?? Number.NaN);
-  report(
-    'Backlog drain into Postgres',
-    table(
-      [
-        'run',
-        'dev server',
-        'messages',
-        'msg/s (steady)',
-        'msg/s incl. start-up',
-        'spawn → first row ms',
-        'adjacent ceiling wf/s',
-        '÷ adjacent ceiling (target ≥ 0.8)',
-        '÷ first ceiling',
-        '÷ baseline',
-      ],
-      [
-        ...(baselineRate
-          ? [
-              [
-                'plain consumer (no Temporal)',
-                '–',
-                opts.messages,
-                baselineRate,
-                '–',
-                '–',
-                '–',
-                '–',
-                '–',
-                '1.00',
-              ],
-            ]
-          : []),
-        ...drains.map((row) => [
-          row.label,
-          row.server,
-          row.rows,
-          row.rate,
-          row.rateWithStartup,
-          row.spawnToFirstRowMs,
-          fmt(row.adjacentCeiling),
-          row.adjacentCeiling ? (row.rate / row.adjacentCeiling).toFixed(2) : '–',
-          (row.rate / reference(row)).toFixed(2),
-          baselineRate ? (row.rate / baselineRate).toFixed(3) : '–',
-        ]),
-      ],
-    ) +
-      `\n\nCeilings used: in-memory ${fmt(ceiling?.rate ?? null)} workflows/s` +
-      (fileCeiling ? `, file-backed ${fmt(fileCeiling.rate)} workflows/s (same concurrency).` : '.'),
-  );
-  report(
-    'Where the time goes during the drains (CPU seconds per 1,000 messages)',
-    table(
-      [
-        'run',
-        'dev server',
-        'app process(es)',
-        'Postgres backends',
-        'RabbitMQ',
-        'machine busy',
-        'steal',
-        'app peak RSS MiB',
-        'peak Temporal wf-task backlog',
-        'RabbitMQ ready at half the rows',
-        'RabbitMQ empty → last row ms',
-      ],
-      drains.map((row) => [
-        `${row.label} (${row.server})`,
-        ...cpuColumns(row.cpu, row.rows),
-        row.peakBacklog,
-        fmt(row.queueDepthAtHalf, 0),
-        fmt(row.queueEmptyToLastRowMs),
-      ]),
-    ),
-  );
-}
-if (memoryRows.length > 0) {
-  report(
-    'Where the peak RSS goes (MiB; main thread at its RSS peak, workflow threads at their own peaks)',
-    table(
-      [
-        'run',
-        'RSS',
-        'main heap total',
-        'main heap used',
-        'external',
-        'of which array buffers',
-        'workflow threads heap total (peak, summed)',
-        'rest (native)',
-        'msg/s (steady)',
-      ],
-      memoryRows,
-    ),
-  );
-}
-if (fixedRows.length > 0) {
-  report(
-    'Fixed rates: publish → row committed (ledger ingested_at), in-memory dev server',
-    table(
-      [
-        'rate msg/s',
-        'messages',
-        'missing',
-        'p50 ms',
-        'p90 ms',
-        'p99 ms',
-        'max ms',
-        'target',
-        'app RSS MiB (peak)',
-        'machine busy',
-      ],
-      fixedRows,
-    ),
-  );
-}
+reportCeiling(ceilingRows, ceilingCpu, ceilingAfter);
+reportClosedLoops(microRows, slotRows);
+reportDrains(drains, baselineRate, opts.messages);
+reportCountCost(countRows);
+reportMemory(memoryRows);
+reportFixed(fixedRows);
 process.exit(0);

@@ -108,6 +108,11 @@ check(command(producer) == "node dist/src/producer/main.js", f"producer: runs `n
 temporal = services.get("temporal", {})
 check(command(temporal).startswith("server start-dev") and "--db-filename" in command(temporal),
       f"temporal: `temporal server start-dev` with a persistent --db-filename ({command(temporal)})")
+# The SQLite settings that measured best and keep the data across a process crash (docs/BENCHMARKS.md).
+temporal_args = temporal.get("command") or []
+pragmas = [temporal_args[i + 1] for i, arg in enumerate(temporal_args[:-1]) if arg == "--sqlite-pragma"]
+for pragma in ("journal_mode=WAL", "synchronous=NORMAL"):
+    check(pragma in pragmas, f"temporal: --sqlite-pragma {pragma} ({', '.join(pragmas) or 'no pragmas'})")
 prometheus = services.get("prometheus", {})
 check("--config.file=/etc/prometheus/balance-sync/prometheus.yml" in command(prometheus),
       f"prometheus: loads deploy/prometheus/prometheus.yml ({command(prometheus)})")

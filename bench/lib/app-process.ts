@@ -16,6 +16,8 @@ export interface AppSettings {
   script?: string;
   /** Without `npm start`'s node flags and environment (see startCommand); with them by default. */
   bare?: boolean;
+  /** More node flags, e.g. `--cpu-prof` (which NODE_OPTIONS does not accept). */
+  nodeArgs?: string[];
 }
 
 /**
@@ -84,7 +86,7 @@ export function spawnApp(settings: AppSettings): AppProcess {
   };
   const spawnedAt = Date.now();
   const script = `${REPO_ROOT}${settings.script ?? 'dist/src/main.js'}`;
-  const child = spawn(process.execPath, [...launch.nodeArgs, script], {
+  const child = spawn(process.execPath, [...launch.nodeArgs, ...(settings.nodeArgs ?? []), script], {
     env,
     cwd: REPO_ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,10 +1,15 @@
 // The benchmarks' own resources: a Temporal dev server, a bench database, queues, a KeyDB db index.
-import { Connection } from '@temporalio/client';
 import amqplib from 'amqplib';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
+import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import {
+  freePort,
+  SQLITE_PRAGMAS,
+  startDevServer as startSharedDevServer,
+  type DevServer as SharedDevServer,
+  type DevServerOptions,
+} from '../../test/support/dev-server.js';
 import { progress, sleep, trackChild } from './util.js';
 
 export const ADMIN_DATABASE_URL =
@@ -31,64 +36,24 @@ export function commandVersion(command: string, args: string[]): string {
   }
 }
 
-export async function freePort(): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
-export interface DevServer {
-  address: string;
+export interface DevServer extends SharedDevServer {
   pid: number;
-  process: ChildProcess;
-  stop(): Promise<void>;
 }
 
-/** `temporal server start-dev` on free ports, in memory or on `dbFile`; resolves once healthy. */
-export async function startDevServer(options: { dbFile?: string } = {}): Promise<DevServer> {
-  const port = await freePort();
-  const args = ['server', 'start-dev', '--headless', '--ip', '127.0.0.1', '--log-level', 'error'];
-  args.push('--port', String(port), '--http-port', String(await freePort()));
-  args.push('--metrics-port', String(await freePort()));
-  if (options.dbFile) args.push('--db-filename', options.dbFile);
-  const child = spawn(temporalCli(), args, { stdio: ['ignore', 'ignore', 'inherit'] });
-  trackChild(child);
-  const address = `127.0.0.1:${port}`;
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`temporal dev server exited with ${child.exitCode}`);
-    try {
-      const connection = await Connection.connect({ address, connectTimeout: 1000 });
-      await connection.healthService.check({});
-      await connection.close();
-      break;
-    } catch (error) {
-      if (Date.now() > deadline) {
-        child.kill('SIGKILL');
-        throw new Error(`temporal dev server not healthy on ${address}: ${String(error)}`);
-      }
-      await sleep(100);
-    }
-  }
-  progress(`temporal dev server ${address} (pid ${child.pid}${options.dbFile ? `, ${options.dbFile}` : ''})`);
-  return {
-    address,
-    pid: child.pid!,
-    process: child,
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      await exited;
-      clearTimeout(timer);
-    },
-  };
+/**
+ * test/support's dev server (free ports; in memory, or on `dbFile` with the SQLite settings compose
+ * uses unless `sqlitePragmas` says otherwise), killed with the bench if it exits early.
+ */
+export async function startDevServer(options: DevServerOptions = {}): Promise<DevServer> {
+  const server = await startSharedDevServer(temporalCli(), options);
+  trackChild(server.process);
+  const pragmas = options.dbFile ? (options.sqlitePragmas ?? SQLITE_PRAGMAS).join(', ') || 'no pragmas' : '';
+  progress(
+    `temporal dev server ${server.address} (pid ${server.process.pid}${options.dbFile ? `, ${options.dbFile}, ${pragmas}` : ''}; log ${server.logFile})`,
+  );
+  return { ...server, pid: server.process.pid! };
 }
 
 export function databaseUrl(database: string): string {

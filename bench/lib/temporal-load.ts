@@ -206,3 +206,23 @@ export async function workflowBacklog(
     dispatchRate: stats?.tasksDispatchRate ?? 0,
   };
 }
+
+/**
+ * The in-flight throttle's query (src/bridge/in-flight-throttle.ts), sent back to back for
+ * `durationMs`: how long one count takes on this server, and how many were sent.
+ */
+export async function countLoop(
+  client: Client,
+  taskQueue: string,
+  durationMs: number,
+): Promise<{ counts: number; latency: Summary }> {
+  const query = `WorkflowType = 'IngestTransaction' AND ExecutionStatus = 'Running' AND TaskQueue = ${JSON.stringify(taskQueue)}`;
+  const latencies: number[] = [];
+  const end = performance.now() + durationMs;
+  while (performance.now() < end) {
+    const t0 = performance.now();
+    await client.workflow.count(query);
+    latencies.push(performance.now() - t0);
+  }
+  return { counts: latencies.length, latency: summarize(latencies) };
+}

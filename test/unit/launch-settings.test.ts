@@ -6,7 +6,7 @@ import { startCommand } from '../../bench/lib/app-process.js';
 
 // The memory settings live outside the app (glibc reads MALLOC_ARENA_MAX and V8 its heap flags before
 // any of our code runs), in two places: package.json's start script and the Dockerfile. See
-// docs/BENCHMARKS.md run 5 for why they are there.
+// docs/BENCHMARKS.md §2.4 for why they are there.
 const dockerfile = readFileSync(new URL('../../Dockerfile', import.meta.url), 'utf8');
 const npmStart = () => startCommand(fileURLToPath(new URL('../../package.json', import.meta.url)));
 
