@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { createActivities, type Activities } from './activities/index.js';
 import { startBridge, type Bridge } from './bridge/bridge.js';
 import { ProviderDirectory } from './bridge/provider-directory.js';
+import { watchTerminatedRuns } from './bridge/terminated-runs.js';
 import { portInUseError, redactUrl, type Config } from './config.js';
 import { startHttpServer, type Readiness } from './http/server.js';
 import { IngestOutages } from './ingest-outages.js';
@@ -97,6 +98,11 @@ export async function startApp(
     { connection: rabbitmq, client, providers: new ProviderDirectory(pool), metrics, log, outages },
   );
 
+  const terminatedRuns = watchTerminatedRuns(
+    { taskQueue: config.TEMPORAL_TASK_QUEUE },
+    { client, pool, publisher: deadLetters, metrics, log },
+  );
+
   // An outage the ingest path is retrying (a revoked grant, a read-only database, an expired API key)
   // fails its dependency's check even while a ping still answers, and /readyz says why.
   startup.readiness = async () => {
@@ -120,6 +126,7 @@ export async function startApp(
     stop() {
       stopping ??= (async () => {
         await bridge.stop();
+        await terminatedRuns.stop();
         for (const worker of workers) if (worker.getState() === 'RUNNING') worker.shutdown();
         await done.catch(() => undefined);
         await deadLetters.close().catch(() => undefined);
