@@ -114,8 +114,17 @@ describe('the balance-sync process', () => {
     const queue = await publisher(config.INCOMING_QUEUE);
     await queue.publishMany(anonymous(0, count));
     await queue.close();
-    await waitFor('the first rows', async () => ((await written()).n > 0 ? true : undefined));
+    // Signalled as soon as starts are being acked, so some are in flight when it arrives.
+    await waitFor('the first acks', async () =>
+      /^balance_sync_messages_acked_total\{outcome="started"\} [1-9]/m.test((await app.get('/metrics')).body)
+        ? true
+        : undefined,
+    );
     expect(await app.kill('SIGTERM')).toBe(0);
+    const stoppedConsuming = JSON.parse(
+      app.lines.find((line) => line.includes('"msg":"stopped consuming"'))!,
+    );
+    expect(stoppedConsuming.inFlight).toBeGreaterThan(0);
     // Shutdown order: stop consuming, drain in-flight starts (each acked), stop the worker, close connections.
     const order = [
       '"msg":"shutting down"',
