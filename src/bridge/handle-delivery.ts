@@ -87,26 +87,23 @@ export class DeliveryHandler {
     const workflowId = ingestWorkflowId(messageId || undefined);
     const bodySha256 = createHash('sha256').update(message.content).digest('hex');
     await this.deps.throttle.whenOpen(this.deps.draining);
-    const outcome = await this.retrying(
-      'start IngestTransaction',
-      async () => {
-        if (!(await this.deps.providers.has(transaction.providerId))) return 'unknown_provider' as const;
-        const started = performance.now();
-        const result = await startIngest(this.deps.client, {
-          taskQueue: this.options.taskQueue,
-          workflowId,
-          transaction,
-          receivedAtMs,
-          bodySha256,
-          original: originalMessage(message),
-          eager: this.options.eagerStart,
-        });
-        this.deps.metrics.workflowStartSeconds.observe((performance.now() - started) / 1000);
-        if (result === 'started') this.deps.throttle.noteStart();
-        return result;
-      },
-      true,
-    );
+    const outcome = await this.retrying('start IngestTransaction', async () => {
+      if (!(await this.deps.providers.has(transaction.providerId))) return 'unknown_provider' as const;
+      const started = performance.now();
+      const result = await startIngest(this.deps.client, {
+        taskQueue: this.options.taskQueue,
+        workflowId,
+        transaction,
+        receivedAtMs,
+        bodySha256,
+        original: originalMessage(message),
+        eager: this.options.eagerStart,
+      });
+      this.deps.outages?.clear('temporal');
+      this.deps.metrics.workflowStartSeconds.observe((performance.now() - started) / 1000);
+      if (result === 'started') this.deps.throttle.noteStart();
+      return result;
+    });
     if (outcome === 'unknown_provider') {
       return {
         code: 'unknown_provider',
@@ -124,20 +121,18 @@ export class DeliveryHandler {
 
   /**
    * Runs `attempt` until it succeeds: through outages for as long as they last, through other errors
-   * MAX_UNEXPECTED_ATTEMPTS times. Rethrows on shutdown or when those attempts are used up. With
-   * `reportsOutages`, a Temporal or Postgres outage is reported to IngestOutages (and a success ends Temporal's).
+   * MAX_UNEXPECTED_ATTEMPTS times. Rethrows on shutdown or when those attempts are used up. An outage
+   * of Temporal or Postgres is reported to IngestOutages (for /readyz) while it lasts.
    */
-  private async retrying<T>(what: string, attempt: () => Promise<T>, reportsOutages = false): Promise<T> {
+  private async retrying<T>(what: string, attempt: () => Promise<T>): Promise<T> {
     let unexpected = 0;
     for (let attemptNumber = 1; ; attemptNumber++) {
       try {
-        const result = await attempt();
-        if (reportsOutages) this.deps.outages?.clear('temporal');
-        return result;
+        return await attempt();
       } catch (error) {
         const dependency = outageDependency(error);
         const outage = dependency !== undefined;
-        if (reportsOutages && (dependency === 'temporal' || dependency === 'postgres'))
+        if (dependency === 'temporal' || dependency === 'postgres')
           this.deps.outages?.report(dependency, (error as Error).message);
         if (this.deps.stopping.aborted || (!outage && ++unexpected >= MAX_UNEXPECTED_ATTEMPTS)) throw error;
         this.deps.log.warn(
