@@ -5,8 +5,10 @@ import type { Logger } from 'pino';
 import { createActivities, type Activities } from './activities/index.js';
 import { startBridge, type Bridge } from './bridge/bridge.js';
 import { ProviderDirectory } from './bridge/provider-directory.js';
+import { watchTerminatedRuns } from './bridge/terminated-runs.js';
 import { portInUseError, redactUrl, type Config } from './config.js';
-import { startHttpServer } from './http/server.js';
+import { startHttpServer, type Readiness } from './http/server.js';
+import { IngestOutages } from './ingest-outages.js';
 import { createMetrics, type AppMetrics } from './metrics.js';
 import { createPool } from './postgres/pools.js';
 import { migrate } from './postgres/schema.js';
@@ -29,7 +31,7 @@ export interface App {
 /** What /readyz reports: the start-up step being waited on, then the dependency checks. */
 interface Startup {
   waitingFor: string;
-  checks?: () => Promise<Record<string, boolean>>;
+  readiness?: () => Promise<Readiness>;
 }
 
 /**
@@ -58,6 +60,7 @@ export async function startApp(
   const http = await startHttp(config, metrics, startup);
   log.info({ port: http.port }, 'http endpoints ready');
 
+  const outages = new IngestOutages(metrics);
   const stores = openStores(config, log);
   const { pool, keydb } = stores;
   await waitForProducerTables(pool, log, config.STARTUP_WAIT_SECONDS);
@@ -75,7 +78,7 @@ export async function startApp(
     log,
   );
   const deadLetters = createDeadLetterPublisher(rabbitmq, config.DEAD_LETTER_QUEUE);
-  const activities = createActivities({ ...stores, metrics, deadLetters });
+  const activities = createActivities({ ...stores, metrics, deadLetters, outages });
   const { workers, done } = await startWorkers(config, { connection, namespace }, activities, log);
 
   startup.waitingFor = 'schedules';
@@ -92,17 +95,28 @@ export async function startApp(
       maxInFlight: config.BRIDGE_MAX_IN_FLIGHT,
       summaryIntervalMs: config.INGEST_SUMMARY_SECONDS * 1000,
     },
-    { connection: rabbitmq, client, providers: new ProviderDirectory(pool), metrics, log },
+    { connection: rabbitmq, client, providers: new ProviderDirectory(pool), metrics, log, outages },
   );
 
-  startup.checks = async () => ({
-    rabbitmq: bridge.isConsuming(),
-    deadLetterQueue: bridge.deadLettersAccepted() && deadLetters.accepting(),
-    worker: workers.every((worker) => worker.getState() === 'RUNNING'),
-    temporal: await succeeds(connection.healthService.check({})),
-    postgres: await succeeds(pool.query('SELECT 1')),
-    keydb: keydb.status === 'ready',
-  });
+  const terminatedRuns = watchTerminatedRuns(
+    { taskQueue: config.TEMPORAL_TASK_QUEUE },
+    { client, pool, publisher: deadLetters, metrics, log },
+  );
+
+  // An outage the ingest path is retrying (a revoked grant, a read-only database, an expired API key)
+  // fails its dependency's check even while a ping still answers, and /readyz says why.
+  startup.readiness = async () => {
+    const reasons = outages.reasons();
+    const checks = {
+      rabbitmq: bridge.isConsuming(),
+      deadLetterQueue: bridge.deadLettersAccepted() && deadLetters.accepting(),
+      worker: workers.every((worker) => worker.getState() === 'RUNNING'),
+      temporal: !reasons.temporal && (await succeeds(connection.healthService.check({}))),
+      postgres: !reasons.postgres && (await succeeds(pool.query('SELECT 1'))),
+      keydb: keydb.status === 'ready',
+    };
+    return Object.keys(reasons).length ? { checks, outages: reasons } : { checks };
+  };
 
   let stopping: Promise<void> | undefined;
   return {
@@ -112,6 +126,7 @@ export async function startApp(
     stop() {
       stopping ??= (async () => {
         await bridge.stop();
+        await terminatedRuns.stop();
         for (const worker of workers) if (worker.getState() === 'RUNNING') worker.shutdown();
         await done.catch(() => undefined);
         await deadLetters.close().catch(() => undefined);
@@ -133,7 +148,7 @@ async function startHttp(config: Config, metrics: AppMetrics, startup: Startup) 
       ? `http://127.0.0.1:${config.TEMPORAL_METRICS_PORT}/metrics`
       : undefined,
     readiness: async () =>
-      startup.checks ? { checks: await startup.checks() } : { waitingFor: startup.waitingFor },
+      startup.readiness ? await startup.readiness() : { waitingFor: startup.waitingFor },
   }).catch((error: unknown) => {
     if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE')
       throw portInUseError('HTTP_PORT', config.HTTP_PORT);

@@ -7,6 +7,11 @@ import { startApp, type App } from './app.js';
 
 /** Exit status for configuration problems (bad value, port taken, unreadable .env). */
 const EXIT_CONFIG = 2;
+/**
+ * The last resort: a shutdown still running this long after the signal exits 1, inside compose's
+ * 30 s stop_grace_period whatever is stuck (the bridge waits 15 s at most, the worker 8 s).
+ */
+const SHUTDOWN_DEADLINE_MS = 27_000;
 
 function readConfig(): { config: Config; dotEnv: string | undefined } {
   try {
@@ -53,6 +58,10 @@ async function main(): Promise<void> {
       if (signalled) return;
       signalled = true;
       log.info({ signal }, 'shutting down');
+      setTimeout(() => {
+        log.error({ afterMs: SHUTDOWN_DEADLINE_MS }, 'shutdown took too long; exiting now');
+        process.exit(1);
+      }, SHUTDOWN_DEADLINE_MS).unref();
       // Still starting: nothing is consumed before startApp returns (the bridge starts last). The
       // workers may already run activities; Temporal retries those on another worker or on restart.
       if (!running.app) process.exit(0);

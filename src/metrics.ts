@@ -93,6 +93,23 @@ export function createMetrics() {
       help: 'Unfinished IngestTransaction runs on the ingest task queue (all instances), at the last count',
       registers,
     }),
+    ingestOutage: new Gauge({
+      name: 'balance_sync_ingest_outage',
+      help: '1 while the ingest path retries an outage of this dependency (down, read-only, a revoked grant or credential)',
+      labelNames: ['dependency'] as const,
+      registers,
+    }),
+    ingestInsertRetries: new Counter({
+      name: 'balance_sync_ingest_insert_retries_total',
+      help: 'Failed recordTransaction attempts that will be retried, by SQLSTATE class (none: a client-side error)',
+      labelNames: ['sqlstate_class'] as const,
+      registers,
+    }),
+    bridgeThrottleStalled: new Gauge({
+      name: 'balance_sync_bridge_throttle_stalled',
+      help: '1 while the throttle has stayed closed longer than its stated bound with no ingest run finishing',
+      registers,
+    }),
     syncUnpublishableProviders: new Gauge({
       name: 'balance_sync_sync_unpublishable_providers',
       help: 'Providers the last sync did not publish (a NaN/Infinity in their history, or a NULL); KeyDB keeps their last good value',

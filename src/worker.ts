@@ -19,6 +19,14 @@ export interface WorkerSettings {
   >;
 }
 
+/**
+ * Shutdown fits compose's 30 s stop_grace_period (README, Stopping): after the bridge's 15 s, a
+ * worker waits 3 s for tasks to finish, then cancels activities, and gives up at 8 s (an insert stuck
+ * in Postgres cannot hold it; Temporal retries that run elsewhere). main.ts exits at 27 s regardless.
+ */
+export const WORKER_SHUTDOWN_GRACE_MS = 3_000;
+export const WORKER_SHUTDOWN_FORCE_MS = 8_000;
+
 export const DEFAULT_BUNDLE_PATH = fileURLToPath(new URL('../workflow-bundle.js', import.meta.url));
 
 /** One worker polling one task queue, with every workflow type and activity registered. */
@@ -36,6 +44,8 @@ export async function createWorker(settings: WorkerSettings): Promise<Worker> {
     // publishBalances heartbeats every 300 ms with a 1.5 s timeout; the SDK's default throttle (80% of
     // the timeout) would send only every 1.2 s and leave a live worker's attempt 0.3 s of slack.
     maxHeartbeatThrottleInterval: SYNC_HEARTBEAT_INTERVAL_MS,
+    shutdownGraceTime: WORKER_SHUTDOWN_GRACE_MS,
+    shutdownForceTime: WORKER_SHUTDOWN_FORCE_MS,
     ...settings.tuning,
   });
 }

@@ -26,6 +26,19 @@ export interface DeadLetterTransactionInput {
   workflowId: string;
 }
 
+/** Publishes the original message with the reason headers and the workflow ID; resolves once confirmed. */
+export async function publishOriginal(publisher: DeadLetterPublisher, input: DeadLetterTransactionInput) {
+  const { original } = input;
+  await publisher.publish(
+    Buffer.from(original.bodyBase64, 'base64'),
+    republishOptions(original.properties, {
+      ...original.headers,
+      ...reasonHeaders(input.code, input.reason),
+      [WORKFLOW_ID_HEADER]: input.workflowId,
+    }),
+  );
+}
+
 /**
  * Publishes a message that a workflow could not record to the dead-letter queue, with its original
  * body and properties and the reason, once the broker confirms it. A retried attempt may publish a
@@ -35,16 +48,8 @@ export function createDeadLetterTransaction(publisher: DeadLetterPublisher | und
   return async function deadLetterTransaction(input: DeadLetterTransactionInput): Promise<void> {
     if (!publisher)
       throw ApplicationFailure.retryable('this worker has no dead-letter publisher', 'NoPublisher');
-    const { original } = input;
     try {
-      await publisher.publish(
-        Buffer.from(original.bodyBase64, 'base64'),
-        republishOptions(original.properties, {
-          ...original.headers,
-          ...reasonHeaders(input.code, input.reason),
-          [WORKFLOW_ID_HEADER]: input.workflowId,
-        }),
-      );
+      await publishOriginal(publisher, input);
     } catch (error) {
       // Retried until it is accepted; meanwhile the run stays open, counted here and in /readyz.
       metrics.deadLetterPublishFailures.inc({ code: input.code });

@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
+import type { IngestOutages } from '../ingest-outages.js';
 import type { AppMetrics } from '../metrics.js';
 import type { DeadLetterPublisher } from '../rabbitmq/dead-letters.js';
 import { createDeadLetterTransaction } from './dead-letter-transaction.js';
@@ -17,6 +18,8 @@ export interface ActivityDeps {
   metrics: AppMetrics;
   /** Where IngestTransaction puts a message it cannot record; without one that activity keeps failing. */
   deadLetters?: DeadLetterPublisher;
+  /** Where the inserts report a Postgres outage, for /readyz and the gauge (default: their own). */
+  outages?: IngestOutages;
 }
 
 /** All activities, closed over their clients; workflows type their proxies from this factory. */
@@ -27,9 +30,10 @@ export function createActivities({
   keydb,
   metrics,
   deadLetters,
+  outages,
 }: ActivityDeps) {
   return {
-    recordTransaction: createRecordTransaction(pool, metrics),
+    recordTransaction: createRecordTransaction(pool, metrics, outages),
     deadLetterTransaction: createDeadLetterTransaction(deadLetters, metrics),
     publishBalances: createPublishBalances(syncPool ?? pool, keydb, metrics),
     reconcileBalances: createReconcileBalances(reconcilePool ?? pool, metrics),

@@ -1,5 +1,7 @@
-import { ApplicationFailure } from '@temporalio/activity';
+import { ApplicationFailure, Context, log } from '@temporalio/activity';
 import type pg from 'pg';
+import { classifyPostgresError } from '../failures.js';
+import { IngestOutages } from '../ingest-outages.js';
 import type { AppMetrics } from '../metrics.js';
 
 export interface RecordTransactionInput {
@@ -37,55 +39,116 @@ const FIND_RECORDED = `
 
 const UNIQUE_VIOLATION = '23505';
 const FOREIGN_KEY_VIOLATION = '23503';
+/** Attempts for an error that is neither an outage nor a refusal (a bug) before the run gives up. */
+export const MAX_UNEXPECTED_INSERT_ATTEMPTS = 5;
+/** A run whose insert is still being tried this long after its message arrived logs a warning… */
+export const SLOW_INSERT_WARN_MS = 2 * 60_000;
+/** …and again this often while it keeps retrying. */
+const SLOW_INSERT_REWARN_MS = 5 * 60_000;
 
 /**
- * Inserts the transaction once per ingest key, however often it is retried or redelivered. A key
- * already recorded with a different body fingerprint fails with MessageIdConflict (not retried).
+ * Inserts the transaction once per ingest key, however often it is retried or redelivered. What a
+ * failure means is decided by classifyPostgresError (src/failures.ts): a row Postgres refuses fails at
+ * once (UnknownProvider, InvalidTransaction, RefusedByDatabase), as does a key already recorded with a
+ * different body fingerprint (MessageIdConflict); an outage is retried for as long as it lasts and
+ * shown by IngestOutages; anything else fails for good (InsertFailed) after
+ * MAX_UNEXPECTED_INSERT_ATTEMPTS. An insert still tried SLOW_INSERT_WARN_MS after its message arrived
+ * logs a warning at each attempt, at most every 5 minutes per run.
  */
-export function createRecordTransaction(pool: pg.Pool, metrics: AppMetrics) {
-  return async function recordTransaction(input: RecordTransactionInput): Promise<RecordTransactionResult> {
-    try {
-      const { rows } = await pool.query<{ transaction_id: number }>(INSERT_ONCE, [
-        input.ingestKey,
-        input.providerId,
-        input.value,
-        input.bodySha256 ?? null,
-      ]);
-      const inserted = rows[0];
-      if (inserted) {
-        metrics.transactionsRecorded.inc({ outcome: 'inserted' });
-        if (input.receivedAtMs)
-          metrics.ingestEndToEndSeconds.observe((Date.now() - input.receivedAtMs) / 1000);
-        return { transactionId: inserted.transaction_id, inserted: true };
-      }
-    } catch (error) {
-      const code = (error as { code?: string }).code;
-      if (code === FOREIGN_KEY_VIOLATION) {
-        throw ApplicationFailure.nonRetryable(
-          `provider ${input.providerId} does not exist in initial_data`,
-          'UnknownProvider',
-        );
-      }
-      if (code?.startsWith('22')) {
-        throw ApplicationFailure.nonRetryable(
-          `Postgres rejected value ${input.value}: ${(error as Error).message}`,
-          'InvalidTransaction',
-        );
-      }
-      if (code !== UNIQUE_VIOLATION) throw error;
-    }
-    const { rows } = await pool.query<{ transaction_id: number; body_sha256: string | null }>(FIND_RECORDED, [
-      input.ingestKey,
-    ]);
-    const existing = rows[0];
-    if (!existing) throw new Error(`ledger entry for ${input.ingestKey} vanished`);
-    if (input.bodySha256 && existing.body_sha256 && input.bodySha256 !== existing.body_sha256) {
-      throw ApplicationFailure.nonRetryable(
-        `${input.ingestKey} was already recorded (transaction ${existing.transaction_id}) from a different body`,
-        'MessageIdConflict',
-      );
-    }
-    metrics.transactionsRecorded.inc({ outcome: 'duplicate' });
-    return { transactionId: existing.transaction_id, inserted: false };
+export function createRecordTransaction(
+  pool: pg.Pool,
+  metrics: AppMetrics,
+  outages: IngestOutages = new IngestOutages(metrics),
+) {
+  const slowSince = new Map<string, number>();
+  const warnIfSlow = (input: RecordTransactionInput) => {
+    const { attempt, scheduledTimestampMs } = Context.current().info;
+    const trying = Date.now() - (input.receivedAtMs ?? scheduledTimestampMs);
+    const warnedAt = slowSince.get(input.ingestKey) ?? 0;
+    if (attempt === 1 || trying < SLOW_INSERT_WARN_MS || Date.now() - warnedAt < SLOW_INSERT_REWARN_MS)
+      return;
+    if (slowSince.size >= 10_000) slowSince.clear();
+    slowSince.set(input.ingestKey, Date.now());
+    log.warn('insert still retrying; the run stays open until Postgres takes it', {
+      attempt,
+      retryingForSeconds: Math.round(trying / 1000),
+    });
   };
+
+  const failure = (error: unknown, input: RecordTransactionInput): Error => {
+    const { kind, sqlstate, sqlstateClass, reason } = classifyPostgresError(error);
+    if (kind === 'refused' && sqlstate === FOREIGN_KEY_VIOLATION)
+      return ApplicationFailure.nonRetryable(
+        `provider ${input.providerId} does not exist in initial_data`,
+        'UnknownProvider',
+      );
+    if (kind === 'refused' && sqlstateClass === '22')
+      return ApplicationFailure.nonRetryable(
+        `Postgres rejected value ${input.value}: ${reason}`,
+        'InvalidTransaction',
+      );
+    if (kind === 'refused')
+      return ApplicationFailure.nonRetryable(`Postgres refused the row: ${reason}`, 'RefusedByDatabase');
+    const { attempt } = Context.current().info;
+    if (kind === 'bug' && attempt >= MAX_UNEXPECTED_INSERT_ATTEMPTS)
+      return ApplicationFailure.nonRetryable(`insert failed ${attempt} times: ${reason}`, 'InsertFailed');
+    metrics.ingestInsertRetries.inc({ sqlstate_class: sqlstateClass });
+    if (kind === 'outage' && outages.report('postgres', reason))
+      log.warn('Postgres cannot take inserts now; retrying while it lasts', { reason, attempt });
+    return error instanceof Error ? error : new Error(reason);
+  };
+
+  return async function recordTransaction(input: RecordTransactionInput): Promise<RecordTransactionResult> {
+    warnIfSlow(input);
+    try {
+      const result = await insertOnce(pool, metrics, input);
+      outages.clear('postgres');
+      slowSince.delete(input.ingestKey);
+      return result;
+    } catch (error) {
+      const thrown = error instanceof ApplicationFailure ? error : failure(error, input);
+      if (thrown instanceof ApplicationFailure && thrown.nonRetryable) slowSince.delete(input.ingestKey);
+      throw thrown;
+    }
+  };
+}
+
+async function insertOnce(
+  pool: pg.Pool,
+  metrics: AppMetrics,
+  input: RecordTransactionInput,
+): Promise<RecordTransactionResult> {
+  let uniqueViolation: Error | undefined;
+  try {
+    const { rows } = await pool.query<{ transaction_id: number }>(INSERT_ONCE, [
+      input.ingestKey,
+      input.providerId,
+      input.value,
+      input.bodySha256 ?? null,
+    ]);
+    const inserted = rows[0];
+    if (inserted) {
+      metrics.transactionsRecorded.inc({ outcome: 'inserted' });
+      if (input.receivedAtMs) metrics.ingestEndToEndSeconds.observe((Date.now() - input.receivedAtMs) / 1000);
+      return { transactionId: inserted.transaction_id, inserted: true };
+    }
+  } catch (error) {
+    if ((error as { code?: string }).code !== UNIQUE_VIOLATION) throw error;
+    uniqueViolation = error as Error;
+  }
+  const { rows } = await pool.query<{ transaction_id: number; body_sha256: string | null }>(FIND_RECORDED, [
+    input.ingestKey,
+  ]);
+  const existing = rows[0];
+  // A unique violation without a ledger entry came from another unique constraint: a refusal.
+  if (!existing && uniqueViolation) throw uniqueViolation;
+  if (!existing) throw new Error(`ledger entry for ${input.ingestKey} vanished`);
+  if (input.bodySha256 && existing.body_sha256 && input.bodySha256 !== existing.body_sha256) {
+    throw ApplicationFailure.nonRetryable(
+      `${input.ingestKey} was already recorded (transaction ${existing.transaction_id}) from a different body`,
+      'MessageIdConflict',
+    );
+  }
+  metrics.transactionsRecorded.inc({ outcome: 'duplicate' });
+  return { transactionId: existing.transaction_id, inserted: false };
 }

@@ -1,6 +1,7 @@
 import type { Client } from '@temporalio/client';
 import type { AmqpConnectionManager } from 'amqp-connection-manager';
 import type { Logger } from 'pino';
+import type { IngestOutages } from '../ingest-outages.js';
 import type { AppMetrics } from '../metrics.js';
 import { startConsumer } from './consumer.js';
 import { DeliveryHandler } from './handle-delivery.js';
@@ -32,6 +33,8 @@ export interface BridgeDeps {
   providers: ProviderDirectory;
   metrics: AppMetrics;
   log: Logger;
+  /** Where an outage met while starting runs is reported, for /readyz (the app's, shared with the inserts). */
+  outages?: IngestOutages;
 }
 
 export interface Bridge {

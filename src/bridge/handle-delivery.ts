@@ -5,6 +5,8 @@ import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { OriginalMessage } from '../activities/index.js';
+import { outageDependency } from '../failures.js';
+import type { IngestOutages } from '../ingest-outages.js';
 import type { AppMetrics } from '../metrics.js';
 import { ensureQueue, keptHeaders } from '../rabbitmq/dead-letters.js';
 import { publishDeadLetter } from './dead-letter.js';
@@ -32,6 +34,8 @@ export interface DeliveryDeps {
   draining: AbortSignal;
   /** Aborted when shutdown stops waiting: deliveries retrying an outage are left unacked too. */
   stopping: AbortSignal;
+  /** Where a Temporal or Postgres outage met while starting a run is reported, for /readyz. */
+  outages?: IngestOutages;
   /** Told whether the last dead letter was accepted, for readiness. */
   onDeadLetterOutcome(accepted: boolean): void;
 }
@@ -95,6 +99,7 @@ export class DeliveryHandler {
         original: originalMessage(message),
         eager: this.options.eagerStart,
       });
+      this.deps.outages?.clear('temporal');
       this.deps.metrics.workflowStartSeconds.observe((performance.now() - started) / 1000);
       if (result === 'started') this.deps.throttle.noteStart();
       return result;
@@ -116,7 +121,8 @@ export class DeliveryHandler {
 
   /**
    * Runs `attempt` until it succeeds: through outages for as long as they last, through other errors
-   * MAX_UNEXPECTED_ATTEMPTS times. Rethrows on shutdown or when those attempts are used up.
+   * MAX_UNEXPECTED_ATTEMPTS times. Rethrows on shutdown or when those attempts are used up. An outage
+   * of Temporal or Postgres is reported to IngestOutages (for /readyz) while it lasts.
    */
   private async retrying<T>(what: string, attempt: () => Promise<T>): Promise<T> {
     let unexpected = 0;
@@ -124,7 +130,10 @@ export class DeliveryHandler {
       try {
         return await attempt();
       } catch (error) {
-        const outage = isOutage(error);
+        const dependency = outageDependency(error);
+        const outage = dependency !== undefined;
+        if (dependency === 'temporal' || dependency === 'postgres')
+          this.deps.outages?.report(dependency, (error as Error).message);
         if (this.deps.stopping.aborted || (!outage && ++unexpected >= MAX_UNEXPECTED_ATTEMPTS)) throw error;
         this.deps.log.warn(
           { err: (error as Error).message, attempt: attemptNumber, outage },
@@ -231,29 +240,4 @@ function originalMessage(message: ConsumeMessage): OriginalMessage {
       Object.entries(keptHeaders(headers)).filter(([, value]) => scalar(value)),
     ) as Record<string, string | number | boolean>,
   };
-}
-
-// CANCELLED, UNKNOWN, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, INTERNAL, UNAVAILABLE: grpc-js
-// reports a dropped or reset transport (a server restart) as UNKNOWN or INTERNAL too.
-const GRPC_OUTAGE_CODES = new Set([1, 2, 4, 8, 10, 13, 14]);
-const SQLSTATE_OUTAGE = /^(08|53|57P|40001|40P01)/; // connection, resources, shutdown, serialization
-
-/** True if the error (or a cause) says a dependency is unreachable or overloaded, not that the input or code is wrong. */
-export function isOutage(error: unknown): boolean {
-  for (let current = error, depth = 0; current && depth < 5; depth++) {
-    const { code, message, cause } = current as { code?: unknown; message?: unknown; cause?: unknown };
-    if (typeof code === 'number' && GRPC_OUTAGE_CODES.has(code)) return true;
-    // System errors (ECONNREFUSED, ETIMEDOUT, …), not Node's own ERR_* codes, which mean a bug.
-    if (typeof code === 'string' && (/^E(?!RR_)[A-Z_]+$/.test(code) || SQLSTATE_OUTAGE.test(code)))
-      return true;
-    if (
-      typeof message === 'string' &&
-      /Connection terminated|timeout exceeded when trying to connect|socket hang up|Failed to connect|ECONNREFUSED|ECONNRESET/i.test(
-        message,
-      )
-    )
-      return true;
-    current = cause;
-  }
-  return false;
 }

@@ -7,7 +7,12 @@ export interface ThrottleOptions {
   /** Start nothing while this many IngestTransaction runs are unfinished; 0 disables the throttle. */
   maxInFlight: number;
   pollMs?: number;
+  /** Closed this long with no run finishing: warn and set the stalled gauge (default 2 minutes). */
+  stallAfterMs?: number;
 }
+
+/** How long the throttle may stay closed with no run finishing before it says so. */
+export const THROTTLE_STALL_MS = 2 * 60_000;
 
 /**
  * Holds new IngestTransaction starts while `maxInFlight` or more runs on the ingest task queue are
@@ -16,6 +21,8 @@ export interface ThrottleOptions {
  * instance and knows when runs finish. DescribeTaskQueue's backlog was the other candidate, but the
  * server caches those stats for ~5 s (measured on 1.29.1), far too stale to bound a fast drain.
  * Between polls this instance's own starts are added to the count. Opens again at 3/4 of the bound.
+ * Closed for `stallAfterMs` with no run finishing (the count never dropped), it warns and sets
+ * `bridge_throttle_stalled`: runs are stuck, and the throttle must not be what hides it.
  */
 export class InFlightThrottle {
   private closed = false;
@@ -25,6 +32,9 @@ export class InFlightThrottle {
   private running = 0;
   private startsSincePoll = 0;
   private lastWarning = 0;
+  /** While closed: when the throttle closed or the count last dropped (a run finished). */
+  private lastProgress = 0;
+  private stalled = false;
 
   constructor(
     private readonly client: Client,
@@ -77,6 +87,7 @@ export class InFlightThrottle {
       const { count } = await this.client.workflow.count(
         `WorkflowType = 'IngestTransaction' AND ExecutionStatus = 'Running' AND TaskQueue = ${JSON.stringify(this.options.taskQueue)}`,
       );
+      if (count < this.running) this.lastProgress = Date.now();
       this.running = count;
       this.startsSincePoll -= startsBefore;
       this.deps.metrics.ingestWorkflowsRunning.set(count);
@@ -105,6 +116,7 @@ export class InFlightThrottle {
     const inFlight = this.running + this.startsSincePoll;
     if (!this.closed && inFlight >= maxInFlight) {
       this.closed = true;
+      this.lastProgress = Date.now();
       this.deps.metrics.bridgeThrottled.set(1);
       this.deps.log.info(
         { inFlight, maxInFlight },
@@ -113,11 +125,34 @@ export class InFlightThrottle {
     } else if (this.closed && inFlight <= (maxInFlight * 3) / 4) {
       this.deps.log.info({ inFlight, maxInFlight }, 'throttle released: ingest workflows finishing');
       this.open();
+    } else if (this.closed) {
+      this.noteStall(inFlight);
     }
+  }
+
+  /** Sets or clears `stalled`: closed for stallAfterMs since it closed or a run last finished. */
+  private noteStall(inFlight: number): void {
+    const stallAfterMs = this.options.stallAfterMs ?? THROTTLE_STALL_MS;
+    const stalled = Date.now() - this.lastProgress >= stallAfterMs;
+    if (stalled === this.stalled) return;
+    this.stalled = stalled;
+    this.deps.metrics.bridgeThrottleStalled.set(stalled ? 1 : 0);
+    if (stalled)
+      this.deps.log.warn(
+        {
+          inFlight,
+          maxInFlight: this.options.maxInFlight,
+          stalledForSeconds: Math.round(stallAfterMs / 1000),
+        },
+        'throttle stalled: no IngestTransaction run finished while it was closed; runs are stuck (see /readyz, ingest_outage)',
+      );
+    else this.deps.log.info({ inFlight }, 'throttle no longer stalled: an ingest run finished');
   }
 
   private open(): void {
     this.closed = false;
+    this.stalled = false;
+    this.deps.metrics.bridgeThrottleStalled.set(0);
     this.deps.metrics.bridgeThrottled.set(0);
     const waiters = this.waiters;
     this.waiters = [];

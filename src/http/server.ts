@@ -2,8 +2,12 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 
-/** What start-up is still waiting for, or, once started, each dependency's readiness. */
-export type Readiness = { waitingFor: string } | { checks: Record<string, boolean> };
+/**
+ * What start-up is still waiting for, or, once started, each dependency's readiness, and why the
+ * ingest path is retrying an outage (a dependency named there has a false check).
+ */
+export type Readiness =
+  { waitingFor: string } | { checks: Record<string, boolean>; outages?: Record<string, string> };
 
 export interface HttpDeps {
   registry: Registry;

@@ -11,6 +11,7 @@ import {
   type RecordTransactionInput,
   type RecordTransactionResult,
 } from '../../src/activities/record-transaction.js';
+import { IngestOutages } from '../../src/ingest-outages.js';
 import { createMetrics, type AppMetrics } from '../../src/metrics.js';
 import { BALANCE_LOCK_KEY, migrate } from '../../src/postgres/schema.js';
 import { activityLogger, type LogLine } from '../support/activity-logger.js';
@@ -181,6 +182,85 @@ describe('recordTransaction', () => {
     await expect(record({ ingestKey: 'x', providerId: 1, value: '1' }, failingWithoutCode)).rejects.toBe(
       noCode,
     );
+  });
+
+  it('fails a row a CHECK constraint refuses at once, as RefusedByDatabase naming SQLSTATE and constraint', async () => {
+    await db.query(
+      'ALTER TABLE historical_transactions ADD CONSTRAINT nonzero CHECK (transaction_value <> 0)',
+    );
+    const failure = await record({ ingestKey: 'c', providerId: 1, value: '0' }).catch((e: unknown) => e);
+    expect(failure).toMatchObject({ type: 'RefusedByDatabase', nonRetryable: true });
+    expect((failure as Error).message).toBe(
+      'Postgres refused the row: new row for relation "historical_transactions" violates check constraint "nonzero" (SQLSTATE 23514, constraint nonzero)',
+    );
+  });
+
+  it('shows an outage (gauge, retries by SQLSTATE class, one warning) until the next insert succeeds', async () => {
+    const denied = Object.assign(new Error('permission denied for table historical_transactions'), {
+      code: '42501',
+    });
+    const outages = new IngestOutages(metrics);
+    const recordTransaction = createRecordTransaction(db, metrics, outages);
+    const refusing = createRecordTransaction(
+      { query: () => Promise.reject(denied) } as unknown as pg.Pool,
+      metrics,
+      outages,
+    );
+    for (const key of ['o-1', 'o-2'])
+      await expect(env.run(refusing, { ingestKey: key, providerId: 1, value: '1' })).rejects.toBe(denied);
+    expect(await valueOf(metrics.ingestOutage)).toBe(1);
+    expect((await metrics.ingestInsertRetries.get()).values).toEqual([
+      expect.objectContaining({ labels: { sqlstate_class: '42' }, value: 2 }),
+    ]);
+    // One warning for the outage however many inserts meet it (the SDK adds its own `Activity failed`).
+    expect(warnings.filter(([message]) => message !== 'Activity failed').map(([message]) => message)).toEqual(
+      ['Postgres cannot take inserts now; retrying while it lasts'],
+    );
+    await env.run(recordTransaction, { ingestKey: 'o-3', providerId: 1, value: '1' });
+    expect(await valueOf(metrics.ingestOutage)).toBe(0);
+    expect(outages.reasons()).toEqual({});
+  });
+
+  it('gives up on an error that is neither refusal nor outage at the fifth attempt, as InsertFailed', async () => {
+    const bug = Object.assign(new Error('syntax error at or near "INSRT"'), { code: '42601' });
+    const failing = createRecordTransaction(
+      { query: () => Promise.reject(bug) } as unknown as pg.Pool,
+      metrics,
+    );
+    const input = { ingestKey: 'b', providerId: 1, value: '1' };
+    await expect(new MockActivityEnvironment({ attempt: 4 }).run(failing, input)).rejects.toBe(bug);
+    await expect(new MockActivityEnvironment({ attempt: 5 }).run(failing, input)).rejects.toMatchObject({
+      type: 'InsertFailed',
+      nonRetryable: true,
+      message: 'insert failed 5 times: syntax error at or near "INSRT" (SQLSTATE 42601)',
+    });
+    const down = Object.assign(new Error('terminating connection'), { code: '57P01' });
+    const outage = createRecordTransaction(
+      { query: () => Promise.reject(down) } as unknown as pg.Pool,
+      metrics,
+    );
+    await expect(new MockActivityEnvironment({ attempt: 50 }).run(outage, input)).rejects.toBe(down);
+  });
+
+  it('warns when an insert is still retrying two minutes after its message arrived', async () => {
+    const slow = new MockActivityEnvironment({ attempt: 7 }, { logger: activityLogger({ warn: warnings }) });
+    const recordTransaction = createRecordTransaction(db, metrics);
+    await slow.run(recordTransaction, {
+      ingestKey: 's-1',
+      providerId: 1,
+      value: '1',
+      receivedAtMs: Date.now() - 60_000,
+    });
+    expect(warnings).toEqual([]);
+    await slow.run(recordTransaction, {
+      ingestKey: 's-2',
+      providerId: 1,
+      value: '1',
+      receivedAtMs: Date.now() - 121_000,
+    });
+    expect(warnings.map(([message]) => message)).toEqual([
+      'insert still retrying; the run stays open until Postgres takes it',
+    ]);
   });
 
   it('keeps the body fingerprint, counts outcomes, and refuses the same key with a different body', async () => {

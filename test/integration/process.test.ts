@@ -1,3 +1,5 @@
+import type { Client } from '@temporalio/client';
+import amqplib from 'amqplib';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Config } from '../../src/config.js';
@@ -6,8 +8,10 @@ import {
   deleteQueues,
   pool,
   publisher,
+  RABBITMQ_URL,
   resetDatabase,
   rows,
+  temporalClient,
   testConfig,
   waitFor,
 } from '../support/harness.js';
@@ -17,9 +21,11 @@ describe('the balance-sync process', () => {
   let db: pg.Pool;
   let config: Config;
   let app: AppProcess;
+  let temporal: Client;
 
   beforeAll(async () => {
     db = pool();
+    temporal = await temporalClient();
     await resetDatabase(db);
     config = testConfig();
     app = await spawnApp(config);
@@ -29,6 +35,7 @@ describe('the balance-sync process', () => {
   afterAll(async () => {
     await app.kill('SIGKILL');
     await deleteQueues(config.INCOMING_QUEUE, config.DEAD_LETTER_QUEUE);
+    await temporal.connection.close();
     await db.end();
   });
 
@@ -78,24 +85,51 @@ describe('the balance-sync process', () => {
     expect(text).toMatch(/^temporal_workflow_completed\{/m);
   });
 
+  /** Rows of provider 2 written by the SIGTERM test (the seed has ids 1 to 3). */
+  const written = async () =>
+    (
+      await rows(
+        db,
+        `SELECT count(*)::int AS n, count(DISTINCT transaction_value)::int AS distinct_values
+         FROM historical_transactions WHERE provider_id = 2 AND id > 3`,
+      )
+    )[0] as { n: number; distinct_values: number };
+  /** Messages ready on the incoming queue and IngestTransaction runs still open: both 0 once drained. */
+  const backlog = async () => {
+    const connection = await amqplib.connect(RABBITMQ_URL);
+    const { messageCount } = await (await connection.createChannel()).checkQueue(config.INCOMING_QUEUE);
+    await connection.close();
+    const { count } = await temporal.workflow.count(
+      `WorkflowType = 'IngestTransaction' AND ExecutionStatus = 'Running' AND TaskQueue = '${config.TEMPORAL_TASK_QUEUE}'`,
+    );
+    return messageCount + count;
+  };
+  // Anonymous, as the original producer sends: a start made but not acked would be started again
+  // on redelivery under a new workflow ID, so exactly N rows proves the drain.
+  const anonymous = (from: number, count: number) =>
+    Array.from({ length: count }, (_, i) => [JSON.stringify({ id: 2, value: from + i }), {}] as const);
+
   it('stops on SIGTERM after finishing what is in flight, exits 0, and never logs a password', async () => {
     const count = 300;
-    const ledger = async () =>
-      rows(db, `SELECT ingest_key FROM balance_sync_ingest_ledger WHERE ingest_key LIKE 'ingest-sigterm-%'`);
     const queue = await publisher(config.INCOMING_QUEUE);
-    await queue.publishMany(
-      Array.from(
-        { length: count },
-        (_, i) => [JSON.stringify({ id: 2, value: i }), { messageId: `sigterm-${i}` }] as const,
-      ),
-    );
+    await queue.publishMany(anonymous(0, count));
     await queue.close();
-    await waitFor('the first rows', async () => ((await ledger()).length > 0 ? true : undefined));
+    // Signalled as soon as starts are being acked, so some are in flight when it arrives.
+    await waitFor('the first acks', async () =>
+      /^balance_sync_messages_acked_total\{outcome="started"\} [1-9]/m.test((await app.get('/metrics')).body)
+        ? true
+        : undefined,
+    );
     expect(await app.kill('SIGTERM')).toBe(0);
-    // Shutdown order: stop consuming, drain in-flight starts, stop the worker, close connections.
+    const stoppedConsuming = JSON.parse(
+      app.lines.find((line) => line.includes('"msg":"stopped consuming"'))!,
+    );
+    expect(stoppedConsuming.inFlight).toBeGreaterThan(0);
+    // Shutdown order: stop consuming, drain in-flight starts (each acked), stop the worker, close connections.
     const order = [
       '"msg":"shutting down"',
       '"msg":"stopped consuming"',
+      '"msg":"in-flight messages settled"',
       '"state":"STOPPING"',
       '"msg":"stopped"',
     ].map((marker) => app.lines.findIndex((line) => line.includes(marker)));
@@ -105,26 +139,55 @@ describe('the balance-sync process', () => {
     // Published while no process runs: queued work for the fresh process, on any machine speed.
     const whileDown = 20;
     const late = await publisher(config.INCOMING_QUEUE);
-    await late.publishMany(
-      Array.from(
-        { length: whileDown },
-        (_, i) =>
-          [JSON.stringify({ id: 2, value: count + i }), { messageId: `sigterm-${count + i}` }] as const,
-      ),
-    );
+    await late.publishMany(anonymous(count, whileDown));
     await late.close();
 
     // A fresh process picks up whatever was still queued or started: each message exactly once.
     const total = count + whileDown;
     app = await spawnApp(config);
     await waitUntilReady(app);
-    await waitFor('every row', async () => ((await ledger()).length === total ? true : undefined), 60_000);
-    const written = await rows(
-      db,
-      `SELECT count(*)::int AS n, count(DISTINCT transaction_value)::int AS distinct_values
-       FROM historical_transactions WHERE provider_id = 2 AND id > 3`,
+    await waitFor(
+      'every row, an empty queue and no open run',
+      async () => ((await written()).n >= total && (await backlog()) === 0 ? true : undefined),
+      90_000,
     );
-    expect(written).toEqual([{ n: total, distinct_values: total }]);
+    expect(await written()).toEqual({ n: total, distinct_values: total });
+  });
+
+  it("exits within compose's 30 s stop_grace_period while every insert is stuck, and loses nothing", async () => {
+    const before = (await written()).n;
+    const stuck = 5;
+    // A held lock makes every insert wait (up to statement_timeout): in flight, and going nowhere.
+    const locker = await db.connect();
+    await locker.query('BEGIN; LOCK TABLE historical_transactions IN ACCESS EXCLUSIVE MODE');
+    let signalledAt = 0;
+    try {
+      const queue = await publisher(config.INCOMING_QUEUE);
+      await queue.publishMany(anonymous(10_000, stuck));
+      await queue.close();
+      await waitFor('the runs to be started', async () => ((await backlog()) === stuck ? true : undefined));
+      await waitFor('the inserts to wait on the lock', async () => {
+        const waiting = await rows(
+          db,
+          `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = 'balance-sync ingest'`,
+        );
+        return waiting.length > 0 ? true : undefined;
+      });
+      signalledAt = Date.now();
+      await app.kill('SIGTERM');
+    } finally {
+      await locker.query('ROLLBACK');
+      locker.release();
+    }
+    expect(Date.now() - signalledAt).toBeLessThan(30_000);
+    app = await spawnApp(config);
+    await waitUntilReady(app);
+    await waitFor(
+      'the stuck rows, once each',
+      async () => ((await written()).n >= before + stuck && (await backlog()) === 0 ? true : undefined),
+      90_000,
+    );
+    expect((await written()).n).toBe(before + stuck);
   });
 
   it('reports not ready, but alive, while RabbitMQ is unreachable', async () => {

@@ -1,4 +1,5 @@
 import type { Client } from '@temporalio/client';
+import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { InFlightThrottle } from '../../src/bridge/in-flight-throttle.js';
 import { createMetrics } from '../../src/metrics.js';
@@ -21,11 +22,16 @@ function countingClient(state: Visibility) {
 }
 
 /** Runs `body` against a started throttle (bound 8, polling every 10 ms) counting `state.count`. */
-async function withThrottle(state: Visibility, body: (throttle: InFlightThrottle) => Promise<void>) {
+async function withThrottle(
+  state: Visibility,
+  body: (throttle: InFlightThrottle) => Promise<void>,
+  deps = { metrics: createMetrics(), log: silentLog() },
+  stallAfterMs?: number,
+) {
   const throttle = new InFlightThrottle(
     countingClient(state),
-    { taskQueue: 'q', maxInFlight: 8, pollMs: 10 },
-    { metrics: createMetrics(), log: silentLog() },
+    { taskQueue: 'q', maxInFlight: 8, pollMs: 10, stallAfterMs },
+    deps,
   );
   throttle.start();
   try {
@@ -63,5 +69,32 @@ describe('InFlightThrottle', () => {
       expect(throttle.isThrottling()).toBe(true);
       await opened(throttle);
     });
+  });
+
+  it('warns and sets bridge_throttle_stalled when it stays closed with no run finishing, and clears it when one does', async () => {
+    const state: Visibility = { count: 8 };
+    const metrics = createMetrics();
+    const warnings: string[] = [];
+    const log = pino(
+      { level: 'warn' },
+      { write: (line: string) => void warnings.push(JSON.parse(line).msg) },
+    );
+    const stalled = async () => (await metrics.bridgeThrottleStalled.get()).values[0]?.value;
+    await withThrottle(
+      state,
+      async (throttle) => {
+        await waitFor('the throttle to close', () =>
+          Promise.resolve(throttle.isThrottling() ? true : undefined),
+        );
+        expect(await stalled()).toBe(0);
+        await waitFor('the stall to show', async () => ((await stalled()) === 1 ? true : undefined));
+        expect(warnings).toEqual([expect.stringMatching(/^throttle stalled/)]);
+        state.count = 7; // a run finished; still closed (above 3/4 of 8)
+        await waitFor('the stall to clear', async () => ((await stalled()) === 0 ? true : undefined));
+        expect(throttle.isThrottling()).toBe(true);
+      },
+      { metrics, log },
+      200,
+    );
   });
 });
