@@ -3,6 +3,7 @@ import type pg from 'pg';
 import type { AppMetrics } from '../metrics.js';
 import type { DeadLetterPublisher } from '../rabbitmq/dead-letters.js';
 import { createDeadLetterTransaction } from './dead-letter-transaction.js';
+import { createPruneBalanceHistory } from './prune-balance-history.js';
 import { createPublishBalances } from './publish-balances.js';
 import { createReconcileBalances } from './reconcile-balances.js';
 import { createRecordTransaction } from './record-transaction.js';
@@ -17,6 +18,8 @@ export interface ActivityDeps {
   metrics: AppMetrics;
   /** Where IngestTransaction puts a message it cannot record; without one that activity keeps failing. */
   deadLetters?: DeadLetterPublisher;
+  /** BALANCE_HISTORY_DAYS: how long the balance history is kept (0: for ever); default 90. */
+  balanceHistoryDays?: number;
 }
 
 /** All activities, closed over their clients; workflows type their proxies from this factory. */
@@ -27,12 +30,14 @@ export function createActivities({
   keydb,
   metrics,
   deadLetters,
+  balanceHistoryDays = 90,
 }: ActivityDeps) {
   return {
     recordTransaction: createRecordTransaction(pool, metrics),
     deadLetterTransaction: createDeadLetterTransaction(deadLetters, metrics),
     publishBalances: createPublishBalances(syncPool ?? pool, keydb, metrics),
     reconcileBalances: createReconcileBalances(reconcilePool ?? pool, metrics),
+    pruneBalanceHistory: createPruneBalanceHistory(reconcilePool ?? pool, metrics, balanceHistoryDays),
   };
 }
 
@@ -45,3 +50,4 @@ export type {
   UnpublishableProvider,
 } from './publish-balances.js';
 export type { ReconcileBalancesResult } from './reconcile-balances.js';
+export type { PruneBalanceHistoryResult } from './prune-balance-history.js';
