@@ -60,7 +60,8 @@ export function createPruneBalanceHistory(pool: pg.Pool, metrics: AppMetrics, da
     const changesDeleted = await deleteInBatches(pool, DELETE_SUPERSEDED_CHANGES, cutoff);
     const publicationsDeleted = await deleteInBatches(pool, DELETE_PUBLICATIONS, cutoff);
     metrics.balanceHistoryPrunedRows.inc(changesDeleted + publicationsDeleted);
-    if (publicationsDeleted > 0) log.info('balance history pruned', { ...result, publicationsDeleted, changesDeleted });
+    if (publicationsDeleted > 0)
+      log.info('balance history pruned', { ...result, publicationsDeleted, changesDeleted });
     return { ...result, publicationsDeleted, changesDeleted };
   };
 }

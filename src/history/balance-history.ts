@@ -59,7 +59,9 @@ export async function balancesAt(pool: pg.Pool, at: Date, key?: string): Promise
   return {
     minute: publication.minute?.toISOString() ?? null,
     publishedAt: publication.written_at.toISOString(),
-    balances: Object.fromEntries(rows.flatMap((row) => (row.key && row.value !== null ? [[row.key, row.value]] : []))),
+    balances: Object.fromEntries(
+      rows.flatMap((row) => (row.key && row.value !== null ? [[row.key, row.value]] : [])),
+    ),
   };
 }
 
@@ -102,4 +104,5 @@ export function parseInstant(text: string | undefined | null): Date | string {
   return new Date(text);
 }
 
-const ISO_INSTANT = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:\d{2})$/i;
+const ISO_INSTANT =
+  /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:\d{2})$/i;

@@ -46,7 +46,14 @@ function instant(flag: string, text: string | undefined): Date {
 /** Rows of cells as columns padded to their widest cell. */
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
-  return rows.map((row) => row.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+  return rows
+    .map((row) =>
+      row
+        .map((cell, i) => cell.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 const minuteLabel = (minute: string | null) => minute ?? '- (written on demand, not a minute)';
@@ -90,7 +97,8 @@ function parseQuery(): Query {
     process.stdout.write(USAGE);
     process.exit(0);
   }
-  if ((values.at === undefined) === (values.from === undefined)) throw new Error('give --at, or --key with --from');
+  if ((values.at === undefined) === (values.from === undefined))
+    throw new Error('give --at, or --key with --from');
   if (values.from !== undefined && !values.key) throw new Error('--from needs --key');
   if (values.at !== undefined && values.to !== undefined) throw new Error('--to goes with --from, not --at');
   if (values.key === '') throw new Error('--key: empty');
