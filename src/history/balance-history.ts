@@ -96,9 +96,11 @@ export function parseInstant(text: string | undefined | null): Date | string {
   if (!match) {
     return `"${text.slice(0, 64)}" is not an ISO 8601 time with a time zone (e.g. 2026-01-01T14:03:00Z)`;
   }
-  const [year, month, day, hour, minute, second] = match.slice(1, 7).map(Number) as number[];
-  const calendarDay = new Date(Date.UTC(year!, month! - 1, day)).getUTCDate();
-  if (calendarDay !== day || hour! > 23 || minute! > 59 || (second ?? 0) > 59) {
+  const [year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0] = match
+    .slice(1, 7)
+    .map((part) => Number(part ?? 0));
+  const calendarDay = new Date(Date.UTC(year, month - 1, day)).getUTCDate();
+  if (calendarDay !== day || hour > 23 || minute > 59 || second > 59) {
     return `"${text.slice(0, 64)}" is not a valid time`;
   }
   return new Date(text);

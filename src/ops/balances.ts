@@ -6,7 +6,6 @@ import { loadDotEnv } from '../env-file.js';
 import {
   balancesAt,
   keyChanges,
-  NoPublicationError,
   parseInstant,
   type BalancesAt,
   type KeyChange,
@@ -122,24 +121,25 @@ async function answer(pool: ReturnType<typeof createPool>, query: Query): Promis
   return query.json ? `${JSON.stringify(range)}\n` : changesText(changes);
 }
 
-let query: Query;
-let config;
-try {
-  query = parseQuery();
-  loadDotEnv();
-  config = loadConfig();
-} catch (error) {
-  const hint = error instanceof ConfigError ? '' : ' (npm run balances -- --help)';
-  fail(2, `${(error as Error).message}${hint}`);
+function readInput() {
+  try {
+    const query = parseQuery();
+    loadDotEnv();
+    return { query, config: loadConfig() };
+  } catch (error) {
+    const hint = error instanceof ConfigError ? '' : ' (npm run balances -- --help)';
+    return fail(2, `${(error as Error).message}${hint}`);
+  }
 }
 
-const pool = createPool(config!.DATABASE_URL, 'history', () => undefined);
+const { query, config } = readInput();
+const pool = createPool(config.DATABASE_URL, 'history', () => undefined);
 try {
-  process.stdout.write(await answer(pool, query!));
+  process.stdout.write(await answer(pool, query));
   await pool.end();
   process.exit(0);
 } catch (error) {
   await pool.end().catch(() => undefined);
-  // NoPublicationError: a time before the first recorded publication (or the retention).
-  fail(1, error instanceof NoPublicationError ? error.message : `${(error as Error).message}`);
+  // NoPublicationError (a time before the first recorded publication), or Postgres unreachable.
+  fail(1, (error as Error).message);
 }

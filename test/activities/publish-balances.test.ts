@@ -80,9 +80,6 @@ const queriesThrough = (around: (text: string, run: () => Promise<unknown>) => P
       return (text: unknown, ...rest: unknown[]) => around(String(text), () => query(text, ...rest));
     },
   });
-/** A pool that fails every query whose text contains `fragment`, and passes the rest to the test's pool. */
-const failingOn = (fragment: string, error: Error) =>
-  queriesThrough((text, run) => (text.includes(fragment) ? Promise.reject(error) : run()));
 const BOUNDARY = Date.parse('2030-01-01T10:01:00Z');
 /** The scheduled run of BOUNDARY, with a 5 s lead. */
 const scheduled = { nominalTime: new Date(BOUNDARY - 5_000).toISOString(), leadMs: 5_000 };
