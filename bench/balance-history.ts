@@ -9,6 +9,7 @@
 // dropped at the end.
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { execFileSync } from 'node:child_process';
+import { loadavg } from 'node:os';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { recordPublication } from '../src/activities/record-publication.js';
@@ -170,13 +171,14 @@ keydb.disconnect();
 const activity = summarize(activityTimes);
 const afterWrite = summarize(afterWriteTimes);
 
-const { rows: versions } = await pool.query<{ version: string }>('SHOW server_version');
+const { rows: versions } = await pool.query<{ server_version: string }>('SHOW server_version');
+const load = loadavg()[0]?.toFixed(1);
 await pool.end();
 if (!opts.keep) await dropBenchDatabase(opts.database);
 
 report(
   `Balance history: ${opts.providers} providers, ${opts.days} days (${minutes} minutes), ${changedPerMinute} keys changing per minute`,
-  `${machineDescription()}; Node ${process.version}; PostgreSQL ${versions[0]?.version}\n\n` +
+  `${machineDescription()}; Node ${process.version}; PostgreSQL ${versions[0]?.server_version}; load average ${load}\n\n` +
     table(
       ['table', 'rows', 'MiB (pg_total_relation_size)'],
       [
