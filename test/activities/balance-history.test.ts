@@ -143,6 +143,14 @@ describe('balance history', () => {
     ]);
   });
 
+  it('records the minute for the retry fence only together with its history', async () => {
+    await db.query('ALTER TABLE balance_sync_balance_changes RENAME TO balance_sync_balance_changes_away');
+    expect(await publishMinute(M1)).toMatchObject({ boundaryRecorded: false, historyRecorded: false });
+    expect(await count('balance_sync_sync_state')).toBe(0);
+    expect(await count('balance_sync_publications')).toBe(0);
+    await db.query('ALTER TABLE balance_sync_balance_changes_away RENAME TO balance_sync_balance_changes');
+  });
+
   it('records a retried minute once, and never rewrites it', async () => {
     await publishMinute(M1);
     await spend(1, '1');
