@@ -37,6 +37,15 @@ const publication = (
   removed,
 });
 
+/** Three minutes (10:01, 10:02, 10:04); 2_Mastercard removed at 10:04. Once per file. */
+let seeded: Promise<void> | undefined;
+const seed = () =>
+  (seeded ??= (async () => {
+    await recordPublication(db, publication(M1, { '1_Visa': '1300', '2_Mastercard': '1800.50' }));
+    await recordPublication(db, publication(M1 + MINUTE, { '1_Visa': '1900', '2_Mastercard': '1800.50' }));
+    await recordPublication(db, publication(M1 + 3 * MINUTE, { '1_Visa': '1899.75' }, ['2_Mastercard']));
+  })());
+
 /** Runs dist/src/ops/balances.js from an empty directory (no .env), with the scratch database. */
 function balances(...args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
   const cwd = mkdtempSync(join(tmpdir(), 'balances-cli-'));
@@ -71,9 +80,7 @@ describe('npm run balances', () => {
   });
 
   it('answers --at in JSON and as a table, --key alone, and --key --from --to', async () => {
-    await recordPublication(db, publication(M1, { '1_Visa': '1300', '2_Mastercard': '1800.50' }));
-    await recordPublication(db, publication(M1 + MINUTE, { '1_Visa': '1900', '2_Mastercard': '1800.50' }));
-    await recordPublication(db, publication(M1 + 3 * MINUTE, { '1_Visa': '1899.75' }, ['2_Mastercard']));
+    await seed();
 
     const json = await balances('--at', '2025-01-01T12:02:30+02:00', '--json');
     expect(json.status).toBe(0);
@@ -150,6 +157,7 @@ describe('GET /balances', () => {
   });
 
   it('answers 401 without the right bearer token, 400 with the reason for a bad at, else the JSON', async () => {
+    await seed();
     const url = await serve(TOKEN);
     const at = `${url}?at=${encodeURIComponent('2025-01-01T10:02:30Z')}`;
     for (const authorization of [
