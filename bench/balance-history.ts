@@ -24,7 +24,16 @@ import {
   REPO_ROOT,
   waitForServices,
 } from './lib/services.js';
-import { fmt, machineDescription, options, progress, report, summarize, table } from './lib/util.js';
+import {
+  fmt,
+  machineDescription,
+  options,
+  progress,
+  report,
+  summarize,
+  table,
+  type Summary,
+} from './lib/util.js';
 
 const opts = options({
   providers: 1000,
@@ -173,6 +182,11 @@ const afterWrite = summarize(afterWriteTimes);
 
 const { rows: versions } = await pool.query<{ server_version: string }>('SHOW server_version');
 const load = loadavg()[0]?.toFixed(1);
+const row = (label: string, summary: Summary, digits = 2) => [
+  label,
+  summary.n,
+  ...[summary.p50, summary.p99, summary.max].map((ms) => fmt(ms, digits)),
+];
 await pool.end();
 if (!opts.keep) await dropBenchDatabase(opts.database);
 
@@ -190,48 +204,12 @@ report(
     table(
       ['measured', 'n', 'p50 ms', 'p99 ms', 'max ms'],
       [
-        [
-          'balancesAt, every key (`--at`)',
-          allKeys.n,
-          fmt(allKeys.p50, 2),
-          fmt(allKeys.p99, 2),
-          fmt(allKeys.max, 2),
-        ],
-        [
-          'balancesAt, one key (`--at --key`)',
-          oneKey.n,
-          fmt(oneKey.p50, 2),
-          fmt(oneKey.p99, 2),
-          fmt(oneKey.max, 2),
-        ],
-        [
-          '`npm run balances -- --at … --json` process',
-          cli.n,
-          fmt(cli.p50, 0),
-          fmt(cli.p99, 0),
-          fmt(cli.max, 0),
-        ],
-        [
-          'recordPublication (1,000 keys, 50 changed)',
-          recording.n,
-          fmt(recording.p50, 2),
-          fmt(recording.p99, 2),
-          fmt(recording.max, 2),
-        ],
-        [
-          'publishBalances activity, whole',
-          activity.n,
-          fmt(activity.p50, 2),
-          fmt(activity.p99, 2),
-          fmt(activity.max, 2),
-        ],
-        [
-          '... of which after the KeyDB write',
-          afterWrite.n,
-          fmt(afterWrite.p50, 2),
-          fmt(afterWrite.p99, 2),
-          fmt(afterWrite.max, 2),
-        ],
+        row('balancesAt, every key (`--at`)', allKeys),
+        row('balancesAt, one key (`--at --key`)', oneKey),
+        row('`npm run balances -- --at … --json` process', cli, 0),
+        row('recordPublication (1,000 keys, 50 changed)', recording),
+        row('publishBalances activity, whole', activity),
+        row('... of which after the KeyDB write', afterWrite),
       ],
     ),
 );
