@@ -1,11 +1,12 @@
 // npm run balances -- --at <ISO-8601> [--key <id>_<name>] [--json]
 // npm run balances -- --key <id>_<name> --from <ISO-8601> [--to <ISO-8601>] [--json]
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig } from '../config.js';
+import { ConfigError, loadConfig, redactUrl } from '../config.js';
 import { loadDotEnv } from '../env-file.js';
 import {
   balancesAt,
   keyChanges,
+  NoPublicationError,
   parseInstant,
   type BalancesAt,
   type KeyChange,
@@ -140,6 +141,11 @@ try {
   process.exit(0);
 } catch (error) {
   await pool.end().catch(() => undefined);
-  // NoPublicationError (a time before the first recorded publication), or Postgres unreachable.
-  fail(1, (error as Error).message);
+  const { message } = error as Error;
+  fail(
+    1,
+    error instanceof NoPublicationError
+      ? message
+      : `Postgres at ${redactUrl(config.DATABASE_URL)}: ${message}`,
+  );
 }
