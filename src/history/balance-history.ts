@@ -47,6 +47,16 @@ const CHANGES_BETWEEN = `
   WHERE c.key = $1 AND c.instant >= $2 AND c.instant <= $3
   ORDER BY c.instant`;
 
+// Gaps and islands: minutes from $1 to $2 (both included) with no recorded minute, as runs.
+const UNPUBLISHED_MINUTES = `
+  SELECT min(m) AS first, max(m) AS last FROM (
+    SELECT m, m - row_number() OVER (ORDER BY m) * interval '1 minute' AS run
+    FROM generate_series(date_trunc('minute', $1::timestamptz + interval '59.999999 seconds'),
+                         $2::timestamptz, interval '1 minute') AS m
+    WHERE NOT EXISTS (SELECT 1 FROM balance_sync_publications p WHERE p.minute = m)
+  ) missing
+  GROUP BY run ORDER BY first`;
+
 const OLDEST = 'SELECT min(instant) AS instant FROM balance_sync_publications';
 
 type BalanceRow = { minute: Date | null; written_at: Date; key: string | null; value: string | null };
@@ -76,6 +86,16 @@ export async function keyChanges(pool: pg.Pool, key: string, from: Date, to: Dat
     publishedAt: row.written_at.toISOString(),
     value: row.value,
   }));
+}
+
+/** Runs of minutes from `from` to `to` (both included) that no publication recorded: the gaps. */
+export async function unpublishedMinutes(
+  pool: pg.Pool,
+  from: Date,
+  to: Date,
+): Promise<{ from: string; to: string }[]> {
+  const { rows } = await pool.query<{ first: Date; last: Date }>(UNPUBLISHED_MINUTES, [from, to]);
+  return rows.map((row) => ({ from: row.first.toISOString(), to: row.last.toISOString() }));
 }
 
 async function beforeFirstMessage(pool: pg.Pool, at: Date): Promise<string> {

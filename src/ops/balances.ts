@@ -6,6 +6,7 @@ import { loadDotEnv } from '../env-file.js';
 import {
   balancesAt,
   keyChanges,
+  unpublishedMinutes,
   NoPublicationError,
   parseInstant,
   type BalancesAt,
@@ -19,14 +20,15 @@ const USAGE = `Usage: npm run balances -- --at TIME [--key KEY] [--json]
 What KeyDB held at TIME, from the balance history in Postgres: the last recorded publication at or
 before it (its minute is printed: a minute that was not published is never invented), with every key,
 or only KEY (<id>_<name>, e.g. 1_Visa). With --from, every change of KEY from --from to --to (default:
-now), both included; an empty value means the key was removed. TIME is ISO 8601 with a time zone,
+now), both included, and the minutes in that range that were not published (gaps); "(removed)": the
+key was deleted. TIME is ISO 8601 with a time zone,
 e.g. 2026-01-01T14:03:00Z.
 
   --at TIME     the instant asked about
   --key KEY     only this key
   --from TIME   list the changes of --key from this instant
   --to TIME     ... up to this instant (default: now)
-  --json        JSON: {"minute","publishedAt","balances"} or {"key","from","to","changes"}
+  --json        JSON: {"minute","publishedAt","balances"} or {"key","from","to","changes","gaps"}
   -h, --help    show this help
 
 DATABASE_URL is read from the environment and .env as by the app.
@@ -63,6 +65,11 @@ function balancesText(answer: BalancesAt): string {
   const rows = Object.entries(answer.balances);
   if (rows.length === 0) return `${header}(no key)\n`;
   return `${header}${table([['KEY', 'VALUE'], ...rows])}\n`;
+}
+
+function gapsText(gaps: { from: string; to: string }[]): string {
+  const lines = gaps.map((gap) => (gap.from === gap.to ? `  ${gap.from}\n` : `  ${gap.from} to ${gap.to}\n`));
+  return lines.length > 0 ? `\nminutes not published (gaps):\n${lines.join('')}` : '';
 }
 
 function changesText(changes: KeyChange[]): string {
@@ -117,9 +124,12 @@ async function answer(pool: ReturnType<typeof createPool>, query: Query): Promis
     return query.json ? `${JSON.stringify(balances)}\n` : balancesText(balances);
   }
   const [key, from, to] = [query.key!, query.from!, query.to ?? new Date()];
-  const changes = await keyChanges(pool, key, from, to);
-  const range = { key, from: from.toISOString(), to: to.toISOString(), changes };
-  return query.json ? `${JSON.stringify(range)}\n` : changesText(changes);
+  const [changes, gaps] = await Promise.all([
+    keyChanges(pool, key, from, to),
+    unpublishedMinutes(pool, from, to),
+  ]);
+  const range = { key, from: from.toISOString(), to: to.toISOString(), changes, gaps };
+  return query.json ? `${JSON.stringify(range)}\n` : changesText(changes) + gapsText(gaps);
 }
 
 function readInput() {

@@ -6,7 +6,12 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } 
 import { createPruneBalanceHistory } from '../../src/activities/prune-balance-history.js';
 import { createPublishBalances, type PublishBalancesInput } from '../../src/activities/publish-balances.js';
 import { createReconcileBalances } from '../../src/activities/reconcile-balances.js';
-import { balancesAt, keyChanges, NoPublicationError } from '../../src/history/balance-history.js';
+import {
+  balancesAt,
+  keyChanges,
+  NoPublicationError,
+  unpublishedMinutes,
+} from '../../src/history/balance-history.js';
 import { createMetrics, type AppMetrics } from '../../src/metrics.js';
 import { migrate } from '../../src/postgres/schema.js';
 import { activityLogger } from '../support/activity-logger.js';
@@ -181,6 +186,10 @@ describe('balance history', () => {
     const paused = await balancesAt(db, new Date(M1 + MINUTE + 30_000));
     expect(paused).toMatchObject({ minute: iso(M1), balances: { '1_Visa': '1300' } });
     expect(await balancesAt(db, new Date(M1 + 2 * MINUTE))).toMatchObject({ minute: iso(M1 + 2 * MINUTE) });
+    expect(await unpublishedMinutes(db, new Date(M1 - MINUTE + 1), new Date(M1 + 3 * MINUTE))).toEqual([
+      { from: iso(M1 + MINUTE), to: iso(M1 + MINUTE) },
+      { from: iso(M1 + 3 * MINUTE), to: iso(M1 + 3 * MINUTE) },
+    ]);
   });
 
   it('records an on-demand write at the time it was written, with no minute', async () => {

@@ -111,11 +111,19 @@ describe('npm run balances', () => {
         { minute: iso(M1), publishedAt: iso(M1 + 15), value: '1800.50' },
         { minute: iso(M1 + 3 * MINUTE), publishedAt: iso(M1 + 3 * MINUTE + 15), value: null },
       ],
+      gaps: [{ from: iso(M1 + 2 * MINUTE), to: iso(M1 + 2 * MINUTE) }],
     });
-    expect((await balances('--key', '1_Visa', '--from', iso(M1 + 1))).stdout).toBe(
-      'MINUTE                    PUBLISHED AT              VALUE\n' +
-        '2025-01-01T10:02:00.000Z  2025-01-01T10:02:00.015Z  1900\n' +
-        '2025-01-01T10:04:00.000Z  2025-01-01T10:04:00.015Z  1899.75\n',
+    // --to defaults to now: every minute since 10:05 is a gap, up to the current one.
+    const listed = (await balances('--key', '1_Visa', '--from', iso(M1 + 1))).stdout;
+    expect(listed).toMatch(
+      new RegExp(
+        '^MINUTE                    PUBLISHED AT              VALUE\n' +
+          '2025-01-01T10:02:00.000Z  2025-01-01T10:02:00.015Z  1900\n' +
+          '2025-01-01T10:04:00.000Z  2025-01-01T10:04:00.015Z  1899.75\n\n' +
+          'minutes not published \\(gaps\\):\n' +
+          '  2025-01-01T10:03:00.000Z\n' +
+          '  2025-01-01T10:05:00.000Z to 20\\d\\d-\\d\\d-\\d\\dT\\d\\d:\\d\\d:00.000Z\n$',
+      ),
     );
   });
 
