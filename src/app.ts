@@ -2,11 +2,13 @@ import { Client } from '@temporalio/client';
 import type { NativeConnection } from '@temporalio/worker';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import type pg from 'pg';
 import { createActivities, type Activities } from './activities/index.js';
 import { startBridge, type Bridge } from './bridge/bridge.js';
 import { ProviderDirectory } from './bridge/provider-directory.js';
 import { watchTerminatedRuns } from './bridge/terminated-runs.js';
 import { portInUseError, redactUrl, type Config } from './config.js';
+import { balancesAt } from './history/balance-history.js';
 import { startHttpServer, type Readiness } from './http/server.js';
 import { IngestOutages } from './ingest-outages.js';
 import { createMetrics, type AppMetrics } from './metrics.js';
@@ -57,7 +59,13 @@ export async function startApp(
   // The HTTP endpoints come first: /healthz answers from the first second, and /readyz says what
   // start-up is waiting for (the waits below can last STARTUP_WAIT_SECONDS).
   const startup: Startup = { waitingFor: 'postgres' };
-  const http = await startHttp(config, metrics, startup);
+  // GET /balances has a pool of its own, so a dispute query never waits behind the sync or ingest.
+  const historyPool = config.BALANCES_API_TOKEN
+    ? createPool(config.DATABASE_URL, 'history', (error) =>
+        log.warn({ err: error.message }, 'idle Postgres client failed'),
+      )
+    : undefined;
+  const http = await startHttp(config, metrics, startup, historyPool);
   log.info({ port: http.port }, 'http endpoints ready');
 
   const outages = new IngestOutages(metrics);
@@ -78,7 +86,13 @@ export async function startApp(
     log,
   );
   const deadLetters = createDeadLetterPublisher(rabbitmq, config.DEAD_LETTER_QUEUE);
-  const activities = createActivities({ ...stores, metrics, deadLetters, outages });
+  const activities = createActivities({
+    ...stores,
+    metrics,
+    deadLetters,
+    outages,
+    balanceHistoryDays: config.BALANCE_HISTORY_DAYS,
+  });
   const { workers, done } = await startWorkers(config, { connection, namespace }, activities, log);
 
   startup.waitingFor = 'schedules';
@@ -134,6 +148,7 @@ export async function startApp(
         await new Promise((resolve) => http.server.close(resolve));
         await connection.close();
         await stores.close();
+        await historyPool?.end();
         log.info('stopped');
       })();
       return stopping;
@@ -141,8 +156,13 @@ export async function startApp(
   };
 }
 
-async function startHttp(config: Config, metrics: AppMetrics, startup: Startup) {
+async function startHttp(config: Config, metrics: AppMetrics, startup: Startup, historyPool?: pg.Pool) {
+  const token = config.BALANCES_API_TOKEN;
   return await startHttpServer(config.HTTP_PORT, {
+    balances:
+      token && historyPool
+        ? { token, balancesAt: (at: Date, key?: string) => balancesAt(historyPool, at, key) }
+        : undefined,
     registry: metrics.registry,
     temporalMetricsUrl: config.TEMPORAL_METRICS_PORT
       ? `http://127.0.0.1:${config.TEMPORAL_METRICS_PORT}/metrics`

@@ -92,6 +92,13 @@ const configSchema = z.object({
     .default('true')
     .transform((value) => value === 'true'),
   TEMPORAL_METRICS_PORT: wholeNumber(9465, 0, 65535),
+  // Unset: GET /balances answers 404. Compared as a bearer token; never logged or echoed.
+  BALANCES_API_TOKEN: z
+    .string()
+    .regex(/^[\x21-\x7e]+$/, { message: 'must be printable ASCII without spaces' })
+    .min(16, { message: 'must be at least 16 characters' })
+    .optional(),
+  BALANCE_HISTORY_DAYS: wholeNumber(90, 0, 36_500),
   WORKFLOW_BUNDLE_PATH: z
     .string()
     .refine((path) => path === '' || existsSync(path), {

@@ -120,6 +120,16 @@ export function createMetrics() {
       help: 'Retried publishBalances attempts that wrote nothing because their minute was already published',
       registers,
     }),
+    balanceHistoryUnrecorded: new Counter({
+      name: 'balance_sync_balance_history_unrecorded_total',
+      help: 'KeyDB writes that could not be recorded in Postgres (retry fence and balance history): a gap in the history',
+      registers,
+    }),
+    balanceHistoryPrunedRows: new Counter({
+      name: 'balance_sync_balance_history_pruned_rows_total',
+      help: 'Rows of the balance history deleted for being older than BALANCE_HISTORY_DAYS',
+      registers,
+    }),
   };
 }
 

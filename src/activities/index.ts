@@ -4,6 +4,7 @@ import type { IngestOutages } from '../ingest-outages.js';
 import type { AppMetrics } from '../metrics.js';
 import type { DeadLetterPublisher } from '../rabbitmq/dead-letters.js';
 import { createDeadLetterTransaction } from './dead-letter-transaction.js';
+import { createPruneBalanceHistory } from './prune-balance-history.js';
 import { createPublishBalances } from './publish-balances.js';
 import { createReconcileBalances } from './reconcile-balances.js';
 import { createRecordTransaction } from './record-transaction.js';
@@ -20,6 +21,8 @@ export interface ActivityDeps {
   deadLetters?: DeadLetterPublisher;
   /** Where the inserts report a Postgres outage, for /readyz and the gauge (default: their own). */
   outages?: IngestOutages;
+  /** BALANCE_HISTORY_DAYS: how long the balance history is kept (0: for ever); default 90. */
+  balanceHistoryDays?: number;
 }
 
 /** All activities, closed over their clients; workflows type their proxies from this factory. */
@@ -31,12 +34,14 @@ export function createActivities({
   metrics,
   deadLetters,
   outages,
+  balanceHistoryDays = 90,
 }: ActivityDeps) {
   return {
     recordTransaction: createRecordTransaction(pool, metrics, outages),
     deadLetterTransaction: createDeadLetterTransaction(deadLetters, metrics),
     publishBalances: createPublishBalances(syncPool ?? pool, keydb, metrics),
     reconcileBalances: createReconcileBalances(reconcilePool ?? pool, metrics),
+    pruneBalanceHistory: createPruneBalanceHistory(reconcilePool ?? pool, metrics, balanceHistoryDays),
   };
 }
 
@@ -49,3 +54,4 @@ export type {
   UnpublishableProvider,
 } from './publish-balances.js';
 export type { ReconcileBalancesResult } from './reconcile-balances.js';
+export type { PruneBalanceHistoryResult } from './prune-balance-history.js';

@@ -5,6 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { AppMetrics } from '../metrics.js';
 import { COUNT_BALANCE_TRIGGERS_SQL, EXPECTED_TRIGGER_COUNT, migrate } from '../postgres/schema.js';
 import { SYNC_HEARTBEAT_INTERVAL_MS, boundaryFor } from '../sync-timing.js';
+import { recordPublication, type Publication } from './record-publication.js';
 
 export interface PublishBalancesInput {
   /** The schedule's nominal time for this run (TemporalScheduledStartTime), ISO 8601. */
@@ -35,6 +36,8 @@ export interface PublishBalancesResult {
    * write it again; false for an off-minute run, or when recording failed after the write (logged).
    */
   boundaryRecorded: boolean;
+  /** Whether this write is in the balance history (recorded in the same transaction as the minute). */
+  historyRecorded: boolean;
   /** Providers written. */
   providers: number;
   unpublishable: UnpublishableProvider[];
@@ -81,11 +84,6 @@ const LATE_FIRST_ATTEMPT_MS = 500;
 
 const MINUTE_ALREADY_PUBLISHED = `
   SELECT EXISTS (SELECT 1 FROM balance_sync_sync_state WHERE last_published_boundary >= $1) AS published`;
-// Never moves back: a late attempt of an older minute cannot unrecord a newer one.
-const RECORD_MINUTE_PUBLISHED = `
-  INSERT INTO balance_sync_sync_state AS s (last_published_boundary) VALUES ($1)
-  ON CONFLICT (singleton) DO UPDATE
-  SET last_published_boundary = greatest(s.last_published_boundary, EXCLUDED.last_published_boundary)`;
 
 /** Whether this minute (or a later one) has already reached KeyDB. */
 async function minuteAlreadyPublished(pool: pg.Pool, boundary: Date): Promise<boolean> {
@@ -93,16 +91,23 @@ async function minuteAlreadyPublished(pool: pg.Pool, boundary: Date): Promise<bo
   return rows[0]?.published === true;
 }
 
-/** Records that the minute reached KeyDB; a failure is logged and reported, the write stands. */
-async function recordMinutePublished(pool: pg.Pool, boundary: Date): Promise<boolean> {
+/**
+ * Records the write (the minute for the retry fence, and the balance history) in one transaction;
+ * a failure is logged, counted and reported, the write stands.
+ */
+async function recordWrite(pool: pg.Pool, metrics: AppMetrics, publication: Publication): Promise<boolean> {
   try {
-    await pool.query(RECORD_MINUTE_PUBLISHED, [boundary]);
+    await recordPublication(pool, publication);
     return true;
   } catch (error) {
-    log.warn('balances written, but the minute could not be recorded: a retry would write it again', {
-      boundary: boundary.toISOString(),
-      error: (error as Error).message,
-    });
+    metrics.balanceHistoryUnrecorded.inc();
+    const boundary = publication.boundary?.toISOString();
+    log.warn(
+      boundary
+        ? 'balances written, but the minute could not be recorded: a retry would write it again'
+        : 'balances written, but could not be recorded in the balance history',
+      { boundary, writtenAt: publication.writtenAt.toISOString(), error: (error as Error).message },
+    );
     return false;
   }
 }
@@ -191,7 +196,14 @@ function skippedRetry(metrics: AppMetrics, boundary: Date, attempt: number, read
     boundary: boundary.toISOString(),
     attempt,
   });
-  return { writtenAt: null, writeOffsetMs: null, alreadyPublished: true, boundaryRecorded: true, readMs };
+  return {
+    writtenAt: null,
+    writeOffsetMs: null,
+    alreadyPublished: true,
+    boundaryRecorded: true,
+    historyRecorded: false,
+    readMs,
+  };
 }
 
 /**
@@ -231,20 +243,31 @@ export function createPublishBalances(pool: pg.Pool, keydb: Redis, metrics: AppM
       await writeKeydb(keydb, plan);
       const writtenAt = Date.now();
       const writeMs = performance.now() - writeStart;
-      const boundaryRecorded = boundary ? await recordMinutePublished(pool, boundary) : false;
+      const writeOffsetMs = boundary ? writtenAt - boundary.getTime() : null;
+      const { workflowId, runId } = context.info.workflowExecution ?? {};
+      const recorded = await recordWrite(pool, metrics, {
+        boundary,
+        writtenAt: new Date(writtenAt),
+        writeOffsetMs,
+        workflowId: workflowId ?? '',
+        runId: runId ?? '',
+        attempt,
+        written: plan.writable,
+        removed: plan.staleKeys,
+      });
       if (plan.staleKeys.length > 0) {
         await pool.query('DELETE FROM balance_sync_published_keys WHERE key = ANY($1::text[])', [
           plan.staleKeys,
         ]);
       }
-      const writeOffsetMs = boundary ? writtenAt - boundary.getTime() : null;
       report(metrics, boundary, writeOffsetMs, plan.unpublishable, attempt);
       return {
         ...unwritten,
         writtenAt: new Date(writtenAt).toISOString(),
         writeOffsetMs,
         alreadyPublished: false,
-        boundaryRecorded,
+        boundaryRecorded: boundary !== null && recorded,
+        historyRecorded: recorded,
         providers: plan.writable.length,
         unpublishable: plan.unpublishable,
         keysRemoved: plan.staleKeys,

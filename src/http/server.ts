@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
+import { answerBalances, type BalancesRoute } from './balances-route.js';
 
 /**
  * What start-up is still waiting for, or, once started, each dependency's readiness, and why the
@@ -15,10 +16,13 @@ export interface HttpDeps {
   readiness: () => Promise<Readiness>;
   /** Where the Temporal Runtime serves its own Prometheus metrics, appended to /metrics. */
   temporalMetricsUrl?: string | undefined;
+  /** GET /balances (balance history); without it (BALANCES_API_TOKEN unset) the path is 404. */
+  balances?: BalancesRoute | undefined;
 }
 
 /**
- * /healthz (process alive), /readyz (start-up done, dependencies connected, worker running), /metrics.
+ * /healthz (process alive), /readyz (start-up done, dependencies connected, worker running), /metrics,
+ * and /balances when given.
  * Rejects with the listen error (EADDRINUSE when the port is taken).
  */
 export async function startHttpServer(
@@ -45,6 +49,11 @@ export async function startHttpServer(
         const own = await deps.registry.metrics();
         const temporal = deps.temporalMetricsUrl ? await fetchText(deps.temporalMetricsUrl) : '';
         return send(200, deps.registry.contentType, `${own}\n${temporal}`);
+      }
+      if (path === '/balances' && deps.balances) {
+        const { status, body, headers } = await answerBalances(request, deps.balances);
+        response.writeHead(status, { 'content-type': 'application/json', ...headers });
+        return void response.end(body);
       }
       send(404, 'text/plain', 'not found');
     };

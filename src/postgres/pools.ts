@@ -13,6 +13,8 @@ const JOBS = {
   sync: { max: 2, statementTimeoutMs: 10_000, idleTimeoutMs: 5 * 60_000 },
   /** The hourly full aggregate (a few seconds at 10M rows) and its correction. */
   reconcile: { max: 2, statementTimeoutMs: 5 * 60_000, idleTimeoutMs: 10_000 },
+  /** GET /balances and `npm run balances`: reads of the balance history, each a few index probes. */
+  history: { max: 2, statementTimeoutMs: 10_000, idleTimeoutMs: 10_000 },
   /** `npm run produce`: creates and seeds the producer's tables, reads the provider ids. */
   producer: { max: 2, statementTimeoutMs: 30_000, idleTimeoutMs: 10_000 },
 } as const;

@@ -32,6 +32,36 @@ const ADD_TO_SUMS = `
     ON CONFLICT (provider_id) DO UPDATE
     SET tx_sum = s.tx_sum + EXCLUDED.tx_sum, nonfinite_rows = s.nonfinite_rows + EXCLUDED.nonfinite_rows`;
 
+// Balance history (src/activities/record-publication.ts writes it, src/history/balance-history.ts
+// reads it). One row per KeyDB write that was recorded; `instant` is from when KeyDB held its values:
+// the minute for a scheduled minute, else (on-demand run, or a minute written after a later
+// publication) when it was written. Only the keys whose value changed are stored, NULL = removed;
+// balance_current holds every key's latest recorded value, so a publication is diffed in O(keys).
+const BALANCE_HISTORY_TABLES = `
+  CREATE TABLE IF NOT EXISTS balance_sync_publications (
+    instant         timestamptz PRIMARY KEY,
+    minute          timestamptz UNIQUE,
+    boundary        timestamptz,
+    written_at      timestamptz NOT NULL,
+    write_offset_ms double precision,
+    workflow_id     text NOT NULL,
+    run_id          text NOT NULL,
+    attempt         integer NOT NULL,
+    recorded_at     timestamptz NOT NULL DEFAULT now()
+  );
+  CREATE TABLE IF NOT EXISTS balance_sync_balance_changes (
+    key     text NOT NULL,
+    instant timestamptz NOT NULL,
+    value   text,
+    PRIMARY KEY (key, instant)
+  );
+  CREATE INDEX IF NOT EXISTS balance_sync_balance_changes_instant ON balance_sync_balance_changes (instant);
+  CREATE TABLE IF NOT EXISTS balance_sync_balance_current (
+    key     text PRIMARY KEY,
+    value   text,
+    instant timestamptz NOT NULL
+  );`;
+
 const APP_TABLES = `
   CREATE TABLE IF NOT EXISTS balance_sync_ingest_ledger (
     ingest_key     text PRIMARY KEY,
@@ -69,7 +99,8 @@ const APP_TABLES = `
   CREATE TABLE IF NOT EXISTS balance_sync_sync_state (
     singleton               boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     last_published_boundary timestamptz NOT NULL
-  );`;
+  );
+${BALANCE_HISTORY_TABLES}`;
 
 /** The four trigger functions, each with the one statement it runs on `sums` (a qualified table name). */
 const TRIGGER_FUNCTIONS = (sums: string) => ({

@@ -50,7 +50,8 @@ afterAll(async () => {
 beforeEach(async () => {
   await db.query(`
     DROP TABLE IF EXISTS historical_transactions, initial_data, balance_sync_ingest_ledger,
-      balance_sync_provider_sums, balance_sync_published_keys, balance_sync_sync_state CASCADE;
+      balance_sync_provider_sums, balance_sync_published_keys, balance_sync_sync_state,
+      balance_sync_publications, balance_sync_balance_changes, balance_sync_balance_current CASCADE;
     ${PRODUCER_FIXTURE}`);
   await migrate(db);
   await keydb.flushdb();
@@ -79,9 +80,6 @@ const queriesThrough = (around: (text: string, run: () => Promise<unknown>) => P
       return (text: unknown, ...rest: unknown[]) => around(String(text), () => query(text, ...rest));
     },
   });
-/** A pool that fails every query whose text contains `fragment`, and passes the rest to the test's pool. */
-const failingOn = (fragment: string, error: Error) =>
-  queriesThrough((text, run) => (text.includes(fragment) ? Promise.reject(error) : run()));
 const BOUNDARY = Date.parse('2030-01-01T10:01:00Z');
 /** The scheduled run of BOUNDARY, with a 5 s lead. */
 const scheduled = { nominalTime: new Date(BOUNDARY - 5_000).toISOString(), leadMs: 5_000 };
@@ -121,6 +119,7 @@ describe('publishBalances', () => {
       triggersReinstalled: false,
       alreadyPublished: false,
       boundaryRecorded: false,
+      historyRecorded: true,
     });
     expect(Math.abs(Date.parse(result.writtenAt ?? '') - Date.now())).toBeLessThan(5_000);
     for (const ms of [result.readMs, result.writeMs]) {
@@ -262,6 +261,7 @@ describe('publishBalances writes a minute once', () => {
       writeOffsetMs: null,
       alreadyPublished: true,
       boundaryRecorded: true,
+      historyRecorded: false,
       providers: 0,
       unpublishable: [],
       keysRemoved: [],
@@ -325,12 +325,21 @@ describe('publishBalances writes a minute once', () => {
   it('reports a minute it wrote but could not record, and keeps the write', async () => {
     vi.useFakeTimers({ toFake: ['Date'], now: BOUNDARY + 100 });
     const down = new Error('connection terminated');
-    const result = await publishIn(
-      attemptWith(),
-      scheduled,
-      failingOn('INSERT INTO balance_sync_sync_state', down),
-    );
-    expect(result).toMatchObject({ alreadyPublished: false, boundaryRecorded: false, writeOffsetMs: 100 });
+    // pool.query takes its client with connect(callback): only the recording's connect() fails.
+    const unreachable = new Proxy(db, {
+      get: (target, key, receiver) =>
+        key === 'connect'
+          ? (...args: Parameters<pg.Pool['connect']>) =>
+              args.length > 0 ? target.connect(...args) : Promise.reject(down)
+          : (Reflect.get(target, key, receiver) as unknown),
+    });
+    const result = await publishIn(attemptWith(), scheduled, unreachable);
+    expect(result).toMatchObject({
+      alreadyPublished: false,
+      boundaryRecorded: false,
+      historyRecorded: false,
+      writeOffsetMs: 100,
+    });
     expect(await all()).toEqual({ '1_Visa': '1300', '2_Mastercard': '1800' });
     expect(warnings).toEqual([
       [
@@ -338,6 +347,7 @@ describe('publishBalances writes a minute once', () => {
         expect.objectContaining({ boundary: '2030-01-01T10:01:00.000Z', error: 'connection terminated' }),
       ],
     ]);
+    expect(await gauge(metrics.balanceHistoryUnrecorded)).toBe(1);
   });
 });
 

@@ -159,6 +159,24 @@ describe('loadConfig', () => {
     expect(loadConfig({ HTTP_PORT: '0', TEMPORAL_METRICS_PORT: '0' })).toMatchObject({ HTTP_PORT: 0 });
   });
 
+  it('keeps the balance history 90 days and leaves GET /balances off unless BALANCES_API_TOKEN is set', () => {
+    expect(loadConfig({}).BALANCE_HISTORY_DAYS).toBe(90);
+    expect(loadConfig({}).BALANCES_API_TOKEN).toBeUndefined();
+    expect(loadConfig({ BALANCE_HISTORY_DAYS: '0', BALANCES_API_TOKEN: 'x'.repeat(16) })).toMatchObject({
+      BALANCE_HISTORY_DAYS: 0,
+      BALANCES_API_TOKEN: 'x'.repeat(16),
+    });
+  });
+
+  it.each([
+    ['BALANCE_HISTORY_DAYS', '-1', 'must be a whole number'],
+    ['BALANCES_API_TOKEN', 'short-secret', 'must be at least 16 characters'],
+    ['BALANCES_API_TOKEN', 'sixteen chars secret', 'must be printable ASCII without spaces'],
+  ])('refuses %s=%s, naming it without echoing the value', (variable, value, message) => {
+    const error = configError({ [variable]: value });
+    expect(error.message).toBe(`Invalid configuration: ${variable}: ${message}`);
+  });
+
   it('names every bad variable in a single error', () => {
     const error = configError({ HTTP_PORT: 'abc', LOG_LEVEL: 'loud', BRIDGE_EAGER_START: 'maybe' });
     for (const variable of ['HTTP_PORT', 'LOG_LEVEL', 'BRIDGE_EAGER_START'])

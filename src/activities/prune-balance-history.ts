@@ -1,0 +1,67 @@
+import { Context, log } from '@temporalio/activity';
+import type pg from 'pg';
+import type { AppMetrics } from '../metrics.js';
+
+export interface PruneBalanceHistoryResult {
+  /** Publications older than this are gone (null: BALANCE_HISTORY_DAYS is 0, nothing is pruned). */
+  cutoff: string | null;
+  /** The oldest publication kept: the last one at or before the cutoff, so answers after it stay whole. */
+  oldestKept: string | null;
+  publicationsDeleted: number;
+  changesDeleted: number;
+}
+
+/** Rows per DELETE: each is a short transaction holding row locks only, never a table lock. */
+const BATCH_ROWS = 5_000;
+
+const LAST_AT_OR_BEFORE = `
+  SELECT max(instant) AS instant FROM balance_sync_publications WHERE instant <= $1`;
+
+// $1 is the cutoff; the oldest kept publication is computed in each statement, at full precision.
+const KEPT = `(SELECT max(instant) FROM balance_sync_publications WHERE instant <= $1)`;
+
+const DELETE_PUBLICATIONS = `
+  DELETE FROM balance_sync_publications WHERE instant IN (
+    SELECT instant FROM balance_sync_publications WHERE instant < ${KEPT} ORDER BY instant LIMIT $2)`;
+
+// A change before the oldest kept publication goes only when the same key changed again at or before
+// it: each key keeps the value it had then, which every answer after it builds on.
+const DELETE_SUPERSEDED_CHANGES = `
+  DELETE FROM balance_sync_balance_changes WHERE ctid = ANY (ARRAY (
+    SELECT c.ctid FROM balance_sync_balance_changes c
+    WHERE c.instant < ${KEPT} AND EXISTS (
+      SELECT 1 FROM balance_sync_balance_changes n
+      WHERE n.key = c.key AND n.instant > c.instant AND n.instant <= ${KEPT})
+    LIMIT $2))`;
+
+async function deleteInBatches(pool: pg.Pool, sql: string, cutoff: Date): Promise<number> {
+  let deleted = 0;
+  for (;;) {
+    const { rowCount } = await pool.query(sql, [cutoff, BATCH_ROWS]);
+    deleted += rowCount ?? 0;
+    Context.current().heartbeat();
+    if ((rowCount ?? 0) < BATCH_ROWS) return deleted;
+  }
+}
+
+/**
+ * Deletes balance history older than `days` days (0: keeps it all), in batches of 5,000 rows. It keeps
+ * the last publication at or before the cutoff and each key's latest change at or before that, so
+ * "as of" answers for any time after the cutoff are unchanged; earlier ones get "no publication".
+ */
+export function createPruneBalanceHistory(pool: pg.Pool, metrics: AppMetrics, days: number) {
+  return async function pruneBalanceHistory(): Promise<PruneBalanceHistoryResult> {
+    if (days === 0) return { cutoff: null, oldestKept: null, publicationsDeleted: 0, changesDeleted: 0 };
+    const cutoff = new Date(Date.now() - days * 86_400_000);
+    const { rows } = await pool.query<{ instant: Date | null }>(LAST_AT_OR_BEFORE, [cutoff]);
+    const keep = rows[0]?.instant ?? null;
+    const result = { cutoff: cutoff.toISOString(), oldestKept: keep?.toISOString() ?? null };
+    if (!keep) return { ...result, publicationsDeleted: 0, changesDeleted: 0 };
+    const changesDeleted = await deleteInBatches(pool, DELETE_SUPERSEDED_CHANGES, cutoff);
+    const publicationsDeleted = await deleteInBatches(pool, DELETE_PUBLICATIONS, cutoff);
+    metrics.balanceHistoryPrunedRows.inc(changesDeleted + publicationsDeleted);
+    if (publicationsDeleted > 0)
+      log.info('balance history pruned', { ...result, publicationsDeleted, changesDeleted });
+    return { ...result, publicationsDeleted, changesDeleted };
+  };
+}

@@ -1,0 +1,130 @@
+import type pg from 'pg';
+
+/** What KeyDB held at an instant: the last recorded publication at or before it. */
+export interface BalancesAt {
+  /** The minute that publication wrote, or null for an on-demand write (trigger, backfill, late retry). */
+  minute: string | null;
+  /** When it was written to KeyDB. */
+  publishedAt: string;
+  /** Every key KeyDB held then (or only the one asked for), values exactly as written. */
+  balances: Record<string, string>;
+}
+
+export interface KeyChange {
+  minute: string | null;
+  publishedAt: string;
+  /** The value written, or null when the key was removed. */
+  value: string | null;
+}
+
+/** No publication is recorded at or before the instant asked about (or it is older than the retention). */
+export class NoPublicationError extends Error {
+  override name = 'NoPublicationError';
+}
+
+// The last publication at or before $1, and per key its latest change at or before that publication:
+// one index probe per key ever published (balance_current lists them all, removed ones included), so
+// it costs O(keys), not O(history). No row: nothing published yet; key NULL: no balance then.
+const BALANCES_AT = `
+  WITH p AS (
+    SELECT instant, minute, written_at FROM balance_sync_publications
+    WHERE instant <= $1 ORDER BY instant DESC LIMIT 1
+  )
+  SELECT p.minute, p.written_at, b.key, b.value FROM p
+  LEFT JOIN LATERAL (
+    SELECT k.key, v.value FROM balance_sync_balance_current k
+    CROSS JOIN LATERAL (
+      SELECT value FROM balance_sync_balance_changes c
+      WHERE c.key = k.key AND c.instant <= p.instant ORDER BY c.instant DESC LIMIT 1
+    ) v
+    WHERE v.value IS NOT NULL AND ($2::text IS NULL OR k.key = $2)
+  ) b ON true
+  ORDER BY b.key`;
+
+const CHANGES_BETWEEN = `
+  SELECT c.value, p.minute, p.written_at FROM balance_sync_balance_changes c
+  JOIN balance_sync_publications p ON p.instant = c.instant
+  WHERE c.key = $1 AND c.instant >= $2 AND c.instant <= $3
+  ORDER BY c.instant`;
+
+// Gaps and islands: minutes from $1 to $2 (both included) with no recorded minute, as runs.
+const UNPUBLISHED_MINUTES = `
+  SELECT min(m) AS first, max(m) AS last FROM (
+    SELECT m, m - row_number() OVER (ORDER BY m) * interval '1 minute' AS run
+    FROM generate_series(date_trunc('minute', $1::timestamptz + interval '59.999999 seconds'),
+                         $2::timestamptz, interval '1 minute') AS m
+    WHERE NOT EXISTS (SELECT 1 FROM balance_sync_publications p WHERE p.minute = m)
+  ) missing
+  GROUP BY run ORDER BY first`;
+
+const OLDEST = 'SELECT min(instant) AS instant FROM balance_sync_publications';
+
+type BalanceRow = { minute: Date | null; written_at: Date; key: string | null; value: string | null };
+
+/** What KeyDB held at `at`, from the balance history; throws NoPublicationError before the first one. */
+export async function balancesAt(pool: pg.Pool, at: Date, key?: string): Promise<BalancesAt> {
+  const { rows } = await pool.query<BalanceRow>(BALANCES_AT, [at, key ?? null]);
+  const publication = rows[0];
+  if (!publication) throw new NoPublicationError(await beforeFirstMessage(pool, at));
+  return {
+    minute: publication.minute?.toISOString() ?? null,
+    publishedAt: publication.written_at.toISOString(),
+    balances: Object.fromEntries(
+      rows.flatMap((row) => (row.key && row.value !== null ? [[row.key, row.value]] : [])),
+    ),
+  };
+}
+
+/** Every recorded change of `key` from `from` to `to`, both included, oldest first. */
+export async function keyChanges(pool: pg.Pool, key: string, from: Date, to: Date): Promise<KeyChange[]> {
+  const { rows } = await pool.query<{ value: string | null; minute: Date | null; written_at: Date }>(
+    CHANGES_BETWEEN,
+    [key, from, to],
+  );
+  return rows.map((row) => ({
+    minute: row.minute?.toISOString() ?? null,
+    publishedAt: row.written_at.toISOString(),
+    value: row.value,
+  }));
+}
+
+/** Runs of minutes from `from` to `to` (both included) that no publication recorded: the gaps. */
+export async function unpublishedMinutes(
+  pool: pg.Pool,
+  from: Date,
+  to: Date,
+): Promise<{ from: string; to: string }[]> {
+  const { rows } = await pool.query<{ first: Date; last: Date }>(UNPUBLISHED_MINUTES, [from, to]);
+  return rows.map((row) => ({ from: row.first.toISOString(), to: row.last.toISOString() }));
+}
+
+async function beforeFirstMessage(pool: pg.Pool, at: Date): Promise<string> {
+  const { rows } = await pool.query<{ instant: Date | null }>(OLDEST);
+  const oldest = rows[0]?.instant;
+  return oldest
+    ? `no publication recorded at or before ${at.toISOString()}; the oldest kept is ${oldest.toISOString()}`
+    : 'no publication recorded yet';
+}
+
+/**
+ * An instant as an operator writes it: ISO 8601 date and time with a time zone (Z or ±hh:mm); a
+ * time without one would be read in the machine's zone. Returns the reason it is refused, or the Date.
+ */
+export function parseInstant(text: string | undefined | null): Date | string {
+  if (!text) return 'missing (an ISO 8601 time, e.g. 2026-01-01T14:03:00Z)';
+  const match = ISO_INSTANT.exec(text);
+  if (!match) {
+    return `"${text.slice(0, 64)}" is not an ISO 8601 time with a time zone (e.g. 2026-01-01T14:03:00Z)`;
+  }
+  const [year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0] = match
+    .slice(1, 7)
+    .map((part) => Number(part ?? 0));
+  const calendarDay = new Date(Date.UTC(year, month - 1, day)).getUTCDate();
+  if (calendarDay !== day || hour > 23 || minute > 59 || second > 59) {
+    return `"${text.slice(0, 64)}" is not a valid time`;
+  }
+  return new Date(text);
+}
+
+const ISO_INSTANT =
+  /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:\d{2})$/i;

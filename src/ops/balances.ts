@@ -1,0 +1,161 @@
+// npm run balances -- --at <ISO-8601> [--key <id>_<name>] [--json]
+// npm run balances -- --key <id>_<name> --from <ISO-8601> [--to <ISO-8601>] [--json]
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfig, redactUrl } from '../config.js';
+import { loadDotEnv } from '../env-file.js';
+import {
+  balancesAt,
+  keyChanges,
+  unpublishedMinutes,
+  NoPublicationError,
+  parseInstant,
+  type BalancesAt,
+  type KeyChange,
+} from '../history/balance-history.js';
+import { createPool } from '../postgres/pools.js';
+
+const USAGE = `Usage: npm run balances -- --at TIME [--key KEY] [--json]
+       npm run balances -- --key KEY --from TIME [--to TIME] [--json]
+
+What KeyDB held at TIME, from the balance history in Postgres: the last recorded publication at or
+before it (its minute is printed: a minute that was not published is never invented), with every key,
+or only KEY (<id>_<name>, e.g. 1_Visa). With --from, every change of KEY from --from to --to (default:
+now), both included, and the minutes in that range that were not published (gaps); "(removed)": the
+key was deleted. TIME is ISO 8601 with a time zone,
+e.g. 2026-01-01T14:03:00Z.
+
+  --at TIME     the instant asked about
+  --key KEY     only this key
+  --from TIME   list the changes of --key from this instant
+  --to TIME     ... up to this instant (default: now)
+  --json        JSON: {"minute","publishedAt","balances"} or {"key","from","to","changes","gaps"}
+  -h, --help    show this help
+
+DATABASE_URL is read from the environment and .env as by the app.
+`;
+
+const fail = (status: number, message: string): never => {
+  process.stderr.write(`balances: ${message}\n`);
+  process.exit(status);
+};
+
+function instant(flag: string, text: string | undefined): Date {
+  const parsed = parseInstant(text);
+  if (typeof parsed === 'string') throw new Error(`--${flag}: ${parsed}`);
+  return parsed;
+}
+
+/** Rows of cells as columns padded to their widest cell. */
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
+  return rows
+    .map((row) =>
+      row
+        .map((cell, i) => cell.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
+
+const minuteLabel = (minute: string | null) => minute ?? '- (written on demand, not a minute)';
+
+function balancesText(answer: BalancesAt): string {
+  const header = `minute        ${minuteLabel(answer.minute)}\npublished at  ${answer.publishedAt}\n\n`;
+  const rows = Object.entries(answer.balances);
+  if (rows.length === 0) return `${header}(no key)\n`;
+  return `${header}${table([['KEY', 'VALUE'], ...rows])}\n`;
+}
+
+function gapsText(gaps: { from: string; to: string }[]): string {
+  const lines = gaps.map((gap) => (gap.from === gap.to ? `  ${gap.from}\n` : `  ${gap.from} to ${gap.to}\n`));
+  return lines.length > 0 ? `\nminutes not published (gaps):\n${lines.join('')}` : '';
+}
+
+function changesText(changes: KeyChange[]): string {
+  if (changes.length === 0) return '(no change in this range)\n';
+  const rows = changes.map((c) => [c.minute ?? '-', c.publishedAt, c.value ?? '(removed)']);
+  return `${table([['MINUTE', 'PUBLISHED AT', 'VALUE'], ...rows])}\n`;
+}
+
+interface Query {
+  at?: Date;
+  key?: string;
+  from?: Date;
+  to?: Date;
+  json: boolean;
+}
+
+/** The flags as a query; throws on a bad combination or time (exit 2). */
+function parseQuery(): Query {
+  const { values } = parseArgs({
+    strict: true,
+    allowPositionals: false,
+    options: {
+      at: { type: 'string' },
+      key: { type: 'string' },
+      from: { type: 'string' },
+      to: { type: 'string' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    process.exit(0);
+  }
+  if ((values.at === undefined) === (values.from === undefined))
+    throw new Error('give --at, or --key with --from');
+  if (values.from !== undefined && !values.key) throw new Error('--from needs --key');
+  if (values.at !== undefined && values.to !== undefined) throw new Error('--to goes with --from, not --at');
+  if (values.key === '') throw new Error('--key: empty');
+  return {
+    json: values.json ?? false,
+    ...(values.key ? { key: values.key } : {}),
+    ...(values.at !== undefined ? { at: instant('at', values.at) } : {}),
+    ...(values.from !== undefined ? { from: instant('from', values.from) } : {}),
+    ...(values.to !== undefined ? { to: instant('to', values.to) } : {}),
+  };
+}
+
+async function answer(pool: ReturnType<typeof createPool>, query: Query): Promise<string> {
+  if (query.at) {
+    const balances = await balancesAt(pool, query.at, query.key);
+    return query.json ? `${JSON.stringify(balances)}\n` : balancesText(balances);
+  }
+  const [key, from, to] = [query.key!, query.from!, query.to ?? new Date()];
+  const [changes, gaps] = await Promise.all([
+    keyChanges(pool, key, from, to),
+    unpublishedMinutes(pool, from, to),
+  ]);
+  const range = { key, from: from.toISOString(), to: to.toISOString(), changes, gaps };
+  return query.json ? `${JSON.stringify(range)}\n` : changesText(changes) + gapsText(gaps);
+}
+
+function readInput() {
+  try {
+    const query = parseQuery();
+    loadDotEnv();
+    return { query, config: loadConfig() };
+  } catch (error) {
+    const hint = error instanceof ConfigError ? '' : ' (npm run balances -- --help)';
+    return fail(2, `${(error as Error).message}${hint}`);
+  }
+}
+
+const { query, config } = readInput();
+const pool = createPool(config.DATABASE_URL, 'history', () => undefined);
+try {
+  process.stdout.write(await answer(pool, query));
+  await pool.end();
+  process.exit(0);
+} catch (error) {
+  await pool.end().catch(() => undefined);
+  const { message } = error as Error;
+  fail(
+    1,
+    error instanceof NoPublicationError
+      ? message
+      : `Postgres at ${redactUrl(config.DATABASE_URL)}: ${message}`,
+  );
+}

@@ -1,0 +1,321 @@
+import type { Info } from '@temporalio/activity';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { Redis } from 'ioredis';
+import type pg from 'pg';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { createPruneBalanceHistory } from '../../src/activities/prune-balance-history.js';
+import { createPublishBalances, type PublishBalancesInput } from '../../src/activities/publish-balances.js';
+import { createReconcileBalances } from '../../src/activities/reconcile-balances.js';
+import {
+  balancesAt,
+  keyChanges,
+  NoPublicationError,
+  unpublishedMinutes,
+} from '../../src/history/balance-history.js';
+import { createMetrics, type AppMetrics } from '../../src/metrics.js';
+import { migrate } from '../../src/postgres/schema.js';
+import { activityLogger } from '../support/activity-logger.js';
+import { KEYDB_URL, resetDatabase, rows } from '../support/harness.js';
+import { createScratchDatabase, type ScratchDatabase } from '../support/scratch-database.js';
+
+/**
+ * The balance history as publishBalances records it and as `npm run balances` and GET /balances read
+ * it: real Postgres (own database) and Redis, the activity through MockActivityEnvironment with the
+ * clock pinned (Date only) to the minute each step stands for.
+ */
+let scratch: ScratchDatabase;
+let db: pg.Pool;
+let keydb: Redis;
+let metrics: AppMetrics;
+const logger = activityLogger();
+const attempt = (info: Partial<Info> = {}) =>
+  new MockActivityEnvironment({ startToCloseTimeoutMs: 0, scheduleToCloseTimeoutMs: 0, ...info }, { logger });
+
+beforeAll(async () => {
+  scratch = await createScratchDatabase('balance_sync_history');
+  db = scratch.pool;
+  keydb = new Redis(KEYDB_URL);
+});
+
+afterAll(async () => {
+  keydb?.disconnect();
+  await scratch?.drop();
+});
+
+beforeEach(async () => {
+  await resetDatabase(db);
+  await migrate(db);
+  await keydb.flushdb();
+  metrics = createMetrics();
+});
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+const M1 = Date.parse('2030-01-01T10:01:00Z');
+const MINUTE = 60_000;
+const iso = (ms: number) => new Date(ms).toISOString();
+/** The scheduled run of the minute `boundary` (5 s lead), written `offsetMs` after it. */
+const publishMinute = async (boundary: number, offsetMs = 12, info: Partial<Info> = {}) => {
+  vi.useFakeTimers({ toFake: ['Date'], now: boundary + offsetMs });
+  const input: PublishBalancesInput = { nominalTime: iso(boundary - 5_000), leadMs: 5_000 };
+  return await attempt(info).run(createPublishBalances(db, keydb, metrics), input);
+};
+const publishNow = async (at: number) => {
+  vi.useFakeTimers({ toFake: ['Date'], now: at });
+  return await attempt().run(createPublishBalances(db, keydb, metrics), {
+    nominalTime: iso(at),
+    leadMs: null,
+  });
+};
+/** Every key KeyDB holds now, with its value. */
+const keydbNow = async () => {
+  const keys = (await keydb.keys('*')).sort();
+  return Object.fromEntries(await Promise.all(keys.map(async (k) => [k, (await keydb.get(k)) ?? ''])));
+};
+const spend = (providerId: number, value: string) =>
+  db.query('INSERT INTO historical_transactions (provider_id, transaction_value) VALUES ($1, $2)', [
+    providerId,
+    value,
+  ]);
+const count = async (table: string) => Number((await rows(db, `SELECT count(*) AS n FROM ${table}`))[0]?.n);
+
+describe('balance history', () => {
+  it('answers, for each of three minutes with traffic between them, what KeyDB held right after its write', async () => {
+    const held: Record<string, string>[] = [];
+    await spend(1, '600');
+    await publishMinute(M1);
+    held.push(await keydbNow());
+    await spend(1, '-0.25');
+    await db.query(`INSERT INTO initial_data (provider_name, initial_value) VALUES ('Amex', 5)`);
+    await publishMinute(M1 + MINUTE, 40);
+    held.push(await keydbNow());
+    await spend(2, '12.5');
+    await db.query('DELETE FROM initial_data WHERE id = 3');
+    await publishMinute(M1 + 2 * MINUTE, 7);
+    held.push(await keydbNow());
+    expect(held).toEqual([
+      { '1_Visa': '1900', '2_Mastercard': '1800' },
+      { '1_Visa': '1899.75', '2_Mastercard': '1800', '3_Amex': '5' },
+      { '1_Visa': '1899.75', '2_Mastercard': '1812.5' },
+    ]);
+    const offsets = [12, 40, 7];
+    for (const [i, balances] of held.entries()) {
+      const minute = M1 + i * MINUTE;
+      const answer = { minute: iso(minute), publishedAt: iso(minute + offsets[i]!), balances };
+      expect(await balancesAt(db, new Date(minute))).toEqual(answer);
+      expect(await balancesAt(db, new Date(minute + MINUTE - 1))).toEqual(answer);
+      expect(await balancesAt(db, new Date(minute), '1_Visa')).toEqual({
+        ...answer,
+        balances: { '1_Visa': balances['1_Visa'] },
+      });
+    }
+    // Only what changed is stored: 2 keys, then 1_Visa and 3_Amex, then 2_Mastercard and 3_Amex removed.
+    const stored = await rows(
+      db,
+      'SELECT key, value FROM balance_sync_balance_changes ORDER BY instant, key',
+    );
+    expect(stored).toEqual([
+      { key: '1_Visa', value: '1900' },
+      { key: '2_Mastercard', value: '1800' },
+      { key: '1_Visa', value: '1899.75' },
+      { key: '3_Amex', value: '5' },
+      { key: '2_Mastercard', value: '1812.5' },
+      { key: '3_Amex', value: null },
+    ]);
+    expect(
+      await rows(db, 'SELECT minute, write_offset_ms, workflow_id, run_id FROM balance_sync_publications'),
+    ).toHaveLength(3);
+  });
+
+  it('records the minute, its write time and offset and the workflow run', async () => {
+    await publishMinute(M1, 25, {
+      attempt: 2,
+      workflowExecution: { workflowId: 'sync-balances-2030-01-01T10:00:55Z', runId: 'run-1' },
+    });
+    expect(await rows(db, 'SELECT * FROM balance_sync_publications')).toEqual([
+      expect.objectContaining({
+        instant: new Date(M1),
+        minute: new Date(M1),
+        boundary: new Date(M1),
+        written_at: new Date(M1 + 25),
+        write_offset_ms: 25,
+        workflow_id: 'sync-balances-2030-01-01T10:00:55Z',
+        run_id: 'run-1',
+        attempt: 2,
+      }),
+    ]);
+  });
+
+  it('records the minute for the retry fence only together with its history', async () => {
+    await db.query('ALTER TABLE balance_sync_balance_changes RENAME TO balance_sync_balance_changes_away');
+    expect(await publishMinute(M1)).toMatchObject({ boundaryRecorded: false, historyRecorded: false });
+    expect(await count('balance_sync_sync_state')).toBe(0);
+    expect(await count('balance_sync_publications')).toBe(0);
+    await db.query('ALTER TABLE balance_sync_balance_changes_away RENAME TO balance_sync_balance_changes');
+  });
+
+  it('records a retried minute once, and never rewrites it', async () => {
+    await publishMinute(M1);
+    await spend(1, '1');
+    // The retry finds its minute published: it writes and records nothing.
+    expect(await publishMinute(M1, 900, { attempt: 2 })).toMatchObject({ alreadyPublished: true });
+    expect(await count('balance_sync_publications')).toBe(1);
+    // A retry that missed the record (it checked in the ms between the first write and its record)
+    // writes again: that write is recorded when it happened, with no minute; the minute keeps its values.
+    await db.query('DELETE FROM balance_sync_sync_state');
+    expect(await publishMinute(M1, 2_000, { attempt: 3 })).toMatchObject({ historyRecorded: true });
+    expect(await balancesAt(db, new Date(M1 + 1_999))).toEqual({
+      minute: iso(M1),
+      publishedAt: iso(M1 + 12),
+      balances: { '1_Visa': '1300', '2_Mastercard': '1800' },
+    });
+    expect(await balancesAt(db, new Date(M1 + 2_000))).toEqual({
+      minute: null,
+      publishedAt: iso(M1 + 2_000),
+      balances: { '1_Visa': '1301', '2_Mastercard': '1800' },
+    });
+    expect(await count('balance_sync_publications')).toBe(2);
+  });
+
+  it('shows a minute that was not published as a gap: the answer carries the minute before it', async () => {
+    await publishMinute(M1);
+    await spend(1, '5');
+    await publishMinute(M1 + 2 * MINUTE);
+    const paused = await balancesAt(db, new Date(M1 + MINUTE + 30_000));
+    expect(paused).toMatchObject({ minute: iso(M1), balances: { '1_Visa': '1300' } });
+    expect(await balancesAt(db, new Date(M1 + 2 * MINUTE))).toMatchObject({ minute: iso(M1 + 2 * MINUTE) });
+    expect(await unpublishedMinutes(db, new Date(M1 - MINUTE + 1), new Date(M1 + 3 * MINUTE))).toEqual([
+      { from: iso(M1 + MINUTE), to: iso(M1 + MINUTE) },
+      { from: iso(M1 + 3 * MINUTE), to: iso(M1 + 3 * MINUTE) },
+    ]);
+  });
+
+  it('records an on-demand write at the time it was written, with no minute', async () => {
+    await publishMinute(M1);
+    await spend(2, '-800');
+    await publishNow(M1 + 20_000);
+    expect(await balancesAt(db, new Date(M1 + 19_999))).toMatchObject({ minute: iso(M1) });
+    expect(await balancesAt(db, new Date(M1 + 20_000))).toEqual({
+      minute: null,
+      publishedAt: iso(M1 + 20_000),
+      balances: { '1_Visa': '1300', '2_Mastercard': '1000' },
+    });
+    await publishMinute(M1 + MINUTE);
+    expect(await balancesAt(db, new Date(M1 + MINUTE))).toMatchObject({ minute: iso(M1 + MINUTE) });
+  });
+
+  it('refuses a time before the first recorded publication, naming the oldest', async () => {
+    await expect(balancesAt(db, new Date(M1))).rejects.toThrow(
+      new NoPublicationError('no publication recorded yet'),
+    );
+    await publishMinute(M1);
+    await expect(balancesAt(db, new Date(M1 - 1))).rejects.toThrow(
+      new NoPublicationError(
+        `no publication recorded at or before ${iso(M1 - 1)}; the oldest kept is ${iso(M1)}`,
+      ),
+    );
+  });
+
+  it('lists every change of a key from one time to another, both included, removals as null', async () => {
+    await db.query(`INSERT INTO initial_data (provider_name, initial_value) VALUES ('Amex', 5)`);
+    await publishMinute(M1);
+    await spend(3, '1');
+    await publishMinute(M1 + MINUTE);
+    await publishMinute(M1 + 2 * MINUTE); // no change of 3_Amex
+    await db.query(
+      'DELETE FROM historical_transactions WHERE provider_id = 3; DELETE FROM initial_data WHERE id = 3',
+    );
+    await publishMinute(M1 + 3 * MINUTE);
+    const change = (minute: number, value: string | null) => ({
+      minute: iso(minute),
+      publishedAt: iso(minute + 12),
+      value,
+    });
+    expect(await keyChanges(db, '3_Amex', new Date(M1), new Date(M1 + 3 * MINUTE))).toEqual([
+      change(M1, '5'),
+      change(M1 + MINUTE, '6'),
+      change(M1 + 3 * MINUTE, null),
+    ]);
+    expect(await keyChanges(db, '3_Amex', new Date(M1 + 1), new Date(M1 + 3 * MINUTE - 1))).toEqual([
+      change(M1 + MINUTE, '6'),
+    ]);
+    expect(await keyChanges(db, '9_Nobody', new Date(M1), new Date(M1 + 3 * MINUTE))).toEqual([]);
+  });
+
+  it("shows reconciliation's correction as the next published minute's value", async () => {
+    await publishMinute(M1);
+    // A sum that bypassed the triggers: published as is, until reconciliation corrects it.
+    await db.query('UPDATE balance_sync_provider_sums SET tx_sum = tx_sum + 7 WHERE provider_id = 1');
+    await publishMinute(M1 + MINUTE);
+    await new MockActivityEnvironment(undefined, { logger }).run(createReconcileBalances(db, metrics));
+    await publishMinute(M1 + 2 * MINUTE);
+    const visa = (minute: number) => balancesAt(db, new Date(minute), '1_Visa');
+    expect((await visa(M1 + MINUTE)).balances).toEqual({ '1_Visa': '1307' });
+    expect((await visa(M1 + 2 * MINUTE)).balances).toEqual({ '1_Visa': '1300' });
+    expect(await keyChanges(db, '1_Visa', new Date(M1), new Date(M1 + 2 * MINUTE))).toEqual([
+      expect.objectContaining({ minute: iso(M1), value: '1300' }),
+      expect.objectContaining({ minute: iso(M1 + MINUTE), value: '1307' }),
+      expect.objectContaining({ minute: iso(M1 + 2 * MINUTE), value: '1300' }),
+    ]);
+  });
+});
+
+describe('balance history retention', () => {
+  const DAY = 86_400_000;
+  const NOW = M1 + 10 * DAY;
+  const prune = async (days: number) => {
+    vi.useFakeTimers({ toFake: ['Date'], now: NOW });
+    return await new MockActivityEnvironment(undefined, { logger }).run(
+      createPruneBalanceHistory(db, metrics, days),
+    );
+  };
+
+  it('deletes what is older than the cutoff and keeps every answer after it', async () => {
+    // Minutes 5, 4, 3 and 1 days before NOW; each changes one key.
+    await publishMinute(NOW - 5 * DAY);
+    await spend(1, '10');
+    await publishMinute(NOW - 4 * DAY);
+    await spend(2, '-10');
+    await publishMinute(NOW - 3 * DAY);
+    await spend(1, '10');
+    await publishMinute(NOW - DAY);
+    const asked = [NOW - 3 * DAY, NOW - 2 * DAY, NOW - DAY + 1, NOW].map((t) => new Date(t));
+    const before = await Promise.all(asked.map((t) => balancesAt(db, t)));
+    expect(await prune(2)).toEqual({
+      cutoff: iso(NOW - 2 * DAY),
+      oldestKept: iso(NOW - 3 * DAY),
+      publicationsDeleted: 2,
+      changesDeleted: 2,
+    });
+    expect(await Promise.all(asked.map((t) => balancesAt(db, t)))).toEqual(before);
+    expect(before[1]).toMatchObject({ minute: iso(NOW - 3 * DAY), balances: { '1_Visa': '1310' } });
+    await expect(balancesAt(db, new Date(NOW - 4 * DAY))).rejects.toThrow(NoPublicationError);
+    // 1_Visa keeps its change of 4 days ago (still its value at the oldest kept minute).
+    expect(
+      await rows(db, 'SELECT key, value FROM balance_sync_balance_changes ORDER BY instant, key'),
+    ).toEqual([
+      { key: '1_Visa', value: '1310' },
+      { key: '2_Mastercard', value: '1790' },
+      { key: '1_Visa', value: '1320' },
+    ]);
+    expect(await prune(2)).toMatchObject({ publicationsDeleted: 0, changesDeleted: 0 });
+    expect((await metrics.balanceHistoryPrunedRows.get()).values[0]?.value).toBe(4);
+  });
+
+  it('keeps everything with BALANCE_HISTORY_DAYS=0, or while nothing is older than the cutoff', async () => {
+    await publishMinute(NOW - 5 * DAY);
+    await spend(1, '10');
+    await publishMinute(NOW - 4 * DAY);
+    expect(await prune(0)).toEqual({
+      cutoff: null,
+      oldestKept: null,
+      publicationsDeleted: 0,
+      changesDeleted: 0,
+    });
+    expect(await prune(6)).toMatchObject({ oldestKept: null, publicationsDeleted: 0 });
+    expect(await count('balance_sync_publications')).toBe(2);
+    expect(await count('balance_sync_balance_changes')).toBe(3);
+  });
+});
