@@ -10,7 +10,7 @@ import { startHttpServer } from './http/server.js';
 import { createMetrics, type AppMetrics } from './metrics.js';
 import { createPool } from './postgres/pools.js';
 import { migrate } from './postgres/schema.js';
-import { connectToRabbitmq } from './rabbitmq/connection.js';
+import { connectToRabbitmq, watchBlocked } from './rabbitmq/connection.js';
 import { createDeadLetterPublisher } from './rabbitmq/dead-letters.js';
 import { waitForProducerTables } from './postgres/wait-for-tables.js';
 import { ensureSchedules } from './schedules/schedules.js';
@@ -69,12 +69,12 @@ export async function startApp(
   const client = new Client({ connection, namespace });
 
   startup.waitingFor = 'worker';
-  const rabbitmq = connectToRabbitmq(
-    config.RABBITMQ_URL,
-    `balance-sync bridge ${config.TEMPORAL_TASK_QUEUE}`,
-    log,
-  );
-  const deadLetters = createDeadLetterPublisher(rabbitmq, config.DEAD_LETTER_QUEUE);
+  const rabbitmqName = `balance-sync bridge ${config.TEMPORAL_TASK_QUEUE}`;
+  const rabbitmq = connectToRabbitmq(config.RABBITMQ_URL, rabbitmqName, log);
+  // Dead letters go out on their own connection: a resource alarm blocks it, never the consumer's acks.
+  const publishing = connectToRabbitmq(config.RABBITMQ_URL, `${rabbitmqName} publishing`, log);
+  const rabbitmqBlocked = watchBlocked([rabbitmq, publishing], { metrics, log });
+  const deadLetters = createDeadLetterPublisher(publishing, config.DEAD_LETTER_QUEUE);
   const activities = createActivities({ ...stores, metrics, deadLetters });
   const { workers, done } = await startWorkers(config, { connection, namespace }, activities, log);
 
@@ -92,11 +92,12 @@ export async function startApp(
       maxInFlight: config.BRIDGE_MAX_IN_FLIGHT,
       summaryIntervalMs: config.INGEST_SUMMARY_SECONDS * 1000,
     },
-    { connection: rabbitmq, client, providers: new ProviderDirectory(pool), metrics, log },
+    { connection: rabbitmq, publishing, client, providers: new ProviderDirectory(pool), metrics, log },
   );
 
   startup.checks = async () => ({
     rabbitmq: bridge.isConsuming(),
+    rabbitmqUnblocked: !rabbitmqBlocked(),
     deadLetterQueue: bridge.deadLettersAccepted() && deadLetters.accepting(),
     worker: workers.every((worker) => worker.getState() === 'RUNNING'),
     temporal: await succeeds(connection.healthService.check({})),
@@ -116,6 +117,7 @@ export async function startApp(
         await done.catch(() => undefined);
         await deadLetters.close().catch(() => undefined);
         await rabbitmq.close().catch(() => undefined);
+        await publishing.close().catch(() => undefined);
         await new Promise((resolve) => http.server.close(resolve));
         await connection.close();
         await stores.close();
