@@ -22,6 +22,8 @@ export interface DeliveryOptions {
   maxMessageBytes: number;
   taskQueue: string;
   eagerStart: boolean;
+  /** Default MAX_HOLD_MS (tests shorten it). */
+  maxHoldMs?: number;
 }
 
 export interface DeliveryDeps {
@@ -240,7 +242,7 @@ export class DeliveryHandler {
   async handle(raw: ConfirmChannel, message: ConsumeMessage, channelClosed: AbortSignal): Promise<void> {
     const receivedAtMs = Date.now();
     this.deps.metrics.messagesConsumed.inc();
-    const heldTooLong = AbortSignal.timeout(MAX_HOLD_MS);
+    const heldTooLong = AbortSignal.timeout(this.options.maxHoldMs ?? MAX_HOLD_MS);
     let verdict: Verdict;
     try {
       verdict = await this.decide(message, receivedAtMs, AbortSignal.any([channelClosed, heldTooLong]));
