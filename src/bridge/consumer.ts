@@ -90,8 +90,9 @@ class QueueConsumer implements Consumer {
     this.channel.on('error', (error: Error) =>
       deps.log.warn({ err: error.message }, 'RabbitMQ consumer channel error'),
     );
-    connection.on('disconnect', () => {
-      if (this.stopped || !this.current) return;
+    // Counted whether consuming or paused; not the reconnects this consumer forces itself.
+    connection.on('disconnect', ({ err }) => {
+      if (this.stopped || err?.message === 'forced reconnect') return;
       deps.metrics.consumerCancellations.inc({ cause: 'connection_lost' });
     });
     this.ticker = setInterval(() => this.tick(), TICK_MS);
