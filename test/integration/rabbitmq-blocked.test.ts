@@ -49,7 +49,7 @@ describe('a RabbitMQ resource alarm (connection.blocked)', () => {
 
   afterAll(async () => {
     await rabbitmq?.ctl('set_vm_memory_high_watermark', DEFAULT_WATERMARK).catch(() => undefined);
-    await app?.stop();
+    await stopTestApp(app, config); // its schedules; the queues live on the throw-away node
     await rabbitmq?.stop();
     await db.end();
   });
