@@ -5,6 +5,7 @@ import type { App } from '../../src/app.js';
 import type { Config } from '../../src/config.js';
 import { REASON_CODE_HEADER } from '../../src/bridge/dead-letter.js';
 import {
+  bridgeConnectionPids,
   deleteQueues,
   pool,
   publisher,
@@ -56,14 +57,32 @@ describe('the bridge consumes again after the broker takes its consumer away', (
     await db.end();
   });
 
-  it('re-declares a deleted incoming queue, consumes again and ingests what a producer publishes then', async () => {
+  it('re-declares a deleted incoming queue, consumes again on the same connection after ~1 s, and ingests what a producer publishes then', async () => {
     const cancel = 'balance_sync_consumer_cancellations_total{cause="cancel"}';
     const before = await metric(app, cancel);
+    const [connection] = bridgeConnectionPids(config.TEMPORAL_TASK_QUEUE, 'consuming');
+    expect(connection).toBeDefined();
     await admin.deleteQueue(config.INCOMING_QUEUE);
     await waitFor('the cancel counted', async () =>
       (await metric(app, cancel)) > before ? true : undefined,
     );
-    await waitFor('consuming again', async () => ((await readiness(app)).status === 200 ? true : undefined));
+    const cancelledAt = Date.now();
+    // README: queue re-declared, consumed again after 1 s, on the same channel (no reconnect).
+    await waitFor('a consumer again', async () => {
+      // A channel per look: checking a queue that is not there yet closes the channel.
+      const probe = await amqp.createChannel();
+      probe.on('error', () => undefined);
+      try {
+        return (await probe.checkQueue(config.INCOMING_QUEUE)).consumerCount === 1 ? true : undefined;
+      } finally {
+        await probe.close().catch(() => undefined);
+      }
+    });
+    const after = Date.now() - cancelledAt;
+    expect(after).toBeGreaterThanOrEqual(800);
+    expect(after).toBeLessThan(2_500);
+    expect(bridgeConnectionPids(config.TEMPORAL_TASK_QUEUE, 'consuming')).toEqual([connection]);
+    expect((await readiness(app)).status).toBe(200);
     const producer = await publisher(config.INCOMING_QUEUE);
     await producer.publish('{"id": 1, "value": 41.01}', { messageId: 'after-delete' });
     await producer.close();

@@ -198,19 +198,23 @@ export async function rows(db: pg.Pool, sql: string, params: unknown[] = []) {
   return (await db.query(sql, params)).rows as Record<string, unknown>[];
 }
 
-/** Force-closes, on the broker side, the bridge connections of the app using this task queue. */
-export function closeBridgeConnections(taskQueue: string): number {
+/** Broker-side pids of the app's RabbitMQ connections (consuming and publishing) for this task queue. */
+export function bridgeConnectionPids(taskQueue: string, which: 'all' | 'consuming' = 'all'): string[] {
   const listing = execFileSync(
     'rabbitmqctl',
     ['-q', '--no-table-headers', 'list_connections', 'pid', 'client_properties'],
-    {
-      encoding: 'utf8',
-    },
+    { encoding: 'utf8' },
   );
-  const pids = listing
+  return listing
     .split('\n')
     .filter((line) => line.includes(`balance-sync bridge ${taskQueue}`))
+    .filter((line) => which === 'all' || !line.includes(`balance-sync bridge ${taskQueue} publishing`))
     .map((line) => line.split('\t')[0]!);
+}
+
+/** Force-closes, on the broker side, the bridge connections of the app using this task queue. */
+export function closeBridgeConnections(taskQueue: string): number {
+  const pids = bridgeConnectionPids(taskQueue);
   for (const pid of pids)
     execFileSync('rabbitmqctl', ['-q', 'close_connection', pid, 'test: forced close'], { stdio: 'ignore' });
   return pids.length;
