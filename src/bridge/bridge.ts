@@ -49,8 +49,9 @@ export interface Bridge {
 
 /**
  * Consumes the incoming queue and turns each message into an IngestTransaction start. A message is
- * acked only after Temporal has the workflow, or after its dead letter is confirmed; nothing stays
- * unacked on a live channel (see handle-delivery.ts), and a lost consumer is restored (consumer.ts).
+ * acked only after Temporal has the workflow, or after its dead letter is confirmed; none is held
+ * longer than MAX_HOLD_MS (see handle-delivery.ts), none is taken while no start could go ahead, and a
+ * lost consumer is restored (consumer.ts).
  */
 export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
   const { log, metrics } = deps;

@@ -60,12 +60,12 @@ const START_DEADLINE_MS = 10_000;
 const MAX_WORKFLOW_ID_LENGTH = 250;
 
 /**
- * Decides what each delivery becomes, and settles it. Every delivery ends one of three ways: acked
- * (Temporal has the start, or the dead letter is confirmed); nacked and requeued after bounded retries
- * (an unexpected error the first time, a refused dead letter); or left to the broker when the channel
- * closes (shutdown, connection loss). Outages of Temporal or Postgres are retried for as long as they
- * last; readiness reports them. A message that fails unexpectedly again after its redelivery is
- * dead-lettered as processing_error, so a poison message never loops.
+ * Decides what each delivery becomes, and settles it. Every delivery ends one of four ways: acked
+ * (Temporal has the start, or the dead letter is confirmed); nacked and requeued (an unexpected error
+ * the first time, a refused or unconfirmed dead letter, or held past MAX_HOLD_MS by the throttle or an
+ * outage); let go when its channel closes (released, counted; the broker redelivers it and nothing is
+ * started for it any more); or left unacked at shutdown. A message that fails unexpectedly again after
+ * its redelivery is dead-lettered as processing_error, so a poison message never loops.
  */
 export class DeliveryHandler {
   constructor(
@@ -73,7 +73,12 @@ export class DeliveryHandler {
     private readonly deps: DeliveryDeps,
   ) {}
 
-  private async decide(message: ConsumeMessage, receivedAtMs: number, hold: AbortSignal): Promise<Verdict> {
+  private async decide(
+    message: ConsumeMessage,
+    receivedAtMs: number,
+    hold: AbortSignal,
+    progress: { startSent: boolean },
+  ): Promise<Verdict> {
     const parsed = parseTransaction(
       {
         body: message.content,
@@ -112,6 +117,7 @@ export class DeliveryHandler {
       if (!(await this.deps.providers.has(transaction.providerId))) return 'unknown_provider' as const;
       // The last moment to let go: a start once sent cannot be recalled.
       hold.throwIfAborted();
+      progress.startSent = true;
       const started = performance.now();
       const result = await this.deps.client.withDeadline(Date.now() + START_DEADLINE_MS, () =>
         startIngest(this.deps.client, {
@@ -242,12 +248,20 @@ export class DeliveryHandler {
   async handle(raw: ConfirmChannel, message: ConsumeMessage, channelClosed: AbortSignal): Promise<void> {
     const receivedAtMs = Date.now();
     this.deps.metrics.messagesConsumed.inc();
+    const progress = { startSent: false };
     const heldTooLong = AbortSignal.timeout(this.options.maxHoldMs ?? MAX_HOLD_MS);
     let verdict: Verdict;
     try {
-      verdict = await this.decide(message, receivedAtMs, AbortSignal.any([channelClosed, heldTooLong]));
+      verdict = await this.decide(
+        message,
+        receivedAtMs,
+        AbortSignal.any([channelClosed, heldTooLong]),
+        progress,
+      );
     } catch (error) {
-      if (channelClosed.aborted) return this.release('channel_closed');
+      // A start already sent may still be accepted: that is the duplicate window, counted apart.
+      if (channelClosed.aborted)
+        return this.release(progress.startSent ? 'closed_after_start' : 'channel_closed');
       // Shutting down: left unacked, the broker redelivers it when the channel closes.
       if (this.deps.stopping.aborted || this.deps.draining.aborted) return;
       if (heldTooLong.aborted) {
@@ -265,7 +279,7 @@ export class DeliveryHandler {
     }
     if ('ack' in verdict) {
       if (this.settle(raw, message, 'ack')) this.deps.metrics.messagesAcked.inc({ outcome: verdict.ack });
-      // The one duplicate window: Temporal has the run, the broker redelivers the message.
+      // The duplicate window: Temporal has the run, the broker redelivers the message.
       else if (verdict.ack === 'started') this.release('closed_after_start');
       return;
     }
