@@ -1,6 +1,7 @@
 import type { Client } from '@temporalio/client';
 import type { Logger } from 'pino';
 import type { AppMetrics } from '../metrics.js';
+import { waitUnlessAborted } from './waiters.js';
 
 /** How often Temporal's health is checked, and how long a check may take before Temporal counts as down. */
 const PROBE_INTERVAL_MS = 1_000;
@@ -39,16 +40,8 @@ export class TemporalProbe {
 
   /** Resolves once Temporal answers (at once when it does); rejects if `signal` aborts first. */
   async whenUp(signal: AbortSignal): Promise<void> {
-    signal.throwIfAborted();
     if (this.up) return;
-    await new Promise<void>((resolve, reject) => {
-      const onAbort = () => reject(signal.reason as Error);
-      signal.addEventListener('abort', onAbort, { once: true });
-      this.waiters.push(() => {
-        signal.removeEventListener('abort', onAbort);
-        resolve();
-      });
-    });
+    await waitUnlessAborted(this.waiters, signal);
   }
 
   private async probe(): Promise<void> {

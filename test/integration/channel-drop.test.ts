@@ -14,18 +14,9 @@ import {
   stopTestApp,
   testConfig,
   waitFor,
+  appMetric,
+  appReadiness,
 } from '../support/harness.js';
-
-/** One sample of the app's /metrics (0 when absent). */
-async function metric(app: App, sample: string): Promise<number> {
-  const text = await (
-    await fetch(`http://127.0.0.1:${app.httpPort}/metrics`).catch((error: Error) => {
-      throw new Error(`${error.message}: ${String(error.cause)}`);
-    })
-  ).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${sample} `));
-  return line ? Number(line.split(' ')[1]) : 0;
-}
 
 const VALUES = Array.from({ length: 20 }, (_, i) => `71.${String(i + 1).padStart(2, '0')}`);
 
@@ -54,13 +45,13 @@ describe('a channel drop while Temporal is frozen', () => {
   it('records exactly 20 rows for 20 anonymous messages published while Temporal was frozen and the connections dropped', async () => {
     const paused = 'balance_sync_bridge_consumer_paused';
     const lost = 'balance_sync_consumer_cancellations_total{cause="connection_lost"}';
-    await waitFor('consuming', async () =>
-      (await fetch(`http://127.0.0.1:${app.httpPort}/readyz`)).status === 200 ? true : undefined,
-    );
+    await waitFor('consuming', async () => ((await appReadiness(app)).status === 200 ? true : undefined));
     server.process.kill('SIGSTOP');
     // The bridge sees Temporal stop answering and takes no more deliveries (README: delivery guarantees).
     const frozenAt = Date.now();
-    await waitFor('the consumer paused', async () => ((await metric(app, paused)) === 1 ? true : undefined));
+    await waitFor('the consumer paused', async () =>
+      (await appMetric(app, paused)) === 1 ? true : undefined,
+    );
     expect(Date.now() - frozenAt).toBeLessThan(10_000);
 
     const producer = await publisher(config.INCOMING_QUEUE);
@@ -68,7 +59,7 @@ describe('a channel drop while Temporal is frozen', () => {
     await producer.close();
     expect(closeBridgeConnections(config.TEMPORAL_TASK_QUEUE)).toBe(2); // consuming and publishing
     await waitFor('the lost connection counted', async () =>
-      (await metric(app, lost)) > 0 ? true : undefined,
+      (await appMetric(app, lost)) > 0 ? true : undefined,
     );
     server.process.kill('SIGCONT');
 
@@ -85,8 +76,8 @@ describe('a channel drop while Temporal is frozen', () => {
     );
     // Settled: nothing held, nothing running; then still exactly one row per message.
     await waitFor('nothing in flight', async () =>
-      (await metric(app, 'balance_sync_bridge_deliveries_in_flight')) === 0 &&
-      (await metric(app, paused)) === 0
+      (await appMetric(app, 'balance_sync_bridge_deliveries_in_flight')) === 0 &&
+      (await appMetric(app, paused)) === 0
         ? true
         : undefined,
     );

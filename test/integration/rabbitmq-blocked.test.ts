@@ -14,21 +14,11 @@ import {
   stopTestApp,
   testConfig,
   waitFor,
+  appMetric,
+  appReadiness,
 } from '../support/harness.js';
 
 type Rabbitmq = Awaited<ReturnType<typeof startThrowawayRabbitmq>>;
-
-async function metric(app: App, sample: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${app.httpPort}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${sample} `));
-  return line ? Number(line.split(' ')[1]) : 0;
-}
-
-async function readiness(app: App) {
-  const response = await fetch(`http://127.0.0.1:${app.httpPort}/readyz`);
-  const body = (await response.json()) as { checks?: Record<string, boolean> };
-  return { status: response.status, checks: body.checks ?? {} };
-}
 
 const GOOD = ['81.01', '81.02', '81.03', '81.04', '81.05'];
 const DEFAULT_WATERMARK = '0.4';
@@ -71,9 +61,9 @@ describe('a RabbitMQ resource alarm (connection.blocked)', () => {
     app = await startTestApp(config);
     const alarmAt = Date.now();
     await waitFor('the blocked gauge', async () =>
-      (await metric(app, 'balance_sync_rabbitmq_blocked')) === 1 ? true : undefined,
+      (await appMetric(app, 'balance_sync_rabbitmq_blocked')) === 1 ? true : undefined,
     );
-    const blocked = await readiness(app);
+    const blocked = await appReadiness(app);
     expect(Date.now() - alarmAt).toBeLessThan(30_000);
     expect(blocked.status).toBe(503);
     expect(blocked.checks.rabbitmqUnblocked).toBe(false);
@@ -103,7 +93,7 @@ describe('a RabbitMQ resource alarm (connection.blocked)', () => {
     await waitFor(
       'a confirm timeout counted',
       async () =>
-        (await metric(app, 'balance_sync_messages_requeued_total{reason="confirm_timeout"}')) > 0
+        (await appMetric(app, 'balance_sync_messages_requeued_total{reason="confirm_timeout"}')) > 0
           ? true
           : undefined,
       45_000,
@@ -112,7 +102,7 @@ describe('a RabbitMQ resource alarm (connection.blocked)', () => {
     await rabbitmq.ctl('set_vm_memory_high_watermark', DEFAULT_WATERMARK);
     await waitFor(
       'ready again',
-      async () => ((await readiness(app)).status === 200 ? true : undefined),
+      async () => ((await appReadiness(app)).status === 200 ? true : undefined),
       60_000,
     );
     const dead = await waitFor(
@@ -125,7 +115,7 @@ describe('a RabbitMQ resource alarm (connection.blocked)', () => {
     );
     expect(dead[0]!.content.toString()).toBe('not json');
     expect(dead[0]!.properties.headers?.[REASON_CODE_HEADER]).toBe('invalid_json');
-    expect(await metric(app, 'balance_sync_rabbitmq_blocked')).toBe(0);
+    expect(await appMetric(app, 'balance_sync_rabbitmq_blocked')).toBe(0);
     const recorded = await rows(
       db,
       'SELECT transaction_value::text AS value FROM historical_transactions WHERE transaction_value > 81 AND transaction_value < 82 ORDER BY 1',

@@ -194,6 +194,20 @@ export async function startTestApp(config: Config): Promise<App> {
   return await startApp(config, silentLog());
 }
 
+/** One sample of an in-process app's /metrics, e.g. `balance_sync_consumer_cancellations_total{cause="cancel"}` (0 when absent). */
+export async function appMetric(app: App, sample: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${app.httpPort}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${sample} `));
+  return line ? Number(line.split(' ')[1]) : 0;
+}
+
+/** An in-process app's /readyz: its status and checks. */
+export async function appReadiness(app: App): Promise<{ status: number; checks: Record<string, boolean> }> {
+  const response = await fetch(`http://127.0.0.1:${app.httpPort}/readyz`);
+  const { checks } = (await response.json()) as { checks?: Record<string, boolean> };
+  return { status: response.status, checks: checks ?? {} };
+}
+
 export async function rows(db: pg.Pool, sql: string, params: unknown[] = []) {
   return (await db.query(sql, params)).rows as Record<string, unknown>[];
 }
