@@ -14,7 +14,7 @@ import { IngestOutages } from './ingest-outages.js';
 import { createMetrics, type AppMetrics } from './metrics.js';
 import { createPool } from './postgres/pools.js';
 import { migrate } from './postgres/schema.js';
-import { connectToRabbitmq } from './rabbitmq/connection.js';
+import { connectToRabbitmq, watchBlocked } from './rabbitmq/connection.js';
 import { createDeadLetterPublisher } from './rabbitmq/dead-letters.js';
 import { waitForProducerTables } from './postgres/wait-for-tables.js';
 import { ensureSchedules } from './schedules/schedules.js';
@@ -80,12 +80,12 @@ export async function startApp(
   const client = new Client({ connection, namespace });
 
   startup.waitingFor = 'worker';
-  const rabbitmq = connectToRabbitmq(
-    config.RABBITMQ_URL,
-    `balance-sync bridge ${config.TEMPORAL_TASK_QUEUE}`,
-    log,
-  );
-  const deadLetters = createDeadLetterPublisher(rabbitmq, config.DEAD_LETTER_QUEUE);
+  const rabbitmqName = `balance-sync bridge ${config.TEMPORAL_TASK_QUEUE}`;
+  const rabbitmq = connectToRabbitmq(config.RABBITMQ_URL, rabbitmqName, log);
+  // Dead letters go out on their own connection: a resource alarm blocks it, never the consumer's acks.
+  const publishing = connectToRabbitmq(config.RABBITMQ_URL, `${rabbitmqName} publishing`, log);
+  const rabbitmqBlocked = watchBlocked([rabbitmq, publishing], { metrics, log });
+  const deadLetters = createDeadLetterPublisher(publishing, config.DEAD_LETTER_QUEUE);
   const activities = createActivities({
     ...stores,
     metrics,
@@ -109,7 +109,15 @@ export async function startApp(
       maxInFlight: config.BRIDGE_MAX_IN_FLIGHT,
       summaryIntervalMs: config.INGEST_SUMMARY_SECONDS * 1000,
     },
-    { connection: rabbitmq, client, providers: new ProviderDirectory(pool), metrics, log, outages },
+    {
+      connection: rabbitmq,
+      publishing,
+      client,
+      providers: new ProviderDirectory(pool),
+      metrics,
+      log,
+      outages,
+    },
   );
 
   const terminatedRuns = watchTerminatedRuns(
@@ -123,6 +131,7 @@ export async function startApp(
     const reasons = outages.reasons();
     const checks = {
       rabbitmq: bridge.isConsuming(),
+      rabbitmqUnblocked: !rabbitmqBlocked(),
       deadLetterQueue: bridge.deadLettersAccepted() && deadLetters.accepting(),
       worker: workers.every((worker) => worker.getState() === 'RUNNING'),
       temporal: !reasons.temporal && (await succeeds(connection.healthService.check({}))),
@@ -145,6 +154,7 @@ export async function startApp(
         await done.catch(() => undefined);
         await deadLetters.close().catch(() => undefined);
         await rabbitmq.close().catch(() => undefined);
+        await publishing.close().catch(() => undefined);
         await new Promise((resolve) => http.server.close(resolve));
         await connection.close();
         await stores.close();

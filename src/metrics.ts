@@ -62,7 +62,7 @@ export function createMetrics() {
     }),
     consumerCancellations: new Counter({
       name: 'balance_sync_consumer_cancellations_total',
-      help: 'Times the broker stopped our consumer: cancel (basic.cancel, e.g. queue deleted) or channel_closed',
+      help: 'Times the broker stopped our consumer: cancel (basic.cancel, e.g. queue deleted), channel_closed, or connection_lost',
       labelNames: ['cause'] as const,
       registers,
     }),
@@ -81,6 +81,22 @@ export function createMetrics() {
     deliveriesInFlight: new Gauge({
       name: 'balance_sync_bridge_deliveries_in_flight',
       help: 'Deliveries the bridge holds unacked: being started, dead-lettered, or waiting for the throttle',
+      registers,
+    }),
+    deliveriesReleased: new Counter({
+      name: 'balance_sync_deliveries_released_total',
+      help: 'Deliveries let go without an ack because their channel closed (the broker owns them again), by reason',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
+    bridgeConsumerPaused: new Gauge({
+      name: 'balance_sync_bridge_consumer_paused',
+      help: '1 while the bridge takes no deliveries (consumer cancelled): Temporal unreachable or the throttle closed',
+      registers,
+    }),
+    rabbitmqBlocked: new Gauge({
+      name: 'balance_sync_rabbitmq_blocked',
+      help: '1 while RabbitMQ blocks one of our connections (resource alarm: memory or disk)',
       registers,
     }),
     bridgeThrottled: new Gauge({

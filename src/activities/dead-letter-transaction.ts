@@ -1,10 +1,12 @@
 import { ApplicationFailure, log } from '@temporalio/activity';
 import type { AppMetrics } from '../metrics.js';
 import {
+  decodeHeaders,
   reasonHeaders,
   republishOptions,
   WORKFLOW_ID_HEADER,
   type DeadLetterPublisher,
+  type EncodedHeader,
 } from '../rabbitmq/dead-letters.js';
 
 /** A consumed message as the bridge received it, carried in the workflow input for a dead letter. */
@@ -13,8 +15,8 @@ export interface OriginalMessage {
   bodyBase64: string;
   /** AMQP properties (content type, message_id, ...), unset ones omitted. */
   properties: Record<string, string | number>;
-  /** The producer's headers with scalar values (others are not kept). */
-  headers: Record<string, string | number | boolean>;
+  /** The producer's headers, every value (encodeHeaders: byte arrays as base64, tables and arrays as JSON). */
+  headers: Record<string, EncodedHeader>;
 }
 
 export interface DeadLetterTransactionInput {
@@ -32,7 +34,7 @@ export async function publishOriginal(publisher: DeadLetterPublisher, input: Dea
   await publisher.publish(
     Buffer.from(original.bodyBase64, 'base64'),
     republishOptions(original.properties, {
-      ...original.headers,
+      ...decodeHeaders(original.headers),
       ...reasonHeaders(input.code, input.reason),
       [WORKFLOW_ID_HEADER]: input.workflowId,
     }),

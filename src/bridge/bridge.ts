@@ -3,11 +3,13 @@ import type { AmqpConnectionManager } from 'amqp-connection-manager';
 import type { Logger } from 'pino';
 import type { IngestOutages } from '../ingest-outages.js';
 import type { AppMetrics } from '../metrics.js';
-import { startConsumer } from './consumer.js';
+import { createDeadLetterPublisher } from '../rabbitmq/dead-letters.js';
+import { startConsumer, type Consumer } from './consumer.js';
 import { DeliveryHandler } from './handle-delivery.js';
 import { startIngestSummary } from './ingest-summary.js';
 import type { ProviderDirectory } from './provider-directory.js';
 import { InFlightThrottle } from './in-flight-throttle.js';
+import { TemporalProbe } from './temporal-probe.js';
 
 export interface BridgeOptions {
   incomingQueue: string;
@@ -27,8 +29,10 @@ export interface BridgeOptions {
 }
 
 export interface BridgeDeps {
-  /** The process's RabbitMQ connection; the bridge opens its own channel on it. */
+  /** The RabbitMQ connection the bridge consumes on. */
   connection: AmqpConnectionManager;
+  /** The connection it publishes dead letters on (default: `connection`); see connection.ts. */
+  publishing?: AmqpConnectionManager;
   client: Client;
   providers: ProviderDirectory;
   metrics: AppMetrics;
@@ -38,7 +42,7 @@ export interface BridgeDeps {
 }
 
 export interface Bridge {
-  /** True while a channel is open and consuming. */
+  /** True while a channel is open and consuming (or deliberately paused). */
   isConsuming(): boolean;
   /** False while the dead-letter queue refuses messages (until one is accepted again). */
   deadLettersAccepted(): boolean;
@@ -48,8 +52,9 @@ export interface Bridge {
 
 /**
  * Consumes the incoming queue and turns each message into an IngestTransaction start. A message is
- * acked only after Temporal has the workflow, or after its dead letter is confirmed; nothing stays
- * unacked on a live channel (see handle-delivery.ts), and a lost consumer is restored (consumer.ts).
+ * acked only after Temporal has the workflow, or after its dead letter is confirmed; none is held
+ * longer than MAX_HOLD_MS (see handle-delivery.ts), none is taken while no start could go ahead, and a
+ * lost consumer is restored (consumer.ts).
  */
 export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
   const { log, metrics } = deps;
@@ -68,21 +73,45 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
     { metrics, log },
   );
   throttle.start();
+  const temporal = new TemporalProbe(deps.client, { metrics, log });
+  temporal.start();
+  const deadLetters = createDeadLetterPublisher(deps.publishing ?? deps.connection, options.deadLetterQueue);
   const deliveries = new DeliveryHandler(options, {
     ...deps,
-    throttle,
+    deadLetters,
+    async startsAllowed(signal) {
+      while (throttle.isThrottling() || !temporal.isUp()) {
+        await throttle.whenOpen(signal);
+        await temporal.whenUp(signal);
+      }
+    },
+    onStarted: () => throttle.noteStart(),
     draining: draining.signal,
     stopping: stopping.signal,
     onDeadLetterOutcome: (accepted) => (deadLettersAccepted = accepted),
   });
-  const consumer = startConsumer(deps.connection, options, deps, (channel, message) => {
-    const work = deliveries.handle(channel, message).finally(() => {
-      inFlight.delete(work);
+  const consumer = startConsumer(
+    deps.connection,
+    options,
+    { metrics, log, mayConsume: () => inFlight.size === 0 },
+    (channel, message, channelClosed) => {
+      const work = deliveries.handle(channel, message, channelClosed).finally(() => {
+        inFlight.delete(work);
+        metrics.deliveriesInFlight.set(inFlight.size);
+      });
+      inFlight.add(work);
       metrics.deliveriesInFlight.set(inFlight.size);
-    });
-    inFlight.add(work);
-    metrics.deliveriesInFlight.set(inFlight.size);
-  });
+    },
+  );
+  const stopPausing = pauseWhileStartsWait(
+    consumer,
+    () => ({
+      temporalUp: temporal.isUp(),
+      throttled: throttle.isThrottling(),
+      held: inFlight.size,
+    }),
+    { metrics, log },
+  );
   const stopSummary = startIngestSummary(metrics, log, options.summaryIntervalMs, () => ({
     inFlight: inFlight.size,
     throttled: throttle.isThrottling(),
@@ -93,6 +122,7 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
     deadLettersAccepted: () => deadLettersAccepted,
     async stop() {
       stopSummary();
+      stopPausing();
       draining.abort();
       await consumer.cancel();
       log.info({ inFlight: inFlight.size }, 'stopped consuming');
@@ -100,11 +130,42 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
       await settledWithin([...inFlight], 10_000);
       stopping.abort();
       throttle.stop();
+      temporal.stop();
       await settledWithin([...inFlight], 5_000);
       log.info('in-flight messages settled');
       await consumer.close().catch(() => undefined);
+      await deadLetters.close().catch(() => undefined);
     },
   };
+}
+
+/**
+ * Takes no deliveries while no start could go ahead (Temporal unreachable, or the throttle closed):
+ * cancels the consumer, and consumes again once starts may go ahead and every held delivery has been
+ * settled (held ones are requeued after MAX_HOLD_MS), so nothing waits unacked for long.
+ */
+function pauseWhileStartsWait(
+  consumer: Consumer,
+  state: () => { temporalUp: boolean; throttled: boolean; held: number },
+  deps: { metrics: AppMetrics; log: Logger },
+): () => void {
+  let paused = false;
+  const timer = setInterval(() => {
+    const { temporalUp, throttled, held } = state();
+    if (!paused && (!temporalUp || throttled)) {
+      paused = true;
+      consumer.pause();
+      deps.metrics.bridgeConsumerPaused.set(1);
+      deps.log.warn({ temporalUp, throttled, held }, 'no deliveries taken until starts can go ahead');
+    } else if (paused && temporalUp && !throttled && held === 0) {
+      paused = false;
+      consumer.resume();
+      deps.metrics.bridgeConsumerPaused.set(0);
+      deps.log.info('taking deliveries again');
+    }
+  }, 250);
+  timer.unref();
+  return () => clearInterval(timer);
 }
 
 /** Waits for the promises to settle, or for `ms`, whichever comes first. */

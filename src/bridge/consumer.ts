@@ -12,49 +12,74 @@ export interface ConsumerOptions {
   recoveryDelayMs?: number;
 }
 
+export interface ConsumerDeps {
+  metrics: AppMetrics;
+  log: Logger;
+  /**
+   * False while deliveries of an earlier consumer are still held: consuming again (a new consumer's
+   * prefetch is its own) would then hold more than BRIDGE_PREFETCH.
+   */
+  mayConsume(): boolean;
+}
+
+/** Receives each delivery with a signal that aborts when its channel closes. */
+export type Deliver = (channel: ConfirmChannel, message: ConsumeMessage, channelClosed: AbortSignal) => void;
+
 export interface Consumer {
-  /** True while a consumer is registered on an open channel of a live connection. */
+  /** True while the channel is open and either consuming or deliberately paused. */
   isConsuming(): boolean;
-  /** Cancels the consumer; deliveries already received stay with their handlers. */
+  /** Cancels the consumer (basic.cancel) until resume(); deliveries already received stay with their handlers. */
+  pause(): void;
+  resume(): void;
+  /** Cancels the consumer for good; deliveries already received stay with their handlers. */
   cancel(): Promise<void>;
   /** Closes the channel: anything still unacked goes back to the queue. */
   close(): Promise<void>;
 }
 
 const MAX_RECOVERY_DELAY_MS = 30_000;
+const TICK_MS = 250;
 
 /**
- * Consumes the incoming queue on a confirm channel and keeps consuming. Three ways to lose the consumer:
- * - the connection drops: amqp-connection-manager reconnects and runs `setup` again;
- * - the broker cancels the consumer (basic.cancel, e.g. the queue was deleted): re-declare the queue as
- *   the producer does (durable, no arguments) and consume again on the same channel;
+ * Consumes the incoming queue on a confirm channel and keeps consuming. A tick (every 250 ms) consumes
+ * on the open channel whenever no consumer is registered, none is paused, and no earlier delivery is
+ * still held. Ways to lose the consumer:
+ * - the connection drops (counted as connection_lost): amqp-connection-manager reconnects with
+ *   backoff and runs `setup` on a fresh channel;
+ * - the broker cancels the consumer (basic.cancel, e.g. the queue was deleted): after `recoveryDelayMs`
+ *   the tick re-declares the queue as the producer does (durable, no arguments) and consumes again on
+ *   the same channel and connection;
  * - the broker closes the channel (e.g. PRECONDITION_FAILED) while the connection stays up. The
- *   manager then waits for a reconnect that never comes, so a watchdog forces one, with backoff, as
- *   long as no consumer is registered on a live connection.
+ *   manager then waits for a reconnect that never comes, so the tick forces one, with backoff.
  */
 export function startConsumer(
   connection: AmqpConnectionManager,
   options: ConsumerOptions,
-  deps: { metrics: AppMetrics; log: Logger },
-  deliver: (channel: ConfirmChannel, message: ConsumeMessage) => void,
+  deps: ConsumerDeps,
+  deliver: Deliver,
 ): Consumer {
   return new QueueConsumer(connection, options, deps, deliver);
 }
 
 class QueueConsumer implements Consumer {
+  /** The channel set up on the current connection, while it is open. */
+  private open: ConfirmChannel | undefined;
   private current: { channel: ConfirmChannel; tag: string } | undefined;
   private stopped = false;
+  private paused = false;
+  private consuming = false;
+  private consumeNotBefore = 0;
   private forcedReconnects = 0;
   private notConsumingSince: number | undefined;
   private readonly channel: ChannelWrapper;
-  private readonly watchdog: NodeJS.Timeout;
+  private readonly ticker: NodeJS.Timeout;
   private readonly recoveryDelayMs: number;
 
   constructor(
     private readonly connection: AmqpConnectionManager,
     private readonly options: ConsumerOptions,
-    private readonly deps: { metrics: AppMetrics; log: Logger },
-    private readonly deliver: (channel: ConfirmChannel, message: ConsumeMessage) => void,
+    private readonly deps: ConsumerDeps,
+    private readonly deliver: Deliver,
   ) {
     this.recoveryDelayMs = options.recoveryDelayMs ?? 1_000;
     this.channel = connection.createChannel({
@@ -65,17 +90,34 @@ class QueueConsumer implements Consumer {
     this.channel.on('error', (error: Error) =>
       deps.log.warn({ err: error.message }, 'RabbitMQ consumer channel error'),
     );
-    this.watchdog = setInterval(() => this.reconnectIfStuck(), 250);
-    this.watchdog.unref();
+    // Counted whether consuming or paused; not the reconnects this consumer forces itself.
+    connection.on('disconnect', ({ err }) => {
+      if (this.stopped || err?.message === 'forced reconnect') return;
+      deps.metrics.consumerCancellations.inc({ cause: 'connection_lost' });
+    });
+    this.ticker = setInterval(() => this.tick(), TICK_MS);
+    this.ticker.unref();
   }
 
   isConsuming(): boolean {
-    return this.current !== undefined && this.connection.isConnected();
+    return this.connection.isConnected() && (this.current !== undefined || (this.paused && !!this.open));
+  }
+
+  pause(): void {
+    this.paused = true;
+    const consumer = this.current;
+    this.current = undefined;
+    if (consumer) void consumer.channel.cancel(consumer.tag).catch(() => undefined);
+  }
+
+  resume(): void {
+    this.paused = false;
+    this.tick();
   }
 
   async cancel(): Promise<void> {
     this.stopped = true;
-    clearInterval(this.watchdog);
+    clearInterval(this.ticker);
     const consumer = this.current;
     this.current = undefined;
     if (consumer) await consumer.channel.cancel(consumer.tag).catch(() => undefined);
@@ -88,55 +130,74 @@ class QueueConsumer implements Consumer {
   /** Run by the connection manager on every (re)connect, on a fresh channel. */
   private async setup(raw: ConfirmChannel): Promise<void> {
     const { log, metrics } = this.deps;
+    const closed = new AbortController();
     raw.on('error', (error: Error) => {
       metrics.consumerCancellations.inc({ cause: 'channel_closed' });
       log.warn({ err: error.message }, 'the broker closed the consumer channel');
     });
     raw.on('close', () => {
+      closed.abort(new Error('the channel closed'));
       if (this.current?.channel === raw) this.current = undefined;
+      if (this.open === raw) this.open = undefined;
     });
+    this.signals.set(raw, closed.signal);
     // Declared exactly as the producer declares it: durable, no arguments.
     await raw.assertQueue(this.options.incomingQueue, { durable: true });
     await ensureQueue(this.connection.connection, this.options.deadLetterQueue);
-    if (this.stopped) return;
     await raw.prefetch(this.options.prefetch);
-    await this.consumeOn(raw);
+    this.open = raw;
+    this.tick();
   }
 
+  private readonly signals = new WeakMap<ConfirmChannel, AbortSignal>();
+
   private async consumeOn(raw: ConfirmChannel): Promise<void> {
+    const closed = this.signals.get(raw)!;
     const { consumerTag } = await raw.consume(
       this.options.incomingQueue,
-      (message) => (message ? this.deliver(raw, message) : this.onCancelled(raw)),
+      (message) => (message ? this.deliver(raw, message, closed) : this.onCancelled(raw)),
       { noAck: false },
     );
     this.current = { channel: raw, tag: consumerTag };
     this.forcedReconnects = 0;
     this.deps.log.info({ queue: this.options.incomingQueue, prefetch: this.options.prefetch }, 'consuming');
+    // Paused while consume-ok was on its way: cancel at once.
+    if (this.paused || this.stopped) this.pause();
   }
 
-  /** basic.cancel from the broker: declare the queue again and consume on the same channel. */
+  /** basic.cancel from the broker: the tick declares the queue again and consumes on the same channel. */
   private onCancelled(raw: ConfirmChannel): void {
     if (this.current?.channel === raw) this.current = undefined;
+    this.consumeNotBefore = Date.now() + this.recoveryDelayMs;
     this.deps.metrics.consumerCancellations.inc({ cause: 'cancel' });
     this.deps.log.warn(
       { queue: this.options.incomingQueue },
       'the broker cancelled our consumer; declaring the queue and consuming again',
     );
-    setTimeout(() => {
-      if (this.stopped || this.current) return;
-      // A failure here closes the channel; the watchdog then reconnects.
+  }
+
+  private tick(): void {
+    if (this.stopped || this.current || this.paused) {
+      this.notConsumingSince = undefined;
+      return;
+    }
+    const raw = this.open;
+    if (raw && !this.consuming && Date.now() >= this.consumeNotBefore && this.deps.mayConsume()) {
+      this.consuming = true;
+      // A failure here closes the channel; the tick then reconnects.
       raw
         .assertQueue(this.options.incomingQueue, { durable: true })
         .then(() => this.consumeOn(raw))
-        .catch((error: Error) =>
-          this.deps.log.warn({ err: error.message }, 'cannot consume again on this channel'),
-        );
-    }, this.recoveryDelayMs).unref();
+        .catch((error: Error) => this.deps.log.warn({ err: error.message }, 'cannot consume on this channel'))
+        .finally(() => (this.consuming = false));
+      return;
+    }
+    if (!raw) this.reconnectIfStuck();
   }
 
-  /** Forces a reconnect, with backoff, while no consumer is registered on a live connection. */
+  /** Forces a reconnect, with backoff, while the connection is live but our channel is closed. */
   private reconnectIfStuck(): void {
-    if (this.stopped || this.current || !this.connection.isConnected()) {
+    if (!this.connection.isConnected()) {
       this.notConsumingSince = undefined;
       return;
     }
@@ -147,7 +208,7 @@ class QueueConsumer implements Consumer {
     this.notConsumingSince = undefined;
     this.deps.log.warn(
       { attempt: this.forcedReconnects },
-      'not consuming on a live connection; reconnecting to RabbitMQ',
+      'no open consumer channel on a live connection; reconnecting to RabbitMQ',
     );
     this.connection.reconnect();
   }

@@ -1,5 +1,4 @@
 import type { Client } from '@temporalio/client';
-import type { AmqpConnectionManager } from 'amqp-connection-manager';
 import type { ConfirmChannel, ConsumeMessage } from 'amqplib';
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -8,26 +7,34 @@ import type { OriginalMessage } from '../activities/index.js';
 import { outageDependency } from '../failures.js';
 import type { IngestOutages } from '../ingest-outages.js';
 import type { AppMetrics } from '../metrics.js';
-import { ensureQueue, keptHeaders } from '../rabbitmq/dead-letters.js';
+import {
+  ConfirmTimeoutError,
+  encodeHeaders,
+  keptHeaders,
+  WORKFLOW_ID_HEADER,
+  type DeadLetterPublisher,
+} from '../rabbitmq/dead-letters.js';
 import { publishDeadLetter } from './dead-letter.js';
 import { parseTransaction } from './parse-transaction.js';
 import type { ProviderDirectory } from './provider-directory.js';
 import { ingestWorkflowId, startIngest, type StartOutcome } from './start-ingest.js';
-import type { InFlightThrottle } from './in-flight-throttle.js';
 
 export interface DeliveryOptions {
   deadLetterQueue: string;
   maxMessageBytes: number;
   taskQueue: string;
   eagerStart: boolean;
+  /** Default MAX_HOLD_MS (tests shorten it). */
+  maxHoldMs?: number;
 }
 
 export interface DeliveryDeps {
-  /** The process's RabbitMQ connection, to make sure the dead-letter queue exists before a dead letter. */
-  connection: AmqpConnectionManager;
+  /** Publishes dead letters on the publishing connection, with a confirm timeout. */
+  deadLetters: DeadLetterPublisher;
   client: Client;
   providers: ProviderDirectory;
-  throttle: InFlightThrottle;
+  /** Resolves once starts may go ahead (throttle open, Temporal answering); rejects when `signal` aborts. */
+  startsAllowed(signal: AbortSignal): Promise<void>;
   metrics: AppMetrics;
   log: Logger;
   /** Aborted when shutdown begins: deliveries waiting for the throttle are left unacked. */
@@ -36,6 +43,8 @@ export interface DeliveryDeps {
   stopping: AbortSignal;
   /** Where a Temporal or Postgres outage met while starting a run is reported, for /readyz. */
   outages?: IngestOutages;
+  /** Told of each new IngestTransaction started (for the throttle's count). */
+  onStarted(): void;
   /** Told whether the last dead letter was accepted, for readiness. */
   onDeadLetterOutcome(accepted: boolean): void;
 }
@@ -48,14 +57,19 @@ const MAX_MESSAGE_ID_LENGTH = 200;
 const MAX_UNEXPECTED_ATTEMPTS = 3;
 /** How long a message whose dead letter was refused is held before it is requeued. */
 const REFUSED_REQUEUE_DELAY_MS = 2_000;
+/** The longest a delivery waits (throttle, outage) before it is requeued: far below consumer_timeout (30 min). */
+export const MAX_HOLD_MS = 30_000;
+/** A start Temporal has not answered by then fails (DEADLINE_EXCEEDED, an outage) and is retried. */
+const START_DEADLINE_MS = 10_000;
+const MAX_WORKFLOW_ID_LENGTH = 250;
 
 /**
- * Decides what each delivery becomes, and settles it. Every delivery ends one of three ways: acked
- * (Temporal has the start, or the dead letter is confirmed); nacked and requeued after bounded retries
- * (an unexpected error the first time, a refused dead letter); or left to the broker when the channel
- * closes (shutdown, connection loss). Outages of Temporal or Postgres are retried for as long as they
- * last; readiness reports them. A message that fails unexpectedly again after its redelivery is
- * dead-lettered as processing_error, so a poison message never loops.
+ * Decides what each delivery becomes, and settles it. Every delivery ends one of four ways: acked
+ * (Temporal has the start, or the dead letter is confirmed); nacked and requeued (an unexpected error
+ * the first time, a refused or unconfirmed dead letter, or held past MAX_HOLD_MS by the throttle or an
+ * outage); let go when its channel closes (released, counted; the broker redelivers it and nothing is
+ * started for it any more); or left unacked at shutdown. A message that fails unexpectedly again after
+ * its redelivery is dead-lettered as processing_error, so a poison message never loops.
  */
 export class DeliveryHandler {
   constructor(
@@ -63,7 +77,12 @@ export class DeliveryHandler {
     private readonly deps: DeliveryDeps,
   ) {}
 
-  private async decide(message: ConsumeMessage, receivedAtMs: number): Promise<Verdict> {
+  private async decide(
+    message: ConsumeMessage,
+    receivedAtMs: number,
+    hold: AbortSignal,
+    progress: { startSent: boolean },
+  ): Promise<Verdict> {
     const parsed = parseTransaction(
       {
         body: message.content,
@@ -83,25 +102,41 @@ export class DeliveryHandler {
         reason: `message_id must be a string of at most ${MAX_MESSAGE_ID_LENGTH} characters`,
       };
     }
+    const replayedId = message.properties.headers?.[WORKFLOW_ID_HEADER] as unknown;
+    if (!messageId && replayedId !== undefined && !isIngestWorkflowId(replayedId)) {
+      return {
+        code: 'invalid_workflow_id',
+        reason: `${WORKFLOW_ID_HEADER} must be a string starting with ingest- of at most ${MAX_WORKFLOW_ID_LENGTH} characters`,
+      };
+    }
     const { transaction } = parsed;
-    const workflowId = ingestWorkflowId(messageId || undefined);
+    // A replayed dead letter keeps the workflow ID it had, so replaying both copies records one row.
+    const workflowId = messageId
+      ? ingestWorkflowId(messageId)
+      : ((replayedId as string) ?? ingestWorkflowId());
     const bodySha256 = createHash('sha256').update(message.content).digest('hex');
-    await this.deps.throttle.whenOpen(this.deps.draining);
-    const outcome = await this.retrying('start IngestTransaction', async () => {
+    const waiting = AbortSignal.any([this.deps.draining, hold]);
+    const outcome = await this.retrying('start IngestTransaction', hold, async () => {
+      await this.deps.startsAllowed(waiting);
       if (!(await this.deps.providers.has(transaction.providerId))) return 'unknown_provider' as const;
+      // The last moment to let go: a start once sent cannot be recalled.
+      hold.throwIfAborted();
+      progress.startSent = true;
       const started = performance.now();
-      const result = await startIngest(this.deps.client, {
-        taskQueue: this.options.taskQueue,
-        workflowId,
-        transaction,
-        receivedAtMs,
-        bodySha256,
-        original: originalMessage(message),
-        eager: this.options.eagerStart,
-      });
+      const result = await this.deps.client.withDeadline(Date.now() + START_DEADLINE_MS, () =>
+        startIngest(this.deps.client, {
+          taskQueue: this.options.taskQueue,
+          workflowId,
+          transaction,
+          receivedAtMs,
+          bodySha256,
+          original: originalMessage(message),
+          eager: this.options.eagerStart,
+        }),
+      );
       this.deps.outages?.clear('temporal');
       this.deps.metrics.workflowStartSeconds.observe((performance.now() - started) / 1000);
-      if (result === 'started') this.deps.throttle.noteStart();
+      if (result === 'started') this.deps.onStarted();
       return result;
     });
     if (outcome === 'unknown_provider') {
@@ -124,7 +159,8 @@ export class DeliveryHandler {
    * MAX_UNEXPECTED_ATTEMPTS times. Rethrows on shutdown or when those attempts are used up. An outage
    * of Temporal or Postgres is reported to IngestOutages (for /readyz) while it lasts.
    */
-  private async retrying<T>(what: string, attempt: () => Promise<T>): Promise<T> {
+  private async retrying<T>(what: string, hold: AbortSignal, attempt: () => Promise<T>): Promise<T> {
+    const until = AbortSignal.any([this.deps.stopping, hold]);
     let unexpected = 0;
     for (let attemptNumber = 1; ; attemptNumber++) {
       try {
@@ -134,14 +170,12 @@ export class DeliveryHandler {
         const outage = dependency !== undefined;
         if (dependency === 'temporal' || dependency === 'postgres')
           this.deps.outages?.report(dependency, (error as Error).message);
-        if (this.deps.stopping.aborted || (!outage && ++unexpected >= MAX_UNEXPECTED_ATTEMPTS)) throw error;
+        if (until.aborted || (!outage && ++unexpected >= MAX_UNEXPECTED_ATTEMPTS)) throw error;
         this.deps.log.warn(
           { err: (error as Error).message, attempt: attemptNumber, outage },
           `cannot ${what} yet; retrying`,
         );
-        await sleep(Math.min(100 * 2 ** (attemptNumber - 1), 5_000), undefined, {
-          signal: this.deps.stopping,
-        });
+        await sleep(Math.min(100 * 2 ** (attemptNumber - 1), 5_000), undefined, { signal: until });
       }
     }
   }
@@ -172,22 +206,40 @@ export class DeliveryHandler {
     return true;
   }
 
-  private async deadLetter(raw: ConfirmChannel, message: ConsumeMessage, code: string, reason: string) {
+  /** Lets go of a delivery whose channel closed: no ack is possible; the broker redelivers it. */
+  private release(reason: string): void {
+    this.deps.metrics.deliveriesReleased.inc({ reason });
+    this.deps.log.warn({ reason }, 'delivery released: its channel closed; the broker redelivers it');
+  }
+
+  private async deadLetter(delivery: Delivery, code: string, reason: string) {
+    const { raw, message, channelClosed } = delivery;
+    let timedOut: ConfirmTimeoutError | undefined;
     try {
-      await this.retrying('publish a dead letter', async () => {
-        // Without the queue (deleted while we run) the broker would confirm the dead letter and drop it.
-        await ensureQueue(this.deps.connection.connection, this.options.deadLetterQueue);
-        await publishDeadLetter(raw, this.options.deadLetterQueue, message, code, reason);
+      await this.retrying('publish a dead letter', channelClosed, async () => {
+        try {
+          await publishDeadLetter(this.deps.deadLetters, message, code, reason);
+        } catch (error) {
+          // Not retried while held: the delivery goes back to the queue (a blocked connection).
+          if (!(error instanceof ConfirmTimeoutError)) throw error;
+          timedOut = error;
+        }
       });
     } catch (error) {
       this.deps.log.error({ code, err: (error as Error).message }, 'cannot publish a dead letter');
+      if (channelClosed.aborted) return this.release('channel_closed');
       // Held a little before going back, so a full dead-letter queue is not a hot loop.
-      const held = await sleep(REFUSED_REQUEUE_DELAY_MS, true, { signal: this.deps.stopping }).catch(
-        () => false,
-      );
+      const held = await sleep(REFUSED_REQUEUE_DELAY_MS, true, {
+        signal: AbortSignal.any([this.deps.stopping, channelClosed]),
+      }).catch(() => false);
       // Still on an open channel: the broker itself refused it (not a lost connection).
       if (held && this.requeue(raw, message, 'dead_letter_refused', error))
         this.deps.onDeadLetterOutcome(false);
+      return;
+    }
+    if (timedOut) {
+      this.deps.onDeadLetterOutcome(false);
+      if (!this.requeue(raw, message, 'confirm_timeout', timedOut)) this.release('channel_closed');
       return;
     }
     this.deps.onDeadLetterOutcome(true);
@@ -198,16 +250,33 @@ export class DeliveryHandler {
     );
   }
 
-  /** Decides what the delivery becomes and settles it; never rejects. */
-  async handle(raw: ConfirmChannel, message: ConsumeMessage): Promise<void> {
+  /**
+   * Decides what the delivery becomes and settles it; never rejects. `channelClosed` aborts when its
+   * channel closes: every wait then stops, and the delivery is let go without starting anything.
+   */
+  async handle(raw: ConfirmChannel, message: ConsumeMessage, channelClosed: AbortSignal): Promise<void> {
     const receivedAtMs = Date.now();
     this.deps.metrics.messagesConsumed.inc();
+    const progress = { startSent: false };
+    const heldTooLong = AbortSignal.timeout(this.options.maxHoldMs ?? MAX_HOLD_MS);
     let verdict: Verdict;
     try {
-      verdict = await this.decide(message, receivedAtMs);
+      verdict = await this.decide(
+        message,
+        receivedAtMs,
+        AbortSignal.any([channelClosed, heldTooLong]),
+        progress,
+      );
     } catch (error) {
+      // A start already sent may still be accepted: that is the duplicate window, counted apart.
+      if (channelClosed.aborted)
+        return this.release(progress.startSent ? 'closed_after_start' : 'channel_closed');
       // Shutting down: left unacked, the broker redelivers it when the channel closes.
       if (this.deps.stopping.aborted || this.deps.draining.aborted) return;
+      if (heldTooLong.aborted) {
+        this.requeue(raw, message, 'held_too_long', error);
+        return;
+      }
       if (!message.fields.redelivered) {
         this.requeue(raw, message, 'processing_error', error);
         return;
@@ -219,16 +288,28 @@ export class DeliveryHandler {
     }
     if ('ack' in verdict) {
       if (this.settle(raw, message, 'ack')) this.deps.metrics.messagesAcked.inc({ outcome: verdict.ack });
+      // The duplicate window: Temporal has the run, the broker redelivers the message.
+      else if (verdict.ack === 'started') this.release('closed_after_start');
       return;
     }
-    await this.deadLetter(raw, message, verdict.code, verdict.reason.slice(0, 300));
+    await this.deadLetter({ raw, message, channelClosed }, verdict.code, verdict.reason.slice(0, 300));
   }
+}
+
+interface Delivery {
+  raw: ConfirmChannel;
+  message: ConsumeMessage;
+  channelClosed: AbortSignal;
+}
+
+/** A workflow ID a replayed dead letter may carry: ours, of a sane length. */
+function isIngestWorkflowId(value: unknown): value is string {
+  return typeof value === 'string' && value.startsWith('ingest-') && value.length <= MAX_WORKFLOW_ID_LENGTH;
 }
 
 /** The message as received, for a dead letter the workflow may have to write after the ack. */
 function originalMessage(message: ConsumeMessage): OriginalMessage {
   const { headers, ...properties } = message.properties;
-  const scalar = (value: unknown) => ['string', 'number', 'boolean'].includes(typeof value);
   return {
     bodyBase64: message.content.toString('base64'),
     properties: Object.fromEntries(
@@ -236,8 +317,6 @@ function originalMessage(message: ConsumeMessage): OriginalMessage {
         ([, value]) => typeof value === 'string' || typeof value === 'number',
       ),
     ),
-    headers: Object.fromEntries(
-      Object.entries(keptHeaders(headers)).filter(([, value]) => scalar(value)),
-    ) as Record<string, string | number | boolean>,
+    headers: encodeHeaders(keptHeaders(headers)),
   };
 }

@@ -1,6 +1,7 @@
 import type { Client } from '@temporalio/client';
 import type { Logger } from 'pino';
 import type { AppMetrics } from '../metrics.js';
+import { waitUnlessAborted } from './waiters.js';
 
 export interface ThrottleOptions {
   taskQueue: string;
@@ -56,15 +57,7 @@ export class InFlightThrottle {
   /** Resolves once starts may go ahead (at once when open); rejects if `signal` aborts first. */
   async whenOpen(signal: AbortSignal): Promise<void> {
     if (!this.closed) return;
-    signal.throwIfAborted();
-    await new Promise<void>((resolve, reject) => {
-      const onAbort = () => reject(signal.reason as Error);
-      signal.addEventListener('abort', onAbort, { once: true });
-      this.waiters.push(() => {
-        signal.removeEventListener('abort', onAbort);
-        resolve();
-      });
-    });
+    await waitUnlessAborted(this.waiters, signal);
   }
 
   /** Counts a start made since the last poll; closes the throttle if that passes the bound. */

@@ -8,7 +8,7 @@ import type { Transaction } from './parse-transaction.js';
  * maps to the same workflow and the same ledger row (exactly once). Without one it is random,
  * so a redelivery after a crash between start and ack can add a second row (at least once).
  */
-export function ingestWorkflowId(messageId: string | undefined): string {
+export function ingestWorkflowId(messageId?: string): string {
   return messageId ? `ingest-${messageId}` : `ingest-anon-${randomUUID()}`;
 }
 

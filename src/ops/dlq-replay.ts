@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, loadConfig, redactUrl } from '../config.js';
 import { loadDotEnv } from '../env-file.js';
-import { REASON_CODE_HEADER, REASON_HEADER } from '../rabbitmq/dead-letters.js';
+import { REASON_CODE_HEADER, REASON_HEADER, WORKFLOW_ID_HEADER } from '../rabbitmq/dead-letters.js';
 
 /** Counts how often a message was replayed; kept (and incremented) on every replay. */
 export const REPLAY_COUNT_HEADER = 'x-balance-sync-replays';
@@ -16,7 +16,7 @@ export const USAGE = `Usage: npm run dlq:replay -- [--dry-run] [--count N] [--fr
 
 Moves dead letters back onto the incoming queue once the cause is fixed: each message is
 republished (body and properties unchanged, persistent) with the x-balance-sync-* reason headers
-removed and ${REPLAY_COUNT_HEADER} incremented, and is acked on the dead-letter queue only after
+removed (${WORKFLOW_ID_HEADER} is kept) and ${REPLAY_COUNT_HEADER} incremented, and is acked on the dead-letter queue only after
 the broker confirmed the republish. At most the number of messages waiting at the start are moved,
 so messages that fail again and come back are not replayed twice in one run.
 
@@ -63,11 +63,15 @@ export class ReplayError extends Error {
   override name = 'ReplayError';
 }
 
-/** The headers a replayed message carries: reasons removed, replay count incremented. */
+/**
+ * The headers a replayed message carries: reasons removed, replay count incremented, the workflow ID
+ * kept (the bridge reuses it for a message without message_id, so two copies record one row).
+ */
 export function replayHeaders(headers: Record<string, unknown> | undefined): Record<string, unknown> {
   const kept = Object.entries(headers ?? {}).filter(
     ([key]) =>
       key === REPLAY_COUNT_HEADER ||
+      key === WORKFLOW_ID_HEADER ||
       !(key.startsWith('x-balance-sync-') || DEAD_LETTER_EXTRA_HEADERS.has(key)),
   );
   const previous = Number(headers?.[REPLAY_COUNT_HEADER] ?? 0);

@@ -82,9 +82,15 @@ export interface DeadLetterPublisher {
   close(): Promise<void>;
 }
 
+/** A publish the broker did not confirm in time (blocked by a resource alarm, or unreachable). */
+export class ConfirmTimeoutError extends Error {
+  override name = 'ConfirmTimeoutError';
+}
+
 /**
- * A confirm channel on the process's RabbitMQ connection, re-opened by the connection manager after a
- * reconnect. A publish waits for the connection up to `timeoutMs`, then rejects (the caller retries).
+ * A confirm channel on the publishing connection, re-opened by the connection manager after a
+ * reconnect. A publish (making sure the queue exists, sending, the broker's confirm) rejects with
+ * ConfirmTimeoutError after `timeoutMs`; the caller decides whether to retry.
  */
 export function createDeadLetterPublisher(
   connection: AmqpConnectionManager,
@@ -98,19 +104,81 @@ export function createDeadLetterPublisher(
   });
   channel.on('error', () => undefined);
   let accepting = true;
+  const send = async (body: Buffer, options: Options.Publish) => {
+    // Without a queue the broker would confirm the message and drop it: make sure it exists.
+    await ensureQueue(connection.connection, queue);
+    // The manager's own timeout drops the message from its queue, so it is not sent later.
+    await channel.sendToQueue(queue, body, { ...options, timeout: timeoutMs });
+  };
   return {
     async publish(body, options) {
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new ConfirmTimeoutError(`no publisher confirm within ${timeoutMs} ms`)),
+          timeoutMs,
+        );
+      });
       try {
-        // Without a queue the broker would confirm the message and drop it: make sure it exists.
-        await ensureQueue(connection.connection, queue);
-        await channel.sendToQueue(queue, body, { ...options, timeout: timeoutMs });
+        await Promise.race([send(body, options), timedOut]);
         accepting = true;
       } catch (error) {
         accepting = false;
+        if ((error as Error).message === 'timeout')
+          throw new ConfirmTimeoutError(`no publisher confirm within ${timeoutMs} ms`);
         throw error;
+      } finally {
+        clearTimeout(timer);
       }
     },
     accepting: () => accepting,
     close: () => channel.close(),
   };
+}
+
+/** A header value as JSON can carry it: byte arrays as {"$bytes": base64}, tables and arrays recursively. */
+export type EncodedHeader =
+  string | number | boolean | null | EncodedHeader[] | { [key: string]: EncodedHeader };
+
+const BYTES = '$bytes';
+const TABLE = '$table';
+
+/**
+ * Encodes AMQP headers (as amqplib decodes them) for a JSON payload, losing no value: Buffers become
+ * {"$bytes": base64}; a table that itself has only a "$bytes" or "$table" key is wrapped in {"$table": …}.
+ * decodeHeaders inverts it. Integer widths are not kept: amqplib re-encodes numbers by their value.
+ */
+export function encodeHeaders(headers: Record<string, unknown>): Record<string, EncodedHeader> {
+  return Object.fromEntries(Object.entries(headers).map(([key, value]) => [key, encodeValue(value)]));
+}
+
+function encodeValue(value: unknown): EncodedHeader {
+  if (Buffer.isBuffer(value)) return { [BYTES]: value.toString('base64') };
+  if (Array.isArray(value)) return value.map(encodeValue);
+  if (value instanceof Date) return value.getTime();
+  if (value !== null && typeof value === 'object') {
+    const table = encodeHeaders(value as Record<string, unknown>);
+    return isMarker(table) ? { [TABLE]: table } : table;
+  }
+  if (typeof value === 'bigint') return value.toString();
+  if (value === undefined) return null;
+  return value as string | number | boolean | null;
+}
+
+/** The inverse of encodeHeaders; plain scalars (what older workflow inputs carry) pass through. */
+export function decodeHeaders(headers: Record<string, EncodedHeader>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(headers).map(([key, value]) => [key, decodeValue(value)]));
+}
+
+function decodeValue(value: EncodedHeader): unknown {
+  if (Array.isArray(value)) return value.map(decodeValue);
+  if (value === null || typeof value !== 'object') return value;
+  if (isMarker(value) && typeof value[BYTES] === 'string') return Buffer.from(value[BYTES], 'base64');
+  if (isMarker(value) && TABLE in value) return decodeHeaders(value[TABLE] as Record<string, EncodedHeader>);
+  return decodeHeaders(value);
+}
+
+function isMarker(table: Record<string, unknown>): boolean {
+  const keys = Object.keys(table);
+  return keys.length === 1 && (keys[0] === BYTES || keys[0] === TABLE);
 }

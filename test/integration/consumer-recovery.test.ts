@@ -5,6 +5,7 @@ import type { App } from '../../src/app.js';
 import type { Config } from '../../src/config.js';
 import { REASON_CODE_HEADER } from '../../src/bridge/dead-letter.js';
 import {
+  bridgeConnectionPids,
   deleteQueues,
   pool,
   publisher,
@@ -15,20 +16,9 @@ import {
   stopTestApp,
   testConfig,
   waitFor,
+  appMetric,
+  appReadiness,
 } from '../support/harness.js';
-
-/** One sample of the app's /metrics, e.g. `balance_sync_consumer_cancellations_total{cause="cancel"}`. */
-async function metric(app: App, sample: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${app.httpPort}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${sample} `));
-  return line ? Number(line.split(' ')[1]) : 0;
-}
-
-async function readiness(app: App): Promise<{ status: number; checks: Record<string, boolean> }> {
-  const response = await fetch(`http://127.0.0.1:${app.httpPort}/readyz`);
-  const { checks } = (await response.json()) as { checks: Record<string, boolean> };
-  return { status: response.status, checks };
-}
 
 const rowsWithValue = (db: pg.Pool, value: string) =>
   rows(db, 'SELECT id FROM historical_transactions WHERE transaction_value = $1::numeric', [value]);
@@ -47,7 +37,7 @@ describe('the bridge consumes again after the broker takes its consumer away', (
     app = await startTestApp(config);
     amqp = await amqplib.connect(RABBITMQ_URL);
     admin = await amqp.createChannel();
-    await waitFor('consuming', async () => ((await readiness(app)).status === 200 ? true : undefined));
+    await waitFor('consuming', async () => ((await appReadiness(app)).status === 200 ? true : undefined));
   });
 
   afterAll(async () => {
@@ -56,14 +46,32 @@ describe('the bridge consumes again after the broker takes its consumer away', (
     await db.end();
   });
 
-  it('re-declares a deleted incoming queue, consumes again and ingests what a producer publishes then', async () => {
+  it('re-declares a deleted incoming queue, consumes again on the same connection after ~1 s, and ingests what a producer publishes then', async () => {
     const cancel = 'balance_sync_consumer_cancellations_total{cause="cancel"}';
-    const before = await metric(app, cancel);
+    const before = await appMetric(app, cancel);
+    const [connection] = bridgeConnectionPids(config.TEMPORAL_TASK_QUEUE, 'consuming');
+    expect(connection).toBeDefined();
     await admin.deleteQueue(config.INCOMING_QUEUE);
     await waitFor('the cancel counted', async () =>
-      (await metric(app, cancel)) > before ? true : undefined,
+      (await appMetric(app, cancel)) > before ? true : undefined,
     );
-    await waitFor('consuming again', async () => ((await readiness(app)).status === 200 ? true : undefined));
+    const cancelledAt = Date.now();
+    // README: queue re-declared, consumed again after 1 s, on the same channel (no reconnect).
+    await waitFor('a consumer again', async () => {
+      // A channel per look: checking a queue that is not there yet closes the channel.
+      const probe = await amqp.createChannel();
+      probe.on('error', () => undefined);
+      try {
+        return (await probe.checkQueue(config.INCOMING_QUEUE)).consumerCount === 1 ? true : undefined;
+      } finally {
+        await probe.close().catch(() => undefined);
+      }
+    });
+    const after = Date.now() - cancelledAt;
+    expect(after).toBeGreaterThanOrEqual(800);
+    expect(after).toBeLessThan(2_500);
+    expect(bridgeConnectionPids(config.TEMPORAL_TASK_QUEUE, 'consuming')).toEqual([connection]);
+    expect((await appReadiness(app)).status).toBe(200);
     const producer = await publisher(config.INCOMING_QUEUE);
     await producer.publish('{"id": 1, "value": 41.01}', { messageId: 'after-delete' });
     await producer.close();
@@ -74,17 +82,17 @@ describe('the bridge consumes again after the broker takes its consumer away', (
 
   it('is not ready while it cannot consume (queue re-declared with other arguments), and recovers', async () => {
     const closed = 'balance_sync_consumer_cancellations_total{cause="channel_closed"}';
-    const before = await metric(app, closed);
+    const before = await appMetric(app, closed);
     // Our declaration (durable, no arguments) now fails with PRECONDITION_FAILED, closing the channel.
     await admin.deleteQueue(config.INCOMING_QUEUE);
     await admin.assertQueue(config.INCOMING_QUEUE, { durable: true, arguments: { 'x-max-length': 1000 } });
     const notReady = await waitFor('/readyz 503', async () => {
-      const ready = await readiness(app);
+      const ready = await appReadiness(app);
       return ready.status === 503 ? ready : undefined;
     });
     expect(notReady.checks.rabbitmq).toBe(false);
     await waitFor('the closed channel counted', async () =>
-      (await metric(app, closed)) > before ? true : undefined,
+      (await appMetric(app, closed)) > before ? true : undefined,
     );
     // The operator fixes the queue; the bridge's next forced reconnect declares and consumes.
     await admin.deleteQueue(config.INCOMING_QUEUE);
@@ -96,7 +104,7 @@ describe('the bridge consumes again after the broker takes its consumer away', (
       async () => ((await rowsWithValue(db, '42.02')).length === 1 ? true : undefined),
       45_000,
     );
-    expect((await readiness(app)).status).toBe(200);
+    expect((await appReadiness(app)).status).toBe(200);
   });
 });
 
@@ -137,11 +145,11 @@ describe('a dead-letter queue that refuses messages', () => {
       (await rowsWithValue(db, '43.03')).length === 1 ? true : undefined,
     );
     await waitFor('the requeue counted', async () =>
-      (await metric(app, 'balance_sync_messages_requeued_total{reason="dead_letter_refused"}')) > 0
+      (await appMetric(app, 'balance_sync_messages_requeued_total{reason="dead_letter_refused"}')) > 0
         ? true
         : undefined,
     );
-    const notReady = await readiness(app);
+    const notReady = await appReadiness(app);
     expect(notReady.status).toBe(503);
     expect(notReady.checks.deadLetterQueue).toBe(false);
 
@@ -155,7 +163,7 @@ describe('a dead-letter queue that refuses messages', () => {
     expect(dead.content.toString()).toBe('not json');
     expect(dead.properties.messageId).toBe('refused');
     expect(dead.properties.headers?.[REASON_CODE_HEADER]).toBe('invalid_json');
-    await waitFor('ready again', async () => ((await readiness(app)).status === 200 ? true : undefined));
+    await waitFor('ready again', async () => ((await appReadiness(app)).status === 200 ? true : undefined));
     expect((await admin.checkQueue(config.INCOMING_QUEUE)).messageCount).toBe(0);
   });
 });

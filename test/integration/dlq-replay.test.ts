@@ -2,6 +2,7 @@ import amqplib, { type Channel, type ConfirmChannel, type ConsumeMessage } from 
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { publishDeadLetter, REASON_CODE_HEADER, REASON_HEADER } from '../../src/bridge/dead-letter.js';
 import type { DeadLetterCode } from '../../src/bridge/parse-transaction.js';
+import type { DeadLetterPublisher } from '../../src/rabbitmq/dead-letters.js';
 import { REPLAY_COUNT_HEADER, replayDeadLetters, runDlqReplayCli } from '../../src/ops/dlq-replay.js';
 import { deleteQueues, drainQueue, RABBITMQ_URL, testConfig, waitFor } from '../support/harness.js';
 
@@ -18,6 +19,18 @@ const ORIGINALS: {
   { body: Buffer.alloc(0), code: 'invalid_json', headers: { 'x-custom': 'kept' } },
   { body: Buffer.from('{"id": 1, "value": "600"}'), messageId: 'dl-5', code: 'invalid_value' },
 ];
+
+/** The bridge's publisher interface over a plain confirm channel. */
+const publisherOn = (channel: ConfirmChannel, queue: string): DeadLetterPublisher => ({
+  publish: (body, options) =>
+    new Promise<void>((resolve, reject) =>
+      channel.sendToQueue(queue, body, options, (error: unknown) =>
+        error ? reject(new Error('refused')) : resolve(),
+      ),
+    ),
+  accepting: () => true,
+  close: () => Promise.resolve(),
+});
 
 describe('dlq:replay', () => {
   let connection: amqplib.ChannelModel;
@@ -61,7 +74,12 @@ describe('dlq:replay', () => {
       const got = await channel.get(scratch, { noAck: false });
       if (!got) throw new Error('scratch message not found');
       const message = got as unknown as ConsumeMessage; // same fields the dead-letter path reads
-      await publishDeadLetter(channel, dead, message, original.code, `reason for ${original.code}`);
+      await publishDeadLetter(
+        publisherOn(channel, dead),
+        message,
+        original.code,
+        `reason for ${original.code}`,
+      );
       channel.ack(message);
     }
   }
@@ -139,7 +157,12 @@ describe('dlq:replay', () => {
     const again = await drainQueue(incoming);
     expect(again).toHaveLength(5);
     for (const message of again) {
-      await publishDeadLetter(channel, dead, message as unknown as ConsumeMessage, 'invalid_json', 'again');
+      await publishDeadLetter(
+        publisherOn(channel, dead),
+        message as unknown as ConsumeMessage,
+        'invalid_json',
+        'again',
+      );
     }
     await replayDeadLetters({ rabbitmqUrl: RABBITMQ_URL, from: dead, to: incoming, dryRun: false });
     const twice = await drainQueue(incoming);
@@ -152,7 +175,12 @@ describe('dlq:replay', () => {
     const consumer: Channel = await connection.createConfirmChannel();
     await consumer.consume(incoming, (message) => {
       if (!message) return;
-      publishDeadLetter(consumer as ConfirmChannel, dead, message, 'invalid_json', 'still bad').then(
+      publishDeadLetter(
+        publisherOn(consumer as ConfirmChannel, dead),
+        message,
+        'invalid_json',
+        'still bad',
+      ).then(
         () => consumer.ack(message),
         () => undefined,
       );

@@ -13,6 +13,7 @@ import type { Config } from '../../src/config.js';
 import { createMetrics, type AppMetrics } from '../../src/metrics.js';
 import { connectToRabbitmq } from '../../src/rabbitmq/connection.js';
 import { WORKFLOW_ID_HEADER } from '../../src/rabbitmq/dead-letters.js';
+import { replayDeadLetters } from '../../src/ops/dlq-replay.js';
 import { createWorker } from '../../src/worker.js';
 import {
   deleteQueues,
@@ -41,6 +42,13 @@ class FaultyDirectory extends ProviderDirectory {
     return answer ?? (await super.has(providerId));
   }
 }
+
+/** Producer headers JSON cannot carry as they are: a table, an array, a byte array, nested. */
+const NON_SCALAR_HEADERS = {
+  'x-table': { a: 1, nested: { b: 'c' } },
+  'x-list': [1, 'two', { three: 3 }],
+  'x-bytes': Buffer.from([0, 255, 7]),
+};
 
 const sha256 = (body: string) => createHash('sha256').update(body).digest('hex');
 const total = async (counter: { get(): Promise<{ values: { value: number }[] }> }) =>
@@ -169,15 +177,15 @@ describe('ingest failures: nothing stays unacked, nothing is dropped after the a
     expect(await total(metrics.messagesAcked)).toBe(2);
   });
 
-  it('dead-letters the original message from the workflow when its provider vanished after the check', async () => {
+  it('dead-letters the original message, every header kept, from the workflow when its provider vanished after the check; replaying two copies records one row', async () => {
     // The bridge's check passes, the insert fails on the foreign key: a failure after the ack.
-    const { queue } = testBridge('vanished', new FaultyDirectory(db, () => true));
+    const { queue, metrics: bridgeMetrics } = testBridge('vanished', new FaultyDirectory(db, () => true));
     const producer = await publisher(queue);
     const body = '{"id": 999, "value": 52.5}';
     await producer.publish(body, {
       messageId: 'vanished-provider',
       contentType: 'application/json',
-      headers: { 'x-trace': 't-1' },
+      headers: { 'x-trace': 't-1', ...NON_SCALAR_HEADERS },
     });
     const dead = await appDeadLetter();
     expect(dead.content.toString()).toBe(body);
@@ -188,6 +196,8 @@ describe('ingest failures: nothing stays unacked, nothing is dropped after the a
       [REASON_CODE_HEADER]: 'unknown_provider',
       [WORKFLOW_ID_HEADER]: 'ingest-vanished-provider',
     });
+    for (const [key, value] of Object.entries(NON_SCALAR_HEADERS))
+      expect(dead.properties.headers?.[key], key).toEqual(value);
     expect(await statusOf('ingest-vanished-provider')).toBe('FAILED');
 
     // Without a message_id the dead letter names its workflow, so a second copy is recognisable.
@@ -203,6 +213,33 @@ describe('ingest failures: nothing stays unacked, nothing is dropped after the a
     await waitFor('the replayed row', async () =>
       (await rowsWithValue('52.5')).length === 1 ? true : undefined,
     );
+
+    // Two copies of the anonymous dead letter (a retried publish), replayed: one row, their workflow's.
+    await db.query(`INSERT INTO initial_data (id, provider_name, initial_value) VALUES (998, 'Later', 0)`);
+    const dlq = await publisher(config.DEAD_LETTER_QUEUE);
+    const copy = [
+      anonymous.content,
+      { headers: anonymous.properties.headers as Record<string, unknown> },
+    ] as const;
+    await dlq.publishMany([copy, copy]);
+    await dlq.close();
+    const replayed = await replayDeadLetters({
+      rabbitmqUrl: RABBITMQ_URL,
+      from: config.DEAD_LETTER_QUEUE,
+      to: queue,
+      dryRun: false,
+    });
+    expect(replayed.moved).toBe(2);
+    await waitFor('the replayed anonymous row', async () =>
+      (await rowsWithValue('52.6')).length === 1 ? true : undefined,
+    );
+    await waitFor('both copies acked', async () =>
+      (await channel.checkQueue(queue)).messageCount === 0 &&
+      (await sample(bridgeMetrics, 'messagesAcked', { outcome: 'existing' })) >= 1
+        ? true
+        : undefined,
+    );
+    expect(await rowsWithValue('52.6')).toHaveLength(1);
   });
 
   it('dead-letters a reused message_id with a different body as message_id_conflict (Temporal still has the run)', async () => {

@@ -46,6 +46,7 @@ describe('the balance-sync process', () => {
       ready: true,
       checks: {
         rabbitmq: true,
+        rabbitmqUnblocked: true,
         deadLetterQueue: true,
         worker: true,
         temporal: true,

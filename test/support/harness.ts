@@ -209,23 +209,41 @@ export async function startTestApp(config: Config): Promise<App> {
   return await startApp(config, silentLog());
 }
 
+/** One sample of an in-process app's /metrics, e.g. `balance_sync_consumer_cancellations_total{cause="cancel"}` (0 when absent). */
+export async function appMetric(app: App, sample: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${app.httpPort}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${sample} `));
+  return line ? Number(line.split(' ')[1]) : 0;
+}
+
+/** An in-process app's /readyz: its status and checks. */
+export async function appReadiness(app: App): Promise<{ status: number; checks: Record<string, boolean> }> {
+  const response = await fetch(`http://127.0.0.1:${app.httpPort}/readyz`);
+  const { checks } = (await response.json()) as { checks?: Record<string, boolean> };
+  return { status: response.status, checks: checks ?? {} };
+}
+
 export async function rows(db: pg.Pool, sql: string, params: unknown[] = []) {
   return (await db.query(sql, params)).rows as Record<string, unknown>[];
 }
 
-/** Force-closes, on the broker side, the bridge connections of the app using this task queue. */
-export function closeBridgeConnections(taskQueue: string): number {
+/** Broker-side pids of the app's RabbitMQ connections (consuming and publishing) for this task queue. */
+export function bridgeConnectionPids(taskQueue: string, which: 'all' | 'consuming' = 'all'): string[] {
   const listing = execFileSync(
     'rabbitmqctl',
     ['-q', '--no-table-headers', 'list_connections', 'pid', 'client_properties'],
-    {
-      encoding: 'utf8',
-    },
+    { encoding: 'utf8' },
   );
-  const pids = listing
+  return listing
     .split('\n')
     .filter((line) => line.includes(`balance-sync bridge ${taskQueue}`))
+    .filter((line) => which === 'all' || !line.includes(`balance-sync bridge ${taskQueue} publishing`))
     .map((line) => line.split('\t')[0]!);
+}
+
+/** Force-closes, on the broker side, the bridge connections of the app using this task queue. */
+export function closeBridgeConnections(taskQueue: string): number {
+  const pids = bridgeConnectionPids(taskQueue);
   for (const pid of pids)
     execFileSync('rabbitmqctl', ['-q', 'close_connection', pid, 'test: forced close'], { stdio: 'ignore' });
   return pids.length;

@@ -179,7 +179,9 @@ export async function startThrowawayRedis(): Promise<ThrowawayService> {
  * mnesia and log dirs, and no plugins (so no management or Prometheus listener). It registers
  * with the machine's epmd like any other Erlang node.
  */
-export async function startThrowawayRabbitmq(): Promise<ThrowawayService> {
+export async function startThrowawayRabbitmq(): Promise<
+  ThrowawayService & { ctl(...args: string[]): Promise<string> }
+> {
   const dir = baseDir('rabbitmq');
   const port = await freePort();
   const distPort = await freePort();
@@ -223,6 +225,8 @@ export async function startThrowawayRabbitmq(): Promise<ThrowawayService> {
   return {
     url: `amqp://guest:guest@127.0.0.1:${port}`,
     port,
+    /** rabbitmqctl against this node only (e.g. set_vm_memory_high_watermark). */
+    ctl,
     restart: async () => {
       await ctl('stop_app');
       await ctl('start_app');
