@@ -1,19 +1,21 @@
 import { Client } from '@temporalio/client';
 import type { NativeConnection } from '@temporalio/worker';
-import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { createActivities, type Activities } from './activities/index.js';
 import { startBridge, type Bridge } from './bridge/bridge.js';
 import { ProviderDirectory } from './bridge/provider-directory.js';
 import { portInUseError, redactUrl, type Config } from './config.js';
+import { createHealth, type Health, type HealthOptions } from './health.js';
 import { startHttpServer } from './http/server.js';
+import { createKeydbClient, keydbAnswers } from './keydb/client.js';
 import { createMetrics, type AppMetrics } from './metrics.js';
 import { createPool } from './postgres/pools.js';
 import { migrate } from './postgres/schema.js';
 import { connectToRabbitmq } from './rabbitmq/connection.js';
 import { createDeadLetterPublisher } from './rabbitmq/dead-letters.js';
 import { waitForProducerTables } from './postgres/wait-for-tables.js';
-import { ensureSchedules } from './schedules/schedules.js';
+import { ensureSchedules, type ScheduleSettings } from './schedules/schedules.js';
+import { startSyncWatch, type SyncWatchOptions } from './schedules/sync-watch.js';
 import { connectToTemporal } from './temporal-connection.js';
 import { createWorker } from './worker.js';
 
@@ -26,11 +28,20 @@ export interface App {
   done: Promise<void>;
 }
 
-/** What /readyz reports: the start-up step being waited on, then the dependency checks. */
+/** What /readyz reports: the start-up step being waited on, then the health checks' last round. */
 interface Startup {
   waitingFor: string;
-  checks?: () => Promise<Record<string, boolean>>;
+  health?: Health;
 }
+
+/** Timing of the health checks and the sync watch; tests shorten them. */
+export interface AppOptions {
+  health?: HealthOptions;
+  syncWatch?: SyncWatchOptions;
+}
+
+/** The readiness checks the sync watch names as causes of a stopped sync. */
+const SYNC_CHECKS = ['keydb', 'postgres', 'temporal', 'worker'];
 
 /**
  * Starts the whole service in this process: the HTTP endpoints first, then migrations, two workers
@@ -41,6 +52,7 @@ export async function startApp(
   config: Config,
   log: Logger,
   metrics: AppMetrics = createMetrics(),
+  options: AppOptions = {},
 ): Promise<App> {
   log.info(
     {
@@ -79,7 +91,7 @@ export async function startApp(
   const { workers, done } = await startWorkers(config, { connection, namespace }, activities, log);
 
   startup.waitingFor = 'schedules';
-  await startSchedules(config, client, log);
+  const scheduleSettings = await startSchedules(config, client, log);
 
   const bridge: Bridge = startBridge(
     {
@@ -95,14 +107,31 @@ export async function startApp(
     { connection: rabbitmq, client, providers: new ProviderDirectory(pool), metrics, log },
   );
 
-  startup.checks = async () => ({
-    rabbitmq: bridge.isConsuming(),
-    deadLetterQueue: bridge.deadLettersAccepted() && deadLetters.accepting(),
-    worker: workers.every((worker) => worker.getState() === 'RUNNING'),
-    temporal: await succeeds(connection.healthService.check({})),
-    postgres: await succeeds(pool.query('SELECT 1')),
-    keydb: keydb.status === 'ready',
-  });
+  const health = createHealth(metrics, log, options.health);
+  health.add('rabbitmq', () => (bridge.isConsuming() ? undefined : 'not consuming'), 'rabbitmq');
+  health.add('deadLetterQueue', () =>
+    bridge.deadLettersAccepted() && deadLetters.accepting() ? undefined : 'refusing dead letters',
+  );
+  health.add('worker', () => workers.find((w) => w.getState() !== 'RUNNING')?.getState());
+  health.add('temporal', async () => void (await connection.healthService.check({})), 'temporal');
+  health.add('postgres', async () => void (await pool.query('SELECT 1')), 'postgres');
+  health.add('keydb', () => keydbAnswers(keydb), 'keydb');
+  await health.start();
+  startup.health = health;
+  const watch = startSyncWatch(
+    {
+      client,
+      pool,
+      settings: scheduleSettings,
+      metrics,
+      log,
+      failingChecks: () =>
+        Object.fromEntries(
+          Object.entries(health.state()?.reasons ?? {}).filter(([check]) => SYNC_CHECKS.includes(check)),
+        ),
+    },
+    options.syncWatch,
+  );
 
   let stopping: Promise<void> | undefined;
   return {
@@ -111,6 +140,7 @@ export async function startApp(
     done,
     stop() {
       stopping ??= (async () => {
+        await Promise.all([watch.stop(), health.stop()]);
         await bridge.stop();
         for (const worker of workers) if (worker.getState() === 'RUNNING') worker.shutdown();
         await done.catch(() => undefined);
@@ -132,8 +162,7 @@ async function startHttp(config: Config, metrics: AppMetrics, startup: Startup) 
     temporalMetricsUrl: config.TEMPORAL_METRICS_PORT
       ? `http://127.0.0.1:${config.TEMPORAL_METRICS_PORT}/metrics`
       : undefined,
-    readiness: async () =>
-      startup.checks ? { checks: await startup.checks() } : { waitingFor: startup.waitingFor },
+    readiness: () => startup.health?.state() ?? { waitingFor: startup.waitingFor },
   }).catch((error: unknown) => {
     if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE')
       throw portInUseError('HTTP_PORT', config.HTTP_PORT);
@@ -147,8 +176,7 @@ function openStores(config: Config, log: Logger) {
   const pool = createPool(config.DATABASE_URL, 'ingest', onIdleError);
   const syncPool = createPool(config.DATABASE_URL, 'sync', onIdleError);
   const reconcilePool = createPool(config.DATABASE_URL, 'reconcile', onIdleError);
-  const keydb = new Redis(config.KEYDB_URL, { maxRetriesPerRequest: 2, enableOfflineQueue: true });
-  keydb.on('error', (error: Error) => log.warn({ err: error.message }, 'KeyDB connection error'));
+  const keydb = createKeydbClient(config.KEYDB_URL, log);
   return {
     pool,
     syncPool,
@@ -194,18 +222,15 @@ async function startWorkers(
 }
 
 /** Creates or updates both schedules, then runs the start-up reconciliation. */
-async function startSchedules(config: Config, client: Client, log: Logger) {
-  const schedules = await ensureSchedules(
-    client,
-    {
-      taskQueue: config.TEMPORAL_SYNC_TASK_QUEUE,
-      syncScheduleId: config.SYNC_SCHEDULE_ID,
-      syncLeadSeconds: config.SYNC_LEAD_SECONDS,
-      reconcileScheduleId: config.RECONCILE_SCHEDULE_ID,
-      reconcileCron: config.RECONCILE_CRON,
-    },
-    log,
-  );
+async function startSchedules(config: Config, client: Client, log: Logger): Promise<ScheduleSettings> {
+  const settings = {
+    taskQueue: config.TEMPORAL_SYNC_TASK_QUEUE,
+    syncScheduleId: config.SYNC_SCHEDULE_ID,
+    syncLeadSeconds: config.SYNC_LEAD_SECONDS,
+    reconcileScheduleId: config.RECONCILE_SCHEDULE_ID,
+    reconcileCron: config.RECONCILE_CRON,
+  };
+  const schedules = await ensureSchedules(client, settings, log);
   log.info({ schedules }, 'schedules ready');
   await client.workflow.start('ReconcileBalances', {
     taskQueue: config.TEMPORAL_SYNC_TASK_QUEUE,
@@ -213,10 +238,5 @@ async function startSchedules(config: Config, client: Client, log: Logger) {
     workflowIdConflictPolicy: 'USE_EXISTING',
     workflowIdReusePolicy: 'ALLOW_DUPLICATE',
   });
+  return settings;
 }
-
-const succeeds = (promise: Promise<unknown>) =>
-  promise.then(
-    () => true,
-    () => false,
-  );
