@@ -247,7 +247,7 @@ describe('SyncBalances: Postgres → KeyDB', () => {
     const proxy = await splittingProxy(keydb.options.port!);
     const proxied = new Redis({ ...keydb.options, port: proxy.port });
     const { publishBalances } = createActivities({ pool: db, keydb: proxied, metrics: createMetrics() });
-    const syncNow = () =>
+    const syncNow = (): Promise<PublishBalancesResult> =>
       new MockActivityEnvironment({ startToCloseTimeoutMs: 0, scheduleToCloseTimeoutMs: 0 }).run(
         publishBalances,
         { nominalTime: new Date().toISOString(), leadMs: null },

@@ -21,7 +21,7 @@ describe('the health state behind /readyz and balance_sync_dependency_up', () =>
   it('fails a check that does not answer within its timeout, with that reason, on /readyz and the gauge alike', async () => {
     const { health, logged, up } = setUp();
     let hung = false;
-    health.add('keydb', () => (hung ? new Promise<void>(() => undefined) : undefined), 'keydb');
+    health.add('keydb', () => (hung ? new Promise<void>(() => undefined) : Promise.resolve()), 'keydb');
     health.add('postgres', () => Promise.reject(new Error('connection refused')), 'postgres');
     health.add('rabbitmq', () => undefined);
     await health.start();
@@ -44,6 +44,19 @@ describe('the health state behind /readyz and balance_sync_dependency_up', () =>
       [40, 'not ready: keydb: no answer within 0.1 s'],
       [30, 'ready again: keydb'],
     ]);
+  });
+
+  it('reads a synchronous check (an in-process flag) whenever the state is read, not a round late', async () => {
+    const metrics = createMetrics();
+    health = createHealth(metrics, pino({ level: 'silent' }), { intervalMs: 60_000, timeoutMs: 100 });
+    let consuming = true;
+    health.add('rabbitmq', () => (consuming ? undefined : 'not consuming'), 'rabbitmq');
+    await health.start();
+    consuming = false;
+    expect(health.state()).toEqual({ checks: { rabbitmq: false }, reasons: { rabbitmq: 'not consuming' } });
+    expect((await metrics.dependencyUp.get()).values).toMatchObject([{ value: 0 }]);
+    consuming = true;
+    expect(health.state()).toEqual({ checks: { rabbitmq: true }, reasons: {} });
   });
 
   it('has no state before its first round', () => {
