@@ -222,6 +222,12 @@ describe('a stopped sync is noticed and heals', () => {
       await waitFor('/readyz 200 again', async () => ((await readiness()).status === 200 ? true : undefined));
       expect(logged.filter((e) => e.time >= resumedAt && e.msg === 'ready again: keydb')).toHaveLength(1);
 
+      // The run of the minute KeyDB missed keeps retrying and writes it late once KeyDB answers.
+      await waitFor(
+        'the missed minute written late',
+        async () => ((await lastPublished())?.getTime() ?? 0) >= boundary || undefined,
+        MINUTE,
+      );
       // The first minute after KeyDB answers again, with a row added after it resumed: exact, on time.
       await stores.db.query(
         'INSERT INTO historical_transactions (provider_id, transaction_value) VALUES (2, 7.5)',
@@ -232,6 +238,35 @@ describe('a stopped sync is noticed and heals', () => {
       expect(Math.abs(changedAt - next)).toBeLessThan(1_000);
       expect(await keydb.mget('1_Visa', '2_Mastercard')).toEqual(await expectedBalances());
       expect(await metric('balance_sync_dependency_up{dependency="keydb"}')).toBe(1);
+    },
+    4 * MINUTE,
+  );
+  it(
+    'names the failing runs, with their last failure, while KeyDB answers PING but refuses every write',
+    async () => {
+      // Out of memory with noeviction: PING answers (ready), every write is refused, each run fails. The
+      // run's failure is its last attempt's: OOM, or, for an attempt that met its deadline, the timeout.
+      await keydb.config('SET', 'maxmemory-policy', 'noeviction');
+      await keydb.config('SET', 'maxmemory', '1');
+      const since = Date.now();
+      try {
+        const stale = await waitFor(
+          'the warning naming the failed run',
+          () =>
+            Promise.resolve(
+              warnings(/^no minute published to KeyDB/, since).find((w) => /runs are failing/.test(w.msg)),
+            ),
+          BOUND_MS,
+        );
+        expect(stale.msg).toMatch(
+          new RegExp(
+            `runs are failing: the last, ${config.SYNC_SCHEDULE_ID}-\\S+, failed: Workflow execution failed: Activity task failed: .*(OOM|EXECABORT|reached its timeout)`,
+          ),
+        );
+        expect((await readiness()).status).toBe(200);
+      } finally {
+        await keydb.config('SET', 'maxmemory', '0');
+      }
     },
     4 * MINUTE,
   );
