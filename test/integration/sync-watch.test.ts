@@ -37,6 +37,13 @@ describe('a stopped sync is noticed and heals', () => {
   const logged: LogEntry[] = [];
   const warnings = (pattern: RegExp, since = 0) =>
     logged.filter((entry) => entry.level === 40 && entry.time >= since && pattern.test(entry.msg));
+  /** The first "no minute published" warning since `since` whose causes match `cause`. */
+  const staleWarning = (what: string, since: number, cause: RegExp) =>
+    waitFor(
+      what,
+      () => Promise.resolve(warnings(/^no minute published to KeyDB/, since).find((w) => cause.test(w.msg))),
+      BOUND_MS,
+    );
   const metric = async (sample: string) => {
     const text = await (await fetch(`http://127.0.0.1:${app.httpPort}/metrics`)).text();
     const line = text.split('\n').find((l) => l.startsWith(`${sample} `));
@@ -96,13 +103,10 @@ describe('a stopped sync is noticed and heals', () => {
       );
       expect(paused).toMatchObject({ scheduleId: config.SYNC_SCHEDULE_ID, note: PAUSE_NOTE });
       expect(paused.time - pausedAt).toBeLessThan(BOUND_MS);
-      const stale = await waitFor(
+      const stale = await staleWarning(
         'the warning that no minute is published, naming the pause',
-        () =>
-          Promise.resolve(
-            warnings(/^no minute published to KeyDB/, pausedAt).find((w) => /is paused/.test(w.msg)),
-          ),
-        BOUND_MS,
+        pausedAt,
+        /is paused/,
       );
       expect(stale.msg).toContain(`schedule ${config.SYNC_SCHEDULE_ID} is paused (note: ${PAUSE_NOTE})`);
       expect(await metric('balance_sync_sync_schedule_paused')).toBe(1);
@@ -206,14 +210,7 @@ describe('a stopped sync is noticed and heals', () => {
         expect(warnings(/^not ready: keydb: no reply to PING/, stoppedAt)).toHaveLength(1);
 
         // Past the minute: the watch names KeyDB as the reason no minute is published.
-        const stale = await waitFor(
-          'the warning naming KeyDB',
-          () =>
-            Promise.resolve(
-              warnings(/^no minute published to KeyDB/, boundary).find((w) => /keydb not ready/.test(w.msg)),
-            ),
-          BOUND_MS,
-        );
+        const stale = await staleWarning('the warning naming KeyDB', boundary, /keydb not ready/);
         expect(stale.msg).toContain('keydb not ready: no reply to PING within 1 s');
       } finally {
         process.kill(pid, 'SIGCONT');
@@ -250,14 +247,7 @@ describe('a stopped sync is noticed and heals', () => {
       await keydb.config('SET', 'maxmemory', '1');
       const since = Date.now();
       try {
-        const stale = await waitFor(
-          'the warning naming the failed run',
-          () =>
-            Promise.resolve(
-              warnings(/^no minute published to KeyDB/, since).find((w) => /runs are failing/.test(w.msg)),
-            ),
-          BOUND_MS,
-        );
+        const stale = await staleWarning('the warning naming the failed run', since, /runs are failing/);
         expect(stale.msg).toMatch(
           new RegExp(
             `runs are failing: the last, ${config.SYNC_SCHEDULE_ID}-\\S+, failed: Workflow execution failed: Activity task failed: .*(OOM|EXECABORT|reached its timeout)`,
