@@ -44,6 +44,17 @@ describe('a stopped sync is noticed and heals', () => {
       () => Promise.resolve(warnings(/^no minute published to KeyDB/, since).find((w) => cause.test(w.msg))),
       BOUND_MS,
     );
+  /**
+   * The next minute boundary whose tick (5 s before it) is still ahead, returned once the minute
+   * before it has been written: a run already in its lead window would otherwise write after a
+   * sentinel set now.
+   */
+  const nextBoundary = async () => {
+    const boundary = Math.ceil((Date.now() + 6_000) / MINUTE) * MINUTE;
+    const previousWritten = boundary - MINUTE + 2_000;
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, previousWritten - Date.now())));
+    return boundary;
+  };
   const metric = async (sample: string) => {
     const text = await (await fetch(`http://127.0.0.1:${app.httpPort}/metrics`)).text();
     const line = text.split('\n').find((l) => l.startsWith(`${sample} `));
@@ -142,9 +153,7 @@ describe('a stopped sync is noticed and heals', () => {
       ]);
       expect(await metric('balance_sync_sync_schedule_recreated_total{schedule="sync"}')).toBe(1);
       expect((await schedule.describe()).state.paused).toBe(false);
-
-      // The next minute whose tick (5 s before it) is still ahead.
-      const boundary = Math.ceil((Date.now() + 6_000) / MINUTE) * MINUTE;
+      const boundary = await nextBoundary();
       await stores.db.query(
         'INSERT INTO historical_transactions (provider_id, transaction_value) VALUES (1, 11)',
       );
@@ -229,7 +238,7 @@ describe('a stopped sync is noticed and heals', () => {
       await stores.db.query(
         'INSERT INTO historical_transactions (provider_id, transaction_value) VALUES (2, 7.5)',
       );
-      const next = Math.ceil((Date.now() + 6_000) / MINUTE) * MINUTE;
+      const next = await nextBoundary();
       await keydb.set('2_Mastercard', 'before-first-minute-after');
       const changedAt = await keyChangedAt(keydb, '2_Mastercard', 'before-first-minute-after', next + 5_000);
       expect(Math.abs(changedAt - next)).toBeLessThan(1_000);
