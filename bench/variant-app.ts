@@ -6,12 +6,12 @@
 // Same environment variables as the service otherwise.
 import { Client } from '@temporalio/client';
 import { Runtime } from '@temporalio/worker';
-import { Redis } from 'ioredis';
 import pg from 'pg';
 import { createActivities } from '../src/activities/index.js';
 import { connectToRabbitmq } from '../src/rabbitmq/connection.js';
 import { startBridge } from '../src/bridge/bridge.js';
 import { ProviderDirectory } from '../src/bridge/provider-directory.js';
+import { createKeydbClient } from '../src/keydb/client.js';
 import { loadConfig } from '../src/config.js';
 import { createLogger, temporalLogger } from '../src/logger.js';
 import { createMetrics } from '../src/metrics.js';
@@ -28,8 +28,7 @@ log.info({ layout }, 'starting balance-sync (bench assembly)');
 
 const pool = new pg.Pool({ connectionString: config.DATABASE_URL, max: 10 });
 pool.on('error', (error) => log.warn({ err: error.message }, 'idle Postgres client failed'));
-const keydb = new Redis(config.KEYDB_URL, { maxRetriesPerRequest: 2, enableOfflineQueue: true });
-keydb.on('error', (error: Error) => log.warn({ err: error.message }, 'KeyDB connection error'));
+const keydb = createKeydbClient(config.KEYDB_URL, log);
 const metrics = createMetrics();
 await migrate(pool);
 

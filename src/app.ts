@@ -1,6 +1,5 @@
 import { Client } from '@temporalio/client';
 import type { NativeConnection } from '@temporalio/worker';
-import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type pg from 'pg';
 import { createActivities, type Activities } from './activities/index.js';
@@ -8,16 +7,19 @@ import { startBridge, type Bridge } from './bridge/bridge.js';
 import { ProviderDirectory } from './bridge/provider-directory.js';
 import { watchTerminatedRuns } from './bridge/terminated-runs.js';
 import { portInUseError, redactUrl, type Config } from './config.js';
+import { createHealth, type Health, type HealthOptions } from './health.js';
 import { balancesAt } from './history/balance-history.js';
-import { startHttpServer, type Readiness } from './http/server.js';
+import { startHttpServer } from './http/server.js';
 import { IngestOutages } from './ingest-outages.js';
+import { createKeydbClient, keydbAnswers } from './keydb/client.js';
 import { createMetrics, type AppMetrics } from './metrics.js';
 import { createPool } from './postgres/pools.js';
 import { migrate } from './postgres/schema.js';
 import { connectToRabbitmq, watchBlocked } from './rabbitmq/connection.js';
 import { createDeadLetterPublisher } from './rabbitmq/dead-letters.js';
 import { waitForProducerTables } from './postgres/wait-for-tables.js';
-import { ensureSchedules } from './schedules/schedules.js';
+import { ensureSchedules, type ScheduleSettings } from './schedules/schedules.js';
+import { startSyncWatch, type SyncWatchOptions } from './schedules/sync-watch.js';
 import { connectToTemporal } from './temporal-connection.js';
 import { createWorker } from './worker.js';
 
@@ -30,11 +32,22 @@ export interface App {
   done: Promise<void>;
 }
 
-/** What /readyz reports: the start-up step being waited on, then the dependency checks. */
+/** What /readyz reports: the start-up step being waited on, then the health checks' last round. */
 interface Startup {
   waitingFor: string;
-  readiness?: () => Promise<Readiness>;
+  health?: Health;
+  /** Outages the ingest path is retrying, named on /readyz. */
+  outages?: IngestOutages;
 }
+
+/** Timing of the health checks and the sync watch; tests shorten them. */
+export interface AppOptions {
+  health?: HealthOptions;
+  syncWatch?: SyncWatchOptions;
+}
+
+/** The readiness checks the sync watch names as causes of a stopped sync. */
+const SYNC_CHECKS = ['keydb', 'postgres', 'temporal', 'worker'];
 
 /**
  * Starts the whole service in this process: the HTTP endpoints first, then migrations, two workers
@@ -45,6 +58,7 @@ export async function startApp(
   config: Config,
   log: Logger,
   metrics: AppMetrics = createMetrics(),
+  options: AppOptions = {},
 ): Promise<App> {
   log.info(
     {
@@ -69,6 +83,7 @@ export async function startApp(
   log.info({ port: http.port }, 'http endpoints ready');
 
   const outages = new IngestOutages(metrics);
+  startup.outages = outages;
   const stores = openStores(config, log);
   const { pool, keydb } = stores;
   await waitForProducerTables(pool, log, config.STARTUP_WAIT_SECONDS);
@@ -96,7 +111,7 @@ export async function startApp(
   const { workers, done } = await startWorkers(config, { connection, namespace }, activities, log);
 
   startup.waitingFor = 'schedules';
-  await startSchedules(config, client, log);
+  const scheduleSettings = await startSchedules(config, client, log);
 
   const bridge: Bridge = startBridge(
     {
@@ -125,21 +140,42 @@ export async function startApp(
     { client, pool, publisher: deadLetters, metrics, log },
   );
 
+  const health = createHealth(metrics, log, options.health);
+  health.add('rabbitmq', () => (bridge.isConsuming() ? undefined : 'not consuming'), 'rabbitmq');
+  health.add('rabbitmqUnblocked', () => (rabbitmqBlocked() ? 'blocked by a resource alarm' : undefined));
+  health.add('deadLetterQueue', () =>
+    bridge.deadLettersAccepted() && deadLetters.accepting() ? undefined : 'refusing dead letters',
+  );
+  health.add('worker', () => workers.find((w) => w.getState() !== 'RUNNING')?.getState());
   // An outage the ingest path is retrying (a revoked grant, a read-only database, an expired API key)
   // fails its dependency's check even while a ping still answers, and /readyz says why.
-  startup.readiness = async () => {
-    const reasons = outages.reasons();
-    const checks = {
-      rabbitmq: bridge.isConsuming(),
-      rabbitmqUnblocked: !rabbitmqBlocked(),
-      deadLetterQueue: bridge.deadLettersAccepted() && deadLetters.accepting(),
-      worker: workers.every((worker) => worker.getState() === 'RUNNING'),
-      temporal: !reasons.temporal && (await succeeds(connection.healthService.check({}))),
-      postgres: !reasons.postgres && (await succeeds(pool.query('SELECT 1'))),
-      keydb: keydb.status === 'ready',
-    };
-    return Object.keys(reasons).length ? { checks, outages: reasons } : { checks };
-  };
+  health.add(
+    'temporal',
+    async () => outages.reasons().temporal ?? void (await connection.healthService.check({})),
+    'temporal',
+  );
+  health.add(
+    'postgres',
+    async () => outages.reasons().postgres ?? void (await pool.query('SELECT 1')),
+    'postgres',
+  );
+  health.add('keydb', () => keydbAnswers(keydb), 'keydb');
+  await health.start();
+  startup.health = health;
+  const watch = startSyncWatch(
+    {
+      client,
+      pool,
+      settings: scheduleSettings,
+      metrics,
+      log,
+      failingChecks: () =>
+        Object.fromEntries(
+          Object.entries(health.state()?.reasons ?? {}).filter(([check]) => SYNC_CHECKS.includes(check)),
+        ),
+    },
+    options.syncWatch,
+  );
 
   let stopping: Promise<void> | undefined;
   return {
@@ -148,6 +184,7 @@ export async function startApp(
     done,
     stop() {
       stopping ??= (async () => {
+        await Promise.all([watch.stop(), health.stop()]);
         await bridge.stop();
         await terminatedRuns.stop();
         for (const worker of workers) if (worker.getState() === 'RUNNING') worker.shutdown();
@@ -177,8 +214,12 @@ async function startHttp(config: Config, metrics: AppMetrics, startup: Startup, 
     temporalMetricsUrl: config.TEMPORAL_METRICS_PORT
       ? `http://127.0.0.1:${config.TEMPORAL_METRICS_PORT}/metrics`
       : undefined,
-    readiness: async () =>
-      startup.readiness ? await startup.readiness() : { waitingFor: startup.waitingFor },
+    readiness: () => {
+      const state = startup.health?.state();
+      if (!state) return { waitingFor: startup.waitingFor };
+      const outages = startup.outages?.reasons() ?? {};
+      return Object.keys(outages).length ? { ...state, outages } : state;
+    },
   }).catch((error: unknown) => {
     if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE')
       throw portInUseError('HTTP_PORT', config.HTTP_PORT);
@@ -192,8 +233,7 @@ function openStores(config: Config, log: Logger) {
   const pool = createPool(config.DATABASE_URL, 'ingest', onIdleError);
   const syncPool = createPool(config.DATABASE_URL, 'sync', onIdleError);
   const reconcilePool = createPool(config.DATABASE_URL, 'reconcile', onIdleError);
-  const keydb = new Redis(config.KEYDB_URL, { maxRetriesPerRequest: 2, enableOfflineQueue: true });
-  keydb.on('error', (error: Error) => log.warn({ err: error.message }, 'KeyDB connection error'));
+  const keydb = createKeydbClient(config.KEYDB_URL, log);
   return {
     pool,
     syncPool,
@@ -239,18 +279,15 @@ async function startWorkers(
 }
 
 /** Creates or updates both schedules, then runs the start-up reconciliation. */
-async function startSchedules(config: Config, client: Client, log: Logger) {
-  const schedules = await ensureSchedules(
-    client,
-    {
-      taskQueue: config.TEMPORAL_SYNC_TASK_QUEUE,
-      syncScheduleId: config.SYNC_SCHEDULE_ID,
-      syncLeadSeconds: config.SYNC_LEAD_SECONDS,
-      reconcileScheduleId: config.RECONCILE_SCHEDULE_ID,
-      reconcileCron: config.RECONCILE_CRON,
-    },
-    log,
-  );
+async function startSchedules(config: Config, client: Client, log: Logger): Promise<ScheduleSettings> {
+  const settings = {
+    taskQueue: config.TEMPORAL_SYNC_TASK_QUEUE,
+    syncScheduleId: config.SYNC_SCHEDULE_ID,
+    syncLeadSeconds: config.SYNC_LEAD_SECONDS,
+    reconcileScheduleId: config.RECONCILE_SCHEDULE_ID,
+    reconcileCron: config.RECONCILE_CRON,
+  };
+  const schedules = await ensureSchedules(client, settings, log);
   log.info({ schedules }, 'schedules ready');
   await client.workflow.start('ReconcileBalances', {
     taskQueue: config.TEMPORAL_SYNC_TASK_QUEUE,
@@ -258,10 +295,5 @@ async function startSchedules(config: Config, client: Client, log: Logger) {
     workflowIdConflictPolicy: 'USE_EXISTING',
     workflowIdReusePolicy: 'ALLOW_DUPLICATE',
   });
+  return settings;
 }
-
-const succeeds = (promise: Promise<unknown>) =>
-  promise.then(
-    () => true,
-    () => false,
-  );

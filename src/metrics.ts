@@ -146,6 +146,28 @@ export function createMetrics() {
       help: 'Rows of the balance history deleted for being older than BALANCE_HISTORY_DAYS',
       registers,
     }),
+    syncLastPublished: new Gauge({
+      name: 'balance_sync_sync_last_published_timestamp_seconds',
+      help: 'The minute boundary last written to KeyDB by the sync schedule (unix s), read from Postgres by every instance; 0 until one is',
+      registers,
+    }),
+    syncSchedulePaused: new Gauge({
+      name: 'balance_sync_sync_schedule_paused',
+      help: '1 while the sync schedule is paused (an operator decision: no minute is published until it is unpaused)',
+      registers,
+    }),
+    syncScheduleRecreated: new Counter({
+      name: 'balance_sync_sync_schedule_recreated_total',
+      help: 'Schedules (sync or reconcile) this instance found deleted and created again',
+      labelNames: ['schedule'] as const,
+      registers,
+    }),
+    dependencyUp: new Gauge({
+      name: 'balance_sync_dependency_up',
+      help: '1 while the dependency answers its readiness check (the same state as /readyz), else 0',
+      labelNames: ['dependency'] as const,
+      registers,
+    }),
   };
 }
 

@@ -2,6 +2,7 @@ import { Context, log } from '@temporalio/activity';
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { KEYDB_COMMAND_TIMEOUT_MS } from '../keydb/client.js';
 import type { AppMetrics } from '../metrics.js';
 import { COUNT_BALANCE_TRIGGERS_SQL, EXPECTED_TRIGGER_COUNT, migrate } from '../postgres/schema.js';
 import { SYNC_HEARTBEAT_INTERVAL_MS, boundaryFor } from '../sync-timing.js';
@@ -48,8 +49,13 @@ export interface PublishBalancesResult {
 }
 
 const SLOW_WRITE_WARN_MS = 500;
-/** An attempt stops writing this long before its own timeout, so a timed-out attempt never writes. */
-const WRITE_MARGIN_MS = 500;
+/**
+ * An attempt starts its write at least this long before its own timeout: the write then succeeds or
+ * fails (KEYDB_COMMAND_TIMEOUT_MS) while the attempt is still its run's only one, so a timed-out
+ * attempt never writes. A server that resumes after the client gave up may still apply it: in order
+ * on this connection, before any later write, so it never overwrites a newer minute from this worker.
+ */
+const WRITE_MARGIN_MS = KEYDB_COMMAND_TIMEOUT_MS + 500;
 
 // A provider is published only when its balance is a finite number: a NaN or ±Infinity anywhere in its
 // history (counted by the triggers in nonfinite_rows) or in initial_value, or a NULL, holds it back.

@@ -4,16 +4,17 @@ import type { Registry } from 'prom-client';
 import { answerBalances, type BalancesRoute } from './balances-route.js';
 
 /**
- * What start-up is still waiting for, or, once started, each dependency's readiness, and why the
- * ingest path is retrying an outage (a dependency named there has a false check).
+ * What start-up is still waiting for, or, once started, each check's verdict and why failing ones fail
+ * (`outages`: why the ingest path is retrying an outage; a dependency named there has a false check).
  */
 export type Readiness =
-  { waitingFor: string } | { checks: Record<string, boolean>; outages?: Record<string, string> };
+  | { waitingFor: string }
+  | { checks: Record<string, boolean>; reasons: Record<string, string>; outages?: Record<string, string> };
 
 export interface HttpDeps {
   registry: Registry;
   /** /readyz answers 200 only when start-up is done and every check is true. */
-  readiness: () => Promise<Readiness>;
+  readiness: () => Readiness;
   /** Where the Temporal Runtime serves its own Prometheus metrics, appended to /metrics. */
   temporalMetricsUrl?: string | undefined;
   /** GET /balances (balance history); without it (BALANCES_API_TOKEN unset) the path is 404. */
@@ -38,12 +39,15 @@ export async function startHttpServer(
     const respond = async () => {
       if (path === '/healthz') return send(200, 'application/json', '{"status":"ok"}');
       if (path === '/readyz') {
-        const readiness = await deps.readiness();
+        const readiness = deps.readiness();
         if ('waitingFor' in readiness) {
           return send(503, 'application/json', JSON.stringify({ ready: false, ...readiness }));
         }
         const ready = Object.values(readiness.checks).every(Boolean);
-        return send(ready ? 200 : 503, 'application/json', JSON.stringify({ ready, ...readiness }));
+        // `reasons` only when something fails, e.g. {"keydb": "no reply to PING within 1 s (…)"}.
+        const { checks, reasons } = readiness;
+        const body = ready ? { ready, checks } : { ready, checks, reasons };
+        return send(ready ? 200 : 503, 'application/json', JSON.stringify(body));
       }
       if (path === '/metrics') {
         const own = await deps.registry.metrics();

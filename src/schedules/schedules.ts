@@ -92,6 +92,11 @@ function fingerprint(definition: Definition): string {
   return createHash('sha256').update(JSON.stringify(definition)).digest('hex').slice(0, 16);
 }
 
+/** The warning about a paused schedule, at start-up and from the sync watch. */
+export function pausedWarning(scheduleId: string, pausedMeans: string): string {
+  return `schedule ${scheduleId} is paused: ${pausedMeans} until it is unpaused`;
+}
+
 export interface EnsureOptions {
   /** The note to show while the schedule runs; never replaces a pause note (an operator's reason). */
   note?: string;
@@ -129,10 +134,7 @@ export async function ensureSchedule(
   const current = await handle.describe();
   const { paused } = current.state;
   if (paused) {
-    log.warn(
-      { scheduleId, note: current.state.note },
-      `schedule ${scheduleId} is paused: ${options.pausedMeans} until it is unpaused`,
-    );
+    log.warn({ scheduleId, note: current.state.note }, pausedWarning(scheduleId, options.pausedMeans));
   }
   const currentDetails = current.action.type === 'startWorkflow' ? current.action.staticDetails : undefined;
   const noteStale = note !== undefined && !paused && current.state.note !== note;
@@ -147,18 +149,34 @@ export async function ensureSchedule(
   return 'updated';
 }
 
-export async function ensureSchedules(client: Client, settings: ScheduleSettings, log: Logger) {
+/** A schedule this app owns: its ID, its definition, and how ensureSchedule treats it. */
+export interface ManagedSchedule {
+  scheduleId: string;
+  definition: Definition;
+  options: EnsureOptions;
+}
+
+/** The two schedules the app creates at start-up and the sync watch re-creates if deleted. */
+export function managedSchedules(settings: ScheduleSettings): {
+  sync: ManagedSchedule;
+  reconcile: ManagedSchedule;
+} {
   return {
-    sync: await ensureSchedule(client, settings.syncScheduleId, syncBalancesSchedule(settings), log, {
-      note: syncScheduleNote(settings),
-      pausedMeans: 'balances are not published to KeyDB',
-    }),
-    reconcile: await ensureSchedule(
-      client,
-      settings.reconcileScheduleId,
-      reconcileBalancesSchedule(settings),
-      log,
-      { pausedMeans: 'balance sums are not reconciled on schedule' },
-    ),
+    sync: {
+      scheduleId: settings.syncScheduleId,
+      definition: syncBalancesSchedule(settings),
+      options: { note: syncScheduleNote(settings), pausedMeans: 'balances are not published to KeyDB' },
+    },
+    reconcile: {
+      scheduleId: settings.reconcileScheduleId,
+      definition: reconcileBalancesSchedule(settings),
+      options: { pausedMeans: 'balance sums are not reconciled on schedule' },
+    },
   };
+}
+
+export async function ensureSchedules(client: Client, settings: ScheduleSettings, log: Logger) {
+  const { sync, reconcile } = managedSchedules(settings);
+  const ensure = (s: ManagedSchedule) => ensureSchedule(client, s.scheduleId, s.definition, log, s.options);
+  return { sync: await ensure(sync), reconcile: await ensure(reconcile) };
 }

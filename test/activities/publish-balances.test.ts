@@ -367,24 +367,24 @@ describe('publishBalances never writes from an attempt that is over', () => {
     }
   };
 
-  it('writes until 500 ms before its start-to-close timeout, and not after', async () => {
+  it('writes until 1.5 s (the KeyDB command timeout plus 0.5 s) before its start-to-close timeout, and not after', async () => {
     vi.useFakeTimers({ toFake: ['Date'], now: T });
     expect(
-      await writes({ startToCloseTimeoutMs: 16_000, currentAttemptScheduledTimestampMs: T - 15_500 }),
+      await writes({ startToCloseTimeoutMs: 16_000, currentAttemptScheduledTimestampMs: T - 14_500 }),
     ).toBe(true);
     expect(
-      await writes({ startToCloseTimeoutMs: 16_000, currentAttemptScheduledTimestampMs: T - 15_501 }),
+      await writes({ startToCloseTimeoutMs: 16_000, currentAttemptScheduledTimestampMs: T - 14_501 }),
     ).toBe(false);
     expect(
-      await writes({ startToCloseTimeoutMs: 16_000, currentAttemptScheduledTimestampMs: T - 15_800 }),
+      await writes({ startToCloseTimeoutMs: 16_000, currentAttemptScheduledTimestampMs: T - 14_800 }),
     ).toBe(false);
   });
 
   // Past schedule-to-close (50 s from the tick) the next run owns KeyDB.
-  it('writes until 500 ms before its schedule-to-close timeout, and not after', async () => {
+  it('writes until 1.5 s before its schedule-to-close timeout, and not after', async () => {
     vi.useFakeTimers({ toFake: ['Date'], now: T });
-    expect(await writes({ scheduleToCloseTimeoutMs: 50_000, scheduledTimestampMs: T - 49_500 })).toBe(true);
-    expect(await writes({ scheduleToCloseTimeoutMs: 50_000, scheduledTimestampMs: T - 49_501 })).toBe(false);
+    expect(await writes({ scheduleToCloseTimeoutMs: 50_000, scheduledTimestampMs: T - 48_500 })).toBe(true);
+    expect(await writes({ scheduleToCloseTimeoutMs: 50_000, scheduledTimestampMs: T - 48_501 })).toBe(false);
   });
 
   it('does not write once cancelled during its read', async () => {

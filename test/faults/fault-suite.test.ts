@@ -6,7 +6,6 @@ import { Redis } from 'ioredis';
 import pRetry from 'p-retry';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { Client, Connection } from '@temporalio/client';
 import type { Config } from '../../src/config.js';
 import { REASON_CODE_HEADER } from '../../src/bridge/dead-letter.js';
 import { spawnApp, waitUntilReady, type AppProcess } from '../support/app-process.js';
@@ -22,8 +21,8 @@ import {
 /**
  * The fault suite: publishes N messages with message_id at a steady rate while it kill -9s the app
  * (3 times), restarts RabbitMQ, Postgres and the (file-backed) Temporal dev server, and stops Redis
- * across a minute boundary. Then: exactly N rows, exact balances in KeyDB, exactly the injected bad
- * messages in the dead-letter queue. `npm run test:faults` runs the full size; `npm test` a short one.
+ * across a minute boundary. Then: exactly N rows, exact balances in KeyDB as the schedule itself wrote
+ * them at the next minute, exactly the injected bad messages in the dead-letter queue. `npm run test:faults` runs the full size; `npm test` a short one.
  * Every service it restarts is its own throw-away instance (test/support/throwaway-services.ts): the
  * machine's Postgres, Redis and RabbitMQ are never touched.
  */
@@ -196,14 +195,21 @@ describe('fault suite', () => {
       const totalRows = Number((await rows(db, 'SELECT count(*) AS n FROM historical_transactions'))[0]!.n);
       const duplicates = totalRows - 3 - written.length; // 3 seed rows
 
-      // Every KeyDB balance equals the full aggregate, computed independently.
-      const client = new Client({ connection: await Connection.connect({ address: temporal.address }) });
-      await client.workflow.execute('SyncBalances', {
-        taskQueue: config.TEMPORAL_TASK_QUEUE,
-        workflowId: `fault-final-sync-${Date.now()}`,
-        args: [{ leadMs: null }],
-      });
-      await client.connection.close();
+      // Every KeyDB balance equals the full aggregate, computed independently, as the schedule itself
+      // wrote it at the first minute after the last row: no on-demand sync here, so a schedule that
+      // stopped (deleted, paused, its runs failing) fails the suite. Only a scheduled run records
+      // its minute in balance_sync_sync_state.
+      const lastRowSeenAt = Date.now();
+      const publishedMinute = await waitFor(
+        'the schedule to publish a minute after the last row',
+        async () => {
+          const boundary = (
+            await rows(db, 'SELECT last_published_boundary AS b FROM balance_sync_sync_state')
+          )[0]?.b as Date | undefined;
+          return boundary && boundary.getTime() > lastRowSeenAt ? boundary : undefined;
+        },
+        3 * 60_000,
+      );
       const expected = await rows(
         db,
         `SELECT d.id || '_' || d.provider_name AS key,
@@ -241,6 +247,7 @@ describe('fault suite', () => {
         ['dead-lettered', dead.length],
         ['distinct dead-lettered', new Set(deadIds).size],
         ['restarts survived', faults.length],
+        ['minute compared (published by the schedule)', publishedMinute.toISOString()],
         ...gaps.map(({ fault, gapSeconds }) => [`longest gap after ${fault} (s)`, gapSeconds]),
       ];
       console.log(

@@ -145,7 +145,7 @@ describe('GET /balances', () => {
   const serve = async (token?: string) => {
     const started = await startHttpServer(0, {
       registry: createMetrics().registry,
-      readiness: () => Promise.resolve({ waitingFor: 'nothing' }),
+      readiness: () => ({ waitingFor: 'nothing' }),
       balances: token ? { token, balancesAt: (at, key) => balancesAt(db, at, key) } : undefined,
     });
     server = started.server;

@@ -1,6 +1,8 @@
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { execFileSync } from 'node:child_process';
-import type { Redis } from 'ioredis';
+import { Redis } from 'ioredis';
+import { createConnection, createServer, type AddressInfo, type Socket } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -46,6 +48,40 @@ async function insertBypassingTriggers(db: pg.Pool, providerId: number, value: s
     'INSERT INTO historical_transactions (provider_id, transaction_value) VALUES ($1, $2)',
     [providerId, value],
   );
+}
+
+/**
+ * A TCP proxy to 127.0.0.1:`port` that forwards what the client sends 8 bytes at a time, 1 ms apart
+ * (replies pass straight back), so the server reads every request in many pieces.
+ */
+async function splittingProxy(port: number) {
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    const upstream = createConnection({ host: '127.0.0.1', port });
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('error', () => undefined);
+      socket.on('close', () => (client.destroy(), upstream.destroy()));
+    }
+    upstream.pipe(client);
+    let sending = Promise.resolve();
+    client.on('data', (data: Buffer) => {
+      sending = sending.then(async () => {
+        for (let i = 0; i < data.length; i += 8) {
+          upstream.write(data.subarray(i, i + 8));
+          await sleep(1);
+        }
+      });
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise((resolve) => server.close(resolve));
+    },
+  };
 }
 
 /** Rejects if `promise` has not settled within `ms`: for operations that would otherwise hang. */
@@ -204,7 +240,18 @@ describe('SyncBalances: Postgres → KeyDB', () => {
     await Promise.all(instances.map((p) => p.end()));
   });
 
-  it('never lets a reader see half of one sync and half of the next, deleted keys included', async () => {
+  it('never lets a reader see half of one sync and half of the next, deleted keys included, even when the network splits the write', async () => {
+    // The sync writes through a proxy that hands KeyDB its bytes a few at a time, as a congested
+    // network may: the server then reads the write in many pieces and serves the readers between
+    // them. Only MULTI/EXEC keeps them out; a pipeline (one socket write) is not atomic here.
+    const proxy = await splittingProxy(keydb.options.port!);
+    const proxied = new Redis({ ...keydb.options, port: proxy.port });
+    const { publishBalances } = createActivities({ pool: db, keydb: proxied, metrics: createMetrics() });
+    const syncNow = (): Promise<PublishBalancesResult> =>
+      new MockActivityEnvironment({ startToCloseTimeoutMs: 0, scheduleToCloseTimeoutMs: 0 }).run(
+        publishBalances,
+        { nominalTime: new Date().toISOString(), leadMs: null },
+      );
     await syncNow();
     const sumOf = (values: (string | null)[]) => values.reduce((sum, v) => sum + Number(v ?? 0), 0);
     const total = sumOf(await keydb.mget('1_Visa', '2_Mastercard'));
@@ -260,6 +307,8 @@ describe('SyncBalances: Postgres → KeyDB', () => {
     }
     done = true;
     await Promise.all(readers);
+    proxied.disconnect();
+    await proxy.close();
     expect(torn).toEqual([]);
     expect(reads).toBeGreaterThanOrEqual(40);
     expect(sumOf(await keydb.mget('1_Visa', '2_Mastercard'))).toBeCloseTo(total, 6);

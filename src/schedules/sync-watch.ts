@@ -1,0 +1,178 @@
+import { ScheduleNotFoundError, type Client } from '@temporalio/client';
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import type { AppMetrics } from '../metrics.js';
+import {
+  ensureSchedule,
+  managedSchedules,
+  pausedWarning,
+  type ManagedSchedule,
+  type ScheduleSettings,
+} from './schedules.js';
+
+export interface SyncWatchOptions {
+  /** How often it looks: a deleted schedule is back, and a paused one reported, within this. */
+  intervalMs: number;
+  /** No minute published for this long means the sync has stopped. */
+  staleAfterMs: number;
+  /** While the sync is stopped, the warn line naming the cause repeats this often. */
+  staleWarnEveryMs: number;
+  /** While a schedule stays paused, its warning repeats this often. */
+  pausedWarnEveryMs: number;
+}
+
+/** A stopped sync is reported within staleAfterMs + intervalMs (150 s) of its last minute. */
+export const DEFAULT_SYNC_WATCH_OPTIONS: SyncWatchOptions = {
+  intervalMs: 30_000,
+  staleAfterMs: 120_000,
+  staleWarnEveryMs: 60_000,
+  pausedWarnEveryMs: 10 * 60_000,
+};
+
+export interface SyncWatchDeps {
+  client: Client;
+  pool: pg.Pool;
+  settings: ScheduleSettings;
+  metrics: AppMetrics;
+  log: Logger;
+  /** The readiness checks that fail now and why (KeyDB, Postgres, Temporal, the worker). */
+  failingChecks: () => Record<string, string>;
+}
+
+/** What one look at a schedule found. */
+type Seen = { paused: boolean; note?: string | undefined; recreated?: boolean; error?: string };
+
+/** Bounds every Temporal call of one look, so a hung server cannot stall the watch or shutdown. */
+const TEMPORAL_DEADLINE_MS = 10_000;
+
+const LAST_PUBLISHED = 'SELECT last_published_boundary AS boundary FROM balance_sync_sync_state';
+
+/**
+ * Runs in every instance: every `intervalMs` it exports the minute last published (from Postgres),
+ * re-creates a deleted sync or reconcile schedule (a warn line and a counter), warns when it finds a
+ * schedule paused and again every `pausedWarnEveryMs` (a pause is an operator's decision: it stays),
+ * and while no minute has been published for `staleAfterMs`, warns every `staleWarnEveryMs` with the
+ * causes this instance can see.
+ */
+export function startSyncWatch(deps: SyncWatchDeps, options: SyncWatchOptions = DEFAULT_SYNC_WATCH_OPTIONS) {
+  const { client, metrics, log } = deps;
+  const schedules = managedSchedules(deps.settings);
+  const startedAt = Date.now();
+  const pausedWarnedAt = new Map<string, number>();
+  let lastPublished: Date | undefined;
+  let staleWarnedAt: number | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let looking: Promise<void> | undefined;
+  let stopped = false;
+
+  const readLastPublished = async () => {
+    try {
+      const { rows } = await deps.pool.query<{ boundary: Date }>(LAST_PUBLISHED);
+      lastPublished = rows[0]?.boundary ?? lastPublished;
+      if (lastPublished) metrics.syncLastPublished.set(lastPublished.getTime() / 1000);
+    } catch {
+      // Postgres is down: the readiness check names it, and the last value read stands.
+    }
+  };
+
+  const look = async (schedule: ManagedSchedule): Promise<Seen> => {
+    const { scheduleId, definition, options: ensureOptions } = schedule;
+    try {
+      const { state } = await client.schedule.getHandle(scheduleId).describe();
+      if (!state.paused) pausedWarnedAt.delete(scheduleId);
+      else if (Date.now() - (pausedWarnedAt.get(scheduleId) ?? -Infinity) >= options.pausedWarnEveryMs) {
+        pausedWarnedAt.set(scheduleId, Date.now());
+        log.warn({ scheduleId, note: state.note }, pausedWarning(scheduleId, ensureOptions.pausedMeans));
+      }
+      return { paused: state.paused, note: state.note };
+    } catch (error) {
+      if (!(error instanceof ScheduleNotFoundError))
+        return { paused: false, error: (error as Error).message };
+    }
+    log.warn({ scheduleId }, `schedule ${scheduleId} was missing (deleted?): creating it again`);
+    metrics.syncScheduleRecreated.inc({ schedule: schedule === schedules.sync ? 'sync' : 'reconcile' });
+    await ensureSchedule(client, scheduleId, definition, log, ensureOptions);
+    return { paused: false, recreated: true };
+  };
+
+  const lookOnce = async () => {
+    await readLastPublished();
+    const [sync] = await client.connection.withDeadline(Date.now() + TEMPORAL_DEADLINE_MS, () =>
+      Promise.all([look(schedules.sync), look(schedules.reconcile)]),
+    );
+    if (!sync.error) metrics.syncSchedulePaused.set(sync.paused ? 1 : 0);
+    const since = lastPublished ?? new Date(startedAt);
+    const stale = Date.now() - since.getTime() >= options.staleAfterMs;
+    if (!stale) {
+      if (staleWarnedAt !== undefined) log.info({ lastPublished }, 'minutes are published to KeyDB again');
+      staleWarnedAt = undefined;
+      return;
+    }
+    if (staleWarnedAt !== undefined && Date.now() - staleWarnedAt < options.staleWarnEveryMs) return;
+    staleWarnedAt = Date.now();
+    const causes = await staleCauses(deps, sync, since);
+    const seconds = Math.round((Date.now() - since.getTime()) / 1000);
+    const what = lastPublished ? `for ${seconds} s` : `since this instance started ${seconds} s ago`;
+    log.warn({ lastPublished, causes }, `no minute published to KeyDB ${what}: ${causes.join('; ')}`);
+  };
+
+  const loop = () => {
+    looking = lookOnce()
+      .catch((error: unknown) => log.warn({ err: (error as Error).message }, 'sync watch: look failed'))
+      .finally(() => {
+        if (!stopped) timer = setTimeout(loop, options.intervalMs);
+      });
+  };
+  loop();
+  return {
+    async stop() {
+      stopped = true;
+      clearTimeout(timer);
+      await looking;
+    },
+  };
+}
+
+/** Why no minute is published, as far as this instance can see. */
+async function staleCauses(deps: SyncWatchDeps, sync: Seen, since: Date): Promise<string[]> {
+  const { syncScheduleId, taskQueue } = deps.settings;
+  const causes: string[] = [];
+  if (sync.recreated) causes.push(`schedule ${syncScheduleId} was missing (created again now)`);
+  if (sync.paused) causes.push(`schedule ${syncScheduleId} is paused (note: ${sync.note ?? 'none'})`);
+  if (sync.error) causes.push(`schedule ${syncScheduleId} cannot be described: ${sync.error}`);
+  for (const [check, reason] of Object.entries(deps.failingChecks()))
+    causes.push(`${check} not ready: ${reason}`);
+  const failed = await lastFailedRun(deps.client, syncScheduleId, since).catch(
+    (error: unknown) => `recent runs cannot be listed: ${(error as Error).message}`,
+  );
+  if (failed) causes.push(failed);
+  if (causes.length === 0) causes.push(`no cause visible here: is a worker polling task queue ${taskQueue}?`);
+  return causes;
+}
+
+/** The last SyncBalances run of the schedule that failed or timed out since `since`, with its failure. */
+async function lastFailedRun(client: Client, scheduleId: string, since: Date): Promise<string | undefined> {
+  const query = `TemporalScheduledById = '${scheduleId}' AND ExecutionStatus IN ('Failed', 'TimedOut') AND CloseTime > '${since.toISOString()}'`;
+  return await client.connection.withDeadline(Date.now() + TEMPORAL_DEADLINE_MS, async () => {
+    for await (const run of client.workflow.list({ query, pageSize: 1 })) {
+      const failure = await client.workflow
+        .getHandle(run.workflowId, run.runId)
+        .result()
+        .then(
+          () => 'no failure recorded',
+          (error: unknown) => failureChain(error),
+        );
+      return `runs are failing: the last, ${run.workflowId}, ${run.status.name.toLowerCase()}: ${failure}`;
+    }
+    return undefined;
+  });
+}
+
+/** "Workflow execution failed: Activity task failed: Command timed out": each cause's message. */
+function failureChain(error: unknown): string {
+  const messages: string[] = [];
+  for (let e = error as Error | undefined; e && messages.length < 5; e = e.cause as Error | undefined) {
+    if (e.message) messages.push(e.message);
+  }
+  return messages.join(': ');
+}
