@@ -36,8 +36,6 @@ export interface App {
 interface Startup {
   waitingFor: string;
   health?: Health;
-  /** Outages the ingest path is retrying, named on /readyz. */
-  outages?: IngestOutages;
 }
 
 /** Timing of the health checks and the sync watch; tests shorten them. */
@@ -83,7 +81,6 @@ export async function startApp(
   log.info({ port: http.port }, 'http endpoints ready');
 
   const outages = new IngestOutages(metrics);
-  startup.outages = outages;
   const stores = openStores(config, log);
   const { pool, keydb } = stores;
   await waitForProducerTables(pool, log, config.STARTUP_WAIT_SECONDS);
@@ -214,12 +211,7 @@ async function startHttp(config: Config, metrics: AppMetrics, startup: Startup, 
     temporalMetricsUrl: config.TEMPORAL_METRICS_PORT
       ? `http://127.0.0.1:${config.TEMPORAL_METRICS_PORT}/metrics`
       : undefined,
-    readiness: () => {
-      const state = startup.health?.state();
-      if (!state) return { waitingFor: startup.waitingFor };
-      const outages = startup.outages?.reasons() ?? {};
-      return Object.keys(outages).length ? { ...state, outages } : state;
-    },
+    readiness: () => startup.health?.state() ?? { waitingFor: startup.waitingFor },
   }).catch((error: unknown) => {
     if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE')
       throw portInUseError('HTTP_PORT', config.HTTP_PORT);

@@ -3,13 +3,9 @@ import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import { answerBalances, type BalancesRoute } from './balances-route.js';
 
-/**
- * What start-up is still waiting for, or, once started, each check's verdict and why failing ones fail
- * (`outages`: why the ingest path is retrying an outage; a dependency named there has a false check).
- */
+/** What start-up is still waiting for, or, once started, each check's verdict and why failing ones fail. */
 export type Readiness =
-  | { waitingFor: string }
-  | { checks: Record<string, boolean>; reasons: Record<string, string>; outages?: Record<string, string> };
+  { waitingFor: string } | { checks: Record<string, boolean>; reasons: Record<string, string> };
 
 export interface HttpDeps {
   registry: Registry;

@@ -127,10 +127,10 @@ describe('ingest: rows Postgres refuses, and a database that refuses the app', (
       });
       const body = JSON.parse(readyz.body) as {
         checks: { postgres: boolean };
-        outages: { postgres: string };
+        reasons: { postgres: string };
       };
       expect(body.checks.postgres).toBe(false);
-      expect(body.outages.postgres).toMatch(
+      expect(body.reasons.postgres).toMatch(
         /permission denied for table historical_transactions \(SQLSTATE 42501\)/,
       );
       expect(await metric('balance_sync_ingest_outage{dependency="postgres"}')).toBe(1);
