@@ -9,6 +9,7 @@ export interface PruneBalanceHistoryResult {
   oldestKept: string | null;
   publicationsDeleted: number;
   changesDeleted: number;
+  checkpointsDeleted: number;
 }
 
 /** Rows per DELETE: each is a short transaction holding row locks only, never a table lock. */
@@ -34,6 +35,14 @@ const DELETE_SUPERSEDED_CHANGES = `
       WHERE n.key = c.key AND n.instant > c.instant AND n.instant <= ${KEPT})
     LIMIT $2))`;
 
+// Every checkpoint before the last one at or before the oldest kept publication: answers after that
+// publication start from that checkpoint or a later one.
+const DELETE_OLD_CHECKPOINTS = `
+  DELETE FROM balance_sync_balance_checkpoints WHERE instant IN (
+    SELECT instant FROM balance_sync_balance_checkpoints
+    WHERE instant < (SELECT max(instant) FROM balance_sync_balance_checkpoints WHERE instant <= ${KEPT})
+    ORDER BY instant LIMIT $2)`;
+
 async function deleteInBatches(pool: pg.Pool, sql: string, cutoff: Date): Promise<number> {
   let deleted = 0;
   for (;;) {
@@ -46,22 +55,28 @@ async function deleteInBatches(pool: pg.Pool, sql: string, cutoff: Date): Promis
 
 /**
  * Deletes balance history older than `days` days (0: keeps it all), in batches of 5,000 rows. It keeps
- * the last publication at or before the cutoff and each key's latest change at or before that, so
+ * the last publication at or before the cutoff, each key's latest change at or before that and the
+ * last checkpoint at or before it, so
  * "as of" answers for any time after the cutoff are unchanged; earlier ones get "no publication".
  */
 export function createPruneBalanceHistory(pool: pg.Pool, metrics: AppMetrics, days: number) {
   return async function pruneBalanceHistory(): Promise<PruneBalanceHistoryResult> {
-    if (days === 0) return { cutoff: null, oldestKept: null, publicationsDeleted: 0, changesDeleted: 0 };
+    const none = { publicationsDeleted: 0, changesDeleted: 0, checkpointsDeleted: 0 };
+    if (days === 0) return { cutoff: null, oldestKept: null, ...none };
     const cutoff = new Date(Date.now() - days * 86_400_000);
     const { rows } = await pool.query<{ instant: Date | null }>(LAST_AT_OR_BEFORE, [cutoff]);
     const keep = rows[0]?.instant ?? null;
     const result = { cutoff: cutoff.toISOString(), oldestKept: keep?.toISOString() ?? null };
-    if (!keep) return { ...result, publicationsDeleted: 0, changesDeleted: 0 };
-    const changesDeleted = await deleteInBatches(pool, DELETE_SUPERSEDED_CHANGES, cutoff);
-    const publicationsDeleted = await deleteInBatches(pool, DELETE_PUBLICATIONS, cutoff);
-    metrics.balanceHistoryPrunedRows.inc(changesDeleted + publicationsDeleted);
-    if (publicationsDeleted > 0)
-      log.info('balance history pruned', { ...result, publicationsDeleted, changesDeleted });
-    return { ...result, publicationsDeleted, changesDeleted };
+    if (!keep) return { ...result, ...none };
+    const deleted = {
+      changesDeleted: await deleteInBatches(pool, DELETE_SUPERSEDED_CHANGES, cutoff),
+      checkpointsDeleted: await deleteInBatches(pool, DELETE_OLD_CHECKPOINTS, cutoff),
+      publicationsDeleted: await deleteInBatches(pool, DELETE_PUBLICATIONS, cutoff),
+    };
+    metrics.balanceHistoryPrunedRows.inc(
+      deleted.changesDeleted + deleted.checkpointsDeleted + deleted.publicationsDeleted,
+    );
+    if (deleted.publicationsDeleted > 0) log.info('balance history pruned', { ...result, ...deleted });
+    return { ...result, ...deleted };
   };
 }

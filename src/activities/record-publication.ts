@@ -44,6 +44,23 @@ const RECORD_PUBLICATION = `
   SELECT key, value, instant FROM recorded
   ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, instant = EXCLUDED.instant`;
 
+// Every live key's value at the publication just recorded (the newest instant), once the changes since
+// the last checkpoint reach the number of live keys (at least one): at the first publication, then
+// about every keys ÷ changed-per-minute minutes. An "as of" read then merges one checkpoint with at
+// most that many changes, whatever the history's length, and checkpoints take no more room than
+// the changes they summarise.
+const RECORD_CHECKPOINT = `
+  WITH since AS (
+    SELECT count(*) AS changes FROM balance_sync_balance_changes
+    WHERE instant > (SELECT coalesce(max(instant), '-infinity') FROM balance_sync_balance_checkpoints)
+  ), live AS (
+    SELECT coalesce(jsonb_object_agg(key, value), '{}') AS balances, count(*) AS keys
+    FROM balance_sync_balance_current WHERE value IS NOT NULL
+  )
+  INSERT INTO balance_sync_balance_checkpoints (instant, balances)
+  SELECT (SELECT max(instant) FROM balance_sync_publications), live.balances FROM since, live
+  WHERE since.changes >= greatest(live.keys, 1)`;
+
 export interface Publication {
   /** The minute this run wrote for; null for an off-minute run (trigger, backfill). */
   boundary: Date | null;
@@ -60,7 +77,7 @@ export interface Publication {
 
 /**
  * Records one KeyDB write in a single transaction: the minute for the retry fence (when it is one) and
- * the balance history. Throws on failure, having recorded nothing.
+ * the balance history (with a checkpoint when one is due). Throws on failure, having recorded nothing.
  */
 export async function recordPublication(pool: pg.Pool, publication: Publication): Promise<void> {
   const client = await pool.connect();
@@ -80,6 +97,7 @@ export async function recordPublication(pool: pg.Pool, publication: Publication)
       publication.written.map((row) => row.balance),
       publication.removed,
     ]);
+    await client.query(RECORD_CHECKPOINT);
     await client.query('COMMIT');
   } catch (error) {
     failure = error as Error;

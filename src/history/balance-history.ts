@@ -22,10 +22,29 @@ export class NoPublicationError extends Error {
   override name = 'NoPublicationError';
 }
 
-// The last publication at or before $1, and per key its latest change at or before that publication:
-// one index probe per key ever published (balance_current lists them all, removed ones included), so
-// it costs O(keys), not O(history). No row: nothing published yet; key NULL: no balance then.
+// The last publication at or before $1, the last checkpoint at or before it, and the changes after
+// that checkpoint up to the publication, oldest first: one checkpoint and at most about one change per
+// key (src/activities/record-publication.ts writes a checkpoint when that many have accumulated).
+// No row: nothing published yet; checkpoint NULL: none that early (history recorded before
+// checkpoints existed), so BALANCES_AT_BY_KEY answers instead.
 const BALANCES_AT = `
+  WITH p AS (
+    SELECT instant, minute, written_at FROM balance_sync_publications
+    WHERE instant <= $1 ORDER BY instant DESC LIMIT 1
+  ), c AS (
+    SELECT instant, balances FROM balance_sync_balance_checkpoints
+    WHERE instant <= (SELECT instant FROM p) ORDER BY instant DESC LIMIT 1
+  )
+  SELECT p.minute, p.written_at, c.balances::text AS checkpoint,
+    (SELECT json_agg(json_build_array(ch.key, ch.value) ORDER BY ch.instant)::text
+     FROM balance_sync_balance_changes ch
+     WHERE ch.instant > c.instant AND ch.instant <= p.instant) AS changes
+  FROM p LEFT JOIN c ON true`;
+
+// The same answer without a checkpoint: per key its latest change at or before the publication, one
+// index probe per key ever published (balance_current lists them all, removed ones included). With
+// $2, only that key (a single probe). No row: nothing published yet; key NULL: no balance then.
+const BALANCES_AT_BY_KEY = `
   WITH p AS (
     SELECT instant, minute, written_at FROM balance_sync_publications
     WHERE instant <= $1 ORDER BY instant DESC LIMIT 1
@@ -38,8 +57,7 @@ const BALANCES_AT = `
       WHERE c.key = k.key AND c.instant <= p.instant ORDER BY c.instant DESC LIMIT 1
     ) v
     WHERE v.value IS NOT NULL AND ($2::text IS NULL OR k.key = $2)
-  ) b ON true
-  ORDER BY b.key`;
+  ) b ON true`;
 
 const CHANGES_BETWEEN = `
   SELECT c.value, p.minute, p.written_at FROM balance_sync_balance_changes c
@@ -60,18 +78,46 @@ const UNPUBLISHED_MINUTES = `
 const OLDEST = 'SELECT min(instant) AS instant FROM balance_sync_publications';
 
 type BalanceRow = { minute: Date | null; written_at: Date; key: string | null; value: string | null };
+type CheckpointRow = {
+  minute: Date | null;
+  written_at: Date;
+  checkpoint: string | null;
+  changes: string | null;
+};
 
 /** What KeyDB held at `at`, from the balance history; throws NoPublicationError before the first one. */
 export async function balancesAt(pool: pg.Pool, at: Date, key?: string): Promise<BalancesAt> {
-  const { rows } = await pool.query<BalanceRow>(BALANCES_AT, [at, key ?? null]);
+  if (key === undefined) {
+    const { rows } = await pool.query<CheckpointRow>(BALANCES_AT, [at]);
+    const publication = rows[0];
+    if (!publication) throw new NoPublicationError(await beforeFirstMessage(pool, at));
+    if (publication.checkpoint !== null) {
+      const balances = new Map(Object.entries(JSON.parse(publication.checkpoint) as Record<string, string>));
+      for (const [changed, value] of JSON.parse(publication.changes ?? '[]') as [string, string | null][]) {
+        if (value === null) balances.delete(changed);
+        else balances.set(changed, value);
+      }
+      return answer(publication, [...balances]);
+    }
+  }
+  const { rows } = await pool.query<BalanceRow>(BALANCES_AT_BY_KEY, [at, key ?? null]);
   const publication = rows[0];
   if (!publication) throw new NoPublicationError(await beforeFirstMessage(pool, at));
+  return answer(
+    publication,
+    rows.flatMap((row) => (row.key && row.value !== null ? [[row.key, row.value] as [string, string]] : [])),
+  );
+}
+
+/** The answer, its keys in code-point order whichever query found them. */
+function answer(
+  publication: { minute: Date | null; written_at: Date },
+  balances: [string, string][],
+): BalancesAt {
   return {
     minute: publication.minute?.toISOString() ?? null,
     publishedAt: publication.written_at.toISOString(),
-    balances: Object.fromEntries(
-      rows.flatMap((row) => (row.key && row.value !== null ? [[row.key, row.value]] : [])),
-    ),
+    balances: Object.fromEntries(balances.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
   };
 }
 

@@ -37,6 +37,9 @@ const ADD_TO_SUMS = `
 // the minute for a scheduled minute, else (on-demand run, or a minute written after a later
 // publication) when it was written. Only the keys whose value changed are stored, NULL = removed;
 // balance_current holds every key's latest recorded value, so a publication is diffed in O(keys).
+// A checkpoint is every live key's value at one publication's instant, written whenever the changes
+// since the last one reach the number of keys: "as of" reads one checkpoint plus at most that many
+// changes, and checkpoints never take more room than the changes they summarise.
 const BALANCE_HISTORY_TABLES = `
   CREATE TABLE IF NOT EXISTS balance_sync_publications (
     instant         timestamptz PRIMARY KEY,
@@ -60,6 +63,10 @@ const BALANCE_HISTORY_TABLES = `
     key     text PRIMARY KEY,
     value   text,
     instant timestamptz NOT NULL
+  );
+  CREATE TABLE IF NOT EXISTS balance_sync_balance_checkpoints (
+    instant  timestamptz PRIMARY KEY,
+    balances jsonb NOT NULL
   );`;
 
 const APP_TABLES = `

@@ -244,6 +244,48 @@ describe('balance history', () => {
     expect(await keyChanges(db, '9_Nobody', new Date(M1), new Date(M1 + 3 * MINUTE))).toEqual([]);
   });
 
+  it('writes a checkpoint of every live key at the first publication, then when the changes since reach the key count', async () => {
+    await db.query(`INSERT INTO initial_data (provider_name, initial_value) VALUES ('Amex', 5)`);
+    await publishMinute(M1); // 3 changes, 3 live keys: a checkpoint
+    await spend(1, '1');
+    await publishMinute(M1 + MINUTE); // 1 change since: none
+    await spend(2, '1');
+    await publishMinute(M1 + 2 * MINUTE); // 2 since: none
+    await publishMinute(M1 + 3 * MINUTE); // nothing changed: none
+    await db.query('DELETE FROM initial_data WHERE id = 3');
+    await spend(1, '1');
+    await publishMinute(M1 + 4 * MINUTE); // 4 since (one a removal), 2 live keys: a checkpoint
+    expect(
+      await rows(db, 'SELECT instant, balances FROM balance_sync_balance_checkpoints ORDER BY instant'),
+    ).toEqual([
+      { instant: new Date(M1), balances: { '1_Visa': '1300', '2_Mastercard': '1800', '3_Amex': '5' } },
+      { instant: new Date(M1 + 4 * MINUTE), balances: { '1_Visa': '1302', '2_Mastercard': '1801' } },
+    ]);
+  });
+
+  it('answers from a checkpoint and the changes after it exactly what KeyDB held, as the per-key answer does', async () => {
+    // 40 minutes of deterministic traffic over up to 6 providers: spends, new providers, removals.
+    let seed = 7;
+    const next = (n: number) => (seed = (seed * 48_271) % 2_147_483_647) % n;
+    const held: Record<string, string>[] = [];
+    for (let m = 0; m < 40; m++) {
+      for (let i = next(3); i > 0; i--) await spend(1 + next(2), `${next(200) - 100}.${next(100)}`);
+      if (next(5) === 0)
+        await db.query(`INSERT INTO initial_data (provider_name, initial_value) VALUES ('P${m}', ${m})`);
+      if (next(7) === 0)
+        await db.query('DELETE FROM initial_data WHERE id = (SELECT max(id) FROM initial_data WHERE id > 2)');
+      await publishMinute(M1 + m * MINUTE);
+      held.push(await keydbNow());
+    }
+    expect(await count('balance_sync_balance_checkpoints')).toBeGreaterThan(3);
+    const answers = () => Promise.all(held.map((_, m) => balancesAt(db, new Date(M1 + m * MINUTE + 30_000))));
+    const fromCheckpoints = await answers();
+    expect(fromCheckpoints.map((answer) => answer.balances)).toEqual(held);
+    // History recorded before checkpoints existed is answered key by key: the same answers.
+    await db.query('DELETE FROM balance_sync_balance_checkpoints');
+    expect(await answers()).toEqual(fromCheckpoints);
+  });
+
   it("shows reconciliation's correction as the next published minute's value", async () => {
     await publishMinute(M1);
     // A sum that bypassed the triggers: published as is, until reconciliation corrects it.
@@ -288,6 +330,7 @@ describe('balance history retention', () => {
       oldestKept: iso(NOW - 3 * DAY),
       publicationsDeleted: 2,
       changesDeleted: 2,
+      checkpointsDeleted: 1,
     });
     expect(await Promise.all(asked.map((t) => balancesAt(db, t)))).toEqual(before);
     expect(before[1]).toMatchObject({ minute: iso(NOW - 3 * DAY), balances: { '1_Visa': '1310' } });
@@ -300,8 +343,16 @@ describe('balance history retention', () => {
       { key: '2_Mastercard', value: '1790' },
       { key: '1_Visa', value: '1320' },
     ]);
-    expect(await prune(2)).toMatchObject({ publicationsDeleted: 0, changesDeleted: 0 });
-    expect((await metrics.balanceHistoryPrunedRows.get()).values[0]?.value).toBe(4);
+    // The checkpoint of 5 days ago goes; the one at the oldest kept minute stays.
+    expect(await rows(db, 'SELECT instant FROM balance_sync_balance_checkpoints ORDER BY instant')).toEqual([
+      { instant: new Date(NOW - 3 * DAY) },
+    ]);
+    expect(await prune(2)).toMatchObject({
+      publicationsDeleted: 0,
+      changesDeleted: 0,
+      checkpointsDeleted: 0,
+    });
+    expect((await metrics.balanceHistoryPrunedRows.get()).values[0]?.value).toBe(5);
   });
 
   it('keeps everything with BALANCE_HISTORY_DAYS=0, or while nothing is older than the cutoff', async () => {
@@ -313,6 +364,7 @@ describe('balance history retention', () => {
       oldestKept: null,
       publicationsDeleted: 0,
       changesDeleted: 0,
+      checkpointsDeleted: 0,
     });
     expect(await prune(6)).toMatchObject({ oldestKept: null, publicationsDeleted: 0 });
     expect(await count('balance_sync_publications')).toBe(2);
