@@ -2,7 +2,8 @@
 //
 // The balance history at the size the issue names: 1,000 providers, 7 days of minutes (10,080), 5% of
 // the keys changing each minute, generated directly in SQL (one baseline of every key, then the
-// changed keys of each minute). Reports the history's size on disk, the latency of what
+// changed keys of each minute, and a checkpoint wherever recordPublication would write one: at the
+// baseline, then every providers ÷ changed-per-minute minutes). Reports the history's size on disk, the latency of what
 // `npm run balances -- --at` runs (every key, and one key), the same through the CLI process, and
 // what recording one more publication costs: recordPublication alone, and the publishBalances
 // activity (leadMs null) with 5% of providers changed before each run. The bench database is
@@ -69,6 +70,13 @@ const GENERATE = `
   SELECT id || '_provider' || id, ${START} + m * interval '1 minute', (id * 1000 + m / 100.0)::text
   FROM generate_series(1, ${minutes - 1}) m, generate_series(0, ${changedPerMinute - 1}) j,
        LATERAL (SELECT ((m::bigint * ${changedPerMinute} + j) * 7919) % ${opts.providers} + 1 AS id) k;
+  INSERT INTO balance_sync_balance_checkpoints (instant, balances)
+  SELECT t, (SELECT jsonb_object_agg(id || '_provider' || id, v.value)
+             FROM generate_series(1, ${opts.providers}) id
+             CROSS JOIN LATERAL (
+               SELECT value FROM balance_sync_balance_changes c
+               WHERE c.key = id || '_provider' || id AND c.instant <= t ORDER BY c.instant DESC LIMIT 1) v)
+  FROM (SELECT ${START} + m * interval '1 minute' AS t FROM generate_series(0, ${minutes - 1}, ${Math.ceil(opts.providers / changedPerMinute)}) m) s;
   INSERT INTO balance_sync_balance_current (key, value, instant)
   SELECT DISTINCT ON (key) key, value, instant FROM balance_sync_balance_changes ORDER BY key, instant DESC;
   INSERT INTO balance_sync_sync_state (last_published_boundary)
@@ -77,7 +85,8 @@ const GENERATE = `
 let t0 = performance.now();
 await pool.query(GENERATE);
 await pool.query(
-  'VACUUM ANALYZE balance_sync_publications, balance_sync_balance_changes, balance_sync_balance_current',
+  `VACUUM ANALYZE balance_sync_publications, balance_sync_balance_changes, balance_sync_balance_current,
+     balance_sync_balance_checkpoints`,
 );
 progress(`generated ${minutes} minutes in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 
@@ -85,7 +94,8 @@ const SIZES = `
   SELECT relname AS name, pg_total_relation_size(oid) AS bytes,
          (SELECT reltuples::bigint FROM pg_class c WHERE c.oid = r.oid) AS rows
   FROM pg_class r WHERE relname IN ('balance_sync_publications', 'balance_sync_balance_changes',
-                                    'balance_sync_balance_current') ORDER BY relname`;
+                                    'balance_sync_balance_current', 'balance_sync_balance_checkpoints')
+  ORDER BY relname`;
 const sizes = (await pool.query<{ name: string; bytes: string; rows: string }>(SIZES)).rows;
 const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
 const totalBytes = sizes.reduce((sum, row) => sum + Number(row.bytes), 0);
