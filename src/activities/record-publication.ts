@@ -48,18 +48,23 @@ const RECORD_PUBLICATION = `
 // the last checkpoint reach the number of live keys (at least one): at the first publication, then
 // about every keys ÷ changed-per-minute minutes. An "as of" read then merges one checkpoint with at
 // most that many changes, whatever the history's length, and checkpoints take no more room than
-// the changes they summarise.
+// the changes they summarise. The count stops at the threshold, so a long history recorded before
+// checkpoints existed costs no more to count.
 const RECORD_CHECKPOINT = `
-  WITH since AS (
-    SELECT count(*) AS changes FROM balance_sync_balance_changes
-    WHERE instant > (SELECT coalesce(max(instant), '-infinity') FROM balance_sync_balance_checkpoints)
-  ), live AS (
-    SELECT coalesce(jsonb_object_agg(key, value), '{}') AS balances, count(*) AS keys
-    FROM balance_sync_balance_current WHERE value IS NOT NULL
+  WITH live AS (
+    SELECT greatest(count(*), 1) AS keys FROM balance_sync_balance_current WHERE value IS NOT NULL
+  ), since AS (
+    SELECT count(*) AS changes FROM (
+      SELECT FROM balance_sync_balance_changes
+      WHERE instant > (SELECT coalesce(max(instant), '-infinity') FROM balance_sync_balance_checkpoints)
+      LIMIT (SELECT keys FROM live)) counted
   )
   INSERT INTO balance_sync_balance_checkpoints (instant, balances)
-  SELECT (SELECT max(instant) FROM balance_sync_publications), live.balances FROM since, live
-  WHERE since.changes >= greatest(live.keys, 1)`;
+  SELECT (SELECT max(instant) FROM balance_sync_publications),
+         (SELECT coalesce(jsonb_object_agg(key, value), '{}') FROM balance_sync_balance_current
+          WHERE value IS NOT NULL)
+  FROM since, live
+  WHERE since.changes >= live.keys`;
 
 export interface Publication {
   /** The minute this run wrote for; null for an off-minute run (trigger, backfill). */
