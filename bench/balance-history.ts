@@ -118,6 +118,15 @@ async function timeQueries(key?: string) {
 }
 const allKeys = await timeQueries();
 const oneKey = await timeQueries('500_provider500');
+// The baseline, same data: history recorded before checkpoints existed is answered key by key.
+const checkpoints = (await pool.query('SELECT * FROM balance_sync_balance_checkpoints')).rows;
+await pool.query('DELETE FROM balance_sync_balance_checkpoints');
+const allKeysByKey = await timeQueries();
+await pool.query(
+  `INSERT INTO balance_sync_balance_checkpoints (instant, balances)
+   SELECT instant, balances FROM json_populate_recordset(NULL::balance_sync_balance_checkpoints, $1)`,
+  [JSON.stringify(checkpoints)],
+);
 
 const cliTimes: number[] = [];
 for (let i = 0; i < opts.cliRuns; i++) {
@@ -215,6 +224,7 @@ report(
       ['measured', 'n', 'p50 ms', 'p99 ms', 'max ms'],
       [
         row('balancesAt, every key (`--at`)', allKeys),
+        row('... the same without checkpoints (one probe per key)', allKeysByKey),
         row('balancesAt, one key (`--at --key`)', oneKey),
         row('`npm run balances -- --at … --json` process', cli, 0),
         row('recordPublication (1,000 keys, 50 changed)', recording),
