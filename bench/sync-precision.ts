@@ -1,4 +1,5 @@
 // npm run bench:sync-precision -- [--minutes 30] [--rate 0 (= half the measured ceiling)] [--variant service|shared|split]
+//   [--server memory|file (the compose dev server: a SQLite file with WAL and synchronous=NORMAL)]
 //
 // Runs the service (node dist/src/main.js) against its own dev server, database and KeyDB db index,
 // feeds it messages at a fixed rate, and for K consecutive minute boundaries records when the balances
@@ -6,7 +7,9 @@
 // poller sees a sentinel provider's key change (a row is inserted for it 4 s before the boundary).
 import { Client, Connection } from '@temporalio/client';
 import { Redis } from 'ioredis';
-import { loadavg } from 'node:os';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import pg from 'pg';
 import { spawnApp } from './lib/app-process.js';
 import { publishToRowLatency, startPaced } from './lib/paced.js';
@@ -41,6 +44,7 @@ const opts = options({
   database: '',
   keydbDb: 0,
   ingest: true,
+  server: 'memory',
 });
 
 const MINUTE = 60_000;
@@ -48,6 +52,7 @@ const commit = commandVersion('git', ['rev-parse', '--short', 'HEAD']);
 if (!['service', 'shared', 'split'].includes(opts.variant)) {
   throw new Error('--variant is service, shared or split');
 }
+if (!['memory', 'file'].includes(opts.server)) throw new Error('--server is memory or file');
 // service: node dist/src/main.js as it is. shared / split: bench/variant-app.ts with the sync on the
 // ingest task queue / on its own task queue, to compare the two layouts in one run.
 const split = opts.variant === 'split';
@@ -85,7 +90,9 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 }
 
 await waitForServices();
-const server = await startDevServer();
+// file: the dev server as compose and the README start it (SQLite file, WAL, synchronous=NORMAL).
+const serverDir = opts.server === 'file' ? await mkdtemp(join(tmpdir(), 'bench-sync-temporal-')) : undefined;
+const server = await startDevServer(serverDir ? { dbFile: join(serverDir, 'temporal.db') } : {});
 const databaseUrl = await createBenchDatabase(database, opts.providers);
 const pool = new pg.Pool({ connectionString: databaseUrl, max: 4 });
 pool.on('error', (error) => progress(`idle Postgres client failed: ${error.message}`));
@@ -223,6 +230,7 @@ await keydb.flushdb();
 keydb.disconnect();
 await deleteQueues(queue, `${queue}.dead`);
 await server.stop();
+if (serverDir) await rm(serverDir, { recursive: true, force: true });
 await dropBenchDatabase(database);
 
 const done = (values: (number | null)[]) => values.filter((value): value is number => value !== null);
@@ -235,7 +243,7 @@ const missed = observations.filter((o) => o.polledOffsetMs === null).length;
 
 process.stdout.write(`\n## Sync precision (${new Date().toISOString()})\n\n`);
 process.stdout.write(
-  `Machine: ${machineDescription()}. Variant ${opts.variant}${benchAssembly ? ` (bench/variant-app.ts, ${split ? 'SyncBalances on its own task queue' : 'SyncBalances on the ingest task queue'})` : ` (node dist/src/main.js at ${commit})`}. ${observations.length} boundaries, SYNC_LEAD_SECONDS=${opts.lead}, ` +
+  `Machine: ${machineDescription()}. Dev server ${opts.server === 'file' ? 'on a SQLite file (WAL, synchronous=NORMAL)' : 'in memory'}. Variant ${opts.variant}${benchAssembly ? ` (bench/variant-app.ts, ${split ? 'SyncBalances on its own task queue' : 'SyncBalances on the ingest task queue'})` : ` (node dist/src/main.js at ${commit})`}. ${observations.length} boundaries, SYNC_LEAD_SECONDS=${opts.lead}, ` +
     `${opts.providers} providers, ingest ${rate} msg/s${ceiling ? ` (half of the ${ceiling.toFixed(1)} wf/s ceiling measured first)` : ''}; ` +
     `${missed} boundaries without a KeyDB change.\n`,
 );
