@@ -50,10 +50,12 @@ describe('RabbitMQ hung: sockets open, no frames either way', () => {
    */
   const detectionBoundMs = () => (3 * config.RABBITMQ_HEARTBEAT_SECONDS + 2) * 1000;
 
-  const lostLine = (name: string, since: number) =>
-    lines
-      .slice(since)
-      .find((l) => l.level >= WARN && l.msg === 'disconnected from RabbitMQ' && l.connection === name);
+  const lineFor = (msg: string, name: string, since: number) =>
+    lines.slice(since).find((l) => l.msg === msg && l.connection === name);
+  const lostLine = (name: string, since: number) => {
+    const line = lineFor('disconnected from RabbitMQ', name, since);
+    return line && line.level >= WARN ? line : undefined;
+  };
   const recorded = async (low: number, high: number) =>
     (
       await rows(
@@ -141,15 +143,16 @@ describe('RabbitMQ hung: sockets open, no frames either way', () => {
       1,
     );
 
-    // The app tries again while the broker is still hung: that attempt hears nothing either.
+    // Each connection tries again while the broker is still hung: those attempts hear nothing either.
     await waitFor(
-      'a connection attempt during the hang',
-      () => Promise.resolve(rabbitmq.connections().filter((c) => c.frozen).length > 2 ? true : undefined),
+      'an attempt by each connection during the hang',
+      () => Promise.resolve(rabbitmq.connections().filter((c) => c.frozen).length >= 4 ? true : undefined),
       detectionBoundMs(),
     );
     // New connections get through; the hung ones stay silent for good.
     temporal.thaw('resume');
     rabbitmq.thaw('keep');
+    const thawed = lines.length;
     const after = valuesFrom(73, 10);
     await producer.publishMany(after.map((value) => [`{"id": 1, "value": ${value}}`, {}] as const));
     await waitFor(
@@ -157,12 +160,16 @@ describe('RabbitMQ hung: sockets open, no frames either way', () => {
       async () => ((await appReadiness(app)).status === 200 ? true : undefined),
       detectionBoundMs() * 2,
     );
-    // The attempt made during the hang was given up after two silent intervals, and said so.
-    expect(
-      lines
-        .slice(since)
-        .find((l) => l.msg === 'cannot reach RabbitMQ; retrying' && l.err === 'connect ETIMEDOUT'),
-    ).toBeDefined();
+    // The attempts made during the hang were given up after two silent intervals, and said so.
+    await waitFor('both connections back', () =>
+      Promise.resolve(
+        [consuming, `${consuming} publishing`].every((name) => lineFor('connected to RabbitMQ', name, thawed))
+          ? true
+          : undefined,
+      ),
+    );
+    for (const name of [consuming, `${consuming} publishing`])
+      expect(lineFor('cannot reach RabbitMQ; retrying', name, since)?.err).toBe('connect ETIMEDOUT');
 
     const expected = ['72.5', ...during, ...after].sort();
     await waitFor('every row', async () =>
