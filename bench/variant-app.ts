@@ -79,7 +79,12 @@ const bridge = startBridge(
     summaryIntervalMs: config.INGEST_SUMMARY_SECONDS * 1000,
   },
   {
-    connection: connectToRabbitmq(config.RABBITMQ_URL, `balance-sync bridge ${ingestQueue}`, log),
+    connection: connectToRabbitmq(
+      config.RABBITMQ_URL,
+      `balance-sync bridge ${ingestQueue}`,
+      log,
+      config.RABBITMQ_HEARTBEAT_SECONDS,
+    ),
     client,
     providers: new ProviderDirectory(pool),
     metrics,

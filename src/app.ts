@@ -15,7 +15,7 @@ import { createKeydbClient, keydbAnswers } from './keydb/client.js';
 import { createMetrics, type AppMetrics } from './metrics.js';
 import { createPool } from './postgres/pools.js';
 import { migrate } from './postgres/schema.js';
-import { connectToRabbitmq, watchBlocked } from './rabbitmq/connection.js';
+import { connectToRabbitmq, countLostConnections, watchBlocked } from './rabbitmq/connection.js';
 import { createDeadLetterPublisher } from './rabbitmq/dead-letters.js';
 import { waitForProducerTables } from './postgres/wait-for-tables.js';
 import { ensureSchedules, type ScheduleSettings } from './schedules/schedules.js';
@@ -93,9 +93,11 @@ export async function startApp(
 
   startup.waitingFor = 'worker';
   const rabbitmqName = `balance-sync bridge ${config.TEMPORAL_TASK_QUEUE}`;
-  const rabbitmq = connectToRabbitmq(config.RABBITMQ_URL, rabbitmqName, log);
+  const heartbeat = config.RABBITMQ_HEARTBEAT_SECONDS;
+  const rabbitmq = connectToRabbitmq(config.RABBITMQ_URL, rabbitmqName, log, heartbeat);
   // Dead letters go out on their own connection: a resource alarm blocks it, never the consumer's acks.
-  const publishing = connectToRabbitmq(config.RABBITMQ_URL, `${rabbitmqName} publishing`, log);
+  const publishing = connectToRabbitmq(config.RABBITMQ_URL, `${rabbitmqName} publishing`, log, heartbeat);
+  countLostConnections({ consuming: rabbitmq, publishing }, metrics);
   const rabbitmqBlocked = watchBlocked([rabbitmq, publishing], { metrics, log });
   const deadLetters = createDeadLetterPublisher(publishing, config.DEAD_LETTER_QUEUE);
   const activities = createActivities({

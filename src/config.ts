@@ -54,6 +54,21 @@ const queueName = z
     message: 'must not start with "amq." (reserved by RabbitMQ)',
   });
 
+/**
+ * amqplib would take a `heartbeat` query parameter over RABBITMQ_HEARTBEAT_SECONDS (and 0 there defers
+ * to the broker's 60 s, or turns heartbeats off): one setting decides how fast a hung broker is noticed.
+ */
+const rabbitmqUrl = url(['amqp:', 'amqps:']).refine(
+  (value) => {
+    try {
+      return !new URL(value).searchParams.has('heartbeat');
+    } catch {
+      return true; // reported as not a URL
+    }
+  },
+  { message: 'must not carry a heartbeat parameter: set RABBITMQ_HEARTBEAT_SECONDS instead' },
+);
+
 const cronExpression = z
   .string()
   .min(1)
@@ -69,7 +84,9 @@ const configSchema = z.object({
   TEMPORAL_SYNC_TASK_QUEUE: z.string().min(1).optional(),
   DATABASE_URL: url(['postgres:', 'postgresql:']).default('postgres://user:password@localhost:5432/fxc'),
   KEYDB_URL: url(['redis:', 'rediss:']).default('redis://localhost:6379/0'),
-  RABBITMQ_URL: url(['amqp:', 'amqps:']).default('amqp://user:password@localhost:5672'),
+  RABBITMQ_URL: rabbitmqUrl.default('amqp://user:password@localhost:5672'),
+  // A hung broker (socket open, no frames) is noticed after 2–3 intervals; 0 (no heartbeat) would never notice.
+  RABBITMQ_HEARTBEAT_SECONDS: wholeNumber(5, 1, 60),
   INCOMING_QUEUE: queueName.default('incoming_transactions'),
   DEAD_LETTER_QUEUE: queueName.default('incoming_transactions.dead'),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),

@@ -94,6 +94,12 @@ export function createMetrics() {
       help: '1 while the bridge takes no deliveries (consumer cancelled): Temporal unreachable or the throttle closed',
       registers,
     }),
+    rabbitmqConnectionsLost: new Counter({
+      name: 'balance_sync_rabbitmq_connections_lost_total',
+      help: 'RabbitMQ connections lost (heartbeat timeout, closed by the broker, socket error) and reconnected with backoff, by connection: consuming or publishing',
+      labelNames: ['connection'] as const,
+      registers,
+    }),
     rabbitmqBlocked: new Gauge({
       name: 'balance_sync_rabbitmq_blocked',
       help: '1 while RabbitMQ blocks one of our connections (resource alarm: memory or disk)',

@@ -9,13 +9,27 @@ const MAX_RECONNECT_SECONDS = 30;
  * A RabbitMQ connection that reconnects by itself (amqp-connection-manager), with a capped
  * exponential backoff. The app opens two: one to consume on, one to publish dead letters on, as
  * RabbitMQ advises, so a publisher blocked by a resource alarm never holds up the consumer's acks.
+ *
+ * A hung broker (socket open, no frames): amqplib closes a connection that has received nothing in two
+ * heartbeat checks, 2–3 × `heartbeatSeconds` after the last frame ("Heartbeat timeout"), and a connect
+ * attempt that hears nothing for two intervals is given up too ("connect ETIMEDOUT"), so a reconnect
+ * never waits for ever on a broker that accepted the socket and went silent.
  */
-export function connectToRabbitmq(url: string, name: string, log: Logger): AmqpConnectionManager {
+export function connectToRabbitmq(
+  url: string,
+  name: string,
+  log: Logger,
+  heartbeatSeconds: number,
+): AmqpConnectionManager {
   const connection = amqp.connect([url], {
-    heartbeatIntervalInSeconds: 5,
+    heartbeatIntervalInSeconds: heartbeatSeconds,
     reconnectTimeInSeconds: 1,
-    // Shown in the RabbitMQ management UI and `rabbitmqctl list_connections client_properties`.
-    connectionOptions: { clientProperties: { connection_name: name } },
+    connectionOptions: {
+      // Socket inactivity until the connection is open; amqplib turns it off then.
+      timeout: 2 * heartbeatSeconds * 1000,
+      // Shown in the RabbitMQ management UI and `rabbitmqctl list_connections client_properties`.
+      clientProperties: { connection_name: name },
+    },
   });
   // The manager reads reconnectTimeInSeconds after emitting these events, so the wait set here applies.
   const backOff = (message: string, err: Error | undefined) => {
@@ -30,6 +44,21 @@ export function connectToRabbitmq(url: string, name: string, log: Logger): AmqpC
   connection.on('disconnect', ({ err }) => backOff('disconnected from RabbitMQ', err));
   connection.on('connectFailed', ({ err }) => backOff('cannot reach RabbitMQ; retrying', err));
   return connection;
+}
+
+/**
+ * Counts each lost connection in `rabbitmq_connections_lost_total{connection}` (the warn line is
+ * connectToRabbitmq's), leaving out the reconnects the consumer forces itself.
+ */
+export function countLostConnections(
+  connections: Record<'consuming' | 'publishing', AmqpConnectionManager>,
+  metrics: AppMetrics,
+): void {
+  for (const [role, connection] of Object.entries(connections)) {
+    connection.on('disconnect', ({ err }) => {
+      if (err?.message !== 'forced reconnect') metrics.rabbitmqConnectionsLost.inc({ connection: role });
+    });
+  }
 }
 
 /**

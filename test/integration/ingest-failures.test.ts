@@ -76,7 +76,12 @@ describe('ingest failures: nothing stays unacked, nothing is dropped after the a
     const metrics = createMetrics();
     const lines: { msg: string; [key: string]: unknown }[] = [];
     const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
-    const connection = connectToRabbitmq(RABBITMQ_URL, `test bridge ${name}`, log);
+    const connection = connectToRabbitmq(
+      RABBITMQ_URL,
+      `test bridge ${name}`,
+      log,
+      config.RABBITMQ_HEARTBEAT_SECONDS,
+    );
     const queue = `${config.INCOMING_QUEUE}.${name}`;
     const bridge = startBridge(
       {

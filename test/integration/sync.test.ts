@@ -1,8 +1,6 @@
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { execFileSync } from 'node:child_process';
 import { Redis } from 'ioredis';
-import { createConnection, createServer, type AddressInfo, type Socket } from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -26,6 +24,7 @@ import {
   testConfig,
   waitFor,
 } from '../support/harness.js';
+import { startTcpProxy } from '../support/tcp-proxy.js';
 
 /** Runs `sql` with the balance triggers disabled, as a bulk load or a careless admin might. */
 async function bypassingTriggers(db: pg.Pool, sql: string, params: unknown[] = []) {
@@ -48,40 +47,6 @@ async function insertBypassingTriggers(db: pg.Pool, providerId: number, value: s
     'INSERT INTO historical_transactions (provider_id, transaction_value) VALUES ($1, $2)',
     [providerId, value],
   );
-}
-
-/**
- * A TCP proxy to 127.0.0.1:`port` that forwards what the client sends 8 bytes at a time, 1 ms apart
- * (replies pass straight back), so the server reads every request in many pieces.
- */
-async function splittingProxy(port: number) {
-  const sockets = new Set<Socket>();
-  const server = createServer((client) => {
-    const upstream = createConnection({ host: '127.0.0.1', port });
-    for (const socket of [client, upstream]) {
-      sockets.add(socket);
-      socket.on('error', () => undefined);
-      socket.on('close', () => (client.destroy(), upstream.destroy()));
-    }
-    upstream.pipe(client);
-    let sending = Promise.resolve();
-    client.on('data', (data: Buffer) => {
-      sending = sending.then(async () => {
-        for (let i = 0; i < data.length; i += 8) {
-          upstream.write(data.subarray(i, i + 8));
-          await sleep(1);
-        }
-      });
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as AddressInfo).port,
-    close: () => {
-      for (const socket of sockets) socket.destroy();
-      return new Promise((resolve) => server.close(resolve));
-    },
-  };
 }
 
 /** Rejects if `promise` has not settled within `ms`: for operations that would otherwise hang. */
@@ -244,7 +209,7 @@ describe('SyncBalances: Postgres → KeyDB', () => {
     // The sync writes through a proxy that hands KeyDB its bytes a few at a time, as a congested
     // network may: the server then reads the write in many pieces and serves the readers between
     // them. Only MULTI/EXEC keeps them out; a pipeline (one socket write) is not atomic here.
-    const proxy = await splittingProxy(keydb.options.port!);
+    const proxy = await startTcpProxy(keydb.options.port!, { splitClientWrites: 8 });
     const proxied = new Redis({ ...keydb.options, port: proxy.port });
     const { publishBalances } = createActivities({ pool: db, keydb: proxied, metrics: createMetrics() });
     const syncNow = (): Promise<PublishBalancesResult> =>

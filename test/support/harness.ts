@@ -204,9 +204,9 @@ export async function stopTestApp(app: App | undefined, config: Config | undefin
   await deleteQueues(config.INCOMING_QUEUE, config.DEAD_LETTER_QUEUE);
 }
 
-export async function startTestApp(config: Config): Promise<App> {
+export async function startTestApp(config: Config, log = silentLog()): Promise<App> {
   installQuietRuntime();
-  return await startApp(config, silentLog());
+  return await startApp(config, log);
 }
 
 /** One sample of an in-process app's /metrics, e.g. `balance_sync_consumer_cancellations_total{cause="cancel"}` (0 when absent). */

@@ -45,6 +45,7 @@ describe('loadConfig', () => {
       BRIDGE_EAGER_START: true,
       TEMPORAL_METRICS_PORT: 9465,
       WORKFLOW_BUNDLE_PATH: '',
+      RABBITMQ_HEARTBEAT_SECONDS: 5,
     });
   });
 
@@ -67,6 +68,7 @@ describe('loadConfig', () => {
       LOG_LEVEL: 'debug',
       DATABASE_URL: 'postgresql://u:p@db:5432/other',
       RABBITMQ_URL: 'amqps://rabbit',
+      RABBITMQ_HEARTBEAT_SECONDS: '2',
     });
     expect(config).toMatchObject({
       HTTP_PORT: 8080,
@@ -79,6 +81,7 @@ describe('loadConfig', () => {
       LOG_LEVEL: 'debug',
       DATABASE_URL: 'postgresql://u:p@db:5432/other',
       RABBITMQ_URL: 'amqps://rabbit',
+      RABBITMQ_HEARTBEAT_SECONDS: 2,
     });
   });
 
@@ -118,6 +121,9 @@ describe('loadConfig', () => {
     ['INCOMING_QUEUE', 'amq.incoming'],
     ['DEAD_LETTER_QUEUE', 'x'.repeat(256)],
     ['BRIDGE_PREFETCH', '65536'],
+    ['RABBITMQ_HEARTBEAT_SECONDS', '0'],
+    ['RABBITMQ_HEARTBEAT_SECONDS', '61'],
+    ['RABBITMQ_HEARTBEAT_SECONDS', '2.5'],
     ['WORKER_MAX_WORKFLOW_TASKS', '1'],
     ['WORKFLOW_BUNDLE_PATH', '/nonexistent/workflow-bundle.js'],
   ])('rejects %s=%j with one ConfigError naming the variable', (variable, value) => {
@@ -175,6 +181,18 @@ describe('loadConfig', () => {
   ])('refuses %s=%s, naming it without echoing the value', (variable, value, message) => {
     const error = configError({ [variable]: value });
     expect(error.message).toBe(`Invalid configuration: ${variable}: ${message}`);
+  });
+
+  it.each([
+    'amqp://user:password@rabbit:5672?heartbeat=0',
+    'amqps://rabbit/vhost?frameMax=8192&heartbeat=60',
+  ])('refuses a heartbeat in RABBITMQ_URL (%s), naming RABBITMQ_HEARTBEAT_SECONDS', (value) => {
+    expect(configError({ RABBITMQ_URL: value }).message).toBe(
+      'Invalid configuration: RABBITMQ_URL: must not carry a heartbeat parameter: set RABBITMQ_HEARTBEAT_SECONDS instead',
+    );
+    expect(loadConfig({ RABBITMQ_URL: 'amqps://rabbit/vhost?frameMax=8192' }).RABBITMQ_URL).toBe(
+      'amqps://rabbit/vhost?frameMax=8192',
+    );
   });
 
   it('names every bad variable in a single error', () => {
