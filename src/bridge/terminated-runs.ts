@@ -32,16 +32,42 @@ const CLAIM = `
   ON CONFLICT DO NOTHING RETURNING workflow_id`;
 const RECORDED = `SELECT 1 FROM balance_sync_ingest_ledger WHERE ingest_key = $1`;
 
+/** Which dependency a sweep failed on: the warn line names it. */
+export type SweepDependency = 'temporal visibility' | 'temporal history' | 'postgres' | 'rabbitmq';
+
+/** A failed sweep, with the dependency whose call failed. */
+export class SweepFailure extends Error {
+  constructor(
+    readonly dependency: SweepDependency,
+    error: unknown,
+  ) {
+    super(error instanceof Error ? error.message : String(error), { cause: error });
+  }
+}
+
+/** Awaits `work`, blaming `dependency` if it fails; a blame made further in stands. */
+async function blame<T>(dependency: SweepDependency, work: Promise<T>): Promise<T> {
+  try {
+    return await work;
+  } catch (error) {
+    throw error instanceof SweepFailure ? error : new SweepFailure(dependency, error);
+  }
+}
+
 /**
  * A terminated run runs no more workflow code, so it cannot dead-letter its message itself (a
  * cancelled one does). This loop finds IngestTransaction runs an operator terminated (visibility,
  * by close time) and dead-letters each one's message, read from the run's input, with code
  * `terminated`, once: balance_sync_terminated_runs records it in the transaction that publishes it.
- * A run whose row was written before the terminate is only marked.
+ * A run whose row was written before the terminate is only marked. A failed sweep counts in
+ * `dead_letter_publish_failures_total{code="terminated"}` and warns with the dependency and how long
+ * sweeps have failed; the next sweep re-reads what it missed.
  */
 export function watchTerminatedRuns(options: TerminatedRunsOptions, deps: TerminatedRunsDeps) {
+  const intervalMs = options.intervalMs ?? TERMINATED_RUNS_INTERVAL_MS;
   let since: Date | undefined;
   let running: Promise<void> | undefined;
+  let failing: { since: number; sweeps: number } | undefined;
   const sweep = async () => {
     const from = since ? new Date(since.getTime() - OVERLAP_MS) : undefined;
     const query = [
@@ -52,23 +78,47 @@ export function watchTerminatedRuns(options: TerminatedRunsOptions, deps: Termin
     ].join(' AND ');
     for await (const run of deps.client.workflow.list({ query })) {
       if (run.closeTime && (!since || run.closeTime > since)) since = run.closeTime;
-      await deadLetterOnce(run.workflowId, run.runId, deps);
+      await blame('postgres', deadLetterOnce(run.workflowId, run.runId, deps));
     }
   };
+  const succeeded = () => {
+    if (failing) deps.log.info({ failedSweeps: failing.sweeps }, 'terminated runs are dead-lettered again');
+    failing = undefined;
+  };
+  const failed = (error: unknown) => {
+    const { dependency, message } =
+      error instanceof SweepFailure ? error : new SweepFailure('temporal visibility', error);
+    failing = { since: failing?.since ?? Date.now(), sweeps: (failing?.sweeps ?? 0) + 1 };
+    const failingForSeconds = Math.round((Date.now() - failing.since) / 1000);
+    deps.metrics.deadLetterPublishFailures.inc({ code: 'terminated' });
+    deps.log.warn(
+      { code: 'terminated', dependency, err: message, failedSweeps: failing.sweeps, failingForSeconds },
+      `cannot dead-letter terminated runs: ${dependency} failing for ${failingForSeconds} s; retrying every ${intervalMs / 1000} s`,
+    );
+  };
   const tick = () => {
-    running ??= sweep()
-      .catch((error: unknown) =>
-        deps.log.warn({ err: (error as Error).message }, 'cannot dead-letter terminated runs yet; retrying'),
-      )
+    running ??= blame('temporal visibility', sweep())
+      .then(succeeded, failed)
       .finally(() => (running = undefined));
   };
-  const timer = setInterval(tick, options.intervalMs ?? TERMINATED_RUNS_INTERVAL_MS);
+  const timer = setInterval(tick, intervalMs);
   tick();
   return {
     async stop() {
       clearInterval(timer);
       await running;
     },
+  };
+}
+
+/** The run's input and the operator's reason, from its history. */
+async function readTerminatedRun(client: Client, workflowId: string, runId: string) {
+  const history = await client.workflow.getHandle(workflowId, runId).fetchHistory();
+  const events = history.events ?? [];
+  const payload = events[0]?.workflowExecutionStartedEventAttributes?.input?.payloads?.[0];
+  return {
+    input: payload ? defaultPayloadConverter.fromPayload<IngestTransactionInput>(payload) : undefined,
+    why: events.at(-1)?.workflowExecutionTerminatedEventAttributes?.reason || 'no reason given',
   };
 }
 
@@ -82,19 +132,13 @@ async function deadLetterOnce(workflowId: string, runId: string, deps: Terminate
       return;
     }
     const recorded = (await db.query(RECORDED, [workflowId])).rowCount;
-    const history = await deps.client.workflow.getHandle(workflowId, runId).fetchHistory();
-    const events = history.events ?? [];
-    const payload = events[0]?.workflowExecutionStartedEventAttributes?.input?.payloads?.[0];
-    const input = payload ? defaultPayloadConverter.fromPayload<IngestTransactionInput>(payload) : undefined;
-    const why = events.at(-1)?.workflowExecutionTerminatedEventAttributes?.reason || 'no reason given';
+    const { input, why } = await blame('temporal history', readTerminatedRun(deps.client, workflowId, runId));
     if (!recorded && input?.original) {
       const reason = `the IngestTransaction run was terminated before its row was written: ${why}`;
-      await publishOriginal(deps.publisher, {
-        original: input.original,
-        code: 'terminated',
-        reason,
-        workflowId,
-      });
+      await blame(
+        'rabbitmq',
+        publishOriginal(deps.publisher, { original: input.original, code: 'terminated', reason, workflowId }),
+      );
       deps.metrics.messagesDeadLettered.inc({ code: 'terminated' });
       deps.log.warn({ workflowId, runId, code: 'terminated' }, 'terminated run dead-lettered');
     }
