@@ -25,6 +25,8 @@ export interface TerminatedRunsDeps {
 export const TERMINATED_RUNS_INTERVAL_MS = 15_000;
 /** Each look re-reads this much before the newest close time seen, for visibility's lag. */
 const OVERLAP_MS = 5 * 60_000;
+/** How long one sweep may take: its Temporal calls get this deadline, and a sweep still running at it fails. */
+export const SWEEP_BOUND_MS = 60_000;
 
 // Claimed and dead-lettered in one transaction: a second instance waits on the claim, then skips it.
 const CLAIM = `
@@ -45,12 +47,51 @@ export class SweepFailure extends Error {
   }
 }
 
-/** Awaits `work`, blaming `dependency` if it fails; a blame made further in stands. */
-async function blame<T>(dependency: SweepDependency, work: Promise<T>): Promise<T> {
+/** One sweep: what it waits on, so a sweep cut off at its bound names what did not answer. */
+class SweepProgress {
+  waitingOn: SweepDependency = 'temporal visibility';
+  cutOff = false;
+
+  /** Awaits `work`, blaming `dependency` if it fails; a blame made further in stands. */
+  async blame<T>(dependency: SweepDependency, work: Promise<T>): Promise<T> {
+    const outer = this.waitingOn;
+    this.waitingOn = dependency;
+    try {
+      return await work;
+    } catch (error) {
+      throw error instanceof SweepFailure ? error : new SweepFailure(dependency, error);
+    } finally {
+      this.waitingOn = outer;
+    }
+  }
+}
+
+/**
+ * Runs one sweep within SWEEP_BOUND_MS. Its Temporal calls carry the deadline (the app's
+ * NativeConnection ignores an AbortSignal), and the sweep fails at the bound whatever it waits on,
+ * so a call that never answers cannot hold the next sweeps back.
+ */
+async function withinBound(client: Client, sweep: (progress: SweepProgress) => Promise<void>) {
+  const progress = new SweepProgress();
+  const deadline = Date.now() + SWEEP_BOUND_MS;
+  const noAnswer = (dependency: SweepDependency) =>
+    new SweepFailure(dependency, new Error(`no answer within ${SWEEP_BOUND_MS / 1000} s`));
+  const work = client.withDeadline(deadline, () => progress.blame('temporal visibility', sweep(progress)));
+  let timer: NodeJS.Timeout | undefined;
+  const cutOff = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      progress.cutOff = true;
+      reject(noAnswer(progress.waitingOn));
+    }, SWEEP_BOUND_MS);
+  });
   try {
-    return await work;
+    await Promise.race([work, cutOff]);
   } catch (error) {
-    throw error instanceof SweepFailure ? error : new SweepFailure(dependency, error);
+    // The SDK's own "Timeout expired" at the deadline may come just before the timer: the same cut-off.
+    if (error instanceof SweepFailure && Date.now() >= deadline) throw noAnswer(error.dependency);
+    throw error;
+  } finally {
+    clearTimeout(timer);
   }
 }
 
@@ -61,14 +102,15 @@ async function blame<T>(dependency: SweepDependency, work: Promise<T>): Promise<
  * `terminated`, once: balance_sync_terminated_runs records it in the transaction that publishes it.
  * A run whose row was written before the terminate is only marked. A failed sweep counts in
  * `dead_letter_publish_failures_total{code="terminated"}` and warns with the dependency and how long
- * sweeps have failed; the next sweep re-reads what it missed.
+ * sweeps have failed; so does a sweep with no answer within SWEEP_BOUND_MS. The next sweep re-reads
+ * what it missed.
  */
 export function watchTerminatedRuns(options: TerminatedRunsOptions, deps: TerminatedRunsDeps) {
   const intervalMs = options.intervalMs ?? TERMINATED_RUNS_INTERVAL_MS;
   let since: Date | undefined;
   let running: Promise<void> | undefined;
   let failing: { since: number; sweeps: number } | undefined;
-  const sweep = async () => {
+  const sweep = async (progress: SweepProgress) => {
     const from = since ? new Date(since.getTime() - OVERLAP_MS) : undefined;
     const query = [
       `WorkflowType = 'IngestTransaction'`,
@@ -77,18 +119,19 @@ export function watchTerminatedRuns(options: TerminatedRunsOptions, deps: Termin
       ...(from ? [`CloseTime > ${JSON.stringify(from.toISOString())}`] : []),
     ].join(' AND ');
     for await (const run of deps.client.workflow.list({ query })) {
+      if (progress.cutOff) return; // failed at its bound: the next sweep re-reads the rest
       if (run.closeTime && (!since || run.closeTime > since)) since = run.closeTime;
-      await blame('postgres', deadLetterOnce(run.workflowId, run.runId, deps));
+      await progress.blame('postgres', deadLetterOnce(run.workflowId, run.runId, deps, progress));
     }
   };
   const succeeded = () => {
     if (failing) deps.log.info({ failedSweeps: failing.sweeps }, 'terminated runs are dead-lettered again');
     failing = undefined;
   };
-  const failed = (error: unknown) => {
+  const failed = (error: unknown, startedAt: number) => {
     const { dependency, message } =
       error instanceof SweepFailure ? error : new SweepFailure('temporal visibility', error);
-    failing = { since: failing?.since ?? Date.now(), sweeps: (failing?.sweeps ?? 0) + 1 };
+    failing = { since: failing?.since ?? startedAt, sweeps: (failing?.sweeps ?? 0) + 1 };
     const failingForSeconds = Math.round((Date.now() - failing.since) / 1000);
     deps.metrics.deadLetterPublishFailures.inc({ code: 'terminated' });
     deps.log.warn(
@@ -97,8 +140,10 @@ export function watchTerminatedRuns(options: TerminatedRunsOptions, deps: Termin
     );
   };
   const tick = () => {
-    running ??= blame('temporal visibility', sweep())
-      .then(succeeded, failed)
+    if (running) return;
+    const startedAt = Date.now();
+    running = withinBound(deps.client, sweep)
+      .then(succeeded, (error: unknown) => failed(error, startedAt))
       .finally(() => (running = undefined));
   };
   const timer = setInterval(tick, intervalMs);
@@ -122,7 +167,12 @@ async function readTerminatedRun(client: Client, workflowId: string, runId: stri
   };
 }
 
-async function deadLetterOnce(workflowId: string, runId: string, deps: TerminatedRunsDeps): Promise<void> {
+async function deadLetterOnce(
+  workflowId: string,
+  runId: string,
+  deps: TerminatedRunsDeps,
+  progress: SweepProgress,
+): Promise<void> {
   const db = await deps.pool.connect();
   try {
     await db.query('BEGIN');
@@ -132,10 +182,13 @@ async function deadLetterOnce(workflowId: string, runId: string, deps: Terminate
       return;
     }
     const recorded = (await db.query(RECORDED, [workflowId])).rowCount;
-    const { input, why } = await blame('temporal history', readTerminatedRun(deps.client, workflowId, runId));
+    const { input, why } = await progress.blame(
+      'temporal history',
+      readTerminatedRun(deps.client, workflowId, runId),
+    );
     if (!recorded && input?.original) {
       const reason = `the IngestTransaction run was terminated before its row was written: ${why}`;
-      await blame(
+      await progress.blame(
         'rabbitmq',
         publishOriginal(deps.publisher, { original: input.original, code: 'terminated', reason, workflowId }),
       );

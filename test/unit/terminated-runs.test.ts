@@ -11,9 +11,9 @@ type Line = Record<string, unknown> & { level: string; msg: string };
 
 /** What each fake dependency does; by default one terminated run is found and dead-lettered. */
 interface Fakes {
-  list?: () => Promise<{ workflowId: string; runId: string }[]>;
+  list?: (query: string) => Promise<{ workflowId: string; runId: string; closeTime?: Date }[]>;
   connect?: () => Promise<void>;
-  fetchHistory?: () => Promise<void>;
+  fetchHistory?: (runId: string) => Promise<void>;
   publish?: () => Promise<void>;
 }
 
@@ -28,16 +28,23 @@ function sweepOn(fakes: Fakes) {
   const input = defaultPayloadConverter.toPayload({
     original: { bodyBase64: Buffer.from('{"id":1}').toString('base64'), properties: {}, headers: {} },
   });
+  // How far ahead of each sweep's start its Temporal calls' deadline lies. The fake keeps no
+  // deadline itself: its hung calls stay hung, as a call that ignored it would.
+  const deadlines: number[] = [];
   const client = {
+    withDeadline: (deadline: number, fn: () => Promise<unknown>) => {
+      deadlines.push(deadline - Date.now());
+      return fn();
+    },
     workflow: {
-      list: () => ({
+      list: ({ query }: { query: string }) => ({
         async *[Symbol.asyncIterator]() {
-          yield* await (fakes.list?.() ?? Promise.resolve([{ workflowId: 'ingest-1', runId: 'r1' }]));
+          yield* await (fakes.list?.(query) ?? Promise.resolve([{ workflowId: 'ingest-1', runId: 'r1' }]));
         },
       }),
-      getHandle: () => ({
+      getHandle: (_workflowId: string, runId: string) => ({
         fetchHistory: async () => {
-          await fakes.fetchHistory?.();
+          await fakes.fetchHistory?.(runId);
           return {
             events: [
               { workflowExecutionStartedEventAttributes: { input: { payloads: [input] } } },
@@ -68,10 +75,14 @@ function sweepOn(fakes: Fakes) {
       ?.value ?? 0;
   const deadLettered = async () =>
     (await metrics.messagesDeadLettered.get()).values.find((v) => v.labels.code === 'terminated')?.value ?? 0;
-  return { watch, lines, failures, deadLettered };
+  return { watch, lines, failures, deadLettered, deadlines };
 }
 
 const refuse = (message: string) => () => Promise.reject(new Error(message));
+const never = () => new Promise<never>(() => undefined);
+/** How the Temporal SDK's NativeConnection fails a call still unanswered at its deadline. */
+const timesOutAt60s = () =>
+  new Promise<never>((_, reject) => setTimeout(() => reject(new Error('Timeout expired')), 60_000));
 
 describe('the terminated runs sweep', () => {
   beforeEach(() => vi.useFakeTimers());
@@ -134,5 +145,44 @@ describe('the terminated runs sweep', () => {
         msg: `cannot dead-letter terminated runs: ${dependency} failing for 0 s; retrying every 15 s`,
       }),
     ]);
+  });
+
+  it.each<[SweepDependency, Fakes]>([
+    ['temporal visibility', { list: never }],
+    ['temporal history', { fetchHistory: never }],
+  ])(
+    'fails a sweep that %s leaves unanswered for 60 s, counts it, and sweeps again 15 s later',
+    async (dependency, fakes) => {
+      const { watch, failures, deadLettered, lines, deadlines } = sweepOn(fakes);
+      await vi.advanceTimersByTimeAsync(59_999);
+      expect(await failures()).toBe(0);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(await failures()).toBe(1);
+      expect(lines.at(-1)).toMatchObject({
+        level: 'warn',
+        code: 'terminated',
+        dependency,
+        err: 'no answer within 60 s',
+        failingForSeconds: 60,
+        msg: `cannot dead-letter terminated runs: ${dependency} failing for 60 s; retrying every 15 s`,
+      });
+
+      delete fakes.list;
+      delete fakes.fetchHistory;
+      await vi.advanceTimersByTimeAsync(15_000);
+      await watch.stop();
+      expect(await failures()).toBe(1);
+      expect(await deadLettered()).toBe(1);
+      expect(lines.at(-1)).toMatchObject({ level: 'info', msg: 'terminated runs are dead-lettered again' });
+      expect(deadlines).toEqual([60_000, 60_000]);
+    },
+  );
+
+  it('reports the SDK timing a call out at the deadline as no answer within 60 s too', async () => {
+    const { watch, failures, lines } = sweepOn({ list: timesOutAt60s });
+    await vi.advanceTimersByTimeAsync(60_000);
+    await watch.stop();
+    expect(await failures()).toBe(1);
+    expect(lines.at(-1)).toMatchObject({ dependency: 'temporal visibility', err: 'no answer within 60 s' });
   });
 });
