@@ -103,7 +103,7 @@ async function withinBound(client: Client, sweep: (progress: SweepProgress) => P
  * A run whose row was written before the terminate is only marked. A failed sweep counts in
  * `dead_letter_publish_failures_total{code="terminated"}` and warns with the dependency and how long
  * sweeps have failed; so does a sweep with no answer within SWEEP_BOUND_MS. The next sweep re-reads
- * what it missed.
+ * what a failed one missed: the newest close time seen counts only once a sweep has read them all.
  */
 export function watchTerminatedRuns(options: TerminatedRunsOptions, deps: TerminatedRunsDeps) {
   const intervalMs = options.intervalMs ?? TERMINATED_RUNS_INTERVAL_MS;
@@ -118,11 +118,13 @@ export function watchTerminatedRuns(options: TerminatedRunsOptions, deps: Termin
       `TaskQueue = ${JSON.stringify(options.taskQueue)}`,
       ...(from ? [`CloseTime > ${JSON.stringify(from.toISOString())}`] : []),
     ].join(' AND ');
+    let newest = since;
     for await (const run of deps.client.workflow.list({ query })) {
       if (progress.cutOff) return; // failed at its bound: the next sweep re-reads the rest
-      if (run.closeTime && (!since || run.closeTime > since)) since = run.closeTime;
+      if (run.closeTime && (!newest || run.closeTime > newest)) newest = run.closeTime;
       await progress.blame('postgres', deadLetterOnce(run.workflowId, run.runId, deps, progress));
     }
+    since = newest;
   };
   const succeeded = () => {
     if (failing) deps.log.info({ failedSweeps: failing.sweeps }, 'terminated runs are dead-lettered again');

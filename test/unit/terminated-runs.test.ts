@@ -178,6 +178,31 @@ describe('the terminated runs sweep', () => {
     },
   );
 
+  it('re-reads from the last complete sweep when one fails part-way, not from the newest run it saw', async () => {
+    const newest = new Date('2026-12-01T12:00:00Z');
+    const hourOlder = new Date('2026-12-01T11:00:00Z');
+    const queries: string[] = [];
+    const fakes: Fakes = {
+      list: (query) => {
+        queries.push(query);
+        return Promise.resolve([
+          { workflowId: 'ingest-2', runId: 'r2', closeTime: newest },
+          { workflowId: 'ingest-1', runId: 'r1', closeTime: hourOlder },
+        ]);
+      },
+      fetchHistory: (runId) => (runId === 'r1' ? refuse('14 UNAVAILABLE')() : Promise.resolve()),
+    };
+    const { watch, failures } = sweepOn(fakes);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(await failures()).toBe(1);
+
+    delete fakes.fetchHistory;
+    await vi.advanceTimersByTimeAsync(30_000);
+    await watch.stop();
+    expect(queries[1]).not.toContain('CloseTime');
+    expect(queries[2]).toContain(`CloseTime > "2026-12-01T11:55:00.000Z"`);
+  });
+
   it('reports the SDK timing a call out at the deadline as no answer within 60 s too', async () => {
     const { watch, failures, lines } = sweepOn({ list: timesOutAt60s });
     await vi.advanceTimersByTimeAsync(60_000);
