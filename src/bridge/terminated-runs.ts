@@ -43,8 +43,16 @@ export class SweepFailure extends Error {
     readonly dependency: SweepDependency,
     error: unknown,
   ) {
-    super(error instanceof Error ? error.message : String(error), { cause: error });
+    super(withCauses(error), { cause: error });
   }
+}
+
+/** "Failed to list workflows: Timeout expired": the Temporal SDK says why in the cause. */
+function withCauses(error: unknown): string {
+  const messages: string[] = [];
+  for (let e = error; e instanceof Error; e = e.cause)
+    if (!messages.at(-1)?.includes(e.message)) messages.push(e.message);
+  return messages.join(': ') || String(error);
 }
 
 /** One sweep: what it waits on, so a sweep cut off at its bound names what did not answer. */

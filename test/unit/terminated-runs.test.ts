@@ -210,4 +210,13 @@ describe('the terminated runs sweep', () => {
     expect(await failures()).toBe(1);
     expect(lines.at(-1)).toMatchObject({ dependency: 'temporal visibility', err: 'no answer within 60 s' });
   });
+
+  it('warns with the cause the Temporal SDK wraps its error around', async () => {
+    const list = () =>
+      Promise.reject(new Error('Failed to list workflows', { cause: new Error('Timeout expired') }));
+    const { watch, lines } = sweepOn({ list });
+    await vi.advanceTimersByTimeAsync(0);
+    await watch.stop();
+    expect(lines.at(-1)).toMatchObject({ err: 'Failed to list workflows: Timeout expired' });
+  });
 });
