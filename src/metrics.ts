@@ -68,7 +68,7 @@ export function createMetrics() {
     }),
     deadLetterPublishFailures: new Counter({
       name: 'balance_sync_dead_letter_publish_failures_total',
-      help: 'Failed attempts of IngestTransaction to dead-letter a message after its ack (retried until accepted), by reason code',
+      help: 'Failed attempts to dead-letter a message after its ack (retried until accepted), by reason code; terminated: a failed sweep for operator-terminated runs',
       labelNames: ['code'] as const,
       registers,
     }),

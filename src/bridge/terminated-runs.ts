@@ -25,6 +25,8 @@ export interface TerminatedRunsDeps {
 export const TERMINATED_RUNS_INTERVAL_MS = 15_000;
 /** Each look re-reads this much before the newest close time seen, for visibility's lag. */
 const OVERLAP_MS = 5 * 60_000;
+/** How long one sweep may take: its Temporal calls get this deadline, and a sweep still running at it fails. */
+export const SWEEP_BOUND_MS = 60_000;
 
 // Claimed and dead-lettered in one transaction: a second instance waits on the claim, then skips it.
 const CLAIM = `
@@ -32,17 +34,91 @@ const CLAIM = `
   ON CONFLICT DO NOTHING RETURNING workflow_id`;
 const RECORDED = `SELECT 1 FROM balance_sync_ingest_ledger WHERE ingest_key = $1`;
 
+/** Which dependency a sweep failed on: the warn line names it. */
+export type SweepDependency = 'temporal visibility' | 'temporal history' | 'postgres' | 'rabbitmq';
+
+/** A failed sweep, with the dependency whose call failed. */
+export class SweepFailure extends Error {
+  constructor(
+    readonly dependency: SweepDependency,
+    error: unknown,
+  ) {
+    super(withCauses(error), { cause: error });
+  }
+}
+
+/** "Failed to list workflows: Timeout expired": the Temporal SDK says why in the cause. */
+function withCauses(error: unknown): string {
+  const messages: string[] = [];
+  for (let e = error; e instanceof Error; e = e.cause)
+    if (!messages.at(-1)?.includes(e.message)) messages.push(e.message);
+  return messages.join(': ') || String(error);
+}
+
+/** One sweep: what it waits on, so a sweep cut off at its bound names what did not answer. */
+class SweepProgress {
+  waitingOn: SweepDependency = 'temporal visibility';
+  cutOff = false;
+
+  /** Awaits `work`, blaming `dependency` if it fails; a blame made further in stands. */
+  async blame<T>(dependency: SweepDependency, work: Promise<T>): Promise<T> {
+    const outer = this.waitingOn;
+    this.waitingOn = dependency;
+    try {
+      return await work;
+    } catch (error) {
+      throw error instanceof SweepFailure ? error : new SweepFailure(dependency, error);
+    } finally {
+      this.waitingOn = outer;
+    }
+  }
+}
+
+/**
+ * Runs one sweep within SWEEP_BOUND_MS. Its Temporal calls carry the deadline (the app's
+ * NativeConnection ignores an AbortSignal), and the sweep fails at the bound whatever it waits on,
+ * so a call that never answers cannot hold the next sweeps back.
+ */
+async function withinBound(client: Client, sweep: (progress: SweepProgress) => Promise<void>) {
+  const progress = new SweepProgress();
+  const deadline = Date.now() + SWEEP_BOUND_MS;
+  const noAnswer = (dependency: SweepDependency) =>
+    new SweepFailure(dependency, new Error(`no answer within ${SWEEP_BOUND_MS / 1000} s`));
+  const work = client.withDeadline(deadline, () => progress.blame('temporal visibility', sweep(progress)));
+  let timer: NodeJS.Timeout | undefined;
+  const cutOff = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      progress.cutOff = true;
+      reject(noAnswer(progress.waitingOn));
+    }, SWEEP_BOUND_MS);
+  });
+  try {
+    await Promise.race([work, cutOff]);
+  } catch (error) {
+    // The SDK's own "Timeout expired" at the deadline may come just before the timer: the same cut-off.
+    if (error instanceof SweepFailure && Date.now() >= deadline) throw noAnswer(error.dependency);
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /**
  * A terminated run runs no more workflow code, so it cannot dead-letter its message itself (a
  * cancelled one does). This loop finds IngestTransaction runs an operator terminated (visibility,
  * by close time) and dead-letters each one's message, read from the run's input, with code
  * `terminated`, once: balance_sync_terminated_runs records it in the transaction that publishes it.
- * A run whose row was written before the terminate is only marked.
+ * A run whose row was written before the terminate is only marked. A failed sweep counts in
+ * `dead_letter_publish_failures_total{code="terminated"}` and warns with the dependency and how long
+ * sweeps have failed; so does a sweep with no answer within SWEEP_BOUND_MS. The next sweep re-reads
+ * what a failed one missed: the newest close time seen counts only once a sweep has read them all.
  */
 export function watchTerminatedRuns(options: TerminatedRunsOptions, deps: TerminatedRunsDeps) {
+  const intervalMs = options.intervalMs ?? TERMINATED_RUNS_INTERVAL_MS;
   let since: Date | undefined;
   let running: Promise<void> | undefined;
-  const sweep = async () => {
+  let failing: { since: number; sweeps: number } | undefined;
+  const sweep = async (progress: SweepProgress) => {
     const from = since ? new Date(since.getTime() - OVERLAP_MS) : undefined;
     const query = [
       `WorkflowType = 'IngestTransaction'`,
@@ -50,19 +126,37 @@ export function watchTerminatedRuns(options: TerminatedRunsOptions, deps: Termin
       `TaskQueue = ${JSON.stringify(options.taskQueue)}`,
       ...(from ? [`CloseTime > ${JSON.stringify(from.toISOString())}`] : []),
     ].join(' AND ');
+    let newest = since;
     for await (const run of deps.client.workflow.list({ query })) {
-      if (run.closeTime && (!since || run.closeTime > since)) since = run.closeTime;
-      await deadLetterOnce(run.workflowId, run.runId, deps);
+      if (progress.cutOff) return; // failed at its bound: the next sweep re-reads the rest
+      if (run.closeTime && (!newest || run.closeTime > newest)) newest = run.closeTime;
+      await progress.blame('postgres', deadLetterOnce(run.workflowId, run.runId, deps, progress));
     }
+    since = newest;
+  };
+  const succeeded = () => {
+    if (failing) deps.log.info({ failedSweeps: failing.sweeps }, 'terminated runs are dead-lettered again');
+    failing = undefined;
+  };
+  const failed = (error: unknown, startedAt: number) => {
+    const { dependency, message } =
+      error instanceof SweepFailure ? error : new SweepFailure('temporal visibility', error);
+    failing = { since: failing?.since ?? startedAt, sweeps: (failing?.sweeps ?? 0) + 1 };
+    const failingForSeconds = Math.round((Date.now() - failing.since) / 1000);
+    deps.metrics.deadLetterPublishFailures.inc({ code: 'terminated' });
+    deps.log.warn(
+      { code: 'terminated', dependency, err: message, failedSweeps: failing.sweeps, failingForSeconds },
+      `cannot dead-letter terminated runs: ${dependency} failing for ${failingForSeconds} s; retrying every ${intervalMs / 1000} s`,
+    );
   };
   const tick = () => {
-    running ??= sweep()
-      .catch((error: unknown) =>
-        deps.log.warn({ err: (error as Error).message }, 'cannot dead-letter terminated runs yet; retrying'),
-      )
+    if (running) return;
+    const startedAt = Date.now();
+    running = withinBound(deps.client, sweep)
+      .then(succeeded, (error: unknown) => failed(error, startedAt))
       .finally(() => (running = undefined));
   };
-  const timer = setInterval(tick, options.intervalMs ?? TERMINATED_RUNS_INTERVAL_MS);
+  const timer = setInterval(tick, intervalMs);
   tick();
   return {
     async stop() {
@@ -72,7 +166,23 @@ export function watchTerminatedRuns(options: TerminatedRunsOptions, deps: Termin
   };
 }
 
-async function deadLetterOnce(workflowId: string, runId: string, deps: TerminatedRunsDeps): Promise<void> {
+/** The run's input and the operator's reason, from its history. */
+async function readTerminatedRun(client: Client, workflowId: string, runId: string) {
+  const history = await client.workflow.getHandle(workflowId, runId).fetchHistory();
+  const events = history.events ?? [];
+  const payload = events[0]?.workflowExecutionStartedEventAttributes?.input?.payloads?.[0];
+  return {
+    input: payload ? defaultPayloadConverter.fromPayload<IngestTransactionInput>(payload) : undefined,
+    why: events.at(-1)?.workflowExecutionTerminatedEventAttributes?.reason || 'no reason given',
+  };
+}
+
+async function deadLetterOnce(
+  workflowId: string,
+  runId: string,
+  deps: TerminatedRunsDeps,
+  progress: SweepProgress,
+): Promise<void> {
   const db = await deps.pool.connect();
   try {
     await db.query('BEGIN');
@@ -82,19 +192,16 @@ async function deadLetterOnce(workflowId: string, runId: string, deps: Terminate
       return;
     }
     const recorded = (await db.query(RECORDED, [workflowId])).rowCount;
-    const history = await deps.client.workflow.getHandle(workflowId, runId).fetchHistory();
-    const events = history.events ?? [];
-    const payload = events[0]?.workflowExecutionStartedEventAttributes?.input?.payloads?.[0];
-    const input = payload ? defaultPayloadConverter.fromPayload<IngestTransactionInput>(payload) : undefined;
-    const why = events.at(-1)?.workflowExecutionTerminatedEventAttributes?.reason || 'no reason given';
+    const { input, why } = await progress.blame(
+      'temporal history',
+      readTerminatedRun(deps.client, workflowId, runId),
+    );
     if (!recorded && input?.original) {
       const reason = `the IngestTransaction run was terminated before its row was written: ${why}`;
-      await publishOriginal(deps.publisher, {
-        original: input.original,
-        code: 'terminated',
-        reason,
-        workflowId,
-      });
+      await progress.blame(
+        'rabbitmq',
+        publishOriginal(deps.publisher, { original: input.original, code: 'terminated', reason, workflowId }),
+      );
       deps.metrics.messagesDeadLettered.inc({ code: 'terminated' });
       deps.log.warn({ workflowId, runId, code: 'terminated' }, 'terminated run dead-lettered');
     }
