@@ -2,6 +2,7 @@ import { ScheduleNotFoundError, type Client } from '@temporalio/client';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { AppMetrics } from '../metrics.js';
+import { lastFailedRun } from './run-failure.js';
 import {
   ensureSchedule,
   managedSchedules,
@@ -142,37 +143,12 @@ async function staleCauses(deps: SyncWatchDeps, sync: Seen, since: Date): Promis
   if (sync.error) causes.push(`schedule ${syncScheduleId} cannot be described: ${sync.error}`);
   for (const [check, reason] of Object.entries(deps.failingChecks()))
     causes.push(`${check} not ready: ${reason}`);
-  const failed = await lastFailedRun(deps.client, syncScheduleId, since).catch(
-    (error: unknown) => `recent runs cannot be listed: ${(error as Error).message}`,
-  );
+  const failed = await deps.client.connection
+    .withDeadline(Date.now() + TEMPORAL_DEADLINE_MS, () =>
+      lastFailedRun(deps.client, syncScheduleId, since, taskQueue),
+    )
+    .catch((error: unknown) => `recent runs cannot be listed: ${(error as Error).message}`);
   if (failed) causes.push(failed);
   if (causes.length === 0) causes.push(`no cause visible here: is a worker polling task queue ${taskQueue}?`);
   return causes;
-}
-
-/** The last SyncBalances run of the schedule that failed or timed out since `since`, with its failure. */
-async function lastFailedRun(client: Client, scheduleId: string, since: Date): Promise<string | undefined> {
-  const query = `TemporalScheduledById = '${scheduleId}' AND ExecutionStatus IN ('Failed', 'TimedOut') AND CloseTime > '${since.toISOString()}'`;
-  return await client.connection.withDeadline(Date.now() + TEMPORAL_DEADLINE_MS, async () => {
-    for await (const run of client.workflow.list({ query, pageSize: 1 })) {
-      const failure = await client.workflow
-        .getHandle(run.workflowId, run.runId)
-        .result()
-        .then(
-          () => 'no failure recorded',
-          (error: unknown) => failureChain(error),
-        );
-      return `runs are failing: the last, ${run.workflowId}, ${run.status.name.toLowerCase()}: ${failure}`;
-    }
-    return undefined;
-  });
-}
-
-/** "Workflow execution failed: Activity task failed: Command timed out": each cause's message. */
-function failureChain(error: unknown): string {
-  const messages: string[] = [];
-  for (let e = error as Error | undefined; e && messages.length < 5; e = e.cause as Error | undefined) {
-    if (e.message) messages.push(e.message);
-  }
-  return messages.join(': ');
 }
