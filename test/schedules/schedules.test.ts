@@ -1,6 +1,8 @@
 import { Client, Connection } from '@temporalio/client';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { checkDefinition, writeDefinition } from '../../src/schedules/definition-stamp.js';
+import { scheduleDifferences } from '../../src/schedules/schedule-differences.js';
 import {
   ensureSchedule,
   ensureSchedules,
@@ -52,6 +54,25 @@ const createSync = (settings: ScheduleSettings) =>
 
 const nextTimes = async (scheduleId: string) =>
   (await client.schedule.getHandle(scheduleId).describe()).info.nextActionTimes.map((t) => t.getTime());
+
+/**
+ * An operator's edit through the SDK (`handle.update`), which keeps the app's stamp: another cron,
+ * a jitter, another task queue and overlap policy.
+ */
+const editAtRuntime = (scheduleId: string) =>
+  client.schedule.getHandle(scheduleId).update((previous) => ({
+    ...previous,
+    spec: { cronExpressions: ['*/2 * * * *'], jitter: '7 seconds' },
+    action: { ...previous.action, taskQueue: 'elsewhere' },
+    policies: { ...previous.policies, overlap: 'ALLOW_ALL' },
+  }));
+
+/** Asserts the schedule fires every minute, `lead` s before the boundary. */
+function expectEveryMinute(times: Date[], lead: number) {
+  expect(times.length).toBeGreaterThanOrEqual(5);
+  for (const t of times) expect((t.getTime() + lead * 1000) % 60_000).toBe(0);
+  for (let i = 1; i < times.length; i++) expect(times[i]!.getTime() - times[i - 1]!.getTime()).toBe(60_000);
+}
 
 /** Triggers the schedule and returns the start event of the run it started. */
 async function triggeredRun(scheduleId: string) {
@@ -197,14 +218,29 @@ describe('ensureSchedule', () => {
     ]);
   });
 
-  it('is safe to race: one creates, the other finds it unchanged', async () => {
+  it('is safe to race: one creates, the other finds it unchanged (or stamps it again), and it ends as defined', async () => {
     const settings = settingsFor(5);
     const definition = syncBalancesSchedule(settings);
     const results = await Promise.all([
       ensureSchedule(client, settings.syncScheduleId, definition, silentLog(), ENSURE),
       ensureSchedule(client, settings.syncScheduleId, definition, silentLog(), ENSURE),
     ]);
-    expect(results.sort()).toEqual(['created', 'unchanged']);
+    // The second finds it unchanged, or, between the create and its stamp, writes the same definition.
+    expect(results.sort()).toEqual(['created', expect.stringMatching(/^(unchanged|updated)$/)]);
+    const described = await client.schedule.getHandle(settings.syncScheduleId).describe();
+    expect(checkDefinition(described, definition)).toEqual({ kind: 'same' });
+  });
+
+  it('at start-up, restores an edit made at runtime that kept the stamp (an SDK update)', async () => {
+    const settings = settingsFor(5);
+    await ensureSchedules(client, settings, silentLog());
+    await editAtRuntime(settings.syncScheduleId);
+    expect(await ensureSchedules(client, settings, silentLog())).toEqual({
+      sync: 'updated',
+      reconcile: 'unchanged',
+    });
+    const described = await client.schedule.getHandle(settings.syncScheduleId).describe();
+    expect(checkDefinition(described, syncBalancesSchedule(settings))).toEqual({ kind: 'same' });
   });
 
   it('passes on errors other than "already exists"', async () => {
@@ -240,4 +276,84 @@ describe('what an operator sees of a schedule', () => {
       });
     },
   );
+});
+
+describe('a schedule edited at runtime', () => {
+  it.each([0, 5])(
+    'lead %i s: is found changed, and written back to its definition (every minute, that lead early), its pause and note kept',
+    async (lead) => {
+      const settings = settingsFor(lead);
+      const definition = syncBalancesSchedule(settings);
+      await createSync(settings);
+      const handle = client.schedule.getHandle(settings.syncScheduleId);
+      expect(checkDefinition(await handle.describe(), definition)).toEqual({ kind: 'same' });
+      await handle.pause('maintenance');
+      await editAtRuntime(settings.syncScheduleId);
+      const edited = await handle.describe();
+      expect(checkDefinition(edited, definition)).toEqual({ kind: 'changed' });
+
+      const restored = await writeDefinition(handle, definition);
+      expect(checkDefinition(restored, definition)).toEqual({ kind: 'same' });
+      expect(restored.state).toMatchObject({ paused: true, note: 'maintenance' });
+      expectEveryMinute(restored.info.nextActionTimes, lead);
+      expect(restored.spec.calendars).toHaveLength(1);
+      expect(restored).toMatchObject({
+        spec: { jitter: 0, timezone: 'UTC' },
+        action: {
+          taskQueue: settings.taskQueue,
+          workflowType: 'SyncBalances',
+          args: [{ leadMs: lead * 1000 }],
+        },
+        policies: { overlap: 'SKIP' },
+      });
+      expect(scheduleDifferences(edited, restored)).toEqual(
+        expect.arrayContaining([
+          ...(lead === 0 ? [] : [`spec.calendars[0].second 0 → ${60 - lead}`]),
+          'spec.calendars[0].minute 0-59/2 → 0-59',
+          'spec.jitter 7000 → 0',
+          `action.taskQueue "elsewhere" → "${settings.taskQueue}"`,
+          'policies.overlap "ALLOW_ALL" → "SKIP"',
+        ]),
+      );
+    },
+  );
+
+  it('is found changed when replaced without the stamp (as `temporal schedule update` does), and written back', async () => {
+    const settings = settingsFor(5);
+    const definition = reconcileBalancesSchedule(settings);
+    await ensureSchedule(client, settings.reconcileScheduleId, definition, silentLog(), ENSURE);
+    const handle = client.schedule.getHandle(settings.reconcileScheduleId);
+    await handle.update((previous) => ({
+      ...previous,
+      spec: { cronExpressions: ['17 * * * *'] },
+      action: { ...previous.action, staticDetails: undefined, staticSummary: undefined },
+    }));
+    expect(checkDefinition(await handle.describe(), definition)).toEqual({ kind: 'changed' });
+    const restored = await writeDefinition(handle, definition);
+    expect(checkDefinition(restored, definition)).toEqual({ kind: 'same' });
+    expect(restored.spec.timezone).toBe('UTC');
+  });
+
+  it('is not changed by a pause, a trigger or a note', async () => {
+    const settings = settingsFor(5);
+    await createSync(settings);
+    const handle = client.schedule.getHandle(settings.syncScheduleId);
+    await handle.pause('maintenance');
+    await handle.trigger();
+    await handle.update((previous) => ({
+      ...previous,
+      state: { ...previous.state, note: 'still maintenance' },
+    }));
+    expect(checkDefinition(await handle.describe(), syncBalancesSchedule(settings))).toEqual({
+      kind: 'same',
+    });
+    await client.workflow
+      .getHandle(
+        await waitFor(
+          'the triggered run',
+          async () => (await handle.describe()).info.recentActions[0]?.action.workflow.workflowId,
+        ),
+      )
+      .terminate('schedules.test');
+  });
 });
