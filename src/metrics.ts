@@ -162,6 +162,18 @@ export function createMetrics() {
       labelNames: ['schedule'] as const,
       registers,
     }),
+    syncScheduleRestored: new Counter({
+      name: 'balance_sync_sync_schedule_restored_total',
+      help: "Schedules (sync or reconcile) this instance found edited at runtime (spec, action or policies) and restored to the app's definition",
+      labelNames: ['schedule'] as const,
+      registers,
+    }),
+    syncScheduleOtherSettings: new Gauge({
+      name: 'balance_sync_sync_schedule_other_settings',
+      help: 'Per schedule: 1 while it was last written by an instance with other settings (or another release); this instance leaves it alone',
+      labelNames: ['schedule'] as const,
+      registers,
+    }),
     dependencyUp: new Gauge({
       name: 'balance_sync_dependency_up',
       help: '1 while the dependency answers its readiness check (the same state as /readyz), else 0',

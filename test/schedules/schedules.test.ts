@@ -1,11 +1,14 @@
 import { Client, Connection } from '@temporalio/client';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createMetrics } from '../../src/metrics.js';
 import { checkDefinition, writeDefinition } from '../../src/schedules/definition-stamp.js';
+import { createDefinitionKeeper } from '../../src/schedules/keep-definition.js';
 import { scheduleDifferences } from '../../src/schedules/schedule-differences.js';
 import {
   ensureSchedule,
   ensureSchedules,
+  managedSchedules,
   reconcileBalancesSchedule,
   syncBalancesSchedule,
   type ScheduleSettings,
@@ -355,5 +358,40 @@ describe('a schedule edited at runtime', () => {
         ),
       )
       .terminate('schedules.test');
+  });
+
+  it('instances never fight: other settings leave it (a warning once, a gauge); the same settings restore it together', async () => {
+    const settings = settingsFor(5);
+    const ours = managedSchedules(settings).sync;
+    const theirs = managedSchedules({ ...settings, syncLeadSeconds: 3 }).sync;
+    await createSync(settings);
+    const handle = client.schedule.getHandle(settings.syncScheduleId);
+    const lines: { level: number; msg: string }[] = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const otherMetrics = createMetrics();
+    const otherInstance = createDefinitionKeeper(otherMetrics, log);
+    for (let look = 0; look < 3; look++) {
+      expect(await otherInstance(theirs, handle, await handle.describe())).toEqual({ otherSettings: true });
+    }
+    expect(checkDefinition(await handle.describe(), ours.definition)).toEqual({ kind: 'same' });
+    expect((await otherMetrics.syncScheduleOtherSettings.get()).values).toEqual([
+      expect.objectContaining({ labels: { schedule: 'sync' }, value: 1 }),
+    ]);
+    expect(lines.filter((line) => line.level === 40).map((line) => line.msg)).toEqual([
+      `schedule ${settings.syncScheduleId} was written by an instance with other settings or another release: leaving it as it is`,
+    ]);
+
+    await editAtRuntime(settings.syncScheduleId);
+    const edited = await handle.describe();
+    const [first, second] = [
+      createDefinitionKeeper(createMetrics(), silentLog()),
+      createDefinitionKeeper(createMetrics(), silentLog()),
+    ];
+    const kept = await Promise.all([first(ours, handle, edited), second(ours, handle, edited)]);
+    for (const each of kept) expect(each.restored).toContain('spec.jitter 7000 → 0');
+    const after = await handle.describe();
+    expect(checkDefinition(after, ours.definition)).toEqual({ kind: 'same' });
+    expectEveryMinute(after.info.nextActionTimes, 5);
+    expect(await first(ours, handle, after)).toEqual({});
   });
 });
