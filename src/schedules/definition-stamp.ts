@@ -6,6 +6,7 @@ import type {
 } from '@temporalio/client';
 import type { Workflow } from '@temporalio/common';
 import { createHash } from 'node:crypto';
+import { createRequire } from 'node:module';
 
 /** What the app owns of a schedule: when it fires, what it starts, its policies (not its state). */
 export type ScheduleDefinition = Pick<
@@ -18,13 +19,24 @@ const STORED_AS = ' stored as ';
 const STAMP = /^balance-sync schedule definition (\w+)(?: stored as (\w+))?$/;
 /** The stored fingerprint between writing a definition and reading back what the server made of it. */
 const PENDING = 'pending';
+/** Bump when what a stamp's fingerprints cover, or how they are computed, changes. */
+const STAMP_FORMAT = 2;
+/**
+ * Part of the definition fingerprint: the stamp format and the installed SDK, whose protobufs the
+ * stored fingerprint hashes. Two releases that differ in either cannot compare each other's stored
+ * fingerprint, so each reads the other's stamp as `other-settings` instead of `changed`.
+ */
+export const STAMP_RELEASE = `format ${STAMP_FORMAT}, @temporalio/client ${
+  (createRequire(import.meta.url)('@temporalio/client/package.json') as { version: string }).version
+}`;
 
 /**
  * How a schedule stands against this instance's definition of it:
  * - `same`: what the server holds is what this definition was stored as;
  * - `changed`: edited since the app wrote it (or replaced without the app's stamp): restore it;
- * - `other-settings`: last written by an instance whose definition differs (other settings or
- *   another release); this instance leaves it, so two deployments never fight over it.
+ * - `other-settings`: last written by an instance whose definition differs (other settings, or
+ *   another stamp format or @temporalio/client version: STAMP_RELEASE); the watch leaves it, so two
+ *   deployments never fight over it (start-up writes its own definition over it: ensureSchedule).
  */
 export type DefinitionCheck =
   { kind: 'same' } | { kind: 'changed' } | { kind: 'other-settings'; theirs: string; ours: string };
@@ -35,13 +47,15 @@ export type DefinitionCheck =
  * server stored them, read back after writing. The server compiles what it is given (a cron string
  * into calendars, defaults filled in), so a submitted definition cannot be compared field by field
  * with a described one; the stored fingerprint can, whatever the edit and however it was made.
+ * It assumes the client's payload encoding is deterministic (args encode to the same bytes every
+ * time): a codec with a random IV would make each write differ, and every look rewrite the schedule.
  */
 export function checkDefinition(
   description: ScheduleDescription,
   definition: ScheduleDefinition,
 ): DefinitionCheck {
   const details = description.action.type === 'startWorkflow' ? description.action.staticDetails : undefined;
-  // An older release's stamp has no stored part: it reads as changed, and is written again.
+  // No stamp of the app's (replaced without it): changed, and written again.
   const stamp = STAMP.exec(details ?? '');
   if (!stamp) return { kind: 'changed' };
   const ours = definitionFingerprint(definition);
@@ -92,8 +106,24 @@ async function write(handle: ScheduleHandle, definition: ScheduleDefinition, sto
   }));
 }
 
-function definitionFingerprint(definition: ScheduleDefinition): string {
-  return hash(JSON.stringify(definition));
+/** The fingerprint of `definition` as written by `release` (this one unless said). */
+export function definitionFingerprint(definition: ScheduleDefinition, release = STAMP_RELEASE): string {
+  return hash(`${release}\n${JSON.stringify(definition)}`);
+}
+
+/**
+ * The stored-fingerprint part of the schedule's stamp: a fingerprint, `pending` (written, not yet
+ * read back), or undefined (no stamp of the app's).
+ */
+export function storedPart(description: ScheduleDescription): string | undefined {
+  const details = description.action.type === 'startWorkflow' ? description.action.staticDetails : undefined;
+  return STAMP.exec(details ?? '')?.[2];
+}
+
+/** Whether the stamp's stored part was never a fingerprint: writing it again is a renewal, not a restore. */
+export function stampPending(description: ScheduleDescription): boolean {
+  const stored = storedPart(description);
+  return stored === undefined || stored === PENDING;
 }
 
 /** The spec, action (but its stamp) and policies as the server holds them. */

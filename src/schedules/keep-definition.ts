@@ -1,7 +1,7 @@
 import type { ScheduleDescription, ScheduleHandle } from '@temporalio/client';
 import type { Logger } from 'pino';
 import type { AppMetrics } from '../metrics.js';
-import { checkDefinition, writeDefinition } from './definition-stamp.js';
+import { checkDefinition, stampPending, writeDefinition } from './definition-stamp.js';
 import { scheduleDifferences } from './schedule-differences.js';
 import type { ManagedSchedule } from './schedules.js';
 
@@ -17,8 +17,10 @@ export interface Kept {
  * its state: a pause and its note are the operator's. An edit made at runtime is written back, with
  * a warn line naming each change (before → after) and `sync_schedule_restored_total{schedule}`. A
  * schedule last written by an instance with other settings (a rolling deploy, or two deployments
- * that disagree) is left as it is, with a warn line once and `sync_schedule_other_settings` 1:
- * restoring it would make the two fight every look.
+ * that disagree, or another release's stamp) is left as it is, with a warn line once and
+ * `sync_schedule_other_settings` 1: restoring it would make the two fight every look. A stamp that
+ * was never completed (pending: a stamp that failed after a create) is renewed, with an info line
+ * and `sync_schedule_stamp_renewed_total{schedule}`: a count that keeps rising means a rewrite loop.
  */
 export function createDefinitionKeeper(metrics: AppMetrics, log: Logger) {
   const otherSettingsSeen = new Map<string, string>();
@@ -53,11 +55,13 @@ export function createDefinitionKeeper(metrics: AppMetrics, log: Logger) {
       return { error: message };
     }
     const changes = scheduleDifferences(description, restored);
-    if (changes.length === 0) {
-      // Only the stamp was out of date: an older release's, or another instance restoring at once.
+    if (changes.length === 0 && stampPending(description)) {
+      metrics.syncScheduleStampRenewed.inc({ schedule: name });
       log.info({ scheduleId }, `schedule ${scheduleId}: definition stamp renewed, nothing had changed`);
       return {};
     }
+    // A stored fingerprint that differs with nothing visible: an edit of a field the SDK does not show.
+    if (changes.length === 0) changes.push('(fields the SDK does not show)');
     metrics.syncScheduleRestored.inc({ schedule: name });
     log.warn(
       { scheduleId, changes },

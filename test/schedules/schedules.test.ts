@@ -1,8 +1,12 @@
-import { Client, Connection } from '@temporalio/client';
-import { randomUUID } from 'node:crypto';
+import { Client, Connection, type ScheduleHandle } from '@temporalio/client';
+import { createHash, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createMetrics } from '../../src/metrics.js';
-import { checkDefinition, writeDefinition } from '../../src/schedules/definition-stamp.js';
+import {
+  checkDefinition,
+  definitionFingerprint,
+  writeDefinition,
+} from '../../src/schedules/definition-stamp.js';
 import { createDefinitionKeeper } from '../../src/schedules/keep-definition.js';
 import { scheduleDifferences } from '../../src/schedules/schedule-differences.js';
 import {
@@ -395,3 +399,73 @@ describe('a schedule edited at runtime', () => {
     expect(await first(ours, handle, after)).toEqual({});
   });
 });
+
+/** Replaces the schedule's stamp, as another release (or a half-finished write) would have left it. */
+const setStamp = (handle: ScheduleHandle, definitionPart: string, storedPart: string) =>
+  handle.update((previous) => ({
+    ...previous,
+    action: {
+      ...previous.action,
+      staticDetails: `balance-sync schedule definition ${definitionPart} stored as ${storedPart}`,
+    },
+  }));
+
+/** A counter's value for the sync schedule. */
+const syncCount = async (counter: { get(): Promise<{ values: { labels: object; value: number }[] }> }) =>
+  (await counter.get()).values.find((v) => (v.labels as { schedule?: string }).schedule === 'sync')?.value;
+
+describe('a stamp the watch did not write', () => {
+  it.each([
+    // The stamp of a release before the format: the definition's JSON alone.
+    ['a release before the stamp format', (d: object) => hash16(JSON.stringify(d))],
+    [
+      'another @temporalio/client version',
+      (d: object) => definitionFingerprint(d as never, 'format 2, @temporalio/client 0.0.1'),
+    ],
+  ])(
+    'from %s, with the same definition: is left alone by the watch, and written over at start-up',
+    async (_, theirs) => {
+      const settings = settingsFor(5);
+      const ours = managedSchedules(settings).sync;
+      await createSync(settings);
+      const handle = client.schedule.getHandle(settings.syncScheduleId);
+      await setStamp(handle, theirs(ours.definition), '0123456789abcdef');
+      const before = await handle.describe();
+      expect(checkDefinition(before, ours.definition)).toMatchObject({ kind: 'other-settings' });
+      const metrics = createMetrics();
+      const keep = createDefinitionKeeper(metrics, silentLog());
+      for (let look = 0; look < 2; look++)
+        expect(await keep(ours, handle, await handle.describe())).toEqual({ otherSettings: true });
+      expect((await handle.describe()).info.lastUpdatedAt).toEqual(before.info.lastUpdatedAt);
+      expect(await syncCount(metrics.syncScheduleRestored)).toBe(0);
+
+      expect(await createSync(settings)).toBe('updated');
+      expect(checkDefinition(await handle.describe(), ours.definition)).toEqual({ kind: 'same' });
+    },
+  );
+
+  it('with our definition and a stored fingerprint that differs, nothing visible: a restore of fields the SDK does not show', async () => {
+    const settings = settingsFor(5);
+    const ours = managedSchedules(settings).sync;
+    await createSync(settings);
+    const handle = client.schedule.getHandle(settings.syncScheduleId);
+    await setStamp(handle, definitionFingerprint(ours.definition), '0123456789abcdef');
+    const lines: { level: number; msg: string; changes?: string[] }[] = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const metrics = createMetrics();
+    const keep = createDefinitionKeeper(metrics, log);
+    expect(await keep(ours, handle, await handle.describe())).toEqual({
+      restored: ['(fields the SDK does not show)'],
+    });
+    expect(await syncCount(metrics.syncScheduleRestored)).toBe(1);
+    expect(await syncCount(metrics.syncScheduleStampRenewed)).toBe(0);
+    expect(lines.filter((line) => line.level === 40)).toMatchObject([
+      { changes: ['(fields the SDK does not show)'] },
+    ]);
+    expect(await keep(ours, handle, await handle.describe())).toEqual({});
+  });
+});
+
+function hash16(text: string) {
+  return createHash('sha256').update(text).digest('hex').slice(0, 16);
+}
