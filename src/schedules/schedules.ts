@@ -1,4 +1,4 @@
-import { ScheduleAlreadyRunning, type Client } from '@temporalio/client';
+import { ScheduleAlreadyRunning, type Client, type ScheduleHandle } from '@temporalio/client';
 import type { Logger } from 'pino';
 import { syncTiming } from '../sync-timing.js';
 import {
@@ -97,9 +97,10 @@ export interface EnsureOptions {
 
 /**
  * Creates the schedule, or writes its definition when it differs from what the server holds: other
- * settings, or an edit made at runtime (checkDefinition). Never touches its pause state: a pause set
- * with `temporal schedule toggle --pause` survives every restart, and its note too (the start-up
- * logs a warning instead). Safe to race.
+ * settings or another release's stamp, or an edit made at runtime (checkDefinition). Never touches
+ * its pause state: a pause set with `temporal schedule toggle --pause` survives every restart, and
+ * its note too (the start-up logs a warning instead). Safe to race. If stamping fails after the
+ * create, it warns and still returns 'created': the watch renews the pending stamp.
  */
 export async function ensureSchedule(
   client: Client,
@@ -113,12 +114,32 @@ export async function ensureSchedule(
   try {
     const action = stampedAction(definition);
     await client.schedule.create({ scheduleId, ...definition, action, state: { paused: false, note } });
-    await stampStored(handle, definition, note);
-    log.info({ scheduleId }, 'schedule created');
-    return 'created';
   } catch (error) {
     if (!(error instanceof ScheduleAlreadyRunning)) throw error;
+    return await ensureExisting(handle, definition, log, options);
   }
+  try {
+    await stampStored(handle, definition, note);
+    log.info({ scheduleId }, 'schedule created');
+  } catch (error) {
+    // It exists and runs as defined: the watch renews its pending stamp on its next look.
+    log.warn(
+      { scheduleId, err: (error as Error).message },
+      `schedule ${scheduleId} created; its definition stamp is pending (the sync watch completes it)`,
+    );
+  }
+  return 'created';
+}
+
+/** Writes the definition over an existing schedule when it differs (or its running note is stale). */
+async function ensureExisting(
+  handle: ScheduleHandle,
+  definition: ScheduleDefinition,
+  log: Logger,
+  options: EnsureOptions,
+): Promise<'updated' | 'unchanged'> {
+  const { scheduleId } = handle;
+  const note = options.note;
   const current = await handle.describe();
   const { paused } = current.state;
   if (paused) {

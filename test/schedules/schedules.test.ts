@@ -464,6 +464,38 @@ describe('a stamp the watch did not write', () => {
     ]);
     expect(await keep(ours, handle, await handle.describe())).toEqual({});
   });
+
+  it('pending (a create whose stamp failed): start-up still says created, and the watch renews the stamp, counted', async () => {
+    const settings = settingsFor(5);
+    const ours = managedSchedules(settings).sync;
+    const lines: { level: number; msg: string }[] = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    // The create goes through; every describe after it fails, as a dropped connection would.
+    const failingStamp = {
+      schedule: {
+        create: (options: Parameters<Client['schedule']['create']>[0]) => client.schedule.create(options),
+        getHandle: (id: string) => ({
+          scheduleId: id,
+          describe: () => Promise.reject(new Error('connection dropped')),
+        }),
+      },
+    } as unknown as Client;
+    expect(await ensureSchedule(failingStamp, ours.scheduleId, ours.definition, log, ours.options)).toBe(
+      'created',
+    );
+    expect(lines.filter((line) => line.level === 40).map((line) => line.msg)).toEqual([
+      `schedule ${ours.scheduleId} created; its definition stamp is pending (the sync watch completes it)`,
+    ]);
+    const handle = client.schedule.getHandle(ours.scheduleId);
+    const metrics = createMetrics();
+    const keep = createDefinitionKeeper(metrics, silentLog());
+    expect(await keep(ours, handle, await handle.describe())).toEqual({});
+    expect(await syncCount(metrics.syncScheduleStampRenewed)).toBe(1);
+    expect(await syncCount(metrics.syncScheduleRestored)).toBe(0);
+    expect(checkDefinition(await handle.describe(), ours.definition)).toEqual({ kind: 'same' });
+    expect(await keep(ours, handle, await handle.describe())).toEqual({});
+    expect(await syncCount(metrics.syncScheduleStampRenewed)).toBe(1);
+  });
 });
 
 function hash16(text: string) {
