@@ -26,9 +26,9 @@ export async function lastFailedRun(
 
 /**
  * The latest failure in the run's history (searched newest first) that is not a deadline: a retried
- * activity's run ends on its
- * last attempt's timeout, while the error that kept it failing (KeyDB refusing a write) is an earlier
- * attempt's, kept as the timeout's cause or as the last attempt's `lastFailure`.
+ * activity's run ends on its last attempt's timeout, while the error that kept it failing (KeyDB
+ * refusing a write) is an earlier attempt's, kept as the timeout's cause or as the last attempt's
+ * `lastFailure`.
  */
 export function whyRunFailed(events: HistoryEvent[], taskQueue: string): string {
   const endedOn = failureChain(events.at(-1)?.workflowExecutionFailedEventAttributes?.failure);
