@@ -92,16 +92,23 @@ export async function stampStored(
   definition: ScheduleDefinition,
   note?: string,
 ): Promise<ScheduleDescription> {
-  const written = await handle.describe();
-  await write(handle, definition, storedFingerprint(written), note);
+  // The stored fingerprint is read from the describe the update itself makes, just before it writes:
+  // no separate describe first, so a pause made meanwhile has the shortest window to be lost in.
+  await write(handle, definition, storedFingerprint, note);
   return await handle.describe();
 }
 
-async function write(handle: ScheduleHandle, definition: ScheduleDefinition, stored: string, note?: string) {
+/** Writes the stamped definition; the state (and, from `stored`, the stamp) from what the update reads. */
+async function write(
+  handle: ScheduleHandle,
+  definition: ScheduleDefinition,
+  stored: string | ((previous: ScheduleDescription) => string),
+  note?: string,
+) {
   await handle.update((previous) => ({
     ...previous,
     ...definition,
-    action: stampedAction(definition, stored),
+    action: stampedAction(definition, typeof stored === 'string' ? stored : stored(previous)),
     state: previous.state.paused || note === undefined ? previous.state : { ...previous.state, note },
   }));
 }

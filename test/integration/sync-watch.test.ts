@@ -23,7 +23,7 @@ const BOUND_MS = 150_000;
 const PAUSE_NOTE = 'maintenance (sync-watch test)';
 /** The watch looks this often here (30 s by default). */
 const WATCH_INTERVAL_MS = 1_000;
-/** What one look may take on a loaded machine: a restore is five describes and two updates. */
+/** What one look may take on a loaded machine: a restore is four describes and two updates. */
 const LOOK_MS = 4_000;
 
 type LogEntry = { level: number; msg: string; time: number; [key: string]: unknown };
