@@ -7,7 +7,7 @@ export function createMetrics() {
   // balance_sync_process_cpu_seconds_total and balance_sync_nodejs_eventloop_lag_seconds.
   collectDefaultMetrics({ register: registry, prefix: 'balance_sync_' });
   const registers = [registry];
-  return {
+  const metrics = {
     registry,
     messagesConsumed: new Counter({
       name: 'balance_sync_messages_consumed_total',
@@ -168,6 +168,24 @@ export function createMetrics() {
       labelNames: ['schedule'] as const,
       registers,
     }),
+    syncScheduleRestored: new Counter({
+      name: 'balance_sync_sync_schedule_restored_total',
+      help: "Schedules (sync or reconcile) this instance found edited at runtime (spec, action or policies) and restored to the app's definition",
+      labelNames: ['schedule'] as const,
+      registers,
+    }),
+    syncScheduleStampRenewed: new Counter({
+      name: 'balance_sync_sync_schedule_stamp_renewed_total',
+      help: 'Schedules (sync or reconcile) whose definition stamp this instance completed, nothing else changed (one after a create whose stamp failed; a rising count is a rewrite loop)',
+      labelNames: ['schedule'] as const,
+      registers,
+    }),
+    syncScheduleOtherSettings: new Gauge({
+      name: 'balance_sync_sync_schedule_other_settings',
+      help: 'Per schedule: 1 while it was last written by an instance with other settings (or another stamp format or @temporalio/client version); the watch leaves it alone, start-up writes over it',
+      labelNames: ['schedule'] as const,
+      registers,
+    }),
     dependencyUp: new Gauge({
       name: 'balance_sync_dependency_up',
       help: '1 while the dependency answers its readiness check (the same state as /readyz), else 0',
@@ -175,6 +193,17 @@ export function createMetrics() {
       registers,
     }),
   };
+  // A labelled counter is exported from its first inc(): at 0 from the start, increase() in an alert
+  // sees its first increment. The label is the schedule's role, the same whatever its configured ID.
+  for (const schedule of ['sync', 'reconcile'] as const) {
+    for (const counter of [
+      metrics.syncScheduleRecreated,
+      metrics.syncScheduleRestored,
+      metrics.syncScheduleStampRenewed,
+    ])
+      counter.inc({ schedule }, 0);
+  }
+  return metrics;
 }
 
 export type AppMetrics = ReturnType<typeof createMetrics>;

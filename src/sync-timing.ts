@@ -9,6 +9,12 @@ const BOUNDARY_TOLERANCE_MS = 1_000;
 /** Largest SYNC_LEAD_SECONDS: the lead must leave the read, the write and retries room before the next tick. */
 export const MAX_SYNC_LEAD_SECONDS = 30;
 
+/**
+ * The error type of a publishBalances attempt that stopped itself, cancelled or at its deadline: like
+ * a timeout, it says when the attempt ended, not why the minute was not written.
+ */
+export const ATTEMPT_STOPPED_ERROR = 'PublishAttemptStopped';
+
 /** How often publishBalances heartbeats, from its start to its write (also the worker's throttle cap). */
 export const SYNC_HEARTBEAT_INTERVAL_MS = 300;
 

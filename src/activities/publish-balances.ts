@@ -1,11 +1,11 @@
-import { Context, log } from '@temporalio/activity';
+import { ApplicationFailure, Context, log } from '@temporalio/activity';
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { KEYDB_COMMAND_TIMEOUT_MS } from '../keydb/client.js';
 import type { AppMetrics } from '../metrics.js';
 import { COUNT_BALANCE_TRIGGERS_SQL, EXPECTED_TRIGGER_COUNT, migrate } from '../postgres/schema.js';
-import { SYNC_HEARTBEAT_INTERVAL_MS, boundaryFor } from '../sync-timing.js';
+import { ATTEMPT_STOPPED_ERROR, SYNC_HEARTBEAT_INTERVAL_MS, boundaryFor } from '../sync-timing.js';
 import { recordPublication, type Publication } from './record-publication.js';
 
 export interface PublishBalancesInput {
@@ -165,12 +165,14 @@ function assertMayWrite(context: Context) {
     info.scheduleToCloseTimeoutMs && info.scheduledTimestampMs + info.scheduleToCloseTimeoutMs,
   ].filter((deadline): deadline is number => Boolean(deadline));
   if (context.cancellationSignal.aborted) {
-    throw new Error(`publishBalances attempt ${info.attempt} was cancelled; not writing KeyDB`);
+    throw attemptStopped(`publishBalances attempt ${info.attempt} was cancelled; not writing KeyDB`);
   }
   if (deadlines.some((deadline) => Date.now() > deadline - WRITE_MARGIN_MS)) {
-    throw new Error(`publishBalances attempt ${info.attempt} reached its timeout; not writing KeyDB`);
+    throw attemptStopped(`publishBalances attempt ${info.attempt} reached its timeout; not writing KeyDB`);
   }
 }
+
+const attemptStopped = (message: string) => ApplicationFailure.retryable(message, ATTEMPT_STOPPED_ERROR);
 
 async function writeKeydb(keydb: Redis, plan: ReturnType<typeof planWrite>) {
   const transaction = keydb.multi();

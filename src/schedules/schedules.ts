@@ -1,13 +1,14 @@
-import {
-  ScheduleAlreadyRunning,
-  type Client,
-  type ScheduleOptions,
-  type ScheduleOptionsStartWorkflowAction,
-} from '@temporalio/client';
-import { createHash } from 'node:crypto';
+import { ScheduleAlreadyRunning, type Client, type ScheduleHandle } from '@temporalio/client';
 import type { Logger } from 'pino';
-import type { Workflow } from '@temporalio/common';
 import { syncTiming } from '../sync-timing.js';
+import {
+  checkDefinition,
+  stampStored,
+  stampedAction,
+  writeDefinition,
+  type ScheduleDefinition,
+} from './definition-stamp.js';
+import { scheduleDifferences } from './schedule-differences.js';
 
 export interface ScheduleSettings {
   taskQueue: string;
@@ -18,18 +19,13 @@ export interface ScheduleSettings {
   reconcileCron: string;
 }
 
-type Definition = Pick<
-  ScheduleOptions<ScheduleOptionsStartWorkflowAction<Workflow>>,
-  'spec' | 'action' | 'policies'
->;
-
 /**
  * SyncBalances: every minute in UTC, `syncLeadSeconds` early (0 gives plain `* * * * *`), no jitter.
  * Overlap SKIP: a run always ends before the next tick (run timeout 55 s, whatever the lead), so SKIP
  * only ever drops a run if one hangs, and then never lets two syncs write KeyDB at once. Catchup
  * window 10 s (the server's minimum): after an outage it does not replay stale minutes.
  */
-export function syncBalancesSchedule(settings: ScheduleSettings): Definition {
+export function syncBalancesSchedule(settings: ScheduleSettings): ScheduleDefinition {
   const lead = settings.syncLeadSeconds;
   const timing = syncTiming(lead);
   return {
@@ -70,7 +66,7 @@ export function syncScheduleNote(settings: ScheduleSettings): string {
 }
 
 /** ReconcileBalances: on its own cron (hourly by default); BUFFER_ONE so a slow run is not lost. */
-export function reconcileBalancesSchedule(settings: ScheduleSettings): Definition {
+export function reconcileBalancesSchedule(settings: ScheduleSettings): ScheduleDefinition {
   return {
     spec: { cronExpressions: [settings.reconcileCron], jitter: 0, timezone: 'UTC' },
     action: {
@@ -86,11 +82,6 @@ export function reconcileBalancesSchedule(settings: ScheduleSettings): Definitio
 }
 
 const NOTE_PREFIX = 'balance-sync: ';
-const FINGERPRINT_LABEL = 'balance-sync schedule definition ';
-
-function fingerprint(definition: Definition): string {
-  return createHash('sha256').update(JSON.stringify(definition)).digest('hex').slice(0, 16);
-}
 
 /** The warning about a paused schedule, at start-up and from the sync watch. */
 export function pausedWarning(scheduleId: string, pausedMeans: string): string {
@@ -105,69 +96,88 @@ export interface EnsureOptions {
 }
 
 /**
- * Creates the schedule, or updates it when its definition changed. Never touches its pause state: a
- * pause set with `temporal schedule toggle --pause` survives every restart, and its note too (the
- * start-up logs a warning instead). Safe to race.
- *
- * The definition's fingerprint is kept on the schedule itself, in its action's static details: the
- * schedule's memo cannot be updated, and the described definition is not what was submitted (the
- * server compiles cron strings into calendars), so it cannot be compared field by field.
+ * Creates the schedule, or writes its definition when it differs from what the server holds: other
+ * settings or another release's stamp, or an edit made at runtime (checkDefinition). Never touches
+ * its pause state: a pause set with `temporal schedule toggle --pause` survives every restart, and
+ * its note too (the start-up logs a warning instead). Safe to race. If stamping fails after the
+ * create, it warns and still returns 'created': the watch renews the pending stamp.
  */
 export async function ensureSchedule(
   client: Client,
   scheduleId: string,
-  definition: Definition,
+  definition: ScheduleDefinition,
   log: Logger,
   options: EnsureOptions,
 ): Promise<'created' | 'updated' | 'unchanged'> {
-  const details = `${FINGERPRINT_LABEL}${fingerprint(definition)}`;
-  const action = { ...definition.action, staticDetails: details };
+  const handle = client.schedule.getHandle(scheduleId);
   const note = options.note;
   try {
+    const action = stampedAction(definition);
     await client.schedule.create({ scheduleId, ...definition, action, state: { paused: false, note } });
-    log.info({ scheduleId }, 'schedule created');
-    return 'created';
   } catch (error) {
     if (!(error instanceof ScheduleAlreadyRunning)) throw error;
+    return await ensureExisting(handle, definition, log, options);
   }
-  const handle = client.schedule.getHandle(scheduleId);
+  try {
+    await stampStored(handle, definition, note);
+    log.info({ scheduleId }, 'schedule created');
+  } catch (error) {
+    // It exists and runs as defined: the watch renews its pending stamp on its next look.
+    log.warn(
+      { scheduleId, err: (error as Error).message },
+      `schedule ${scheduleId} created; its definition stamp is pending (the sync watch completes it)`,
+    );
+  }
+  return 'created';
+}
+
+/** Writes the definition over an existing schedule when it differs (or its running note is stale). */
+async function ensureExisting(
+  handle: ScheduleHandle,
+  definition: ScheduleDefinition,
+  log: Logger,
+  options: EnsureOptions,
+): Promise<'updated' | 'unchanged'> {
+  const { scheduleId } = handle;
+  const note = options.note;
   const current = await handle.describe();
   const { paused } = current.state;
   if (paused) {
     log.warn({ scheduleId, note: current.state.note }, pausedWarning(scheduleId, options.pausedMeans));
   }
-  const currentDetails = current.action.type === 'startWorkflow' ? current.action.staticDetails : undefined;
   const noteStale = note !== undefined && !paused && current.state.note !== note;
-  if (currentDetails === details && !noteStale) return 'unchanged';
-  await handle.update((previous) => ({
-    ...previous,
-    ...definition,
-    action,
-    state: previous.state.paused || note === undefined ? previous.state : { ...previous.state, note },
-  }));
-  log.info({ scheduleId, paused }, 'schedule definition updated');
+  if (checkDefinition(current, definition).kind === 'same' && !noteStale) return 'unchanged';
+  const written = await writeDefinition(handle, definition, note);
+  log.info(
+    { scheduleId, paused, changes: scheduleDifferences(current, written) },
+    'schedule definition updated',
+  );
   return 'updated';
 }
 
 /** A schedule this app owns: its ID, its definition, and how ensureSchedule treats it. */
 export interface ManagedSchedule {
+  /** Its `schedule` label in metrics. */
+  name: 'sync' | 'reconcile';
   scheduleId: string;
-  definition: Definition;
+  definition: ScheduleDefinition;
   options: EnsureOptions;
 }
 
-/** The two schedules the app creates at start-up and the sync watch re-creates if deleted. */
+/** The two schedules the app creates at start-up and the sync watch keeps (re-created, restored). */
 export function managedSchedules(settings: ScheduleSettings): {
   sync: ManagedSchedule;
   reconcile: ManagedSchedule;
 } {
   return {
     sync: {
+      name: 'sync',
       scheduleId: settings.syncScheduleId,
       definition: syncBalancesSchedule(settings),
       options: { note: syncScheduleNote(settings), pausedMeans: 'balances are not published to KeyDB' },
     },
     reconcile: {
+      name: 'reconcile',
       scheduleId: settings.reconcileScheduleId,
       definition: reconcileBalancesSchedule(settings),
       options: { pausedMeans: 'balance sums are not reconciled on schedule' },

@@ -1,7 +1,9 @@
-import { ScheduleNotFoundError, type Client } from '@temporalio/client';
+import { ScheduleNotFoundError, type Client, type ScheduleDescription } from '@temporalio/client';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { AppMetrics } from '../metrics.js';
+import { createDefinitionKeeper, type Kept } from './keep-definition.js';
+import { lastFailedRun } from './run-failure.js';
 import {
   ensureSchedule,
   managedSchedules,
@@ -11,7 +13,7 @@ import {
 } from './schedules.js';
 
 export interface SyncWatchOptions {
-  /** How often it looks: a deleted schedule is back, and a paused one reported, within this. */
+  /** How often it looks: a deleted schedule is back, an edited one restored, a paused one reported, within this. */
   intervalMs: number;
   /** No minute published for this long means the sync has stopped. */
   staleAfterMs: number;
@@ -40,7 +42,7 @@ export interface SyncWatchDeps {
 }
 
 /** What one look at a schedule found. */
-type Seen = { paused: boolean; note?: string | undefined; recreated?: boolean; error?: string };
+type Seen = { paused: boolean; note?: string | undefined; recreated?: boolean; error?: string; kept?: Kept };
 
 /** Bounds every Temporal call of one look, so a hung server cannot stall the watch or shutdown. */
 const TEMPORAL_DEADLINE_MS = 10_000;
@@ -49,7 +51,8 @@ const LAST_PUBLISHED = 'SELECT last_published_boundary AS boundary FROM balance_
 
 /**
  * Runs in every instance: every `intervalMs` it exports the minute last published (from Postgres),
- * re-creates a deleted sync or reconcile schedule (a warn line and a counter), warns when it finds a
+ * re-creates a deleted sync or reconcile schedule (a warn line and a counter), restores one whose
+ * spec, action or policies were edited at runtime (createDefinitionKeeper), warns when it finds a
  * schedule paused and again every `pausedWarnEveryMs` (a pause is an operator's decision: it stays),
  * and while no minute has been published for `staleAfterMs`, warns every `staleWarnEveryMs` with the
  * causes this instance can see.
@@ -59,6 +62,7 @@ export function startSyncWatch(deps: SyncWatchDeps, options: SyncWatchOptions = 
   const schedules = managedSchedules(deps.settings);
   const startedAt = Date.now();
   const pausedWarnedAt = new Map<string, number>();
+  const keepDefinition = createDefinitionKeeper(metrics, log);
   let lastPublished: Date | undefined;
   let staleWarnedAt: number | undefined;
   let timer: NodeJS.Timeout | undefined;
@@ -76,23 +80,23 @@ export function startSyncWatch(deps: SyncWatchDeps, options: SyncWatchOptions = 
   };
 
   const look = async (schedule: ManagedSchedule): Promise<Seen> => {
-    const { scheduleId, definition, options: ensureOptions } = schedule;
+    const { scheduleId } = schedule;
+    const handle = client.schedule.getHandle(scheduleId);
+    let description: ScheduleDescription;
     try {
-      const { state } = await client.schedule.getHandle(scheduleId).describe();
-      if (!state.paused) pausedWarnedAt.delete(scheduleId);
-      else if (Date.now() - (pausedWarnedAt.get(scheduleId) ?? -Infinity) >= options.pausedWarnEveryMs) {
-        pausedWarnedAt.set(scheduleId, Date.now());
-        log.warn({ scheduleId, note: state.note }, pausedWarning(scheduleId, ensureOptions.pausedMeans));
-      }
-      return { paused: state.paused, note: state.note };
+      description = await handle.describe();
     } catch (error) {
-      if (!(error instanceof ScheduleNotFoundError))
-        return { paused: false, error: (error as Error).message };
+      if (error instanceof ScheduleNotFoundError) return await recreate(deps, schedule);
+      return { paused: false, error: (error as Error).message };
     }
-    log.warn({ scheduleId }, `schedule ${scheduleId} was missing (deleted?): creating it again`);
-    metrics.syncScheduleRecreated.inc({ schedule: schedule === schedules.sync ? 'sync' : 'reconcile' });
-    await ensureSchedule(client, scheduleId, definition, log, ensureOptions);
-    return { paused: false, recreated: true };
+    const { state } = description;
+    if (!state.paused) pausedWarnedAt.delete(scheduleId);
+    else if (Date.now() - (pausedWarnedAt.get(scheduleId) ?? -Infinity) >= options.pausedWarnEveryMs) {
+      pausedWarnedAt.set(scheduleId, Date.now());
+      log.warn({ scheduleId, note: state.note }, pausedWarning(scheduleId, schedule.options.pausedMeans));
+    }
+    const kept = await keepDefinition(schedule, handle, description);
+    return { paused: state.paused, note: state.note, kept };
   };
 
   const lookOnce = async () => {
@@ -133,6 +137,15 @@ export function startSyncWatch(deps: SyncWatchDeps, options: SyncWatchOptions = 
   };
 }
 
+/** A deleted schedule, created again: a warn line and `sync_schedule_recreated_total`. */
+async function recreate({ client, metrics, log }: SyncWatchDeps, schedule: ManagedSchedule): Promise<Seen> {
+  const { scheduleId, definition, options } = schedule;
+  log.warn({ scheduleId }, `schedule ${scheduleId} was missing (deleted?): creating it again`);
+  metrics.syncScheduleRecreated.inc({ schedule: schedule.name });
+  await ensureSchedule(client, scheduleId, definition, log, options);
+  return { paused: false, recreated: true };
+}
+
 /** Why no minute is published, as far as this instance can see. */
 async function staleCauses(deps: SyncWatchDeps, sync: Seen, since: Date): Promise<string[]> {
   const { syncScheduleId, taskQueue } = deps.settings;
@@ -140,39 +153,18 @@ async function staleCauses(deps: SyncWatchDeps, sync: Seen, since: Date): Promis
   if (sync.recreated) causes.push(`schedule ${syncScheduleId} was missing (created again now)`);
   if (sync.paused) causes.push(`schedule ${syncScheduleId} is paused (note: ${sync.note ?? 'none'})`);
   if (sync.error) causes.push(`schedule ${syncScheduleId} cannot be described: ${sync.error}`);
+  const { restored, otherSettings, error } = sync.kept ?? {};
+  if (restored) causes.push(`schedule ${syncScheduleId} had been changed at runtime (restored now)`);
+  if (error) causes.push(`schedule ${syncScheduleId} was changed and cannot be restored: ${error}`);
+  if (otherSettings) causes.push(`schedule ${syncScheduleId} was written by an instance with other settings`);
   for (const [check, reason] of Object.entries(deps.failingChecks()))
     causes.push(`${check} not ready: ${reason}`);
-  const failed = await lastFailedRun(deps.client, syncScheduleId, since).catch(
-    (error: unknown) => `recent runs cannot be listed: ${(error as Error).message}`,
-  );
+  const failed = await deps.client.connection
+    .withDeadline(Date.now() + TEMPORAL_DEADLINE_MS, () =>
+      lastFailedRun(deps.client, syncScheduleId, since, taskQueue),
+    )
+    .catch((error: unknown) => `recent runs cannot be listed: ${(error as Error).message}`);
   if (failed) causes.push(failed);
   if (causes.length === 0) causes.push(`no cause visible here: is a worker polling task queue ${taskQueue}?`);
   return causes;
-}
-
-/** The last SyncBalances run of the schedule that failed or timed out since `since`, with its failure. */
-async function lastFailedRun(client: Client, scheduleId: string, since: Date): Promise<string | undefined> {
-  const query = `TemporalScheduledById = '${scheduleId}' AND ExecutionStatus IN ('Failed', 'TimedOut') AND CloseTime > '${since.toISOString()}'`;
-  return await client.connection.withDeadline(Date.now() + TEMPORAL_DEADLINE_MS, async () => {
-    for await (const run of client.workflow.list({ query, pageSize: 1 })) {
-      const failure = await client.workflow
-        .getHandle(run.workflowId, run.runId)
-        .result()
-        .then(
-          () => 'no failure recorded',
-          (error: unknown) => failureChain(error),
-        );
-      return `runs are failing: the last, ${run.workflowId}, ${run.status.name.toLowerCase()}: ${failure}`;
-    }
-    return undefined;
-  });
-}
-
-/** "Workflow execution failed: Activity task failed: Command timed out": each cause's message. */
-function failureChain(error: unknown): string {
-  const messages: string[] = [];
-  for (let e = error as Error | undefined; e && messages.length < 5; e = e.cause as Error | undefined) {
-    if (e.message) messages.push(e.message);
-  }
-  return messages.join(': ');
 }

@@ -1,9 +1,18 @@
-import { Client, Connection } from '@temporalio/client';
-import { randomUUID } from 'node:crypto';
+import { Client, Connection, type ScheduleHandle } from '@temporalio/client';
+import { createHash, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createMetrics } from '../../src/metrics.js';
+import {
+  checkDefinition,
+  definitionFingerprint,
+  writeDefinition,
+} from '../../src/schedules/definition-stamp.js';
+import { createDefinitionKeeper } from '../../src/schedules/keep-definition.js';
+import { scheduleDifferences } from '../../src/schedules/schedule-differences.js';
 import {
   ensureSchedule,
   ensureSchedules,
+  managedSchedules,
   reconcileBalancesSchedule,
   syncBalancesSchedule,
   type ScheduleSettings,
@@ -52,6 +61,25 @@ const createSync = (settings: ScheduleSettings) =>
 
 const nextTimes = async (scheduleId: string) =>
   (await client.schedule.getHandle(scheduleId).describe()).info.nextActionTimes.map((t) => t.getTime());
+
+/**
+ * An operator's edit through the SDK (`handle.update`), which keeps the app's stamp: another cron,
+ * a jitter, another task queue and overlap policy.
+ */
+const editAtRuntime = (scheduleId: string) =>
+  client.schedule.getHandle(scheduleId).update((previous) => ({
+    ...previous,
+    spec: { cronExpressions: ['*/2 * * * *'], jitter: '7 seconds' },
+    action: { ...previous.action, taskQueue: 'elsewhere' },
+    policies: { ...previous.policies, overlap: 'ALLOW_ALL' },
+  }));
+
+/** Asserts the schedule fires every minute, `lead` s before the boundary. */
+function expectEveryMinute(times: Date[], lead: number) {
+  expect(times.length).toBeGreaterThanOrEqual(5);
+  for (const t of times) expect((t.getTime() + lead * 1000) % 60_000).toBe(0);
+  for (let i = 1; i < times.length; i++) expect(times[i]!.getTime() - times[i - 1]!.getTime()).toBe(60_000);
+}
 
 /** Triggers the schedule and returns the start event of the run it started. */
 async function triggeredRun(scheduleId: string) {
@@ -197,14 +225,29 @@ describe('ensureSchedule', () => {
     ]);
   });
 
-  it('is safe to race: one creates, the other finds it unchanged', async () => {
+  it('is safe to race: one creates, the other finds it unchanged (or stamps it again), and it ends as defined', async () => {
     const settings = settingsFor(5);
     const definition = syncBalancesSchedule(settings);
     const results = await Promise.all([
       ensureSchedule(client, settings.syncScheduleId, definition, silentLog(), ENSURE),
       ensureSchedule(client, settings.syncScheduleId, definition, silentLog(), ENSURE),
     ]);
-    expect(results.sort()).toEqual(['created', 'unchanged']);
+    // The second finds it unchanged, or, between the create and its stamp, writes the same definition.
+    expect(results.sort()).toEqual(['created', expect.stringMatching(/^(unchanged|updated)$/)]);
+    const described = await client.schedule.getHandle(settings.syncScheduleId).describe();
+    expect(checkDefinition(described, definition)).toEqual({ kind: 'same' });
+  });
+
+  it('at start-up, restores an edit made at runtime that kept the stamp (an SDK update)', async () => {
+    const settings = settingsFor(5);
+    await ensureSchedules(client, settings, silentLog());
+    await editAtRuntime(settings.syncScheduleId);
+    expect(await ensureSchedules(client, settings, silentLog())).toEqual({
+      sync: 'updated',
+      reconcile: 'unchanged',
+    });
+    const described = await client.schedule.getHandle(settings.syncScheduleId).describe();
+    expect(checkDefinition(described, syncBalancesSchedule(settings))).toEqual({ kind: 'same' });
   });
 
   it('passes on errors other than "already exists"', async () => {
@@ -241,3 +284,220 @@ describe('what an operator sees of a schedule', () => {
     },
   );
 });
+
+describe('a schedule edited at runtime', () => {
+  it.each([0, 5])(
+    'lead %i s: is found changed, and written back to its definition (every minute, that lead early), its pause and note kept',
+    async (lead) => {
+      const settings = settingsFor(lead);
+      const definition = syncBalancesSchedule(settings);
+      await createSync(settings);
+      const handle = client.schedule.getHandle(settings.syncScheduleId);
+      expect(checkDefinition(await handle.describe(), definition)).toEqual({ kind: 'same' });
+      await handle.pause('maintenance');
+      await editAtRuntime(settings.syncScheduleId);
+      const edited = await handle.describe();
+      expect(checkDefinition(edited, definition)).toEqual({ kind: 'changed' });
+
+      const restored = await writeDefinition(handle, definition);
+      expect(checkDefinition(restored, definition)).toEqual({ kind: 'same' });
+      expect(restored.state).toMatchObject({ paused: true, note: 'maintenance' });
+      expectEveryMinute(restored.info.nextActionTimes, lead);
+      expect(restored.spec.calendars).toHaveLength(1);
+      expect(restored).toMatchObject({
+        spec: { jitter: 0, timezone: 'UTC' },
+        action: {
+          taskQueue: settings.taskQueue,
+          workflowType: 'SyncBalances',
+          args: [{ leadMs: lead * 1000 }],
+        },
+        policies: { overlap: 'SKIP' },
+      });
+      expect(scheduleDifferences(edited, restored)).toEqual(
+        expect.arrayContaining([
+          ...(lead === 0 ? [] : [`spec.calendars[0].second 0 → ${60 - lead}`]),
+          'spec.calendars[0].minute 0-59/2 → 0-59',
+          'spec.jitter 7000 → 0',
+          `action.taskQueue "elsewhere" → "${settings.taskQueue}"`,
+          'policies.overlap "ALLOW_ALL" → "SKIP"',
+        ]),
+      );
+    },
+  );
+
+  it('is found changed when replaced without the stamp (as `temporal schedule update` does), and written back', async () => {
+    const settings = settingsFor(5);
+    const definition = reconcileBalancesSchedule(settings);
+    await ensureSchedule(client, settings.reconcileScheduleId, definition, silentLog(), ENSURE);
+    const handle = client.schedule.getHandle(settings.reconcileScheduleId);
+    await handle.update((previous) => ({
+      ...previous,
+      spec: { cronExpressions: ['17 * * * *'] },
+      action: { ...previous.action, staticDetails: undefined, staticSummary: undefined },
+    }));
+    expect(checkDefinition(await handle.describe(), definition)).toEqual({ kind: 'changed' });
+    const restored = await writeDefinition(handle, definition);
+    expect(checkDefinition(restored, definition)).toEqual({ kind: 'same' });
+    expect(restored.spec.timezone).toBe('UTC');
+  });
+
+  it('is not changed by a pause, a trigger or a note', async () => {
+    const settings = settingsFor(5);
+    await createSync(settings);
+    const handle = client.schedule.getHandle(settings.syncScheduleId);
+    await handle.pause('maintenance');
+    await handle.trigger();
+    await handle.update((previous) => ({
+      ...previous,
+      state: { ...previous.state, note: 'still maintenance' },
+    }));
+    expect(checkDefinition(await handle.describe(), syncBalancesSchedule(settings))).toEqual({
+      kind: 'same',
+    });
+    await client.workflow
+      .getHandle(
+        await waitFor(
+          'the triggered run',
+          async () => (await handle.describe()).info.recentActions[0]?.action.workflow.workflowId,
+        ),
+      )
+      .terminate('schedules.test');
+  });
+
+  it('instances never fight: other settings leave it (a warning once, a gauge); the same settings restore it together', async () => {
+    const settings = settingsFor(5);
+    const ours = managedSchedules(settings).sync;
+    const theirs = managedSchedules({ ...settings, syncLeadSeconds: 3 }).sync;
+    await createSync(settings);
+    const handle = client.schedule.getHandle(settings.syncScheduleId);
+    const lines: { level: number; msg: string }[] = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const otherMetrics = createMetrics();
+    const otherInstance = createDefinitionKeeper(otherMetrics, log);
+    for (let look = 0; look < 3; look++) {
+      expect(await otherInstance(theirs, handle, await handle.describe())).toEqual({ otherSettings: true });
+    }
+    expect(checkDefinition(await handle.describe(), ours.definition)).toEqual({ kind: 'same' });
+    expect((await otherMetrics.syncScheduleOtherSettings.get()).values).toEqual([
+      expect.objectContaining({ labels: { schedule: 'sync' }, value: 1 }),
+    ]);
+    expect(lines.filter((line) => line.level === 40).map((line) => line.msg)).toEqual([
+      `schedule ${settings.syncScheduleId} was written by an instance with other settings or another release: leaving it as it is`,
+    ]);
+
+    await editAtRuntime(settings.syncScheduleId);
+    const edited = await handle.describe();
+    const [first, second] = [
+      createDefinitionKeeper(createMetrics(), silentLog()),
+      createDefinitionKeeper(createMetrics(), silentLog()),
+    ];
+    const kept = await Promise.all([first(ours, handle, edited), second(ours, handle, edited)]);
+    for (const each of kept) expect(each.restored).toContain('spec.jitter 7000 → 0');
+    const after = await handle.describe();
+    expect(checkDefinition(after, ours.definition)).toEqual({ kind: 'same' });
+    expectEveryMinute(after.info.nextActionTimes, 5);
+    expect(await first(ours, handle, after)).toEqual({});
+  });
+});
+
+/** Replaces the schedule's stamp, as another release (or a half-finished write) would have left it. */
+const setStamp = (handle: ScheduleHandle, definitionPart: string, storedPart: string) =>
+  handle.update((previous) => ({
+    ...previous,
+    action: {
+      ...previous.action,
+      staticDetails: `balance-sync schedule definition ${definitionPart} stored as ${storedPart}`,
+    },
+  }));
+
+/** A counter's value for the sync schedule. */
+const syncCount = async (counter: { get(): Promise<{ values: { labels: object; value: number }[] }> }) =>
+  (await counter.get()).values.find((v) => (v.labels as { schedule?: string }).schedule === 'sync')?.value;
+
+describe('a stamp the watch did not write', () => {
+  it.each([
+    // The stamp of a release before the format: the definition's JSON alone.
+    ['a release before the stamp format', (d: object) => hash16(JSON.stringify(d))],
+    [
+      'another @temporalio/client version',
+      (d: object) => definitionFingerprint(d as never, 'format 2, @temporalio/client 0.0.1'),
+    ],
+  ])(
+    'from %s, with the same definition: is left alone by the watch, and written over at start-up',
+    async (_, theirs) => {
+      const settings = settingsFor(5);
+      const ours = managedSchedules(settings).sync;
+      await createSync(settings);
+      const handle = client.schedule.getHandle(settings.syncScheduleId);
+      await setStamp(handle, theirs(ours.definition), '0123456789abcdef');
+      const before = await handle.describe();
+      expect(checkDefinition(before, ours.definition)).toMatchObject({ kind: 'other-settings' });
+      const metrics = createMetrics();
+      const keep = createDefinitionKeeper(metrics, silentLog());
+      for (let look = 0; look < 2; look++)
+        expect(await keep(ours, handle, await handle.describe())).toEqual({ otherSettings: true });
+      expect((await handle.describe()).info.lastUpdatedAt).toEqual(before.info.lastUpdatedAt);
+      expect(await syncCount(metrics.syncScheduleRestored)).toBe(0);
+
+      expect(await createSync(settings)).toBe('updated');
+      expect(checkDefinition(await handle.describe(), ours.definition)).toEqual({ kind: 'same' });
+    },
+  );
+
+  it('with our definition and a stored fingerprint that differs, nothing visible: a restore of fields the SDK does not show', async () => {
+    const settings = settingsFor(5);
+    const ours = managedSchedules(settings).sync;
+    await createSync(settings);
+    const handle = client.schedule.getHandle(settings.syncScheduleId);
+    await setStamp(handle, definitionFingerprint(ours.definition), '0123456789abcdef');
+    const lines: { level: number; msg: string; changes?: string[] }[] = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const metrics = createMetrics();
+    const keep = createDefinitionKeeper(metrics, log);
+    expect(await keep(ours, handle, await handle.describe())).toEqual({
+      restored: ['(fields the SDK does not show)'],
+    });
+    expect(await syncCount(metrics.syncScheduleRestored)).toBe(1);
+    expect(await syncCount(metrics.syncScheduleStampRenewed)).toBe(0);
+    expect(lines.filter((line) => line.level === 40)).toMatchObject([
+      { changes: ['(fields the SDK does not show)'] },
+    ]);
+    expect(await keep(ours, handle, await handle.describe())).toEqual({});
+  });
+
+  it('pending (a create whose stamp failed): start-up still says created, and the watch renews the stamp, counted', async () => {
+    const settings = settingsFor(5);
+    const ours = managedSchedules(settings).sync;
+    const lines: { level: number; msg: string }[] = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    // The create goes through; every describe after it fails, as a dropped connection would.
+    const failingStamp = {
+      schedule: {
+        create: (options: Parameters<Client['schedule']['create']>[0]) => client.schedule.create(options),
+        getHandle: (id: string) => ({
+          scheduleId: id,
+          describe: () => Promise.reject(new Error('connection dropped')),
+        }),
+      },
+    } as unknown as Client;
+    expect(await ensureSchedule(failingStamp, ours.scheduleId, ours.definition, log, ours.options)).toBe(
+      'created',
+    );
+    expect(lines.filter((line) => line.level === 40).map((line) => line.msg)).toEqual([
+      `schedule ${ours.scheduleId} created; its definition stamp is pending (the sync watch completes it)`,
+    ]);
+    const handle = client.schedule.getHandle(ours.scheduleId);
+    const metrics = createMetrics();
+    const keep = createDefinitionKeeper(metrics, silentLog());
+    expect(await keep(ours, handle, await handle.describe())).toEqual({});
+    expect(await syncCount(metrics.syncScheduleStampRenewed)).toBe(1);
+    expect(await syncCount(metrics.syncScheduleRestored)).toBe(0);
+    expect(checkDefinition(await handle.describe(), ours.definition)).toEqual({ kind: 'same' });
+    expect(await keep(ours, handle, await handle.describe())).toEqual({});
+    expect(await syncCount(metrics.syncScheduleStampRenewed)).toBe(1);
+  });
+});
+
+function hash16(text: string) {
+  return createHash('sha256').update(text).digest('hex').slice(0, 16);
+}

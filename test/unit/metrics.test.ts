@@ -12,4 +12,11 @@ describe('the app metrics', () => {
     expect(names.every((name) => name.startsWith('balance_sync_'))).toBe(true);
     expect(names.filter((name) => /(process|nodejs)_(process|nodejs)_/.test(name))).toEqual([]);
   });
+
+  it('exports the schedule counters at 0 for both schedules before any increment, so increase() sees the first', async () => {
+    const text = await createMetrics().registry.metrics();
+    for (const name of ['recreated', 'restored', 'stamp_renewed'])
+      for (const schedule of ['sync', 'reconcile'])
+        expect(text).toContain(`balance_sync_sync_schedule_${name}_total{schedule="${schedule}"} 0\n`);
+  });
 });
