@@ -83,7 +83,12 @@ const configSchema = z.object({
   TEMPORAL_TASK_QUEUE: z.string().min(1).default('balance-sync'),
   TEMPORAL_SYNC_TASK_QUEUE: z.string().min(1).optional(),
   DATABASE_URL: url(['postgres:', 'postgresql:']).default('postgres://user:password@localhost:5432/fxc'),
-  KEYDB_URL: url(['redis:', 'rediss:']).default('redis://localhost:6379/0'),
+  // ioredis reads the path's leading digits as the db index ("/9x" is db 9): only a whole number is a db.
+  KEYDB_URL: url(['redis:', 'rediss:'])
+    .refine((value) => /^\/?(\d+)?\/?$/.test(URL.canParse(value) ? new URL(value).pathname : ''), {
+      message: 'the path must be a database index (a whole number, e.g. /0) or empty',
+    })
+    .default('redis://localhost:6379/0'),
   RABBITMQ_URL: rabbitmqUrl.default('amqp://user:password@localhost:5672'),
   // A hung broker (socket open, no frames) is noticed after 2–3 intervals; 0 (no heartbeat) would never notice.
   RABBITMQ_HEARTBEAT_SECONDS: wholeNumber(5, 1, 60),

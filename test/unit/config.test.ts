@@ -90,6 +90,8 @@ describe('loadConfig', () => {
     ['RABBITMQ_URL', 'not a url'],
     ['DATABASE_URL', 'mysql://db/fxc'],
     ['KEYDB_URL', 'http://keydb:6379'],
+    ['KEYDB_URL', 'redis://keydb:6379/9x'],
+    ['KEYDB_URL', 'redis://keydb:6379/one'],
     ['HTTP_PORT', 'abc'],
     ['HTTP_PORT', '65536'],
     ['HTTP_PORT', '-1'],
