@@ -71,6 +71,8 @@ interface Observation {
   writeMs: number | null;
   /** From polling KeyDB: first sighting of the new sentinel value minus the boundary. */
   polledOffsetMs: number | null;
+  /** When the sentinel row committed, minus the boundary (it should be about -4000). */
+  sentinelCommittedMs: number;
   /** Schedule action taken minus scheduled (how late the schedule fired). */
   fireLagMs: number | null;
   machineBusy: number;
@@ -183,6 +185,8 @@ for (let k = 0; k < opts.minutes && !stopRequested; k++, boundary += MINUTE) {
   await pool.query('INSERT INTO historical_transactions (provider_id, transaction_value) VALUES ($1, 1)', [
     sentinelId,
   ]);
+  // A sentinel committed after the boundary is not this minute's to publish: no change is then expected.
+  const sentinelCommittedMs = Date.now() - boundary;
   await waitUntil(boundary - 2500);
   const seenAt = await pollForChange(before, boundary + 15_000);
   const cpu = await meter.stop();
@@ -198,6 +202,7 @@ for (let k = 0; k < opts.minutes && !stopRequested; k++, boundary += MINUTE) {
     writeMs: fromWorkflow?.result?.writeMs ?? null,
     polledOffsetMs: seenAt === null ? null : seenAt - boundary,
     fireLagMs: fromWorkflow?.fireLagMs ?? null,
+    sentinelCommittedMs,
     machineBusy: cpu.machineBusy,
     machineSteal: cpu.machineSteal,
     load1: loadavg()[0]!,
@@ -207,7 +212,7 @@ for (let k = 0; k < opts.minutes && !stopRequested; k++, boundary += MINUTE) {
   observations.push(observation);
   progress(
     `minute ${k + 1}/${opts.minutes} ${observation.boundary}: writeOffset ${fmt(observation.writeOffsetMs)} ms, ` +
-      `polled ${fmt(observation.polledOffsetMs)} ms, read ${fmt(observation.readMs, 2)} ms, ` +
+      `polled ${fmt(observation.polledOffsetMs)} ms (sentinel committed at ${sentinelCommittedMs} ms), read ${fmt(observation.readMs, 2)} ms, ` +
       `write ${fmt(observation.writeMs, 2)} ms, fire lag ${fmt(observation.fireLagMs)} ms, ` +
       `busy ${(cpu.machineBusy * 100).toFixed(0)}%, load ${observation.load1.toFixed(1)}, ` +
       `backlog ${fmt(observation.backlog)} tasks / ${fmt(observation.backlogAgeS)} s`,
@@ -301,6 +306,7 @@ report(
       'boundary',
       'writeOffsetMs',
       'polled',
+      'sentinel committed',
       'read ms',
       'write ms',
       'fire lag ms',
@@ -314,6 +320,7 @@ report(
       o.boundary,
       fmt(o.writeOffsetMs),
       fmt(o.polledOffsetMs),
+      fmt(o.sentinelCommittedMs),
       fmt(o.readMs, 2),
       fmt(o.writeMs, 2),
       fmt(o.fireLagMs),
