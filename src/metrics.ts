@@ -174,6 +174,12 @@ export function createMetrics() {
       labelNames: ['schedule'] as const,
       registers,
     }),
+    syncScheduleRestoreFailures: new Counter({
+      name: 'balance_sync_sync_schedule_restore_failures_total',
+      help: 'Schedules (sync or reconcile) found edited at runtime that this instance could not write back (retried at its next look)',
+      labelNames: ['schedule'] as const,
+      registers,
+    }),
     syncScheduleStampRenewed: new Counter({
       name: 'balance_sync_sync_schedule_stamp_renewed_total',
       help: 'Schedules (sync or reconcile) whose definition stamp this instance completed, nothing else changed (one after a create whose stamp failed; a rising count is a rewrite loop)',
@@ -199,6 +205,7 @@ export function createMetrics() {
     for (const counter of [
       metrics.syncScheduleRecreated,
       metrics.syncScheduleRestored,
+      metrics.syncScheduleRestoreFailures,
       metrics.syncScheduleStampRenewed,
     ])
       counter.inc({ schedule }, 0);

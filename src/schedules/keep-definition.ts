@@ -18,9 +18,11 @@ export interface Kept {
  * a warn line naming each change (before → after) and `sync_schedule_restored_total{schedule}`. A
  * schedule last written by an instance with other settings (a rolling deploy, or two deployments
  * that disagree, or another release's stamp) is left as it is, with a warn line once and
- * `sync_schedule_other_settings` 1: restoring it would make the two fight every look. A stamp that
- * was never completed (pending: a stamp that failed after a create) is renewed, with an info line
- * and `sync_schedule_stamp_renewed_total{schedule}`: a count that keeps rising means a rewrite loop.
+ * `sync_schedule_other_settings` 1: restoring it would make the two fight every look. A restore
+ * that fails warns and counts in `sync_schedule_restore_failures_total{schedule}`; the next look
+ * tries again. A stamp that was never completed (pending: a stamp that failed after a create) is
+ * renewed, with an info line and `sync_schedule_stamp_renewed_total{schedule}`: a count that keeps
+ * rising means a rewrite loop.
  */
 export function createDefinitionKeeper(metrics: AppMetrics, log: Logger) {
   const otherSettingsSeen = new Map<string, string>();
@@ -51,6 +53,7 @@ export function createDefinitionKeeper(metrics: AppMetrics, log: Logger) {
       restored = await writeDefinition(handle, definition);
     } catch (error) {
       const message = (error as Error).message;
+      metrics.syncScheduleRestoreFailures.inc({ schedule: name });
       log.warn({ scheduleId, err: message }, `schedule ${scheduleId} was changed and cannot be restored now`);
       return { error: message };
     }

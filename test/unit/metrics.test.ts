@@ -15,7 +15,7 @@ describe('the app metrics', () => {
 
   it('exports the schedule counters at 0 for both schedules before any increment, so increase() sees the first', async () => {
     const text = await createMetrics().registry.metrics();
-    for (const name of ['recreated', 'restored', 'stamp_renewed'])
+    for (const name of ['recreated', 'restored', 'restore_failures', 'stamp_renewed'])
       for (const schedule of ['sync', 'reconcile'])
         expect(text).toContain(`balance_sync_sync_schedule_${name}_total{schedule="${schedule}"} 0\n`);
   });
