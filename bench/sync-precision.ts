@@ -81,6 +81,22 @@ interface Observation {
   /** Workflow tasks waiting on the service's task queue 4 s before the boundary, and the oldest's age. */
   backlog: number | null;
   backlogAgeS: number | null;
+  /** IngestTransaction runs unfinished 4 s before the boundary (what the bridge's throttle counts). */
+  ingestRunning: number | null;
+  /** The run's history, each event's time minus the boundary (ms): where a late minute lost its time. */
+  timeline: SyncTimeline | null;
+}
+
+/** When the run's steps happened, relative to the boundary, and the attempt that wrote. */
+interface SyncTimeline {
+  runStartedMs: number | null;
+  firstTaskStartedMs: number | null;
+  activityScheduledMs: number | null;
+  /** The last attempt's start (the history keeps only the last attempt's). */
+  activityStartedMs: number | null;
+  attempt: number | null;
+  /** The failure that ended the previous attempt, if the writing one was a retry. */
+  lastFailure: string | null;
 }
 
 let stopRequested = false;
@@ -172,8 +188,41 @@ async function workflowResult(boundary: number) {
   );
   const result = (await Promise.race([handle.result(), sleep(20_000).then(() => undefined)])) as
     { writeOffsetMs: number | null; readMs: number; writeMs: number } | undefined;
-  return { result, fireLagMs: action.takenAt.getTime() - action.scheduledAt.getTime() };
+  const timeline = await handle
+    .fetchHistory()
+    .then((history) => syncTimeline(history.events ?? [], boundary))
+    .catch(() => null);
+  return { result, timeline, fireLagMs: action.takenAt.getTime() - action.scheduledAt.getTime() };
 }
+
+type HistoryEvent = NonNullable<
+  Awaited<ReturnType<ReturnType<typeof client.workflow.getHandle>['fetchHistory']>>['events']
+>[number];
+
+function syncTimeline(events: HistoryEvent[], boundary: number): SyncTimeline {
+  const at = (pick: (event: HistoryEvent) => unknown) => {
+    const event = events.find((candidate) => pick(candidate));
+    const time = event?.eventTime;
+    return time ? Number(time.seconds) * 1000 + Math.round((time.nanos ?? 0) / 1e6) - boundary : null;
+  };
+  const started = events.find(
+    (event) => event.activityTaskStartedEventAttributes,
+  )?.activityTaskStartedEventAttributes;
+  return {
+    runStartedMs: at((event) => event.workflowExecutionStartedEventAttributes),
+    firstTaskStartedMs: at((event) => event.workflowTaskStartedEventAttributes),
+    activityScheduledMs: at((event) => event.activityTaskScheduledEventAttributes),
+    activityStartedMs: at((event) => event.activityTaskStartedEventAttributes),
+    attempt: started?.attempt ?? null,
+    lastFailure: started?.lastFailure?.message ?? null,
+  };
+}
+
+const timelineCell = (t: SyncTimeline | null) =>
+  t
+    ? `${fmt(t.runStartedMs)} / ${fmt(t.firstTaskStartedMs)} / ${fmt(t.activityScheduledMs)} / ${fmt(t.activityStartedMs)}` +
+      (t.attempt && t.attempt > 1 ? ` (attempt ${t.attempt}: ${t.lastFailure ?? 'no failure kept'})` : '')
+    : '–';
 
 const observations: Observation[] = [];
 let boundary = Math.ceil((Date.now() + 6000) / MINUTE) * MINUTE;
@@ -181,6 +230,10 @@ for (let k = 0; k < opts.minutes && !stopRequested; k++, boundary += MINUTE) {
   await waitUntil(boundary - 4000);
   const meter = new CpuMeter({});
   const backlog = await workflowBacklog(client, NAME).catch(() => undefined);
+  const ingestRunning = await client.workflow
+    .count(`WorkflowType = 'IngestTransaction' AND ExecutionStatus = 'Running'`)
+    .then(({ count }) => count)
+    .catch(() => null);
   const before = await keydb.get(sentinelKey);
   await pool.query('INSERT INTO historical_transactions (provider_id, transaction_value) VALUES ($1, 1)', [
     sentinelId,
@@ -208,6 +261,8 @@ for (let k = 0; k < opts.minutes && !stopRequested; k++, boundary += MINUTE) {
     load1: loadavg()[0]!,
     backlog: backlog?.count ?? null,
     backlogAgeS: backlog?.ageSeconds ?? null,
+    ingestRunning,
+    timeline: fromWorkflow?.timeline ?? null,
   };
   observations.push(observation);
   progress(
@@ -215,7 +270,8 @@ for (let k = 0; k < opts.minutes && !stopRequested; k++, boundary += MINUTE) {
       `polled ${fmt(observation.polledOffsetMs)} ms (sentinel committed at ${sentinelCommittedMs} ms), read ${fmt(observation.readMs, 2)} ms, ` +
       `write ${fmt(observation.writeMs, 2)} ms, fire lag ${fmt(observation.fireLagMs)} ms, ` +
       `busy ${(cpu.machineBusy * 100).toFixed(0)}%, load ${observation.load1.toFixed(1)}, ` +
-      `backlog ${fmt(observation.backlog)} tasks / ${fmt(observation.backlogAgeS)} s`,
+      `backlog ${fmt(observation.backlog)} tasks / ${fmt(observation.backlogAgeS)} s, ingest running ${fmt(ingestRunning)}, ` +
+      `run started / task started / activity scheduled / started ${timelineCell(observation.timeline)}`,
   );
 }
 
@@ -315,6 +371,8 @@ report(
       'load1',
       'wf task backlog',
       'oldest task s',
+      'ingest runs unfinished',
+      'run started / first task / activity scheduled / activity started, ms',
     ],
     observations.map((o) => [
       o.boundary,
@@ -329,6 +387,8 @@ report(
       o.load1.toFixed(1),
       fmt(o.backlog),
       fmt(o.backlogAgeS),
+      fmt(o.ingestRunning),
+      timelineCell(o.timeline),
     ]),
   ),
 );
