@@ -23,8 +23,11 @@ const BOUND_MS = 150_000;
 const PAUSE_NOTE = 'maintenance (sync-watch test)';
 /** The watch looks this often here (30 s by default). */
 const WATCH_INTERVAL_MS = 1_000;
-/** What one look may take on a loaded machine: a restore is four describes and two updates. */
-const LOOK_MS = 4_000;
+/**
+ * The longest one look takes: its Temporal calls share a 10 s deadline (sync-watch.ts), plus the
+ * Postgres read. A restore is four describes and two updates; on a loaded CI box that took 6 s.
+ */
+const LOOK_MS = 11_000;
 
 type LogEntry = { level: number; msg: string; time: number; [key: string]: unknown };
 
