@@ -7,6 +7,7 @@ const CLOCK_BOUND = [
   'test/integration/sync-lead-pause.test.ts',
   'test/integration/writer-privileges.test.ts',
   'test/integration/sync-watch.test.ts',
+  'test/integration/sync-hold.test.ts',
 ];
 
 /** Each project runs this setup: its own Temporal dev server, workflow bundle and database. */

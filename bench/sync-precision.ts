@@ -1,5 +1,6 @@
 // npm run bench:sync-precision -- [--minutes 30] [--rate 0 (= half the measured ceiling)] [--variant service|shared|split]
 //   [--server memory|file (the compose dev server: a SQLite file with WAL and synchronous=NORMAL)]
+//   [--hold true|false (BRIDGE_HOLD_FOR_SYNC)]
 //
 // Runs the service (node dist/src/main.js) against its own dev server, database and KeyDB db index,
 // feeds it messages at a fixed rate, and for K consecutive minute boundaries records when the balances
@@ -45,6 +46,7 @@ const opts = options({
   keydbDb: 0,
   ingest: true,
   server: 'memory',
+  hold: true,
 });
 
 const MINUTE = 60_000;
@@ -151,7 +153,11 @@ const app = spawnApp({
   databaseUrl,
   keydbUrl,
   name: NAME,
-  env: { SYNC_LEAD_SECONDS: String(opts.lead), BENCH_QUEUE_LAYOUT: opts.variant },
+  env: {
+    SYNC_LEAD_SECONDS: String(opts.lead),
+    BENCH_QUEUE_LAYOUT: opts.variant,
+    BRIDGE_HOLD_FOR_SYNC: String(opts.hold),
+  },
   ...(benchAssembly ? { script: 'dist/bench/variant-app.js' } : {}),
 });
 await app.waitForLog('consuming');
@@ -305,7 +311,7 @@ const missed = observations.filter((o) => o.polledOffsetMs === null).length;
 process.stdout.write(`\n## Sync precision (${new Date().toISOString()})\n\n`);
 process.stdout.write(
   `Machine: ${machineDescription()}. Dev server ${opts.server === 'file' ? 'on a SQLite file (WAL, synchronous=NORMAL)' : 'in memory'}. Variant ${opts.variant}${benchAssembly ? ` (bench/variant-app.ts, ${split ? 'SyncBalances on its own task queue' : 'SyncBalances on the ingest task queue'})` : ` (node dist/src/main.js at ${commit})`}. ${observations.length} boundaries, SYNC_LEAD_SECONDS=${opts.lead}, ` +
-    `${opts.providers} providers, ingest ${rate} msg/s${ceiling ? ` (half of the ${ceiling.toFixed(1)} wf/s ceiling measured first)` : ''}; ` +
+    `${opts.providers} providers, ingest ${rate} msg/s${ceiling ? ` (half of the ${ceiling.toFixed(1)} wf/s ceiling measured first)` : ''}, BRIDGE_HOLD_FOR_SYNC=${String(opts.hold)}; ` +
     `${missed} boundaries without a KeyDB change.\n`,
 );
 report(

@@ -100,12 +100,15 @@ export async function startApp(
   countLostConnections({ consuming: rabbitmq, publishing }, metrics);
   const rabbitmqBlocked = watchBlocked([rabbitmq, publishing], { metrics, log });
   const deadLetters = createDeadLetterPublisher(publishing, config.DEAD_LETTER_QUEUE);
+  // The bridge starts after the workers: until then a minute written has no hold of ingest to end.
+  let minuteWritten = (_minute: Date) => undefined as void;
   const activities = createActivities({
     ...stores,
     metrics,
     deadLetters,
     outages,
     balanceHistoryDays: config.BALANCE_HISTORY_DAYS,
+    onMinuteWritten: (minute) => minuteWritten(minute),
   });
   const { workers, done } = await startWorkers(config, { connection, namespace }, activities, log);
 
@@ -122,6 +125,7 @@ export async function startApp(
       eagerStart: config.BRIDGE_EAGER_START,
       maxInFlight: config.BRIDGE_MAX_IN_FLIGHT,
       summaryIntervalMs: config.INGEST_SUMMARY_SECONDS * 1000,
+      holdForSyncLeadMs: config.BRIDGE_HOLD_FOR_SYNC ? config.SYNC_LEAD_SECONDS * 1000 : undefined,
     },
     {
       connection: rabbitmq,
@@ -133,6 +137,8 @@ export async function startApp(
       outages,
     },
   );
+
+  minuteWritten = (minute) => bridge.minuteWritten(minute);
 
   const terminatedRuns = watchTerminatedRuns(
     { taskQueue: config.TEMPORAL_TASK_QUEUE },

@@ -39,6 +39,12 @@ const wholeNumber = (fallback: number, min: number, max = Number.MAX_SAFE_INTEGE
 
 const positiveInt = (fallback: number) => wholeNumber(fallback, 1);
 
+/** `true` (the default) or `false`. */
+const trueOrFalse = z
+  .enum(['true', 'false'], { message: 'must be true or false' })
+  .default('true')
+  .transform((value) => value === 'true');
+
 /** host:port, as Temporal's clients take it; a URL or a bare host would only fail at connect time. */
 const hostAndPort = z
   .string()
@@ -109,10 +115,8 @@ const configSchema = z.object({
   RECONCILE_SCHEDULE_ID: z.string().min(1).default('reconcile-balances'),
   RECONCILE_CRON: cronExpression.default('17 * * * *'),
   STARTUP_WAIT_SECONDS: wholeNumber(600, 0),
-  BRIDGE_EAGER_START: z
-    .enum(['true', 'false'], { message: 'must be true or false' })
-    .default('true')
-    .transform((value) => value === 'true'),
+  BRIDGE_EAGER_START: trueOrFalse,
+  BRIDGE_HOLD_FOR_SYNC: trueOrFalse,
   TEMPORAL_METRICS_PORT: wholeNumber(9465, 0, 65535),
   // Unset: GET /balances answers 404. Compared as a bearer token; never logged or echoed.
   BALANCES_API_TOKEN: z

@@ -127,6 +127,21 @@ export function createMetrics() {
       labelNames: ['sqlstate_class'] as const,
       registers,
     }),
+    bridgeSyncHolding: new Gauge({
+      name: 'balance_sync_bridge_sync_holding',
+      help: '1 while new ingest starts wait for the minute’s sync (ingest saturated; BRIDGE_HOLD_FOR_SYNC)',
+      registers,
+    }),
+    bridgeSyncHolds: new Counter({
+      name: 'balance_sync_bridge_sync_holds_total',
+      help: 'Minutes at which new ingest starts waited for the sync because ingest was saturated',
+      registers,
+    }),
+    bridgeSyncHeldSeconds: new Counter({
+      name: 'balance_sync_bridge_sync_held_seconds_total',
+      help: 'Seconds new ingest starts waited for the minute’s sync, all holds together',
+      registers,
+    }),
     bridgeThrottleStalled: new Gauge({
       name: 'balance_sync_bridge_throttle_stalled',
       help: '1 while the throttle has stayed closed longer than its stated bound with no ingest run finishing',

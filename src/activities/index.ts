@@ -23,6 +23,8 @@ export interface ActivityDeps {
   outages?: IngestOutages;
   /** BALANCE_HISTORY_DAYS: how long the balance history is kept (0: for ever); default 90. */
   balanceHistoryDays?: number;
+  /** Told when publishBalances has a minute in KeyDB (the bridge's hold for it ends). */
+  onMinuteWritten?: (minute: Date) => void;
 }
 
 /** All activities, closed over their clients; workflows type their proxies from this factory. */
@@ -35,11 +37,12 @@ export function createActivities({
   deadLetters,
   outages,
   balanceHistoryDays = 90,
+  onMinuteWritten,
 }: ActivityDeps) {
   return {
     recordTransaction: createRecordTransaction(pool, metrics, outages),
     deadLetterTransaction: createDeadLetterTransaction(deadLetters, metrics),
-    publishBalances: createPublishBalances(syncPool ?? pool, keydb, metrics),
+    publishBalances: createPublishBalances(syncPool ?? pool, keydb, metrics, onMinuteWritten),
     reconcileBalances: createReconcileBalances(reconcilePool ?? pool, metrics),
     pruneBalanceHistory: createPruneBalanceHistory(reconcilePool ?? pool, metrics, balanceHistoryDays),
   };

@@ -217,11 +217,17 @@ function skippedRetry(metrics: AppMetrics, boundary: Date, attempt: number, read
 /**
  * Waits on the wall clock for the minute boundary, then reads every provider's balance from Postgres
  * (exact NUMERIC, printed as Postgres prints it) and writes all keys to KeyDB in one MULTI/EXEC.
- * Keys of providers that no longer exist are deleted in the same step. A retried attempt waits for
+ * Keys of providers that no longer exist are deleted in the same step, and `onMinuteWritten` is told
+ * (the bridge then starts ingest again if it held it for the minute). A retried attempt waits for
  * the same boundary (it comes from the nominal time), or writes at once if that has passed, unless
  * an earlier attempt already published that minute.
  */
-export function createPublishBalances(pool: pg.Pool, keydb: Redis, metrics: AppMetrics) {
+export function createPublishBalances(
+  pool: pg.Pool,
+  keydb: Redis,
+  metrics: AppMetrics,
+  onMinuteWritten: (minute: Date) => void = () => undefined,
+) {
   return async function publishBalances(input: PublishBalancesInput): Promise<PublishBalancesResult> {
     const context = Context.current();
     const { attempt } = context.info;
@@ -243,6 +249,7 @@ export function createPublishBalances(pool: pg.Pool, keydb: Redis, metrics: AppM
       const unwritten = { boundary: boundary?.toISOString() ?? null, triggersReinstalled, writeMs: 0 };
       const mayBeSecond = attempt > 1 || Date.now() - (boundary?.getTime() ?? 0) > LATE_FIRST_ATTEMPT_MS;
       if (boundary && mayBeSecond && (await minuteAlreadyPublished(pool, boundary))) {
+        onMinuteWritten(boundary);
         const skipped = skippedRetry(metrics, boundary, attempt, readMs);
         return { ...unwritten, ...skipped, providers: 0, unpublishable: [], keysRemoved: [] };
       }
@@ -250,6 +257,7 @@ export function createPublishBalances(pool: pg.Pool, keydb: Redis, metrics: AppM
       const writeStart = performance.now();
       await writeKeydb(keydb, plan);
       const writtenAt = Date.now();
+      if (boundary) onMinuteWritten(boundary);
       const writeMs = performance.now() - writeStart;
       const writeOffsetMs = boundary ? writtenAt - boundary.getTime() : null;
       const { workflowId, runId } = context.info.workflowExecution ?? {};

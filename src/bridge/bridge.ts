@@ -9,6 +9,7 @@ import { DeliveryHandler } from './handle-delivery.js';
 import { startIngestSummary } from './ingest-summary.js';
 import type { ProviderDirectory } from './provider-directory.js';
 import { InFlightThrottle } from './in-flight-throttle.js';
+import { SyncHold } from './sync-hold.js';
 import { TemporalProbe } from './temporal-probe.js';
 
 export interface BridgeOptions {
@@ -22,6 +23,11 @@ export interface BridgeOptions {
   maxInFlight: number;
   /** How often to log the ingest summary (0: never). */
   summaryIntervalMs: number;
+  /**
+   * While ingest is saturated, hold new starts around each minute's sync (SyncHold): SYNC_LEAD_SECONDS
+   * in ms, or undefined for no hold (BRIDGE_HOLD_FOR_SYNC=false).
+   */
+  holdForSyncLeadMs?: number;
   /** How often the throttle counts unfinished runs (default 500 ms). */
   throttlePollMs?: number;
   /** First wait before consuming again after a cancel or a closed channel (tests shorten it). */
@@ -46,6 +52,8 @@ export interface Bridge {
   isConsuming(): boolean;
   /** False while the dead-letter queue refuses messages (until one is accepted again). */
   deadLettersAccepted(): boolean;
+  /** This process's sync wrote this minute to KeyDB: a hold for it ends now. */
+  minuteWritten(minute: Date): void;
   /** Stops consuming, waits for in-flight messages to be settled, then closes its channel. */
   stop(): Promise<void>;
 }
@@ -75,14 +83,23 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
   throttle.start();
   const temporal = new TemporalProbe(deps.client, { metrics, log });
   temporal.start();
+  // Saturated: the throttle closed within the last minute (with no throttle, never).
+  const hold =
+    options.holdForSyncLeadMs === undefined
+      ? undefined
+      : new SyncHold(
+          { leadMs: options.holdForSyncLeadMs, saturated: () => throttle.closedWithin(60_000) },
+          { metrics, log },
+        );
   const deadLetters = createDeadLetterPublisher(deps.publishing ?? deps.connection, options.deadLetterQueue);
   const deliveries = new DeliveryHandler(options, {
     ...deps,
     deadLetters,
     async startsAllowed(signal) {
-      while (throttle.isThrottling() || !temporal.isUp()) {
+      while (throttle.isThrottling() || !temporal.isUp() || hold?.holding()) {
         await throttle.whenOpen(signal);
         await temporal.whenUp(signal);
+        await hold?.whenOver(signal);
       }
     },
     onStarted: () => throttle.noteStart(),
@@ -120,6 +137,7 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
   return {
     isConsuming: () => consumer.isConsuming(),
     deadLettersAccepted: () => deadLettersAccepted,
+    minuteWritten: (minute) => hold?.written(minute),
     async stop() {
       stopSummary();
       stopPausing();
@@ -131,6 +149,7 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
       stopping.abort();
       throttle.stop();
       temporal.stop();
+      hold?.stop();
       await settledWithin([...inFlight], 5_000);
       log.info('in-flight messages settled');
       await consumer.close().catch(() => undefined);
@@ -150,18 +169,24 @@ function pauseWhileStartsWait(
   deps: { metrics: AppMetrics; log: Logger },
 ): () => void {
   let paused = false;
+  let outage = false;
   const timer = setInterval(() => {
     const { temporalUp, throttled, held } = state();
     if (!paused && (!temporalUp || throttled)) {
       paused = true;
       consumer.pause();
       deps.metrics.bridgeConsumerPaused.set(1);
-      deps.log.warn({ temporalUp, throttled, held }, 'no deliveries taken until starts can go ahead');
+      // Throttling is healthy and the throttle logs its own transitions; an unreachable Temporal is not.
+      outage = !temporalUp;
+      deps.log[outage ? 'warn' : 'debug'](
+        { temporalUp, throttled, held },
+        'no deliveries taken until starts can go ahead',
+      );
     } else if (paused && temporalUp && !throttled && held === 0) {
       paused = false;
       consumer.resume();
       deps.metrics.bridgeConsumerPaused.set(0);
-      deps.log.info('taking deliveries again');
+      deps.log[outage ? 'info' : 'debug']('taking deliveries again');
     }
   }, 250);
   timer.unref();

@@ -36,6 +36,8 @@ export class InFlightThrottle {
   /** While closed: when the throttle closed or the count last dropped (a run finished). */
   private lastProgress = 0;
   private stalled = false;
+  /** When the throttle last closed (0: never). */
+  private lastClosedAt = 0;
 
   constructor(
     private readonly client: Client,
@@ -52,6 +54,11 @@ export class InFlightThrottle {
 
   isThrottling(): boolean {
     return this.closed;
+  }
+
+  /** Whether it is closed now or closed within the last `ms`: ingest has been running at its bound. */
+  closedWithin(ms: number): boolean {
+    return this.closed || (this.lastClosedAt > 0 && Date.now() - this.lastClosedAt <= ms);
   }
 
   /** Resolves once starts may go ahead (at once when open); rejects if `signal` aborts first. */
@@ -110,6 +117,7 @@ export class InFlightThrottle {
     if (!this.closed && inFlight >= maxInFlight) {
       this.closed = true;
       this.lastProgress = Date.now();
+      this.lastClosedAt = this.lastProgress;
       this.deps.metrics.bridgeThrottled.set(1);
       this.deps.log.info(
         { inFlight, maxInFlight },
