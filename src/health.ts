@@ -30,7 +30,8 @@ export type Health = ReturnType<typeof createHealth>;
  * all read this one state, so they cannot disagree. A check that answers synchronously (an
  * in-process flag such as "consuming") is also re-read into the state whenever the state is read,
  * so it is never a round late. A check going false is logged at warn with its reason, and its
- * recovery at info.
+ * recovery at info; one failing on its first verdict (start-up) is said at info, and warned about
+ * only if it still fails a round later.
  */
 export function createHealth(
   metrics: AppMetrics,
@@ -43,6 +44,11 @@ export function createHealth(
   let timer: NodeJS.Timeout | undefined;
   let round: Promise<void> | undefined;
   let stopped = false;
+  /**
+   * Checks failing on their first verdict (start-up: the consumer starts a moment after the checks),
+   * and since when: said at info, and at warn only if still failing a round later.
+   */
+  const starting = new Map<string, number>();
 
   const reasonOf = (error: unknown) => (error as Error).message || String(error);
 
@@ -81,9 +87,15 @@ export function createHealth(
     else into.reasons[name] = reason;
     const dependency = checks.get(name)!.dependency;
     if (dependency) metrics.dependencyUp.set({ dependency }, reason === undefined ? 1 : 0);
-    if (reason !== undefined && wasReady !== false)
+    if (reason === undefined) {
+      if (!starting.delete(name) && wasReady === false) log.info({ check: name }, `ready again: ${name}`);
+    } else if (wasReady === undefined) {
+      starting.set(name, Date.now());
+      log.info({ check: name, reason }, `not ready yet: ${name}: ${reason}`);
+    } else if (wasReady || Date.now() - (starting.get(name) ?? Infinity) >= options.intervalMs) {
+      starting.delete(name);
       log.warn({ check: name, reason }, `not ready: ${name}: ${reason}`);
-    if (reason === undefined && wasReady === false) log.info({ check: name }, `ready again: ${name}`);
+    }
   };
 
   const refresh = async () => {

@@ -38,11 +38,34 @@ describe('the health state behind /readyz and balance_sync_dependency_up', () =>
     hung = false;
     await waitFor('keydb ready again', () => Promise.resolve(health.state()!.checks.keydb || undefined));
     expect(await up('keydb')).toBe(1);
-    // One line per change, not per round.
-    expect(logged.map((l) => [l.level, l.msg])).toEqual([
-      [40, 'not ready: postgres: connection refused'],
+    // One line per change, not per round; failing from the first round: said at info, warned a round later.
+    const lines = (check: string) =>
+      logged.filter((l) => l.msg.includes(`${check}:`) || l.msg.endsWith(check)).map((l) => [l.level, l.msg]);
+    expect(lines('keydb')).toEqual([
       [40, 'not ready: keydb: no answer within 0.1 s'],
       [30, 'ready again: keydb'],
+    ]);
+    expect(lines('postgres')).toEqual([
+      [30, 'not ready yet: postgres: connection refused'],
+      [40, 'not ready: postgres: connection refused'],
+    ]);
+  });
+
+  it('says a check that fails only at start-up (the consumer not started yet) at info, with no warning', async () => {
+    const { health, logged } = setUp();
+    let consuming = false;
+    health.add('rabbitmq', () => (consuming ? undefined : 'not consuming'), 'rabbitmq');
+    await health.start();
+    expect(health.state()!.checks.rabbitmq).toBe(false);
+    consuming = true;
+    await waitFor('rabbitmq ready', () => Promise.resolve(health.state()!.checks.rabbitmq || undefined));
+    consuming = false;
+    await waitFor('rabbitmq failing', () =>
+      Promise.resolve(health.state()!.checks.rabbitmq ? undefined : true),
+    );
+    expect(logged.map((l) => [l.level, l.msg])).toEqual([
+      [30, 'not ready yet: rabbitmq: not consuming'],
+      [40, 'not ready: rabbitmq: not consuming'],
     ]);
   });
 
