@@ -61,8 +61,9 @@ export interface Bridge {
 /**
  * Consumes the incoming queue and turns each message into an IngestTransaction start. A message is
  * acked only after Temporal has the workflow, or after its dead letter is confirmed; none is held
- * longer than MAX_HOLD_MS (see handle-delivery.ts), none is taken while no start could go ahead, and a
- * lost consumer is restored (consumer.ts).
+ * longer than MAX_HOLD_MS (see handle-delivery.ts), none is taken while Temporal is down or the
+ * throttle closed (during a hold for the minute's sync, up to the prefetch wait unacked, ≤ 7 s), and
+ * a lost consumer is restored (consumer.ts).
  */
 export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
   const { log, metrics } = deps;
@@ -71,26 +72,7 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
   const inFlight = new Set<Promise<void>>();
   let deadLettersAccepted = true;
 
-  const throttle = new InFlightThrottle(
-    deps.client,
-    {
-      taskQueue: options.taskQueue,
-      maxInFlight: options.maxInFlight,
-      pollMs: options.throttlePollMs,
-    },
-    { metrics, log },
-  );
-  throttle.start();
-  const temporal = new TemporalProbe(deps.client, { metrics, log });
-  temporal.start();
-  // Saturated: the throttle closed within the last minute (with no throttle, never).
-  const hold =
-    options.holdForSyncLeadMs === undefined
-      ? undefined
-      : new SyncHold(
-          { leadMs: options.holdForSyncLeadMs, saturated: () => throttle.closedWithin(60_000) },
-          { metrics, log },
-        );
+  const { throttle, temporal, hold } = startGates(options, deps);
   const deadLetters = createDeadLetterPublisher(deps.publishing ?? deps.connection, options.deadLetterQueue);
   const deliveries = new DeliveryHandler(options, {
     ...deps,
@@ -156,6 +138,32 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
       await deadLetters.close().catch(() => undefined);
     },
   };
+}
+
+/** What a start waits for: the throttle, Temporal answering, and (while saturated) the minute's sync. */
+function startGates(options: BridgeOptions, deps: BridgeDeps) {
+  const { metrics, log } = deps;
+  const throttle = new InFlightThrottle(
+    deps.client,
+    {
+      taskQueue: options.taskQueue,
+      maxInFlight: options.maxInFlight,
+      pollMs: options.throttlePollMs,
+    },
+    { metrics, log },
+  );
+  throttle.start();
+  const temporal = new TemporalProbe(deps.client, { metrics, log });
+  temporal.start();
+  // Saturated: the throttle closed within the last minute (with no throttle, never).
+  const hold =
+    options.holdForSyncLeadMs === undefined
+      ? undefined
+      : new SyncHold(
+          { leadMs: options.holdForSyncLeadMs, saturated: () => throttle.closedWithin(60_000) },
+          { metrics, log },
+        );
+  return { throttle, temporal, hold };
 }
 
 /**

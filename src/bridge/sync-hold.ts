@@ -30,17 +30,21 @@ export interface SyncHoldOptions {
  * activity task and write then queue behind ingest work: measured 4–5 s late. So while ingest is
  * saturated, no new IngestTransaction is started from 1 s before the schedule fires (6 s before the
  * minute at most) until this process has written the minute (publishBalances calls `written`), or
- * HOLD_AFTER_MINUTE_MS after it when the sync runs elsewhere or fails. What is held waits in RabbitMQ (the consumer's prefetch
- * included), as under the throttle; below saturation nothing is held, so no message waits for it.
+ * HOLD_AFTER_MINUTE_MS after it when the sync runs elsewhere or fails. What is held waits in
+ * RabbitMQ, and up to the prefetch unacked in the bridge. A minute holds only if the throttle closed
+ * within the minute before; decided the first time a start asks in its window, so the in-flight count
+ * emptying during the hold does not end it.
  */
 export class SyncHold {
   private waiters: (() => void)[] = [];
   private timer: NodeJS.Timeout | undefined;
-  /** The minute whose hold was decided (epoch ms), whether it holds, and whether it has ended. */
+  /** The minute whose hold was decided (epoch ms), and whether that hold is on now. */
   private minute = 0;
   private holds = false;
+  /** The latest minute this process wrote. */
   private writtenMinute = 0;
   private heldSince = 0;
+  private stopped = false;
   private readonly now: () => number;
 
   constructor(
@@ -63,7 +67,7 @@ export class SyncHold {
   holding(): boolean {
     const now = this.now();
     const minute = this.windowMinute(now);
-    if (minute === undefined || this.writtenMinute >= minute) return this.end();
+    if (this.stopped || minute === undefined || this.writtenMinute >= minute) return this.end();
     if (minute !== this.minute) {
       this.end();
       this.minute = minute;
@@ -85,8 +89,9 @@ export class SyncHold {
     if (this.minute <= this.writtenMinute) this.end();
   }
 
+  /** Ends a hold on now and holds nothing more (shutdown). */
   stop(): void {
-    this.holds = false;
+    this.stopped = true;
     this.end();
   }
 

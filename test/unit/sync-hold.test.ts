@@ -124,7 +124,13 @@ describe('SyncHold: new ingest starts wait for the minute’s sync while ingest 
     const second = subject.whenOver(new AbortController().signal);
     aborted.abort(new Error('stopping'));
     await expect(first).rejects.toThrow('stopping');
+    vi.setSystemTime(BOUNDARY - 500);
     subject.stop();
     await expect(second).resolves.toBeUndefined();
+    expect(await sample('balance_sync_bridge_sync_holding')).toBe(0);
+    expect(await sample('balance_sync_bridge_sync_held_seconds_total')).toBeGreaterThan(0);
+    // Stopped: the next minute's window holds nothing.
+    vi.setSystemTime(BOUNDARY + MINUTE - 1_000);
+    expect(subject.holding()).toBe(false);
   });
 });
