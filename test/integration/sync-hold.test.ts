@@ -1,5 +1,4 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { PublishBalancesResult } from '../../src/activities/index.js';
 import type { App } from '../../src/app.js';
 import { HOLD_AFTER_MINUTE_MS, HOLD_BEFORE_FIRE_MS } from '../../src/bridge/sync-hold.js';
 import type { Config } from '../../src/config.js';
@@ -7,6 +6,7 @@ import {
   appMetric,
   nextScheduledBoundary,
   publisher,
+  scheduledRunResult,
   startTestApp,
   stopTestApp,
   testConfig,
@@ -68,14 +68,8 @@ describe('ingest saturated at a minute boundary (BRIDGE_HOLD_FOR_SYNC)', () => {
     );
     await queue.close();
 
-    const description = await untilClock(boundary + 1_000).then(() =>
-      app.client.schedule.getHandle(config.SYNC_SCHEDULE_ID).describe(),
-    );
-    const action = description.info.recentActions.find((a) => a.scheduledAt.getTime() === boundary - leadMs);
-    expect(action).toBeDefined();
-    const result: PublishBalancesResult = await app.client.workflow
-      .getHandle(action!.action.workflow.workflowId)
-      .result();
+    await untilClock(boundary + 1_000);
+    const result = await scheduledRunResult(app, config, boundary);
     expect(result.boundary).toBe(new Date(boundary).toISOString());
     expect(result.writeOffsetMs).toBeLessThan(1_000);
     const writtenAt = Date.parse(result.writtenAt!);

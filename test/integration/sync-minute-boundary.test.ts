@@ -1,7 +1,6 @@
 import { Redis } from 'ioredis';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { PublishBalancesResult } from '../../src/activities/index.js';
 import type { App } from '../../src/app.js';
 import type { Config } from '../../src/config.js';
 import {
@@ -9,6 +8,7 @@ import {
   nextScheduledBoundary,
   pool,
   resetDatabase,
+  scheduledRunResult,
   startTestApp,
   stopTestApp,
   testConfig,
@@ -46,7 +46,6 @@ describe('SyncBalances on its schedule', () => {
   });
 
   it('writes KeyDB within 1 s of the next minute boundary on the system clock', async () => {
-    const leadMs = config.SYNC_LEAD_SECONDS * 1000;
     await keydb.set('1_Visa', 'sentinel');
     const boundary = await nextScheduledBoundary(app, config, Date.now());
     expect(boundary % 60_000).toBe(0);
@@ -58,12 +57,7 @@ describe('SyncBalances on its schedule', () => {
     expect(await keydb.mget('1_Visa', '2_Mastercard')).toEqual(['1300', '1800']);
 
     // The run reports its own offset, and is identified by the schedule's nominal time.
-    const description = await app.client.schedule.getHandle(config.SYNC_SCHEDULE_ID).describe();
-    const action = description.info.recentActions.find((a) => a.scheduledAt.getTime() === boundary - leadMs);
-    expect(action).toBeDefined();
-    const result: PublishBalancesResult = await app.client.workflow
-      .getHandle(action!.action.workflow.workflowId)
-      .result();
+    const result = await scheduledRunResult(app, config, boundary);
     expect(result.boundary).toBe(new Date(boundary).toISOString());
     expect(result.writeOffsetMs).toBeGreaterThanOrEqual(0);
     expect(result.writeOffsetMs).toBeLessThan(1_000);

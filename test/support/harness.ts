@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import pino from 'pino';
 import { inject } from 'vitest';
+import type { PublishBalancesResult } from '../../src/activities/index.js';
 import { startApp, type App } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/config.js';
 
@@ -113,6 +114,22 @@ export async function nextScheduledBoundary(app: App, config: Config, afterMs: n
   const tick = info.nextActionTimes.find((at) => at.getTime() + leadMs > afterMs + 500);
   if (tick === undefined) throw new Error(`${config.SYNC_SCHEDULE_ID} has no tick after ${afterMs}`);
   return tick.getTime() + leadMs;
+}
+
+/** The result of the sync schedule's run for this minute boundary (found among its recent actions). */
+export async function scheduledRunResult(
+  app: App,
+  config: Config,
+  boundary: number,
+): Promise<PublishBalancesResult> {
+  const leadMs = config.SYNC_LEAD_SECONDS * 1000;
+  const description = await app.client.schedule.getHandle(config.SYNC_SCHEDULE_ID).describe();
+  const action = description.info.recentActions.find((a) => a.scheduledAt.getTime() === boundary - leadMs);
+  if (!action)
+    throw new Error(`${config.SYNC_SCHEDULE_ID} has no run for ${new Date(boundary).toISOString()}`);
+  return (await app.client.workflow
+    .getHandle(action.action.workflow.workflowId)
+    .result()) as PublishBalancesResult;
 }
 
 /**
