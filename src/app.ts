@@ -102,6 +102,8 @@ export async function startApp(
   const deadLetters = createDeadLetterPublisher(publishing, config.DEAD_LETTER_QUEUE);
   // The bridge starts after the workers: until then a minute written has no hold of ingest to end.
   let minuteWritten = (_minute: Date) => undefined as void;
+  // The sync watch starts last: until its first look the schedule counts as running.
+  let syncPaused = () => false;
   const activities = createActivities({
     ...stores,
     metrics,
@@ -135,6 +137,7 @@ export async function startApp(
       metrics,
       log,
       outages,
+      syncPaused: () => syncPaused(),
     },
   );
 
@@ -181,6 +184,7 @@ export async function startApp(
     },
     options.syncWatch,
   );
+  syncPaused = watch.syncPaused;
 
   let stopping: Promise<void> | undefined;
   return {

@@ -45,6 +45,8 @@ export interface BridgeDeps {
   log: Logger;
   /** Where an outage met while starting runs is reported, for /readyz (the app's, shared with the inserts). */
   outages?: IngestOutages;
+  /** Whether the sync schedule is paused (the sync watch's last look): no minute to hold starts for. */
+  syncPaused?: () => boolean;
 }
 
 export interface Bridge {
@@ -155,14 +157,13 @@ function startGates(options: BridgeOptions, deps: BridgeDeps) {
   throttle.start();
   const temporal = new TemporalProbe(deps.client, { metrics, log });
   temporal.start();
-  // Saturated: the throttle closed within the last minute (with no throttle, never).
+  // Saturated: the throttle closed within the last minute (with no throttle, never); and a paused
+  // schedule publishes nothing, so there is no minute to make room for.
+  const saturated = () => throttle.closedWithin(60_000) && !deps.syncPaused?.();
   const hold =
     options.holdForSyncLeadMs === undefined
       ? undefined
-      : new SyncHold(
-          { leadMs: options.holdForSyncLeadMs, saturated: () => throttle.closedWithin(60_000) },
-          { metrics, log },
-        );
+      : new SyncHold({ leadMs: options.holdForSyncLeadMs, saturated }, { metrics, log });
   return { throttle, temporal, hold };
 }
 

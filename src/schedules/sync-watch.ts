@@ -68,6 +68,7 @@ export function startSyncWatch(deps: SyncWatchDeps, options: SyncWatchOptions = 
   let timer: NodeJS.Timeout | undefined;
   let looking: Promise<void> | undefined;
   let stopped = false;
+  let syncPaused = false;
 
   const readLastPublished = async () => {
     try {
@@ -104,7 +105,10 @@ export function startSyncWatch(deps: SyncWatchDeps, options: SyncWatchOptions = 
     const [sync] = await client.connection.withDeadline(Date.now() + TEMPORAL_DEADLINE_MS, () =>
       Promise.all([look(schedules.sync), look(schedules.reconcile)]),
     );
-    if (!sync.error) metrics.syncSchedulePaused.set(sync.paused ? 1 : 0);
+    if (!sync.error) {
+      syncPaused = sync.paused;
+      metrics.syncSchedulePaused.set(sync.paused ? 1 : 0);
+    }
     const since = lastPublished ?? new Date(startedAt);
     const stale = Date.now() - since.getTime() >= options.staleAfterMs;
     if (!stale) {
@@ -129,6 +133,8 @@ export function startSyncWatch(deps: SyncWatchDeps, options: SyncWatchOptions = 
   };
   loop();
   return {
+    /** Whether the sync schedule was paused at the last look that could tell. */
+    syncPaused: () => syncPaused,
     async stop() {
       stopped = true;
       clearTimeout(timer);

@@ -1,13 +1,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { App } from '../../src/app.js';
+import { startApp, type App } from '../../src/app.js';
 import { HOLD_AFTER_MINUTE_MS, HOLD_BEFORE_FIRE_MS } from '../../src/bridge/sync-hold.js';
 import type { Config } from '../../src/config.js';
+import { DEFAULT_SYNC_WATCH_OPTIONS } from '../../src/schedules/sync-watch.js';
 import {
   appMetric,
   nextScheduledBoundary,
+  installQuietRuntime,
   publisher,
   scheduledRunResult,
-  startTestApp,
+  silentLog,
   stopTestApp,
   testConfig,
   waitFor,
@@ -42,7 +44,11 @@ describe('ingest saturated at a minute boundary (BRIDGE_HOLD_FOR_SYNC)', () => {
       SYNC_LEAD_SECONDS: String(LEAD_SECONDS),
       BRIDGE_MAX_IN_FLIGHT: '4',
     });
-    app = await startTestApp(config);
+    installQuietRuntime();
+    // The sync watch looks every second here (30 s by default), so a pause is seen at once.
+    app = await startApp(config, silentLog(), undefined, {
+      syncWatch: { ...DEFAULT_SYNC_WATCH_OPTIONS, intervalMs: 1_000 },
+    });
   });
 
   afterAll(async () => {
@@ -57,9 +63,10 @@ describe('ingest saturated at a minute boundary (BRIDGE_HOLD_FOR_SYNC)', () => {
     return (await app.client.workflow.count(query)).count;
   };
 
-  it('starts no ingest run from just before the sync fires until the minute is written, then resumes', async () => {
-    const leadMs = LEAD_SECONDS * 1000;
-    const boundary = await nextScheduledBoundary(app, config, Date.now() + FLOOD_LEAD_MS + leadMs + 2_000);
+  const leadMs = LEAD_SECONDS * 1000;
+
+  /** Floods the queue FLOOD_LEAD_MS before the hold of `boundary` would begin; returns that moment. */
+  const floodBefore = async (boundary: number) => {
     const holdFrom = boundary - leadMs - HOLD_BEFORE_FIRE_MS;
     await untilClock(holdFrom - FLOOD_LEAD_MS);
     const queue = await publisher(config.INCOMING_QUEUE);
@@ -67,16 +74,25 @@ describe('ingest saturated at a minute boundary (BRIDGE_HOLD_FOR_SYNC)', () => {
       Array.from({ length: MESSAGES }, () => [JSON.stringify({ id: 1, value: 1 }), {}] as const),
     );
     await queue.close();
+    return holdFrom;
+  };
+
+  /** Waits until visibility shows starts from well after `ms`: it has caught up on the window before. */
+  const visibleBeyond = (ms: number) =>
+    waitFor('visibility of the starts after the window', async () =>
+      (await startsBetween(ms + 1_500, ms + 30_000)) > 0 ? true : undefined,
+    );
+
+  it('starts no ingest run from just before the sync fires until the minute is written, then resumes', async () => {
+    const boundary = await nextScheduledBoundary(app, config, Date.now() + FLOOD_LEAD_MS + leadMs + 2_000);
+    const holdFrom = await floodBefore(boundary);
 
     await untilClock(boundary + 1_000);
     const result = await scheduledRunResult(app, config, boundary);
     expect(result.boundary).toBe(new Date(boundary).toISOString());
     expect(result.writeOffsetMs).toBeLessThan(1_000);
     const writtenAt = Date.parse(result.writtenAt!);
-    // Visibility has caught up past the window once it shows starts from well after it.
-    await waitFor('visibility of the starts after the hold', async () =>
-      (await startsBetween(writtenAt + 1_500, writtenAt + 30_000)) > 0 ? true : undefined,
-    );
+    await visibleBeyond(writtenAt);
 
     // Saturated before the hold, nothing started during it, started again right after the write.
     expect(await startsBetween(holdFrom - 2_000, holdFrom)).toBeGreaterThan(0);
@@ -86,5 +102,20 @@ describe('ingest saturated at a minute boundary (BRIDGE_HOLD_FOR_SYNC)', () => {
     expect(ownEnd - writtenAt).toBeGreaterThan(300);
     expect(await startsBetween(writtenAt, Math.min(writtenAt + 800, ownEnd - 100))).toBeGreaterThan(0);
     expect(await appMetric(app, 'balance_sync_bridge_sync_holds_total')).toBeGreaterThanOrEqual(1);
+  }, 150_000);
+
+  it('holds nothing while the sync schedule is paused: there is no minute to make room for', async () => {
+    const schedule = app.client.schedule.getHandle(config.SYNC_SCHEDULE_ID);
+    await schedule.pause('sync-hold test: paused');
+    await waitFor('the sync watch to see the pause', async () =>
+      (await appMetric(app, 'balance_sync_sync_schedule_paused')) === 1 ? true : undefined,
+    );
+    const holds = await appMetric(app, 'balance_sync_bridge_sync_holds_total');
+    const boundary = Math.ceil((Date.now() + FLOOD_LEAD_MS + leadMs + 2_000) / 60_000) * 60_000;
+    const holdFrom = await floodBefore(boundary);
+    await visibleBeyond(boundary);
+    expect(await startsBetween(holdFrom + IN_FLIGHT_SLACK_MS, boundary)).toBeGreaterThan(0);
+    expect(await appMetric(app, 'balance_sync_bridge_sync_holds_total')).toBe(holds);
+    await schedule.unpause('sync-hold test: done');
   }, 150_000);
 });
