@@ -42,4 +42,13 @@ describe('launch settings (npm start and the image)', () => {
     );
     expect(Math.floor(((limitMiB - 200) * 600) / 1024)).toBeGreaterThanOrEqual(100);
   });
+
+  it('every npm script that runs node execs it, so a signal sent to npm stops node, not only its shell', () => {
+    const { scripts } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+      scripts: Record<string, string>;
+    };
+    const runsNode = Object.entries(scripts).filter(([, command]) => /(^|\s)node\s+dist\//.test(command));
+    expect(runsNode.length).toBeGreaterThan(10);
+    expect(runsNode.filter(([, command]) => !/(^|\s)exec node\s/.test(command))).toEqual([]);
+  });
 });
