@@ -146,12 +146,13 @@ async function ensureExisting(
     log.warn({ scheduleId, note: current.state.note }, pausedWarning(scheduleId, options.pausedMeans));
   }
   const noteStale = note !== undefined && !paused && current.state.note !== note;
-  if (checkDefinition(current, definition).kind === 'same' && !noteStale) return 'unchanged';
+  const same = checkDefinition(current, definition).kind === 'same';
+  if (same && !noteStale) return 'unchanged';
   const written = await writeDefinition(handle, definition, note);
-  log.info(
-    { scheduleId, paused, changes: scheduleDifferences(current, written) },
-    'schedule definition updated',
-  );
+  const changes = scheduleDifferences(current, written);
+  // The note is state, not definition: an unpause's reason, say, replaced by the running note.
+  if (noteStale) changes.push(`state.note ${JSON.stringify(current.state.note)} → ${JSON.stringify(note)}`);
+  log.info({ scheduleId, paused, changes }, same ? 'schedule note restored' : 'schedule definition updated');
   return 'updated';
 }
 

@@ -194,11 +194,18 @@ describe('ensureSchedule', () => {
     // A running sync schedule whose note someone changed gets its lead note back at the next start-up.
     const handle = client.schedule.getHandle(settings.syncScheduleId);
     await handle.update((previous) => ({ ...previous, state: { ...previous.state, note: 'edited' } }));
-    expect(await ensureSchedules(client, changed, silentLog())).toEqual({
+    const lines: { msg: string; changes?: string[] }[] = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    expect(await ensureSchedules(client, changed, log)).toEqual({
       sync: 'updated',
       reconcile: 'unchanged',
     });
     expect((await handle.describe()).state.note).toContain('fires 3 s before each minute');
+    // Said as what it is: the note, not an empty list of definition changes.
+    expect(lines.find((line) => line.msg.startsWith('schedule '))).toMatchObject({
+      msg: 'schedule note restored',
+      changes: [expect.stringMatching(/^state\.note "edited" → ".*fires 3 s before each minute/)],
+    });
   });
 
   it('warns at start-up about each paused schedule, saying what the pause stops', async () => {
