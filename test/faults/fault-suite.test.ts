@@ -178,7 +178,14 @@ describe('fault suite', () => {
         'every message processed',
         async () => ((await ledgerCount()) === MESSAGES ? true : undefined),
         300_000,
-      );
+      ).catch(async (error: Error) => {
+        // Say where it stood, so a red run can be read without a rerun.
+        const warnings = app.lines.filter((line) => /"level":(40|50|60)/.test(line)).slice(-20);
+        throw new Error(
+          `${error.message}: ${await ledgerCount().catch(() => '?')} of ${MESSAGES} recorded; ` +
+            `faults ${JSON.stringify(faults)}; the app's last warnings:\n${warnings.join('\n')}`,
+        );
+      });
       monitoring = false;
       await monitor;
       await channel.close();
