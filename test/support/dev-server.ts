@@ -1,6 +1,6 @@
 import { Connection } from '@temporalio/client';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { openSync } from 'node:fs';
+import { openSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -44,6 +44,20 @@ export interface DevServerOptions {
  * once its frontend answers a health check.
  */
 export async function startDevServer(cli: string, options: DevServerOptions = {}): Promise<DevServer> {
+  // freePort() closes the port before the server binds it: another process may take one in between
+  // (seen once in CI). A bind clash is retried on fresh ports, anything else is not.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(cli, options);
+    } catch (error) {
+      if (attempt >= 3 || !(error instanceof PortClash)) throw error;
+    }
+  }
+}
+
+class PortClash extends Error {}
+
+async function startOnce(cli: string, options: DevServerOptions): Promise<DevServer> {
   const port = options.port ?? (await freePort());
   const args = [
     'server',
@@ -67,8 +81,12 @@ export async function startDevServer(cli: string, options: DevServerOptions = {}
   const address = `127.0.0.1:${port}`;
   const deadline = Date.now() + 60_000;
   for (;;) {
-    if (child.exitCode !== null)
-      throw new Error(`temporal dev server exited with ${child.exitCode}; see ${logFile}`);
+    if (child.exitCode !== null) {
+      const message = `temporal dev server exited with ${child.exitCode}; see ${logFile}`;
+      throw readFileSync(logFile, 'utf8').includes('address already in use')
+        ? new PortClash(`${message} (a port was taken)`)
+        : new Error(message);
+    }
     try {
       const connection = await Connection.connect({ address, connectTimeout: 1000 });
       await connection.healthService.check({});
