@@ -17,8 +17,9 @@ export interface SyncHoldOptions {
   /** SYNC_LEAD_SECONDS in ms: the schedule fires this long before each minute. */
   leadMs: number;
   /**
-   * Whether ingest is running at its bound now (the throttle is closed, or was since the last
-   * minute): only then are starts held. Asked once per minute, when its hold would begin.
+   * Whether ingest is running at its bound now (the throttle is closed, or closed within the last
+   * minute) and the sync schedule is not paused: only then are starts held. Asked once per minute,
+   * the first time a start asks in that minute's window.
    */
   saturated: () => boolean;
   now?: () => number;
