@@ -45,6 +45,7 @@ import {
   dropBenchDatabase,
   publishBacklog,
   REDIS_BASE_URL,
+  SQLITE_PRAGMAS,
   startDevServer,
   type DevServer,
   waitForServices,
@@ -71,7 +72,7 @@ const opts = options({
   microSeconds: 10,
   fixedSeconds: 30,
   phases: 'servers',
-  /** The servers phase: which dev servers, in this order. */
+  /** The servers phase: which dev servers, in this order; `kind+pragma=value` adds SQLite pragmas. */
   servers: 'memory,file,file-wal',
   /** Seconds of the throttle's count in a closed loop after each servers-phase drain; 0: skip. */
   countSeconds: 3,
@@ -229,9 +230,22 @@ async function countCost(server: DevServer, worker: BenchWorker, serverLabel: st
   });
 }
 
+/** `file-wal+wal_autocheckpoint=10000`: a server kind with more SQLite pragmas after its own. */
+function serverSpec(kind: string): { label: string; file: boolean; pragmas?: string[] } {
+  const [base = '', ...extra] = kind.split('+');
+  const spec = SERVER_KINDS[base];
+  if (!spec) throw new Error(`--servers: unknown server ${base} (${Object.keys(SERVER_KINDS).join(', ')})`);
+  if (extra.length === 0) return spec;
+  if (!spec.file) throw new Error(`--servers: ${kind}: pragmas need a file-backed server`);
+  return {
+    label: `${spec.label} + ${extra.join(', ')}`,
+    file: true,
+    pragmas: [...(spec.pragmas ?? SQLITE_PRAGMAS), ...extra],
+  };
+}
+
 async function onFreshServer(kind: string) {
-  const spec = SERVER_KINDS[kind];
-  if (!spec) throw new Error(`--servers: unknown server ${kind} (${Object.keys(SERVER_KINDS).join(', ')})`);
+  const spec = serverSpec(kind);
   const dir = spec.file ? await mkdtemp(join(tmpdir(), 'bench-temporal-')) : undefined;
   const server = await startDevServer(
     dir ? { dbFile: join(dir, 'temporal.db'), ...(spec.pragmas ? { sqlitePragmas: spec.pragmas } : {}) } : {},

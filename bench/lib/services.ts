@@ -36,7 +36,7 @@ export function commandVersion(command: string, args: string[]): string {
   }
 }
 
-export { freePort };
+export { freePort, SQLITE_PRAGMAS };
 
 export interface DevServer extends SharedDevServer {
   pid: number;
