@@ -1,13 +1,16 @@
-// npm run bench:insert-cost -- [--rows 4000] [--rounds 3] [--concurrency 10]
+// npm run bench:insert-cost -- [--rows 4000] [--rounds 4] [--concurrency 10]
 //
-// What one recordTransaction insert costs Postgres and the app: the service's statement (INSERT_ONCE,
-// prepared once per connection under its name) against the same text sent unnamed (parsed and planned
-// on every call, as before), alternating in one run, on a bench database with the service's tables and
-// balance triggers. CPU is read from /proc: the database's backends, and this process.
+// What recordTransaction's insert (INSERT_ONCE) costs Postgres and the app as the service sends it
+// (unnamed: parsed and planned on every call) against the same text as a named prepared statement
+// (planned once per connection), in rounds that alternate which goes first, on a bench database with
+// the service's tables and balance triggers. Postgres CPU is read from /proc for every process of
+// the local cluster (backends, WAL writer, checkpointer, autovacuum), so it needs Postgres on this
+// machine and a quiet one; the app's is this process's.
+import { readdirSync, readFileSync } from 'node:fs';
 import pg from 'pg';
-import { INSERT_ONCE, INSERT_ONCE_STATEMENT } from '../src/activities/record-transaction.js';
+import { INSERT_ONCE } from '../src/activities/record-transaction.js';
 import { migrate } from '../src/postgres/schema.js';
-import { backendPids, createBenchDatabase, dropBenchDatabase, waitForServices } from './lib/services.js';
+import { createBenchDatabase, dropBenchDatabase, waitForServices } from './lib/services.js';
 import {
   machineDescription,
   median,
@@ -20,23 +23,31 @@ import {
 
 const opts = options({
   rows: 4000,
-  rounds: 3,
+  rounds: 4,
   concurrency: 10,
   providers: 1000,
   database: `balance_sync_bench_insert_${process.pid}`,
 });
+const KINDS = ['unnamed', 'named'] as const;
+type Kind = (typeof KINDS)[number];
 
-await waitForServices();
-const url = await createBenchDatabase(opts.database, opts.providers);
-const pool = new pg.Pool({ connectionString: url, max: opts.concurrency, idleTimeoutMillis: 0 });
-const monitor = new pg.Pool({ connectionString: url, max: 1 }); // its own backend is left out
-await migrate(pool);
+/** CPU seconds of every local Postgres process (their command names start with "postgres"). */
+function postgresCpuSeconds(): number {
+  let total = 0;
+  for (const pid of readdirSync('/proc').filter((entry) => /^\d+$/.test(entry))) {
+    try {
+      if (readFileSync(`/proc/${pid}/comm`, 'utf8').startsWith('postgres'))
+        total += processCpuSeconds(Number(pid)) ?? 0;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return total;
+}
 
 let seq = 0;
-async function round(named: boolean, rows: number) {
-  const pids = await backendPids(monitor, opts.database);
-  const pgCpu = () => pids.reduce((sum, pid) => sum + (processCpuSeconds(pid) ?? 0), 0);
-  const [pgBefore, appBefore, started] = [pgCpu(), process.cpuUsage(), performance.now()];
+async function round(pool: pg.Pool, kind: Kind, rows: number) {
+  const [pgBefore, appBefore, started] = [postgresCpuSeconds(), process.cpuUsage(), performance.now()];
   let left = rows;
   await Promise.all(
     Array.from({ length: opts.concurrency }, async () => {
@@ -44,8 +55,9 @@ async function round(named: boolean, rows: number) {
         const n = seq++;
         const values = [`bench-${process.pid}-${n}`, (n % opts.providers) + 1, '1.25', 'ab'.repeat(32)];
         await pool.query(
-          named ? { name: INSERT_ONCE_STATEMENT, text: INSERT_ONCE, values } : INSERT_ONCE,
-          values,
+          kind === 'named'
+            ? { name: 'bench_insert_once', text: INSERT_ONCE, values }
+            : { text: INSERT_ONCE, values },
         );
       }
     }),
@@ -54,37 +66,41 @@ async function round(named: boolean, rows: number) {
   const app = process.cpuUsage(appBefore);
   return {
     rate: rows / seconds,
-    pgMs: ((pgCpu() - pgBefore) * 1000) / rows,
+    pgMs: ((postgresCpuSeconds() - pgBefore) * 1000) / rows,
     appMs: (app.user + app.system) / 1000 / rows,
   };
 }
 
-// Warm both paths (connections, plans, caches), then alternate.
-await round(true, 500);
-await round(false, 500);
-const results: Record<'named' | 'unnamed', Awaited<ReturnType<typeof round>>[]> = { named: [], unnamed: [] };
-for (let r = 1; r <= opts.rounds; r++) {
-  for (const kind of ['unnamed', 'named'] as const) {
-    const result = await round(kind === 'named', opts.rows);
-    results[kind].push(result);
-    progress(
-      `round ${r} ${kind}: ${result.rate.toFixed(0)} inserts/s, Postgres ${result.pgMs.toFixed(3)} ms, ` +
-        `app ${result.appMs.toFixed(3)} ms per insert`,
-    );
+await waitForServices();
+const url = await createBenchDatabase(opts.database, opts.providers);
+const pool = new pg.Pool({ connectionString: url, max: opts.concurrency, idleTimeoutMillis: 0 });
+const results: Record<Kind, Awaited<ReturnType<typeof round>>[]> = { unnamed: [], named: [] };
+try {
+  await migrate(pool);
+  for (const kind of KINDS) await round(pool, kind, 500); // connections, plans, caches
+  for (let r = 1; r <= opts.rounds; r++) {
+    for (const kind of r % 2 ? KINDS : [...KINDS].reverse()) {
+      const result = await round(pool, kind, opts.rows);
+      results[kind].push(result);
+      progress(
+        `round ${r} ${kind}: ${result.rate.toFixed(0)} inserts/s, Postgres ${result.pgMs.toFixed(3)} ms, ` +
+          `app ${result.appMs.toFixed(3)} ms per insert`,
+      );
+    }
   }
+} finally {
+  await pool.end();
+  await dropBenchDatabase(opts.database);
 }
-await pool.end();
-await monitor.end();
-await dropBenchDatabase(opts.database);
 
 report(
   `Insert cost (${new Date().toISOString()})`,
-  `Machine: ${machineDescription()}. ${opts.rounds} alternating rounds of ${opts.rows} inserts, ` +
-    `concurrency ${opts.concurrency}; medians.\n\n` +
+  `Machine: ${machineDescription()}. ${opts.rounds} rounds of ${opts.rows} inserts each way, ` +
+    `alternating which goes first, concurrency ${opts.concurrency}; medians.\n\n` +
     table(
       ['statement', 'inserts/s', 'Postgres CPU ms per insert', 'app CPU ms per insert'],
-      (['unnamed', 'named'] as const).map((kind) => [
-        kind === 'named' ? `named \`${INSERT_ONCE_STATEMENT}\` (the service)` : 'unnamed (before)',
+      KINDS.map((kind) => [
+        kind === 'named' ? 'named, prepared once per connection' : 'unnamed (the service)',
         median(results[kind].map((r) => r.rate)),
         median(results[kind].map((r) => r.pgMs)).toFixed(3),
         median(results[kind].map((r) => r.appMs)).toFixed(3),

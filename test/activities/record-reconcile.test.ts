@@ -8,7 +8,6 @@ import {
 } from '../../src/activities/reconcile-balances.js';
 import {
   createRecordTransaction,
-  INSERT_ONCE_STATEMENT,
   type RecordTransactionInput,
   type RecordTransactionResult,
 } from '../../src/activities/record-transaction.js';
@@ -74,30 +73,6 @@ async function insertBypassingTriggers(providerId: number, value: string) {
 describe('recordTransaction', () => {
   const record = (input: RecordTransactionInput, pool: pg.Pool = db): Promise<RecordTransactionResult> =>
     env.run(createRecordTransaction(pool, metrics), input);
-
-  it('prepares the insert once per connection, and still inserts after its tables are created again', async () => {
-    const single = new pg.Pool({ connectionString: scratch.url, max: 1 });
-    try {
-      await record({ ingestKey: 'p-1', providerId: 1, value: '1' }, single);
-      const prepared = await single.query<{ name: string }>('SELECT name FROM pg_prepared_statements');
-      expect(prepared.rows.map((row) => row.name)).toContain(INSERT_ONCE_STATEMENT);
-      await single.query(`
-        DROP TABLE historical_transactions, initial_data, balance_sync_ingest_ledger CASCADE;
-        ${PRODUCER_FIXTURE}`);
-      await migrate(single);
-      await expect(record({ ingestKey: 'p-2', providerId: 2, value: '2.5' }, single)).resolves.toMatchObject({
-        inserted: true,
-      });
-      const recorded = await rows(
-        single,
-        `SELECT provider_id, transaction_value::text AS value
-           FROM historical_transactions JOIN balance_sync_ingest_ledger ON transaction_id = id`,
-      );
-      expect(recorded).toEqual([{ provider_id: 2, value: '2.5' }]);
-    } finally {
-      await single.end();
-    }
-  });
 
   it('inserts the exact value once per ingest key and reports a repeat as not inserted', async () => {
     const first = await record({ ingestKey: 'k-1', providerId: 2, value: '12.340' });
