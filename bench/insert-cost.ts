@@ -34,14 +34,18 @@ type Kind = (typeof KINDS)[number];
 /** CPU seconds of every local Postgres process (their command names start with "postgres"). */
 function postgresCpuSeconds(): number {
   let total = 0;
+  let found = 0;
   for (const pid of readdirSync('/proc').filter((entry) => /^\d+$/.test(entry))) {
     try {
-      if (readFileSync(`/proc/${pid}/comm`, 'utf8').startsWith('postgres'))
-        total += processCpuSeconds(Number(pid)) ?? 0;
+      if (!readFileSync(`/proc/${pid}/comm`, 'utf8').startsWith('postgres')) continue;
+      total += processCpuSeconds(Number(pid)) ?? 0;
+      found++;
     } catch {
       // gone meanwhile
     }
   }
+  // Postgres elsewhere (another host, a VM) would read as 0 ms per insert: say so instead.
+  if (found === 0) throw new Error('no Postgres process on this machine: its CPU cannot be read from /proc');
   return total;
 }
 

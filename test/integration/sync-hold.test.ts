@@ -110,12 +110,15 @@ describe('ingest saturated at a minute boundary (BRIDGE_HOLD_FOR_SYNC)', () => {
     await waitFor('the sync watch to see the pause', async () =>
       (await appMetric(app, 'balance_sync_sync_schedule_paused')) === 1 ? true : undefined,
     );
-    const holds = await appMetric(app, 'balance_sync_bridge_sync_holds_total');
-    const boundary = Math.ceil((Date.now() + FLOOD_LEAD_MS + leadMs + 2_000) / 60_000) * 60_000;
-    const holdFrom = await floodBefore(boundary);
-    await visibleBeyond(boundary);
-    expect(await startsBetween(holdFrom + IN_FLIGHT_SLACK_MS, boundary)).toBeGreaterThan(0);
-    expect(await appMetric(app, 'balance_sync_bridge_sync_holds_total')).toBe(holds);
-    await schedule.unpause('sync-hold test: done');
+    try {
+      const holds = await appMetric(app, 'balance_sync_bridge_sync_holds_total');
+      const boundary = Math.ceil((Date.now() + FLOOD_LEAD_MS + leadMs + 2_000) / 60_000) * 60_000;
+      const holdFrom = await floodBefore(boundary);
+      await visibleBeyond(boundary);
+      expect(await startsBetween(holdFrom + IN_FLIGHT_SLACK_MS, boundary)).toBeGreaterThan(0);
+      expect(await appMetric(app, 'balance_sync_bridge_sync_holds_total')).toBe(holds);
+    } finally {
+      await schedule.unpause('sync-hold test: done');
+    }
   }, 150_000);
 });
