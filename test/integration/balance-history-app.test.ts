@@ -56,7 +56,7 @@ describe('balance history in the running app', () => {
       balances: held,
     });
     expect((await fetch(url)).status).toBe(401);
-  });
+  }, 120_000); // the wait above allows 90 s for the schedule's next minute: the test must too
 
   it('prunes the history after the start-up reconciliation, with BALANCE_HISTORY_DAYS', async () => {
     const result = (await app.client.workflow
