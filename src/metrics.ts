@@ -83,6 +83,12 @@ export function createMetrics() {
       help: 'Deliveries the bridge holds unacked: being started, dead-lettered, or waiting for the throttle',
       registers,
     }),
+    possibleDuplicates: new Counter({
+      name: 'balance_sync_possible_duplicates_total',
+      help: 'Messages without message_id handed back to RabbitMQ without their workflow ID after a start was sent (the channel closed, or the copy carrying the ID was refused): each may be recorded twice, by cause',
+      labelNames: ['cause'] as const,
+      registers,
+    }),
     deliveriesReleased: new Counter({
       name: 'balance_sync_deliveries_released_total',
       help: 'Deliveries let go without an ack because their channel closed (the broker owns them again), by reason',

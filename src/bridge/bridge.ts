@@ -75,10 +75,13 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
   let deadLettersAccepted = true;
 
   const { throttle, temporal, hold } = startGates(options, deps);
-  const deadLetters = createDeadLetterPublisher(deps.publishing ?? deps.connection, options.deadLetterQueue);
+  const publishing = deps.publishing ?? deps.connection;
+  const deadLetters = createDeadLetterPublisher(publishing, options.deadLetterQueue);
+  const requeueCopies = createDeadLetterPublisher(publishing, options.incomingQueue);
   const deliveries = new DeliveryHandler(options, {
     ...deps,
     deadLetters,
+    requeueCopies,
     async startsAllowed(signal) {
       while (throttle.isThrottling() || !temporal.isUp() || hold?.holding()) {
         await throttle.whenOpen(signal);
@@ -138,6 +141,7 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
       log.info('in-flight messages settled');
       await consumer.close().catch(() => undefined);
       await deadLetters.close().catch(() => undefined);
+      await requeueCopies.close().catch(() => undefined);
     },
   };
 }

@@ -11,6 +11,7 @@ import {
   ConfirmTimeoutError,
   encodeHeaders,
   keptHeaders,
+  republishOptions,
   WORKFLOW_ID_HEADER,
   type DeadLetterPublisher,
 } from '../rabbitmq/dead-letters.js';
@@ -31,6 +32,11 @@ export interface DeliveryOptions {
 export interface DeliveryDeps {
   /** Publishes dead letters on the publishing connection, with a confirm timeout. */
   deadLetters: DeadLetterPublisher;
+  /**
+   * Publishes to the incoming queue, confirmed: a message handed back after its start was sent goes
+   * back as a copy carrying its workflow ID, so its redelivery cannot start a second run.
+   */
+  requeueCopies: DeadLetterPublisher;
   client: Client;
   providers: ProviderDirectory;
   /** Resolves once starts may go ahead (throttle open, Temporal answering); rejects when `signal` aborts. */
@@ -81,7 +87,7 @@ export class DeliveryHandler {
     message: ConsumeMessage,
     receivedAtMs: number,
     hold: AbortSignal,
-    progress: { startSent: boolean },
+    progress: Progress,
   ): Promise<Verdict> {
     const parsed = parseTransaction(
       {
@@ -113,7 +119,7 @@ export class DeliveryHandler {
     // A replayed dead letter keeps the workflow ID it had, so replaying both copies records one row.
     const workflowId = messageId
       ? ingestWorkflowId(messageId)
-      : ((replayedId as string) ?? ingestWorkflowId());
+      : ((replayedId as string | undefined) ?? (progress.randomId = ingestWorkflowId()));
     const bodySha256 = createHash('sha256').update(message.content).digest('hex');
     const waiting = AbortSignal.any([this.deps.draining, hold]);
     const outcome = await this.retrying('start IngestTransaction', hold, async () => {
@@ -212,6 +218,60 @@ export class DeliveryHandler {
     this.deps.log.warn({ reason }, 'delivery released: its channel closed; the broker redelivers it');
   }
 
+  /**
+   * Hands a delivery back to the queue. Once a start was sent under a random workflow ID (`pin`: no
+   * message_id), Temporal may have the run, and a plain requeue would come back under a new ID: it
+   * goes back instead as a confirmed copy carrying that ID (WORKFLOW_ID_HEADER), and only then is
+   * the original acked, so its next start finds the run. Copies published twice carry the same ID.
+   */
+  private async handBack(delivery: Delivery, reason: string, error: unknown, pin: string | undefined) {
+    const { raw, message, channelClosed } = delivery;
+    if (pin === undefined) {
+      this.requeue(raw, message, reason, error);
+      return;
+    }
+    try {
+      await this.retrying('requeue a started message with its workflow ID', channelClosed, () =>
+        this.deps.requeueCopies.publish(
+          message.content,
+          republishOptions(message.properties, {
+            ...keptHeaders(message.properties.headers),
+            [WORKFLOW_ID_HEADER]: pin,
+            [REQUEUED_HEADER]: reason,
+          }),
+        ),
+      );
+    } catch (copyError) {
+      if (channelClosed.aborted || this.deps.stopping.aborted) {
+        this.possibleDuplicate('closed_after_start', pin, copyError);
+        if (channelClosed.aborted) this.release('closed_after_start');
+        return;
+      }
+      this.possibleDuplicate('copy_refused', pin, copyError);
+      this.requeue(raw, message, reason, error);
+      return;
+    }
+    if (!this.settle(raw, message, 'ack')) {
+      this.possibleDuplicate('closed_after_copy', pin, error);
+      this.release('closed_after_start');
+      return;
+    }
+    this.deps.metrics.messagesRequeued.inc({ reason });
+    this.deps.log.warn(
+      { reason, err: (error as Error).message, workflowId: pin },
+      'message requeued as a copy carrying its workflow ID',
+    );
+  }
+
+  /** A started message goes back without its workflow ID: its redelivery may record a second row. */
+  private possibleDuplicate(cause: string, workflowId: string, error: unknown): void {
+    this.deps.metrics.possibleDuplicates.inc({ cause });
+    this.deps.log.error(
+      { cause, workflowId, err: (error as Error).message },
+      'a started message goes back to the queue without its workflow ID: a second row is possible',
+    );
+  }
+
   private async deadLetter(delivery: Delivery, code: string, reason: string) {
     const { raw, message, channelClosed } = delivery;
     let timedOut: ConfirmTimeoutError | undefined;
@@ -257,7 +317,7 @@ export class DeliveryHandler {
   async handle(raw: ConfirmChannel, message: ConsumeMessage, channelClosed: AbortSignal): Promise<void> {
     const receivedAtMs = Date.now();
     this.deps.metrics.messagesConsumed.inc();
-    const progress = { startSent: false };
+    const progress: Progress = { startSent: false };
     const heldTooLong = AbortSignal.timeout(this.options.maxHoldMs ?? MAX_HOLD_MS);
     let verdict: Verdict;
     try {
@@ -268,17 +328,27 @@ export class DeliveryHandler {
         progress,
       );
     } catch (error) {
-      // A start already sent may still be accepted: that is the duplicate window, counted apart.
-      if (channelClosed.aborted)
+      // A start once sent may still be accepted: under a random ID, its redelivery may be recorded again.
+      const pin = progress.startSent ? progress.randomId : undefined;
+      // The channel closed: the broker already has the message back (the duplicate window, counted).
+      if (channelClosed.aborted) {
+        if (pin) this.possibleDuplicate('closed_after_start', pin, error);
         return this.release(progress.startSent ? 'closed_after_start' : 'channel_closed');
-      // Shutting down: left unacked, the broker redelivers it when the channel closes.
-      if (this.deps.stopping.aborted || this.deps.draining.aborted) return;
-      if (heldTooLong.aborted) {
-        this.requeue(raw, message, 'held_too_long', error);
+      }
+      const delivery = { raw, message, channelClosed };
+      // Shutting down: left unacked, the broker redelivers it when the channel closes; one whose
+      // start left under a random ID goes back as a copy carrying it.
+      if (this.deps.stopping.aborted || this.deps.draining.aborted) {
+        if (pin) await this.handBack(delivery, 'shutdown', error, pin);
         return;
       }
-      if (!message.fields.redelivered) {
-        this.requeue(raw, message, 'processing_error', error);
+      const handBack = heldTooLong.aborted
+        ? 'held_too_long'
+        : !wasRedelivered(message)
+          ? 'processing_error'
+          : undefined;
+      if (handBack) {
+        await this.handBack(delivery, handBack, error, pin);
         return;
       }
       verdict = {
@@ -289,11 +359,30 @@ export class DeliveryHandler {
     if ('ack' in verdict) {
       if (this.settle(raw, message, 'ack')) this.deps.metrics.messagesAcked.inc({ outcome: verdict.ack });
       // The duplicate window: Temporal has the run, the broker redelivers the message.
-      else if (verdict.ack === 'started') this.release('closed_after_start');
+      else if (verdict.ack === 'started') {
+        if (progress.randomId)
+          this.possibleDuplicate('closed_after_start', progress.randomId, new Error('the channel closed'));
+        this.release('closed_after_start');
+      }
       return;
     }
     await this.deadLetter({ raw, message, channelClosed }, verdict.code, verdict.reason.slice(0, 300));
   }
+}
+
+/** Marks a copy handed back by handBack: its next delivery counts as a redelivery. */
+export const REQUEUED_HEADER = 'x-balance-sync-requeued';
+
+/** What decide() got to, for handle() to settle a failure: whether a start left, under which random ID. */
+interface Progress {
+  startSent: boolean;
+  /** The random workflow ID of a message with no message_id and no replayed ID. */
+  randomId?: string;
+}
+
+/** Redelivered by the broker, or a copy this bridge handed back (a second failure dead-letters it). */
+function wasRedelivered(message: ConsumeMessage): boolean {
+  return message.fields.redelivered || message.properties.headers?.[REQUEUED_HEADER] !== undefined;
 }
 
 interface Delivery {

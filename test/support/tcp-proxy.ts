@@ -7,6 +7,8 @@ interface Pair {
   /** The first bytes the client sent (an AMQP client names its connection in them). */
   hello: Buffer;
   frozen: boolean;
+  /** Replies from the server are thrown away (the requests still reach it). */
+  deaf: boolean;
 }
 
 export interface TcpProxy {
@@ -25,6 +27,12 @@ export interface TcpProxy {
    * (a SIGSTOPped server getting SIGCONT); `'keep'` leaves them silent for good (a black hole).
    */
   thaw(frozen: 'resume' | 'keep'): void;
+  /**
+   * Lost replies: from now on every connection's requests still reach the server, and whatever the
+   * server answers is thrown away. `false` ends it and closes those connections (their streams are
+   * broken mid-frame), so clients reconnect through the proxy.
+   */
+  dropReplies(on: boolean): void;
   close(): Promise<void>;
 }
 
@@ -40,6 +48,7 @@ export async function startTcpProxy(
 ): Promise<TcpProxy> {
   const pairs: Pair[] = [];
   let freezeNew = false;
+  let deafNew = false;
 
   const connectUpstream = (pair: Pair) => {
     // No Nagle: each piece leaves at once, 1 ms apart, instead of waiting for an ACK and being
@@ -47,7 +56,9 @@ export async function startTcpProxy(
     const upstream = createConnection({ host: '127.0.0.1', port, noDelay: true });
     pair.upstream = upstream;
     upstream.on('error', () => undefined);
-    upstream.on('data', (data: Buffer) => pair.client.write(data));
+    upstream.on('data', (data: Buffer) => {
+      if (!pair.deaf) pair.client.write(data);
+    });
     upstream.on('close', () => {
       if (!pair.frozen) pair.client.destroy();
     });
@@ -69,7 +80,13 @@ export async function startTcpProxy(
   };
 
   const server = createServer({ pauseOnConnect: true }, (client) => {
-    const pair: Pair = { client, upstream: undefined, hello: Buffer.alloc(0), frozen: freezeNew };
+    const pair: Pair = {
+      client,
+      upstream: undefined,
+      hello: Buffer.alloc(0),
+      frozen: freezeNew,
+      deaf: deafNew,
+    };
     pairs.push(pair);
     client.on('error', () => undefined);
     client.on('data', (data: Buffer) => {
@@ -112,6 +129,16 @@ export async function startTcpProxy(
         if (!pair.upstream) connectUpstream(pair);
         pair.client.resume();
         pair.upstream?.resume();
+      }
+    },
+    dropReplies(on) {
+      deafNew = on;
+      for (const pair of pairs) {
+        if (on) pair.deaf = true;
+        else if (pair.deaf) {
+          pair.client.destroy();
+          pair.upstream?.destroy();
+        }
       }
     },
     close() {

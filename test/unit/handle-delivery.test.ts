@@ -2,7 +2,7 @@ import type { Client } from '@temporalio/client';
 import type { ConfirmChannel, ConsumeMessage } from 'amqplib';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { DeliveryHandler, type DeliveryDeps } from '../../src/bridge/handle-delivery.js';
+import { DeliveryHandler, REQUEUED_HEADER, type DeliveryDeps } from '../../src/bridge/handle-delivery.js';
 import type { ProviderDirectory } from '../../src/bridge/provider-directory.js';
 import { createMetrics } from '../../src/metrics.js';
 import {
@@ -28,6 +28,7 @@ function handlerWith(overrides: Partial<DeliveryDeps> & { maxHoldMs?: number } =
   const starts: string[] = [];
   const settled: string[] = [];
   const published: Record<string, unknown>[] = [];
+  const copies: Record<string, unknown>[] = [];
   const metrics = createMetrics();
   const client = {
     withDeadline: (_deadline: number, fn: () => Promise<unknown>) => fn(),
@@ -41,6 +42,15 @@ function handlerWith(overrides: Partial<DeliveryDeps> & { maxHoldMs?: number } =
   const deadLetters: DeadLetterPublisher = {
     publish: (_body, options) => {
       published.push(options.headers as Record<string, unknown>);
+      return Promise.resolve();
+    },
+    accepting: () => true,
+    close: () => Promise.resolve(),
+  };
+  const requeueCopies: DeadLetterPublisher = {
+    publish: (_body, options) => {
+      copies.push(options.headers as Record<string, unknown>);
+      settled.push('copy');
       return Promise.resolve();
     },
     accepting: () => true,
@@ -61,6 +71,7 @@ function handlerWith(overrides: Partial<DeliveryDeps> & { maxHoldMs?: number } =
     {
       client,
       deadLetters,
+      requeueCopies,
       providers: { has: () => Promise.resolve(true) } as unknown as ProviderDirectory,
       startsAllowed: () => Promise.resolve(),
       onStarted: () => undefined,
@@ -72,9 +83,11 @@ function handlerWith(overrides: Partial<DeliveryDeps> & { maxHoldMs?: number } =
       ...overrides,
     },
   );
-  const sample = async (name: 'deliveriesReleased' | 'messagesRequeued', label: string) =>
-    (await metrics[name].get()).values.find((v) => v.labels.reason === label)?.value ?? 0;
-  return { handler, channel, starts, settled, published, sample };
+  const sample = async (
+    name: 'deliveriesReleased' | 'messagesRequeued' | 'possibleDuplicates',
+    label: string,
+  ) => (await metrics[name].get()).values.find((v) => Object.values(v.labels).includes(label))?.value ?? 0;
+  return { handler, channel, starts, settled, published, copies, sample };
 }
 
 /** Resolves never; rejects when `signal` aborts (a closed gate: throttle closed or Temporal down). */
@@ -119,6 +132,94 @@ describe('DeliveryHandler: a delivery whose channel closes', () => {
     expect(starts).toEqual([]);
     expect(settled).toEqual(['requeue']);
     expect(await sample('messagesRequeued', 'held_too_long')).toBe(1);
+  });
+});
+
+describe('DeliveryHandler: a message without message_id whose start was sent, handed back', () => {
+  /** Starts are recorded, then fail as an unanswered start does (deadline exceeded, an outage). */
+  const lostReplies = (starts: string[]) =>
+    ({
+      withDeadline: (_deadline: number, fn: () => Promise<unknown>) => fn(),
+      workflow: {
+        start: (_type: string, options: { workflowId: string }) => {
+          starts.push(options.workflowId);
+          return Promise.reject(Object.assign(new Error('Deadline exceeded'), { code: 4 }));
+        },
+      },
+    }) as unknown as Client;
+
+  it(`goes back as a confirmed copy carrying its workflow ID (${WORKFLOW_ID_HEADER}), then the original is acked`, async () => {
+    const starts: string[] = [];
+    const { handler, channel, settled, copies, sample } = handlerWith({
+      client: lostReplies(starts),
+      maxHoldMs: 300,
+    });
+    await handler.handle(channel, delivery('{"id": 1, "value": 5}'), new AbortController().signal);
+    expect(starts.length).toBeGreaterThan(0);
+    expect(new Set(starts).size).toBe(1);
+    expect(settled).toEqual(['copy', 'ack']);
+    expect(copies[0]?.[WORKFLOW_ID_HEADER]).toBe(starts[0]);
+    expect(copies[0]?.[REQUEUED_HEADER]).toBe('held_too_long');
+    expect(await sample('messagesRequeued', 'held_too_long')).toBe(1);
+    expect(await sample('possibleDuplicates', 'copy_refused')).toBe(0);
+  });
+
+  it('starts the copy under the same workflow ID, and dead-letters it when it fails unexpectedly again (no loop)', async () => {
+    const starts: string[] = [];
+    const failing = {
+      withDeadline: (_deadline: number, fn: () => Promise<unknown>) => fn(),
+      workflow: {
+        start: (_type: string, options: { workflowId: string }) => {
+          starts.push(options.workflowId);
+          return Promise.reject(new TypeError('a bug'));
+        },
+      },
+    } as unknown as Client;
+    const first = handlerWith({ client: failing });
+    await first.handler.handle(
+      first.channel,
+      delivery('{"id": 1, "value": 5}'),
+      new AbortController().signal,
+    );
+    expect(first.settled).toEqual(['copy', 'ack']);
+    const copy = delivery('{"id": 1, "value": 5}', { headers: first.copies[0] });
+    const second = handlerWith({ client: failing });
+    await second.handler.handle(second.channel, copy, new AbortController().signal);
+    expect(new Set(starts)).toEqual(new Set([starts[0]]));
+    expect(second.published[0]?.['x-balance-sync-reason-code']).toBe('processing_error');
+    expect(second.settled).toEqual(['ack']);
+  });
+
+  it('is requeued plainly, counted as a possible duplicate, when the copy is refused', async () => {
+    const starts: string[] = [];
+    const { handler, channel, settled, sample } = handlerWith({
+      client: lostReplies(starts),
+      maxHoldMs: 300,
+      requeueCopies: {
+        publish: () => Promise.reject(new Error('NO_ROUTE')),
+        accepting: () => false,
+        close: () => Promise.resolve(),
+      },
+    });
+    await handler.handle(channel, delivery('{"id": 1, "value": 5}'), new AbortController().signal);
+    expect(settled).toEqual(['requeue']);
+    expect(await sample('possibleDuplicates', 'copy_refused')).toBe(1);
+  });
+
+  it('with a message_id, is requeued as it is (its workflow ID comes from the message_id)', async () => {
+    const starts: string[] = [];
+    const { handler, channel, settled, copies } = handlerWith({
+      client: lostReplies(starts),
+      maxHoldMs: 300,
+    });
+    await handler.handle(
+      channel,
+      delivery('{"id": 1, "value": 5}', { messageId: 'm-1' }),
+      new AbortController().signal,
+    );
+    expect(starts[0]).toBe('ingest-m-1');
+    expect(copies).toEqual([]);
+    expect(settled).toEqual(['requeue']);
   });
 });
 
