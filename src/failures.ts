@@ -2,7 +2,8 @@
  * What an error from a dependency means, decided in this one place (README, "What an error means"):
  * - `refused`: Postgres will never write this row (its data breaks a type, constraint or trigger);
  * - `outage`: the dependency cannot be used now (down, overloaded, read-only, a revoked grant or
- *   credential, a lock, a schema changed under us); it hits every message, so it is retried, loudly;
+ *   credential, a lock, a schema changed under us, a key sequence left behind by a restore); it hits
+ *   every message, so it is retried, loudly;
  * - `bug`: anything else (our SQL or code is wrong); retried a bounded number of times.
  */
 export type FailureKind = 'refused' | 'outage' | 'bug';
@@ -36,7 +37,7 @@ const SQLSTATE_KINDS: readonly (readonly [string, FailureKind])[] = [
   ['58', 'outage'], // system error: I/O
   ['XX', 'outage'], // internal error, data corrupted
   ['22', 'refused'], // data exception: the value does not fit the column
-  ['23', 'refused'], // integrity constraint: CHECK, NOT NULL, foreign key, unique, exclusion
+  ['23', 'refused'], // integrity constraint: CHECK, NOT NULL, foreign key, unique, exclusion (but see GeneratedKey)
   ['27', 'refused'], // triggered_data_change_violation
   ['44', 'refused'], // with_check_option_violation
   ['P0', 'refused'], // PL/pgSQL RAISE EXCEPTION or ASSERT in a trigger: it refuses the row
@@ -49,23 +50,54 @@ const NETWORK_MESSAGE =
 const SYSTEM_ERROR_CODE = /^E(?!RR_)[A-Z_]+$/;
 const SQLSTATE = /^[0-9A-Z]{5}$/;
 
+/**
+ * A unique key whose only column the database fills from a sequence (`pg_get_serial_sequence`). A
+ * duplicate there is not the row's fault: the sequence is behind the table (a restore, a `setval`),
+ * and every new row fails alike until it is set past the highest value.
+ */
+export interface GeneratedKey {
+  /** The table, as `regclass` prints it. */
+  table: string;
+  /** The column, quoted as an identifier where needed. */
+  column: string;
+  /** The sequence, as `pg_get_serial_sequence` names it. */
+  sequence: string;
+}
+
+const UNIQUE_VIOLATION = '23505';
+
+/** Marks a unique violation (23505) as a duplicate of a key the database generated (see GeneratedKey). */
+export function onGeneratedKey<E extends object>(
+  error: E,
+  key: GeneratedKey,
+): E & { generatedKey: GeneratedKey } {
+  return Object.assign(error, { generatedKey: key });
+}
+
 /** What a failed Postgres query means for the row it tried to write. */
 export function classifyPostgresError(error: unknown): PostgresFailure {
-  const { code, message, constraint } = (error ?? {}) as {
+  const { code, message, constraint, generatedKey } = (error ?? {}) as {
     code?: unknown;
     message?: unknown;
     constraint?: unknown;
+    generatedKey?: GeneratedKey;
   };
   const text = typeof message === 'string' ? message : String(error);
   if (typeof code === 'string' && SQLSTATE.test(code) && !SYSTEM_ERROR_CODE.test(code)) {
     const kind = SQLSTATE_KINDS.find(([prefix]) => code.startsWith(prefix))?.[1] ?? 'bug';
     const named = typeof constraint === 'string' ? `, constraint ${constraint}` : '';
-    return {
-      kind,
-      sqlstate: code,
-      sqlstateClass: code.slice(0, 2),
-      reason: `${text} (SQLSTATE ${code}${named})`,
-    };
+    const failure = { sqlstate: code, sqlstateClass: code.slice(0, 2) };
+    if (code === UNIQUE_VIOLATION && generatedKey) {
+      const { table, column, sequence } = generatedKey;
+      return {
+        ...failure,
+        kind: 'outage',
+        reason:
+          `sequence ${sequence} is behind ${table}.${column} (restored or reset?): ${text} ` +
+          `(SQLSTATE ${code}${named}); fix: SELECT setval('${sequence}', (SELECT max(${column}) FROM ${table}))`,
+      };
+    }
+    return { ...failure, kind, reason: `${text} (SQLSTATE ${code}${named})` };
   }
   return { kind: isOutage(error) ? 'outage' : 'bug', sqlstateClass: 'none', reason: text };
 }

@@ -1,6 +1,6 @@
 import { ApplicationFailure, Context, log } from '@temporalio/activity';
 import type pg from 'pg';
-import { classifyPostgresError } from '../failures.js';
+import { classifyPostgresError, onGeneratedKey, type GeneratedKey } from '../failures.js';
 import { IngestOutages } from '../ingest-outages.js';
 import type { AppMetrics } from '../metrics.js';
 
@@ -39,6 +39,19 @@ export const INSERT_ONCE = `
 
 const FIND_RECORDED = `
   SELECT transaction_id, body_sha256 FROM balance_sync_ingest_ledger WHERE ingest_key = $1`;
+
+// The sequence filling the only column of the unique index a duplicate violated, if any: a duplicate
+// there means the sequence is behind its table (failures.ts, GeneratedKey), not that the row is wrong.
+const GENERATED_KEY = `
+  SELECT t.oid::regclass::text AS "table", quote_ident(a.attname) AS "column",
+         pg_get_serial_sequence(t.oid::regclass::text, a.attname) AS sequence
+  FROM pg_class t
+  JOIN pg_namespace n ON n.oid = t.relnamespace
+  JOIN pg_index x ON x.indrelid = t.oid AND x.indisunique AND x.indnatts = 1
+  JOIN pg_class i ON i.oid = x.indexrelid
+  JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = x.indkey[0]
+  WHERE n.nspname = $1 AND t.relname = $2 AND i.relname = $3
+    AND pg_get_serial_sequence(t.oid::regclass::text, a.attname) IS NOT NULL`;
 
 const UNIQUE_VIOLATION = '23505';
 const FOREIGN_KEY_VIOLATION = '23503';
@@ -98,6 +111,8 @@ export function createRecordTransaction(
     metrics.ingestInsertRetries.inc({ sqlstate_class: sqlstateClass });
     if (kind === 'outage' && outages.report('postgres', reason))
       log.warn('Postgres cannot take inserts now; retrying while it lasts', { reason, attempt });
+    // The server's message names only the index; the run's last failure should name the sequence to fix.
+    if (kind === 'outage' && sqlstate === UNIQUE_VIOLATION) return new Error(reason, { cause: error });
     return error instanceof Error ? error : new Error(reason);
   };
 
@@ -143,8 +158,9 @@ async function insertOnce(
     input.ingestKey,
   ]);
   const existing = rows[0];
-  // A unique violation without a ledger entry came from another unique constraint: a refusal.
-  if (!existing && uniqueViolation) throw uniqueViolation;
+  // A unique violation without a ledger entry came from another unique key: a refusal, unless that
+  // key is one the database generates (a sequence behind its table, which is an outage).
+  if (!existing && uniqueViolation) throw await withGeneratedKey(pool, uniqueViolation);
   if (!existing) throw new Error(`ledger entry for ${input.ingestKey} vanished`);
   if (input.bodySha256 && existing.body_sha256 && input.bodySha256 !== existing.body_sha256) {
     throw ApplicationFailure.nonRetryable(
@@ -154,4 +170,12 @@ async function insertOnce(
   }
   metrics.transactionsRecorded.inc({ outcome: 'duplicate' });
   return { transactionId: existing.transaction_id, inserted: false };
+}
+
+async function withGeneratedKey(pool: pg.Pool, violation: Error): Promise<Error> {
+  const { schema, table, constraint } = violation as { schema?: string; table?: string; constraint?: string };
+  if (!schema || !table || !constraint) return violation;
+  const { rows } = await pool.query<GeneratedKey>(GENERATED_KEY, [schema, table, constraint]);
+  const key = rows[0];
+  return key ? onGeneratedKey(violation, key) : violation;
 }

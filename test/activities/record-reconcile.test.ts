@@ -295,6 +295,45 @@ describe('recordTransaction', () => {
     expect(Object.fromEntries(outcomes)).toEqual({ inserted: 2, duplicate: 3 });
   });
 
+  it('retries a duplicate of its own id after a restore set the sequence back, as an outage naming the sequence and its fix', async () => {
+    await db.query(`SELECT setval(pg_get_serial_sequence('historical_transactions', 'id'), 1)`);
+    const outages = new IngestOutages(metrics);
+    const recordTransaction = createRecordTransaction(db, metrics, outages);
+    const input = { ingestKey: 'seq-1', providerId: 1, value: '8.5' };
+    const failure = await env.run(recordTransaction, input).catch((e: unknown) => e);
+    // Retryable (not an ApplicationFailure the workflow would dead-letter), and says what to run.
+    expect(failure).not.toBeInstanceOf(ApplicationFailure);
+    const fix = /fix: (SELECT setval\(.*\))$/.exec((failure as Error).message)?.[1];
+    expect((failure as Error).message).toMatch(
+      /^sequence public\.historical_transactions_id_seq is behind historical_transactions\.id .*historical_transactions_pkey/,
+    );
+    expect(fix).toBe(
+      "SELECT setval('public.historical_transactions_id_seq', (SELECT max(id) FROM historical_transactions))",
+    );
+    expect(outages.reasons().postgres).toBe((failure as Error).message);
+    expect(await valueOf(metrics.ingestOutage)).toBe(1);
+    expect(warnings.filter(([message]) => message !== 'Activity failed').map(([message]) => message)).toEqual(
+      ['Postgres cannot take inserts now; retrying while it lasts'],
+    );
+    await db.query(fix!);
+    expect(await env.run(recordTransaction, input)).toMatchObject({ inserted: true });
+    expect(outages.reasons()).toEqual({});
+    expect(
+      await rows(db, `SELECT count(*)::int AS n FROM historical_transactions WHERE transaction_value = 8.5`),
+    ).toEqual([{ n: 1 }]);
+  });
+
+  it('still refuses a duplicate on a unique index an operator added, as RefusedByDatabase', async () => {
+    await db.query('CREATE UNIQUE INDEX one_row_per_value ON historical_transactions (transaction_value)');
+    const failure = await record({ ingestKey: 'dup-value', providerId: 2, value: '100' }).catch(
+      (e: unknown) => e,
+    );
+    expect(failure).toMatchObject({ type: 'RefusedByDatabase', nonRetryable: true });
+    expect((failure as Error).message).toBe(
+      'Postgres refused the row: duplicate key value violates unique constraint "one_row_per_value" (SQLSTATE 23505, constraint one_row_per_value)',
+    );
+  });
+
   it('says so when neither a new row nor a ledger entry comes back', async () => {
     const empty = { query: () => Promise.resolve({ rows: [] }) } as unknown as pg.Pool;
     await expect(record({ ingestKey: 'gone', providerId: 1, value: '1' }, empty)).rejects.toThrow(

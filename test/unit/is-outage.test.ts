@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { classifyPostgresError, isOutage, outageDependency } from '../../src/failures.js';
+import { classifyPostgresError, isOutage, onGeneratedKey, outageDependency } from '../../src/failures.js';
 
 const withCode = (code: string | number, message = 'x') => Object.assign(new Error(message), { code });
 
@@ -106,6 +106,36 @@ describe('classifyPostgresError: the README table, class by class', () => {
       reason:
         'new row for relation "historical_transactions" violates check constraint "nonzero" (SQLSTATE 23514, constraint nonzero)',
     });
+  });
+
+  it('calls a duplicate of a key the database generates an outage naming the sequence and its fix', () => {
+    const duplicate = () =>
+      Object.assign(
+        new Error('duplicate key value violates unique constraint "historical_transactions_pkey"'),
+        {
+          code: '23505',
+          constraint: 'historical_transactions_pkey',
+        },
+      );
+    const behind = onGeneratedKey(duplicate(), {
+      table: 'historical_transactions',
+      column: 'id',
+      sequence: 'public.historical_transactions_id_seq',
+    });
+    expect(classifyPostgresError(behind)).toEqual({
+      kind: 'outage',
+      sqlstate: '23505',
+      sqlstateClass: '23',
+      reason:
+        'sequence public.historical_transactions_id_seq is behind historical_transactions.id (restored or reset?): ' +
+        'duplicate key value violates unique constraint "historical_transactions_pkey" (SQLSTATE 23505, ' +
+        "constraint historical_transactions_pkey); fix: SELECT setval('public.historical_transactions_id_seq', " +
+        '(SELECT max(id) FROM historical_transactions))',
+    });
+    expect(outageDependency(new Error('insert failed', { cause: behind }))).toBe('postgres');
+    // The same violation on any other unique key (one an operator added) stays this row's refusal.
+    expect(classifyPostgresError(duplicate()).kind).toBe('refused');
+    expect(isOutage(duplicate())).toBe(false);
   });
 
   it('calls a client-side network error an outage and anything else a bug, with class none', () => {
