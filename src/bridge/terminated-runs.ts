@@ -2,10 +2,11 @@ import type { Client } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import type pg from 'pg';
 import type { Logger } from 'pino';
-import { publishOriginal } from '../activities/dead-letter-transaction.js';
+import { publishOriginal, type OriginalMessage } from '../activities/dead-letter-transaction.js';
 import type { DeadLetterPublisher } from '../rabbitmq/dead-letters.js';
 import type { AppMetrics } from '../metrics.js';
 import type { IngestTransactionInput } from '../workflows/index.js';
+import { findVanishedRuns, forgetRun } from './vanished-runs.js';
 
 export interface TerminatedRunsOptions {
   taskQueue: string;
@@ -29,6 +30,7 @@ const OVERLAP_MS = 5 * 60_000;
 export const SWEEP_BOUND_MS = 60_000;
 
 // Claimed and dead-lettered in one transaction: a second instance waits on the claim, then skips it.
+// Terminated and deleted runs share the claims table.
 const CLAIM = `
   INSERT INTO balance_sync_terminated_runs (workflow_id, run_id) VALUES ($1, $2)
   ON CONFLICT DO NOTHING RETURNING workflow_id`;
@@ -130,9 +132,20 @@ export function watchTerminatedRuns(options: TerminatedRunsOptions, deps: Termin
     for await (const run of deps.client.workflow.list({ query })) {
       if (progress.cutOff) return; // failed at its bound: the next sweep re-reads the rest
       if (run.closeTime && (!newest || run.closeTime > newest)) newest = run.closeTime;
-      await progress.blame('postgres', deadLetterOnce(run.workflowId, run.runId, deps, progress));
+      const read = () => readTerminatedRun(deps.client, run.workflowId, run.runId);
+      await progress.blame('postgres', deadLetterOnce(run, 'terminated', read, deps, progress));
     }
     since = newest;
+    const vanished = await findVanishedRuns(options.taskQueue, {
+      ...deps,
+      readOriginal: async (workflowId, runId) =>
+        (await readTerminatedRun(deps.client, workflowId, runId)).original,
+    });
+    for (const run of vanished) {
+      if (progress.cutOff) return;
+      const read = () => Promise.resolve({ original: run.original, why: 'deleted from Temporal' });
+      await progress.blame('postgres', deadLetterOnce(run, 'deleted', read, deps, progress, forgetRun));
+    }
   };
   const succeeded = () => {
     if (failing) deps.log.info({ failedSweeps: failing.sweeps }, 'terminated runs are dead-lettered again');
@@ -171,17 +184,24 @@ async function readTerminatedRun(client: Client, workflowId: string, runId: stri
   const history = await client.workflow.getHandle(workflowId, runId).fetchHistory();
   const events = history.events ?? [];
   const payload = events[0]?.workflowExecutionStartedEventAttributes?.input?.payloads?.[0];
+  const input = payload ? defaultPayloadConverter.fromPayload<IngestTransactionInput>(payload) : undefined;
   return {
-    input: payload ? defaultPayloadConverter.fromPayload<IngestTransactionInput>(payload) : undefined,
+    original: input?.original,
     why: events.at(-1)?.workflowExecutionTerminatedEventAttributes?.reason || 'no reason given',
   };
 }
 
+/**
+ * Dead-letters a run's message with `code` (terminated, deleted) unless its row was written, once
+ * across instances: the claim and the publish share one transaction, and so does `also`.
+ */
 async function deadLetterOnce(
-  workflowId: string,
-  runId: string,
+  { workflowId, runId }: { workflowId: string; runId: string },
+  code: 'terminated' | 'deleted',
+  read: () => Promise<{ original: OriginalMessage | undefined; why: string }>,
   deps: TerminatedRunsDeps,
   progress: SweepProgress,
+  also?: (db: pg.PoolClient, run: { workflowId: string; runId: string }) => Promise<void>,
 ): Promise<void> {
   const db = await deps.pool.connect();
   try {
@@ -192,19 +212,17 @@ async function deadLetterOnce(
       return;
     }
     const recorded = (await db.query(RECORDED, [workflowId])).rowCount;
-    const { input, why } = await progress.blame(
-      'temporal history',
-      readTerminatedRun(deps.client, workflowId, runId),
-    );
-    if (!recorded && input?.original) {
-      const reason = `the IngestTransaction run was terminated before its row was written: ${why}`;
+    const { original, why } = await progress.blame('temporal history', read());
+    if (!recorded && original) {
+      const reason = `the IngestTransaction run was ${code} before its row was written: ${why}`;
       await progress.blame(
         'rabbitmq',
-        publishOriginal(deps.publisher, { original: input.original, code: 'terminated', reason, workflowId }),
+        publishOriginal(deps.publisher, { original, code, reason, workflowId }),
       );
-      deps.metrics.messagesDeadLettered.inc({ code: 'terminated' });
-      deps.log.warn({ workflowId, runId, code: 'terminated' }, 'terminated run dead-lettered');
+      deps.metrics.messagesDeadLettered.inc({ code });
+      deps.log.warn({ workflowId, runId, code }, `${code} run dead-lettered`);
     }
+    await also?.(db, { workflowId, runId });
     await db.query('COMMIT');
   } catch (error) {
     await db.query('ROLLBACK').catch(() => undefined);

@@ -90,12 +90,21 @@ const APP_TABLES = `
     tx_sum         numeric NOT NULL,
     nonfinite_rows bigint NOT NULL DEFAULT 0
   );
-  -- IngestTransaction runs an operator terminated, whose message was dead-lettered
+  -- IngestTransaction runs an operator terminated or deleted, whose message was dead-lettered
   -- (src/bridge/terminated-runs.ts): each is dead-lettered once.
   CREATE TABLE IF NOT EXISTS balance_sync_terminated_runs (
     workflow_id       text NOT NULL,
     run_id            text NOT NULL,
     dead_lettered_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (workflow_id, run_id)
+  );
+  -- Runs still running 10 s after their start, with their message, so that one deleted from
+  -- Temporal can still be dead-lettered (src/bridge/vanished-runs.ts).
+  CREATE TABLE IF NOT EXISTS balance_sync_watched_runs (
+    workflow_id  text NOT NULL,
+    run_id       text NOT NULL,
+    original     jsonb NOT NULL,
+    watched_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (workflow_id, run_id)
   );
   CREATE TABLE IF NOT EXISTS balance_sync_published_keys (

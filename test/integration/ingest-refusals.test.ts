@@ -187,4 +187,35 @@ describe('ingest: rows Postgres refuses, and a database that refuses the app', (
     expect(await rowsWithValue('41.01')).toEqual([]);
     expect(await rowsWithValue('41.02')).toEqual([]);
   });
+
+  it('dead-letters the message of a running run an operator deletes, as deleted, once', async () => {
+    await revokeInsert();
+    try {
+      await publish([['42.01', 'delete-me']]);
+      const { runId } = await waitFor('ingest-delete-me to be watched', async () => {
+        const watched = await rows(
+          db,
+          'SELECT run_id FROM balance_sync_watched_runs WHERE workflow_id = $1',
+          ['ingest-delete-me'],
+        );
+        return watched[0] ? { runId: String(watched[0].run_id) } : undefined;
+      });
+      await app.client.workflowService.deleteWorkflowExecution({
+        namespace: config.TEMPORAL_NAMESPACE,
+        workflowExecution: { workflowId: 'ingest-delete-me', runId },
+      });
+      const [dead] = await deadLetters(1);
+      expect(dead?.properties.headers?.[REASON_CODE_HEADER]).toBe('deleted');
+      expect(dead?.properties.headers?.[WORKFLOW_ID_HEADER]).toBe('ingest-delete-me');
+      expect(dead?.properties.messageId).toBe('delete-me');
+      expect(dead?.content.toString()).toBe('{"id": 1, "value": 42.01}');
+      await waitFor('the watch forgotten', async () =>
+        (await rows(db, 'SELECT 1 FROM balance_sync_watched_runs')).length === 0 ? true : undefined,
+      );
+    } finally {
+      await grantInsert();
+    }
+    expect(await rowsWithValue('42.01')).toEqual([]);
+    expect(await drainQueue(config.DEAD_LETTER_QUEUE)).toEqual([]);
+  });
 });

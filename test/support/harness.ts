@@ -66,7 +66,7 @@ export async function resetDatabase(db: pg.Pool): Promise<void> {
   await db.query(`
     DROP TABLE IF EXISTS historical_transactions, initial_data, balance_sync_ingest_ledger,
       balance_sync_provider_sums, balance_sync_published_keys, balance_sync_sync_state,
-      balance_sync_terminated_runs, balance_sync_publications, balance_sync_balance_changes,
+      balance_sync_terminated_runs, balance_sync_watched_runs, balance_sync_publications, balance_sync_balance_changes,
       balance_sync_balance_current, balance_sync_balance_checkpoints CASCADE;
     ${PRODUCER_FIXTURE}`);
 }

@@ -1,0 +1,79 @@
+import { WorkflowNotFoundError, type Client } from '@temporalio/client';
+import type pg from 'pg';
+import type { OriginalMessage } from '../activities/index.js';
+
+/** An IngestTransaction still running after this long is watched: its message is kept until it closes. */
+export const WATCH_AFTER_MS = 10_000;
+
+const WATCHED = `SELECT workflow_id, run_id, original FROM balance_sync_watched_runs`;
+const WATCH = `
+  INSERT INTO balance_sync_watched_runs (workflow_id, run_id, original) VALUES ($1, $2, $3)
+  ON CONFLICT DO NOTHING`;
+const UNWATCH = `DELETE FROM balance_sync_watched_runs WHERE workflow_id = $1 AND run_id = $2`;
+
+/** A run to look at, and the message it carries. */
+export interface WatchedRun {
+  workflowId: string;
+  runId: string;
+  original: OriginalMessage;
+}
+
+export interface VanishedRunsDeps {
+  client: Client;
+  pool: pg.Pool;
+  /** Reads a run's original message from its history (undefined for inputs without one). */
+  readOriginal(workflowId: string, runId: string): Promise<OriginalMessage | undefined>;
+}
+
+/**
+ * `temporal workflow delete` removes a running IngestTransaction and with it the only copy of a
+ * message already acked. So every run still running WATCH_AFTER_MS after its start has its message
+ * kept in balance_sync_watched_runs (a run that slow is waiting on an outage, when an operator may
+ * reach for delete). Each sweep first watches the new ones, then returns the watched runs Temporal
+ * no longer knows (deleted), and forgets those that closed: a closed run dead-letters its own
+ * message (failed, cancelled) or the terminated-runs sweep does. `forget` is called once the caller
+ * has handled a vanished run. A run deleted before any sweep saw it running that long is not caught.
+ */
+export async function findVanishedRuns(taskQueue: string, deps: VanishedRunsDeps): Promise<WatchedRun[]> {
+  const watched = (
+    await deps.pool.query<{ workflow_id: string; run_id: string; original: OriginalMessage }>(WATCHED)
+  ).rows.map((row) => ({ workflowId: row.workflow_id, runId: row.run_id, original: row.original }));
+  const known = new Set(watched.map((run) => `${run.workflowId}/${run.runId}`));
+  const query = [
+    `WorkflowType = 'IngestTransaction'`,
+    `ExecutionStatus = 'Running'`,
+    `TaskQueue = ${JSON.stringify(taskQueue)}`,
+    `StartTime < ${JSON.stringify(new Date(Date.now() - WATCH_AFTER_MS).toISOString())}`,
+  ].join(' AND ');
+  for await (const run of deps.client.workflow.list({ query })) {
+    if (known.has(`${run.workflowId}/${run.runId}`)) continue;
+    const original = await deps.readOriginal(run.workflowId, run.runId);
+    if (original) await deps.pool.query(WATCH, [run.workflowId, run.runId, original]);
+  }
+  const vanished: WatchedRun[] = [];
+  for (const run of watched) {
+    const status = await statusOf(deps.client, run);
+    if (status === 'RUNNING') continue;
+    if (status === undefined) vanished.push(run);
+    else await forgetRun(deps.pool, run);
+  }
+  return vanished;
+}
+
+/** Stops watching a run (it closed, or its vanishing was handled). */
+export async function forgetRun(
+  db: pg.Pool | pg.PoolClient,
+  run: { workflowId: string; runId: string },
+): Promise<void> {
+  await db.query(UNWATCH, [run.workflowId, run.runId]);
+}
+
+/** The run's status name, or undefined when Temporal no longer has it. */
+async function statusOf(client: Client, run: WatchedRun): Promise<string | undefined> {
+  try {
+    return (await client.workflow.getHandle(run.workflowId, run.runId).describe()).status.name;
+  } catch (error) {
+    if (error instanceof WorkflowNotFoundError) return undefined;
+    throw error;
+  }
+}
