@@ -44,15 +44,19 @@ const BOUND_CORRECTION_LOCK_WAIT = `
 type DriftRow = { provider_id: number; drift: string; nonfinite_drift: number; differs: boolean };
 
 /**
- * Reads the drift and applies it in one transaction; the caller holds the advisory lock. The read's
- * ACCESS SHARE lock on historical_transactions lasts until the commit, so a TRUNCATE (which zeroes the
- * sums) cannot land between the read and the correction and be undone by it; a TRUNCATE, DROP or
- * ALTER waits for the commit, and so does what queues behind it.
+ * Reads the drift and applies it in one transaction, which holds the advisory lock: two instances
+ * never both apply the same correction. The lock is the transaction's, so it ends with it, however
+ * the transaction ends, and nothing is left on a connection a pooler (PgBouncer in transaction
+ * mode) hands to another client. The read's ACCESS SHARE lock on historical_transactions lasts until
+ * the commit, so a TRUNCATE (which zeroes the sums) cannot land between the read and the correction
+ * and be undone by it; a TRUNCATE, DROP or ALTER waits for the commit, and so does what queues behind it.
  */
 async function correctDrift(client: pg.PoolClient) {
   // READ COMMITTED whatever the database's default: the additive correction then updates the latest
-  // version of a sum that a writer changed after the read, where REPEATABLE READ would fail it.
+  // version of a sum that a writer changed after the read, where REPEATABLE READ would fail it; each
+  // statement's snapshot is then taken after the lock is held.
   await client.query('BEGIN ISOLATION LEVEL READ COMMITTED');
+  await client.query('SELECT pg_advisory_xact_lock($1)', [BALANCE_LOCK_KEY]);
   const { rows } = await client.query<DriftRow>(FIND_DRIFT);
   const drifted = rows.filter((row) => row.differs);
   if (drifted.length > 0) {
@@ -74,10 +78,8 @@ async function correctDrift(client: pg.PoolClient) {
 
 /**
  * Compares every provider's running sum with the full aggregate over historical_transactions and adds
- * the difference. Serialised across instances by a session advisory lock, so two reconciliations
- * never both apply the same correction. On any failure the connection is destroyed rather than
- * returned to the pool: that ends its transaction and releases the lock, which an unlock inside an
- * aborted transaction could not.
+ * the difference, serialised across instances (correctDrift). On any failure the connection is
+ * destroyed rather than returned to the pool, so no transaction is left open on it.
  */
 export function createReconcileBalances(pool: pg.Pool, metrics: AppMetrics) {
   return async function reconcileBalances(): Promise<ReconcileBalancesResult> {
@@ -86,9 +88,7 @@ export function createReconcileBalances(pool: pg.Pool, metrics: AppMetrics) {
     const client = await pool.connect();
     let failure: Error | undefined;
     try {
-      await client.query('SELECT pg_advisory_lock($1)', [BALANCE_LOCK_KEY]);
       const { providersChecked, corrections } = await correctDrift(client);
-      await client.query('SELECT pg_advisory_unlock($1)', [BALANCE_LOCK_KEY]);
       metrics.reconcileDrift.set(corrections.length);
       metrics.reconcileDriftTotal.inc(corrections.length);
       if (corrections.length > 0) log.warn('balance drift corrected', { corrections });

@@ -30,6 +30,8 @@ export function createPool(connectionString: string, job: PoolJob, onIdleError: 
   const pool = new pg.Pool({
     connectionString,
     max,
+    // Sent as a start-up parameter. PgBouncer refuses it ("unsupported startup parameter") unless its
+    // ignore_startup_parameters lists it, and then drops it: query_timeout alone bounds a query there.
     statement_timeout: statementTimeoutMs,
     query_timeout: statementTimeoutMs + CLIENT_GRACE_MS,
     idleTimeoutMillis: idleTimeoutMs,

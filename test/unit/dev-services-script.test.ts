@@ -10,6 +10,7 @@ const SERVER_COMMANDS = {
   postgresql: ['pg_ctlcluster', 'pg_isready', 'psql'],
   'redis-server': ['redis-server', 'redis-cli'],
   'rabbitmq-server': ['rabbitmq-server', 'rabbitmqctl', 'rabbitmq-plugins'],
+  pgbouncer: ['pgbouncer'],
 };
 
 /**
@@ -40,10 +41,10 @@ describe('scripts/dev-services.sh', () => {
     const run = dryRun([], true);
     expect(run.stderr).toBe('');
     expect(run.stdout.trim().split('\n')).toEqual([
-      'dev-services: installing postgresql redis-server rabbitmq-server with apt-get',
+      'dev-services: installing postgresql redis-server rabbitmq-server pgbouncer with apt-get',
       expect.stringMatching(/^dev-services: would run: (sudo )?apt-get update -qq$/),
       expect.stringMatching(
-        /^dev-services: would run: (sudo )?env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql redis-server rabbitmq-server$/,
+        /^dev-services: would run: (sudo )?env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql redis-server rabbitmq-server pgbouncer$/,
       ),
       'dev-services: would then start and provision postgres, redis and rabbitmq',
     ]);
@@ -51,15 +52,32 @@ describe('scripts/dev-services.sh', () => {
   });
 
   it('installs only what is missing', () => {
-    const run = dryRun([...SERVER_COMMANDS.postgresql, ...SERVER_COMMANDS['rabbitmq-server']], true);
+    const run = dryRun(
+      [...SERVER_COMMANDS.postgresql, ...SERVER_COMMANDS['rabbitmq-server'], ...SERVER_COMMANDS.pgbouncer],
+      true,
+    );
     expect(run.stdout).toContain('installing redis-server with apt-get');
     expect(run.stdout).toMatch(/--no-install-recommends redis-server\n/);
     expect(run.status).toBe(0);
   });
 
+  it('installs pgbouncer (for the PgBouncer test, not started) when only it is missing', () => {
+    const run = dryRun(
+      [
+        ...SERVER_COMMANDS.postgresql,
+        ...SERVER_COMMANDS['redis-server'],
+        ...SERVER_COMMANDS['rabbitmq-server'],
+      ],
+      true,
+    );
+    expect(run.stdout).toContain('installing pgbouncer with apt-get');
+    expect(run.stdout).toMatch(/--no-install-recommends pgbouncer\n/);
+    expect(run.status).toBe(0);
+  });
+
   it('says plainly what to install where there is no apt-get, and exits 1', () => {
     const run = dryRun(SERVER_COMMANDS.postgresql, false);
-    expect(run.stderr).toContain('missing: redis-server rabbitmq-server');
+    expect(run.stderr).toContain('missing: redis-server rabbitmq-server pgbouncer');
     expect(run.stderr).toContain('Install PostgreSQL (14 or later), Redis (or KeyDB) and RabbitMQ');
     expect(run.stdout).toBe('');
     expect(run.status).toBe(1);
