@@ -298,12 +298,21 @@ describe('a stopped sync is noticed and heals', () => {
       await waitFor('/readyz 200 again', async () => ((await readiness()).status === 200 ? true : undefined));
       expect(logged.filter((e) => e.time >= resumedAt && e.msg === 'ready again: keydb')).toHaveLength(1);
 
-      // The run of the minute KeyDB missed keeps retrying and writes it late once KeyDB answers.
+      // The run of the minute KeyDB missed keeps retrying and writes that minute late once KeyDB
+      // answers: before the next minute's run, which would also pass a check of ">= boundary".
       await waitFor(
-        'the missed minute written late',
-        async () => ((await lastPublished())?.getTime() ?? 0) >= boundary || undefined,
-        MINUTE,
+        `the missed minute ${new Date(boundary).toISOString()} written late`,
+        async () => ((await lastPublished())?.getTime() === boundary ? true : undefined),
+        boundary + MINUTE - Date.now(),
       );
+      const [late] = await rows(
+        stores.db,
+        'SELECT written_at, attempt FROM balance_sync_publications WHERE boundary = $1',
+        [new Date(boundary)],
+      );
+      expect(late, 'the late minute in the balance history').toBeDefined();
+      expect((late!.written_at as Date).getTime()).toBeGreaterThanOrEqual(resumedAt);
+      expect(late!.attempt).toBeGreaterThan(1);
       // The first minute after KeyDB answers again, with a row added after it resumed: exact, on time.
       await stores.db.query(
         'INSERT INTO historical_transactions (provider_id, transaction_value) VALUES (2, 7.5)',
