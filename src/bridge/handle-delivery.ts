@@ -272,13 +272,18 @@ export class DeliveryHandler {
     );
   }
 
-  private async deadLetter(delivery: Delivery, code: string, reason: string) {
+  /**
+   * Dead-letters the delivery, then acks it. `pin`, a message's random workflow ID, goes with the dead
+   * letter and with the copy handed back when the broker does not confirm it in time (it may still
+   * keep it), so the two dead letters such a delivery can leave replay as one row.
+   */
+  private async deadLetter(delivery: Delivery, code: string, reason: string, pin?: string) {
     const { raw, message, channelClosed } = delivery;
     let timedOut: ConfirmTimeoutError | undefined;
     try {
       await this.retrying('publish a dead letter', channelClosed, async () => {
         try {
-          await publishDeadLetter(this.deps.deadLetters, message, code, reason);
+          await publishDeadLetter(this.deps.deadLetters, message, code, reason, pin);
         } catch (error) {
           // Not retried while held: the delivery goes back to the queue (a blocked connection).
           if (!(error instanceof ConfirmTimeoutError)) throw error;
@@ -299,7 +304,8 @@ export class DeliveryHandler {
     }
     if (timedOut) {
       this.deps.onDeadLetterOutcome(false);
-      if (!this.requeue(raw, message, 'confirm_timeout', timedOut)) this.release('channel_closed');
+      if (pin) await this.handBack(delivery, 'confirm_timeout', timedOut, pin);
+      else if (!this.requeue(raw, message, 'confirm_timeout', timedOut)) this.release('channel_closed');
       return;
     }
     this.deps.onDeadLetterOutcome(true);
@@ -366,7 +372,12 @@ export class DeliveryHandler {
       }
       return;
     }
-    await this.deadLetter({ raw, message, channelClosed }, verdict.code, verdict.reason.slice(0, 300));
+    await this.deadLetter(
+      { raw, message, channelClosed },
+      verdict.code,
+      verdict.reason.slice(0, 300),
+      progress.randomId,
+    );
   }
 }
 

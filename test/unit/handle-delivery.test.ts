@@ -237,6 +237,26 @@ describe('DeliveryHandler: dead letters and replayed workflow IDs', () => {
     expect(await sample('messagesRequeued', 'confirm_timeout')).toBe(1);
   });
 
+  it('gives an unconfirmed dead letter of a message without message_id and the copy handed back one workflow ID', async () => {
+    const attempts: Record<string, unknown>[] = [];
+    const { handler, channel, settled, copies } = handlerWith({
+      providers: { has: () => Promise.resolve(false) } as unknown as ProviderDirectory,
+      deadLetters: {
+        publish: (_body, options) => {
+          attempts.push(options.headers as Record<string, unknown>);
+          return Promise.reject(new ConfirmTimeoutError('no publisher confirm within 10 ms'));
+        },
+        accepting: () => false,
+        close: () => Promise.resolve(),
+      },
+    });
+    await handler.handle(channel, delivery('{"id": 9, "value": 5}'), new AbortController().signal);
+    const pinned = attempts[0]?.[WORKFLOW_ID_HEADER];
+    expect(pinned).toMatch(/^ingest-anon-/);
+    expect(copies[0]?.[WORKFLOW_ID_HEADER]).toBe(pinned);
+    expect(settled).toEqual(['copy', 'ack']);
+  });
+
   it(`starts a message without message_id under its ${WORKFLOW_ID_HEADER} header`, async () => {
     const { handler, channel, starts, settled } = handlerWith();
     const message = delivery('{"id": 1, "value": 5}', { headers: { [WORKFLOW_ID_HEADER]: 'ingest-anon-1' } });
