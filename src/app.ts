@@ -99,7 +99,7 @@ export async function startApp(
   const publishing = connectToRabbitmq(config.RABBITMQ_URL, `${rabbitmqName} publishing`, log, heartbeat);
   countLostConnections({ consuming: rabbitmq, publishing }, metrics);
   const rabbitmqBlocked = watchBlocked([rabbitmq, publishing], { metrics, log });
-  const deadLetters = createDeadLetterPublisher(publishing, config.DEAD_LETTER_QUEUE);
+  const deadLetters = createDeadLetterPublisher(publishing, config.DEAD_LETTER_QUEUE, { log });
   // The bridge starts after the workers: until then a minute written has no hold of ingest to end.
   let minuteWritten = (_minute: Date) => undefined as void;
   // The sync watch starts last: until its first look the schedule counts as running.
@@ -132,6 +132,7 @@ export async function startApp(
     {
       connection: rabbitmq,
       publishing,
+      deadLetters,
       client,
       providers: new ProviderDirectory(pool),
       metrics,
@@ -151,8 +152,9 @@ export async function startApp(
   const health = createHealth(metrics, log, options.health);
   health.add('rabbitmq', () => (bridge.isConsuming() ? undefined : 'not consuming'), 'rabbitmq');
   health.add('rabbitmqUnblocked', () => (rabbitmqBlocked() ? 'blocked by a resource alarm' : undefined));
-  health.add('deadLetterQueue', () =>
-    bridge.deadLettersAccepted() && deadLetters.accepting() ? undefined : 'refusing dead letters',
+  health.add(
+    'deadLetterQueue',
+    () => deadLetters.refusal() ?? (bridge.deadLettersAccepted() ? undefined : 'refusing dead letters'),
   );
   health.add('worker', () => workers.find((w) => w.getState() !== 'RUNNING')?.getState());
   // An outage the ingest path is retrying (a revoked grant, a read-only database, an expired API key)

@@ -3,7 +3,7 @@ import type { AmqpConnectionManager } from 'amqp-connection-manager';
 import type { Logger } from 'pino';
 import type { IngestOutages } from '../ingest-outages.js';
 import type { AppMetrics } from '../metrics.js';
-import { createDeadLetterPublisher } from '../rabbitmq/dead-letters.js';
+import { createDeadLetterPublisher, type DeadLetterPublisher } from '../rabbitmq/dead-letters.js';
 import { startConsumer, type Consumer } from './consumer.js';
 import { DeliveryHandler } from './handle-delivery.js';
 import { startIngestSummary } from './ingest-summary.js';
@@ -39,6 +39,8 @@ export interface BridgeDeps {
   connection: AmqpConnectionManager;
   /** The connection it publishes dead letters on (default: `connection`); see connection.ts. */
   publishing?: AmqpConnectionManager;
+  /** The app's dead-letter publisher (default: one of its own on `publishing`, closed on stop). */
+  deadLetters?: DeadLetterPublisher;
   client: Client;
   providers: ProviderDirectory;
   metrics: AppMetrics;
@@ -76,7 +78,8 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
 
   const { throttle, temporal, hold } = startGates(options, deps);
   const publishing = deps.publishing ?? deps.connection;
-  const deadLetters = createDeadLetterPublisher(publishing, options.deadLetterQueue);
+  const deadLetters =
+    deps.deadLetters ?? createDeadLetterPublisher(publishing, options.deadLetterQueue, { log });
   const requeueCopies = createDeadLetterPublisher(publishing, options.incomingQueue);
   const deliveries = new DeliveryHandler(options, {
     ...deps,
@@ -140,7 +143,7 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
       await settledWithin([...inFlight], 5_000);
       log.info('in-flight messages settled');
       await consumer.close().catch(() => undefined);
-      await deadLetters.close().catch(() => undefined);
+      if (!deps.deadLetters) await deadLetters.close().catch(() => undefined);
       await requeueCopies.close().catch(() => undefined);
     },
   };

@@ -2,11 +2,9 @@ import type { AmqpConnectionManager, ChannelWrapper } from 'amqp-connection-mana
 import type { ConfirmChannel, ConsumeMessage } from 'amqplib';
 import type { Logger } from 'pino';
 import type { AppMetrics } from '../metrics.js';
-import { ensureQueue } from '../rabbitmq/dead-letters.js';
 
 export interface ConsumerOptions {
   incomingQueue: string;
-  deadLetterQueue: string;
   prefetch: number;
   /** Wait before re-consuming after a cancel, and the first wait before forcing a reconnect. */
   recoveryDelayMs?: number;
@@ -143,7 +141,6 @@ class QueueConsumer implements Consumer {
     this.signals.set(raw, closed.signal);
     // Declared exactly as the producer declares it: durable, no arguments.
     await raw.assertQueue(this.options.incomingQueue, { durable: true });
-    await ensureQueue(this.connection.connection, this.options.deadLetterQueue);
     await raw.prefetch(this.options.prefetch);
     this.open = raw;
     this.tick();

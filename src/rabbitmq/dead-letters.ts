@@ -1,5 +1,6 @@
 import type { AmqpConnectionManager, ChannelWrapper } from 'amqp-connection-manager';
-import type { Channel, ChannelModel, ConfirmChannel, MessageProperties, Options } from 'amqplib';
+import type { Channel, ChannelModel, ConfirmChannel, Message, MessageProperties, Options } from 'amqplib';
+import type { Logger } from 'pino';
 
 /** Headers every dead letter carries: why it was refused. */
 export const REASON_HEADER = 'x-balance-sync-reason';
@@ -54,24 +55,97 @@ export function reasonHeaders(code: string, reason: string): Record<string, unkn
 /**
  * Declares `queue` (durable, no arguments) only if it does not exist, so a dead-letter queue an
  * operator declared with arguments (a max length, an overflow policy) is used as it is. Uses
- * throwaway channels: a failed declaration closes the channel it was made on.
+ * throwaway channels: a failed declaration closes the channel it was made on. Rejects, naming the
+ * queue and the broker's reply, when the queue is missing and cannot be declared (no right to).
  */
 export async function ensureQueue(connection: ChannelModel | undefined, queue: string): Promise<void> {
   if (!connection) return;
-  const probe = async (declare: (channel: Channel) => Promise<unknown>) => {
-    const channel = await connection.createChannel();
-    channel.on('error', () => undefined);
+  try {
+    await onThrowawayChannel(connection, (channel) => channel.checkQueue(queue));
+    return;
+  } catch {
+    // Missing (or not ours to look at): declare it.
+  }
+  try {
+    await onThrowawayChannel(connection, (channel) => channel.assertQueue(queue, { durable: true }));
+  } catch (error) {
+    throw new Error(`cannot declare queue ${queue}: ${(error as Error).message}`);
+  }
+}
+
+async function onThrowawayChannel<T>(connection: ChannelModel, use: (channel: Channel) => Promise<T>) {
+  const channel = await connection.createChannel();
+  channel.on('error', () => undefined);
+  try {
+    return await use(channel);
+  } finally {
+    await channel.close().catch(() => undefined);
+  }
+}
+
+const INEQUIVALENT_ARG =
+  /inequivalent arg '([^']+)' for queue .* but current is the value '(.*)' of type '([a-z]+)'/;
+const INTEGER_TYPES = new Set([
+  'byte',
+  'short',
+  'signedint',
+  'long',
+  'unsignedbyte',
+  'unsignedshort',
+  'unsignedint',
+]);
+const MAX_ARGUMENT_PROBES = 16;
+
+/**
+ * The arguments `queue` was declared with, read over AMQP 0-9-1 (which has no call for it): each
+ * redeclaration with the arguments learnt so far is refused with PRECONDITION_FAILED naming the next
+ * one it lacks and its value, until one is accepted, which changes nothing. Needs the configure
+ * permission on the queue; a cap or TTL set by a policy is not an argument and is not seen.
+ */
+export async function readQueueArguments(
+  connection: ChannelModel,
+  queue: string,
+): Promise<Record<string, string | number | boolean>> {
+  const args: Record<string, string | number | boolean> = {};
+  for (let probe = 0; probe < MAX_ARGUMENT_PROBES; probe++) {
     try {
-      await declare(channel);
-      return true;
-    } catch {
-      return false;
-    } finally {
-      await channel.close().catch(() => undefined);
+      await onThrowawayChannel(connection, (channel) =>
+        channel.assertQueue(queue, { durable: true, arguments: { ...args } }),
+      );
+      return args;
+    } catch (error) {
+      const [, name, text, type] = INEQUIVALENT_ARG.exec((error as Error).message) ?? [];
+      const value = argumentValue(text, type);
+      if (name === undefined || value === undefined || name in args) throw error;
+      args[name] = value;
     }
-  };
-  if (await probe((channel) => channel.checkQueue(queue))) return;
-  await probe((channel) => channel.assertQueue(queue, { durable: true }));
+  }
+  throw new Error(`more than ${MAX_ARGUMENT_PROBES} arguments on queue ${queue}`);
+}
+
+/** An argument's value as the broker's PRECONDITION_FAILED shows it; undefined for a type not read. */
+function argumentValue(text: string | undefined, type: string | undefined) {
+  if (text === undefined || type === undefined) return undefined;
+  if (INTEGER_TYPES.has(type)) return Number(text);
+  if (type === 'longstr') return text;
+  if (type === 'bool') return text === 'true';
+  return undefined;
+}
+
+/**
+ * What in a queue's arguments deletes messages without telling the publisher: a cap whose overflow
+ * is drop-head (the default), a message TTL, a queue TTL (an unconsumed queue expires), a stream's age.
+ */
+export function silentLosses(args: Record<string, string | number | boolean>): string[] {
+  const caps = ['x-max-length', 'x-max-length-bytes'].filter((name) => args[name] !== undefined);
+  const overflow = String(args['x-overflow'] ?? 'drop-head');
+  const losses =
+    caps.length > 0 && !overflow.startsWith('reject-publish')
+      ? [`${caps.map((name) => `${name}=${String(args[name])}`).join(', ')} with x-overflow ${overflow}`]
+      : [];
+  for (const ttl of ['x-message-ttl', 'x-expires', 'x-max-age'])
+    if (args[ttl] !== undefined) losses.push(`${ttl}=${String(args[ttl])}`);
+  return losses;
 }
 
 /** Publishes to the dead-letter queue; resolves once the broker confirmed the message. */
@@ -87,28 +161,103 @@ export class ConfirmTimeoutError extends Error {
   override name = 'ConfirmTimeoutError';
 }
 
+/** A dead letter the broker returned (basic.return): it reached no queue, so nothing kept it. */
+export class DeadLetterReturnedError extends Error {
+  override name = 'DeadLetterReturnedError';
+}
+
+export interface DeadLetterPublisherOptions {
+  /** How long a publish (declaring, sending, the confirm) may take; default 10 s. */
+  timeoutMs?: number;
+  /** Where a refused declaration and a queue that can delete messages silently are warned of. */
+  log?: Logger;
+}
+
 /**
  * A confirm channel on the publishing connection, re-opened by the connection manager after a
- * reconnect. A publish (making sure the queue exists, sending, the broker's confirm) rejects with
- * ConfirmTimeoutError after `timeoutMs`; the caller decides whether to retry.
+ * reconnect. Every message is published `mandatory`: a publish resolves only once the broker has
+ * confirmed it and did not return it (no queue took it); else it rejects (DeadLetterReturnedError,
+ * the broker's nack, or ConfirmTimeoutError after `timeoutMs`), and the caller keeps the original.
+ * At each connect it declares the queue if missing (a refusal is warned of, with the broker's reply)
+ * and warns when the queue's arguments can delete messages silently (a drop-head cap, a TTL).
  */
 export function createDeadLetterPublisher(
   connection: AmqpConnectionManager,
   queue: string,
-  timeoutMs = 10_000,
-): DeadLetterPublisher {
+  { timeoutMs = 10_000, log }: DeadLetterPublisherOptions = {},
+): DeadLetterPublisher & {
+  /** Why the last publish failed, until one succeeds: readiness's reason. */
+  refusal(): string | undefined;
+} {
+  // A basic.return reaches the client before the confirm of its message, while its publish is
+  // outstanding; it fails every outstanding publish of the same body (an equal copy may fail with it).
+  const outstanding = new Set<{ body: Buffer; returned?: string }>();
+  let declarationRefused: string | undefined;
+  let argumentsRead = false;
+  const declare = async () => {
+    try {
+      await ensureQueue(connection.connection, queue);
+      if (declarationRefused) log?.info({ queue }, 'the queue is declared again');
+      declarationRefused = undefined;
+    } catch (error) {
+      const cause = (error as Error).message;
+      // Once per cause: each failed publish says it again, and readiness carries it.
+      if (cause !== declarationRefused)
+        log?.warn(
+          { queue, err: cause },
+          'cannot declare the queue; a message it does not take is returned, and its original kept',
+        );
+      declarationRefused = cause;
+    }
+  };
+  const warnOfSilentLosses = async () => {
+    const raw = connection.connection;
+    if (!raw || argumentsRead) return;
+    try {
+      const losses = silentLosses(await readQueueArguments(raw, queue));
+      argumentsRead = true;
+      if (losses.length > 0)
+        log?.warn(
+          { queue, losses },
+          'this queue can delete messages without telling us: cap it only with x-overflow reject-publish, and give it no TTL',
+        );
+    } catch (error) {
+      log?.info({ queue, err: (error as Error).message }, "cannot read the queue's arguments");
+    }
+  };
   const channel: ChannelWrapper = connection.createChannel({
     confirm: true,
     name: 'dead letters',
-    setup: async (_raw: ConfirmChannel) => ensureQueue(connection.connection, queue),
+    setup: async (raw: ConfirmChannel) => {
+      raw.on('return', (message: Message) => {
+        const { replyCode, replyText } = message.fields as unknown as {
+          replyCode: number;
+          replyText: string;
+        };
+        for (const publish of outstanding)
+          if (publish.body.equals(message.content)) publish.returned = `${replyCode} ${replyText}`;
+      });
+      await declare();
+      void warnOfSilentLosses();
+    },
   });
   channel.on('error', () => undefined);
-  let accepting = true;
+  let refusal: string | undefined;
   const send = async (body: Buffer, options: Options.Publish) => {
-    // Without a queue the broker would confirm the message and drop it: make sure it exists.
-    await ensureQueue(connection.connection, queue);
-    // The manager's own timeout drops the message from its queue, so it is not sent later.
-    await channel.sendToQueue(queue, body, { ...options, timeout: timeoutMs });
+    await declare();
+    const publish: { body: Buffer; returned?: string } = { body };
+    outstanding.add(publish);
+    try {
+      // The manager's own timeout drops the message from its queue, so it is not sent later.
+      await channel.sendToQueue(queue, body, { ...options, mandatory: true, timeout: timeoutMs });
+    } finally {
+      outstanding.delete(publish);
+    }
+    if (publish.returned !== undefined)
+      throw new DeadLetterReturnedError(
+        `RabbitMQ returned the message (${publish.returned}): no queue ${queue}` +
+          (declarationRefused ? `; ${declarationRefused}` : ''),
+      );
   };
   return {
     async publish(body, options) {
@@ -121,17 +270,20 @@ export function createDeadLetterPublisher(
       });
       try {
         await Promise.race([send(body, options), timedOut]);
-        accepting = true;
+        refusal = undefined;
       } catch (error) {
-        accepting = false;
-        if ((error as Error).message === 'timeout')
-          throw new ConfirmTimeoutError(`no publisher confirm within ${timeoutMs} ms`);
-        throw error;
+        const failure =
+          (error as Error).message === 'timeout'
+            ? new ConfirmTimeoutError(`no publisher confirm within ${timeoutMs} ms`)
+            : (error as Error);
+        refusal = `publishing to ${queue}: ${failure.message}`;
+        throw failure;
       } finally {
         clearTimeout(timer);
       }
     },
-    accepting: () => accepting,
+    accepting: () => refusal === undefined,
+    refusal: () => refusal,
     close: () => channel.close(),
   };
 }
