@@ -178,8 +178,8 @@ export interface DeadLetterPublisherOptions {
  * reconnect. Every message is published `mandatory`: a publish resolves only once the broker has
  * confirmed it and did not return it (no queue took it); else it rejects (DeadLetterReturnedError,
  * the broker's nack, or ConfirmTimeoutError after `timeoutMs`), and the caller keeps the original.
- * At each connect it declares the queue if missing (a refusal is warned of, with the broker's reply)
- * and warns when the queue's arguments can delete messages silently (a drop-head cap, a TTL).
+ * At each connect it declares the queue if missing (a refusal is warned of, with the broker's reply);
+ * at the first connect that can read its arguments, it warns if they can delete messages silently.
  */
 export function createDeadLetterPublisher(
   connection: AmqpConnectionManager,
