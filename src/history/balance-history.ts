@@ -153,24 +153,34 @@ async function beforeFirstMessage(pool: pg.Pool, at: Date): Promise<string> {
 }
 
 /**
- * An instant as an operator writes it: ISO 8601 date and time with a time zone (Z or ±hh:mm); a
- * time without one would be read in the machine's zone. Returns the reason it is refused, or the Date.
+ * An instant as an operator writes it: ISO 8601 date and time with a time zone (Z or ±hh:mm, at most
+ * 14 hours either side as every real zone is); a time without one would be read in the machine's zone.
+ * Each field is range-checked here, so no text reaches Postgres. Returns the reason it is refused, or
+ * the Date (to the millisecond).
  */
 export function parseInstant(text: string | undefined | null): Date | string {
   if (!text) return 'missing (an ISO 8601 time, e.g. 2026-01-01T14:03:00Z)';
+  const shown = `"${text.slice(0, 64)}"`;
   const match = ISO_INSTANT.exec(text);
-  if (!match) {
-    return `"${text.slice(0, 64)}" is not an ISO 8601 time with a time zone (e.g. 2026-01-01T14:03:00Z)`;
+  if (!match) return `${shown} is not an ISO 8601 time with a time zone (e.g. 2026-01-01T14:03:00Z)`;
+  const [year, month, day, hour, minute, second, fraction = '', sign, offsetHours, offsetMinutes] =
+    match.slice(1);
+  const number = (part: string | undefined) => Number(part ?? 0);
+  const date = new Date(0);
+  date.setUTCFullYear(number(year), number(month) - 1, number(day));
+  const dayOutOfRange = date.getUTCMonth() !== number(month) - 1 || date.getUTCDate() !== number(day);
+  if (dayOutOfRange || number(hour) > 23 || number(minute) > 59 || number(second) > 59) {
+    return `${shown} is not a valid time`;
   }
-  const [year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0] = match
-    .slice(1, 7)
-    .map((part) => Number(part ?? 0));
-  const calendarDay = new Date(Date.UTC(year, month - 1, day)).getUTCDate();
-  if (calendarDay !== day || hour > 23 || minute > 59 || second > 59) {
-    return `"${text.slice(0, 64)}" is not a valid time`;
+  const offset = number(offsetHours) * 60 + number(offsetMinutes);
+  if (number(offsetMinutes) > 59 || offset > 14 * 60) {
+    return `${shown} has a time zone offset outside -14:00 to +14:00`;
   }
-  return new Date(text);
+  date.setUTCHours(number(hour), number(minute), number(second), number(fraction.padEnd(3, '0').slice(0, 3)));
+  return new Date(date.getTime() - (sign === '-' ? -offset : offset) * 60_000);
 }
 
+// 2026-01-01T14:03:00.123+01:00: year, month, day, hour, minute, second, fraction, sign, offset hh, mm
+// (no sign: Z).
 const ISO_INSTANT =
-  /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:\d{2})$/i;
+  /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(?:Z|([+-])(\d{2}):(\d{2}))$/i;

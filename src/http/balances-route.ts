@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
+import { classifyPostgresError } from '../failures.js';
 import { NoPublicationError, parseInstant, type BalancesAt } from '../history/balance-history.js';
 
 /** GET /balances: the balance history over HTTP, for holders of BALANCES_API_TOKEN. */
@@ -14,6 +15,10 @@ export interface RouteAnswer {
   body: string;
   headers?: Record<string, string>;
 }
+
+// invalid_datetime_format, datetime_field_overflow, invalid_time_zone_displacement_value: Postgres
+// refusing the time asked about (parseInstant should have refused it first).
+const DATETIME_SQLSTATES = new Set(['22007', '22008', '22009']);
 
 const digest = (text: string) => createHash('sha256').update(text).digest();
 
@@ -31,8 +36,9 @@ const json = (status: number, value: unknown, headers?: Record<string, string>):
 });
 
 /**
- * 401 without the right bearer token; 400 with the reason for a bad `at`; 404 before the first
- * recorded publication; else 200 with {minute, publishedAt, balances}. Only GET.
+ * 401 without the right bearer token; 400 with the reason for a bad `at` (Postgres's refusal of a
+ * time included, without its text); 404 before the first recorded publication; else 200 with
+ * {minute, publishedAt, balances}. Only GET.
  */
 export async function answerBalances(request: IncomingMessage, route: BalancesRoute): Promise<RouteAnswer> {
   if (!authorized(request, route.token)) {
@@ -48,6 +54,11 @@ export async function answerBalances(request: IncomingMessage, route: BalancesRo
     return json(200, await route.balancesAt(at, key ?? undefined));
   } catch (error) {
     if (error instanceof NoPublicationError) return json(404, { error: error.message });
+    // Postgres's own text would echo internals: the answer names only the parameter.
+    const { sqlstate } = classifyPostgresError(error);
+    if (sqlstate && DATETIME_SQLSTATES.has(sqlstate)) {
+      return json(400, { error: 'at: not a time the balance history can look up' });
+    }
     throw error;
   }
 }

@@ -164,6 +164,46 @@ describe('GET /balances', () => {
     server?.close();
   });
 
+  it('answers 400 naming the offset for at=…+24:00, and nothing of Postgres', async () => {
+    await seed();
+    const url = await serve(TOKEN);
+    const at = '2025-01-01T10:02:30+24:00';
+    expect(await get(`${url}?at=${encodeURIComponent(at)}`, `Bearer ${TOKEN}`)).toEqual({
+      status: 400,
+      body: JSON.stringify({ error: `at: "${at}" has a time zone offset outside -14:00 to +14:00` }),
+    });
+    server?.close();
+  });
+
+  it("answers 400 without Postgres's text when Postgres refuses a time (22007, 22008, 22009)", async () => {
+    const refusedBy = async (literal: string) => {
+      const started = await startHttpServer(0, {
+        registry: createMetrics().registry,
+        readiness: () => ({ waitingFor: 'nothing' }),
+        balances: {
+          token: TOKEN,
+          balancesAt: async () => {
+            await db.query('SELECT $1::timestamptz', [literal]);
+            throw new Error('Postgres took the time');
+          },
+        },
+      });
+      const answer = await get(
+        `http://127.0.0.1:${started.port}/balances?at=2025-01-01T10:02:30Z`,
+        `Bearer ${TOKEN}`,
+      );
+      started.server.close();
+      return answer;
+    };
+    const refusal = {
+      status: 400,
+      body: JSON.stringify({ error: 'at: not a time the balance history can look up' }),
+    };
+    expect(await refusedBy('yesterday at noon')).toEqual(refusal); // 22007
+    expect(await refusedBy('2025-02-30 10:00:00Z')).toEqual(refusal); // 22008
+    expect(await refusedBy('2025-01-01 10:00:00+24:00')).toEqual(refusal); // 22009
+  });
+
   it('answers 401 without the right bearer token, 400 with the reason for a bad at, else the JSON', async () => {
     await seed();
     const url = await serve(TOKEN);
