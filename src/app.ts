@@ -217,6 +217,7 @@ export async function startApp(
 async function startHttp(config: Config, metrics: AppMetrics, startup: Startup, historyPool?: pg.Pool) {
   const token = config.BALANCES_API_TOKEN;
   return await startHttpServer(config.HTTP_PORT, {
+    host: config.HTTP_HOST,
     balances:
       token && historyPool
         ? { token, balancesAt: (at: Date, key?: string) => balancesAt(historyPool, at, key) }

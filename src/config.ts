@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { MAX_SYNC_LEAD_SECONDS } from './sync-timing.js';
 import { cronProblem } from './cron.js';
@@ -51,6 +52,19 @@ const hostAndPort = z
   .trim()
   .regex(/^(\[[0-9A-Fa-f:.]+\]|[^\s:/[\]]+):\d{1,5}$/, { message: 'must be host:port, e.g. localhost:7233' });
 
+/** An interface to listen on: an IP address (IPv6 without brackets) or a host name, without a port. */
+const listenHost = z
+  .string()
+  .trim()
+  .refine(
+    (value) =>
+      isIP(value) !== 0 ||
+      /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/.test(
+        value,
+      ),
+    { message: 'must be an IP address or a host name, without a port (e.g. 127.0.0.1 or ::1)' },
+  );
+
 /** RabbitMQ refuses to declare names over 255 bytes or starting with "amq." (ACCESS_REFUSED). */
 const queueName = z
   .string()
@@ -102,6 +116,8 @@ const configSchema = z.object({
   DEAD_LETTER_QUEUE: queueName.default('incoming_transactions.dead'),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   HTTP_PORT: wholeNumber(9464, 0, 65535),
+  // Unset: every interface (IPv6 and IPv4 where the host has both).
+  HTTP_HOST: listenHost.optional(),
   // AMQP's prefetch count is a 16-bit field.
   BRIDGE_PREFETCH: wholeNumber(64, 1, 65535),
   BRIDGE_MAX_IN_FLIGHT: wholeNumber(100, 0),

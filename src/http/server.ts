@@ -8,6 +8,8 @@ export type Readiness =
   { waitingFor: string } | { checks: Record<string, boolean>; reasons: Record<string, string> };
 
 export interface HttpDeps {
+  /** The interface to listen on (HTTP_HOST); unset: every interface. */
+  host?: string | undefined;
   registry: Registry;
   /** /readyz answers 200 only when start-up is done and every check is true. */
   readiness: () => Readiness;
@@ -26,6 +28,11 @@ export async function startHttpServer(
   port: number,
   deps: HttpDeps,
 ): Promise<{ server: Server; port: number }> {
+  const renderMetrics = sharedByConcurrentCallers(async () => {
+    const own = await deps.registry.metrics();
+    const temporal = deps.temporalMetricsUrl ? await fetchText(deps.temporalMetricsUrl) : '';
+    return `${own}\n${temporal}`;
+  });
   const server = createServer((request, response) => {
     const send = (status: number, contentType: string, body: string) => {
       response.writeHead(status, { 'content-type': contentType });
@@ -45,11 +52,7 @@ export async function startHttpServer(
         const body = ready ? { ready, checks } : { ready, checks, reasons };
         return send(ready ? 200 : 503, 'application/json', JSON.stringify(body));
       }
-      if (path === '/metrics') {
-        const own = await deps.registry.metrics();
-        const temporal = deps.temporalMetricsUrl ? await fetchText(deps.temporalMetricsUrl) : '';
-        return send(200, deps.registry.contentType, `${own}\n${temporal}`);
-      }
+      if (path === '/metrics') return send(200, deps.registry.contentType, await renderMetrics());
       if (path === '/balances' && deps.balances) {
         const { status, body, headers } = await answerBalances(request, deps.balances);
         response.writeHead(status, { 'content-type': 'application/json', ...headers });
@@ -61,9 +64,37 @@ export async function startHttpServer(
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, resolve);
+    server.listen(port, deps.host, resolve);
   });
   return { server, port: (server.address() as AddressInfo).port };
+}
+
+/**
+ * At most one `render` at a time, each answer rendered after its caller asked: callers that arrive
+ * while one runs share the next one. A flood of /metrics scrapes then costs the event loop one
+ * rendering at a time (collecting the default metrics reads /proc synchronously), not one per scrape,
+ * and the minute's KeyDB write is not queued behind a hundred of them.
+ */
+function sharedByConcurrentCallers(render: () => Promise<string>): () => Promise<string> {
+  let running: Promise<string> | undefined;
+  let next: Promise<string> | undefined;
+  const start = () => {
+    const rendering = render().finally(() => {
+      if (running === rendering) running = undefined;
+    });
+    running = rendering;
+    return rendering;
+  };
+  return () => {
+    if (!running) return start();
+    next ??= running
+      .catch(() => undefined)
+      .then(() => {
+        next = undefined;
+        return start();
+      });
+    return next;
+  };
 }
 
 async function fetchText(url: string): Promise<string> {

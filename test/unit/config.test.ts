@@ -171,6 +171,22 @@ describe('loadConfig', () => {
     expect(loadConfig({ HTTP_PORT: '0', TEMPORAL_METRICS_PORT: '0' })).toMatchObject({ HTTP_PORT: 0 });
   });
 
+  it('listens on every interface unless HTTP_HOST names one (an address or a host name)', () => {
+    expect(loadConfig({}).HTTP_HOST).toBeUndefined();
+    for (const host of ['127.0.0.1', '::1', 'localhost', 'metrics.internal']) {
+      expect(loadConfig({ HTTP_HOST: ` ${host} ` }).HTTP_HOST).toBe(host);
+    }
+  });
+
+  it.each(['127.0.0.1:9464', '[::1]', 'http://localhost', 'two words', '-host'])(
+    'refuses HTTP_HOST=%s, naming it without echoing the value',
+    (value) => {
+      expect(configError({ HTTP_HOST: value }).message).toBe(
+        'Invalid configuration: HTTP_HOST: must be an IP address or a host name, without a port (e.g. 127.0.0.1 or ::1)',
+      );
+    },
+  );
+
   it('keeps the balance history 90 days and leaves GET /balances off unless BALANCES_API_TOKEN is set', () => {
     expect(loadConfig({}).BALANCE_HISTORY_DAYS).toBe(90);
     expect(loadConfig({}).BALANCES_API_TOKEN).toBeUndefined();
