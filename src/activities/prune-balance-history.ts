@@ -15,8 +15,18 @@ export interface PruneBalanceHistoryResult {
 /** Rows per DELETE: each is a short transaction holding row locks only, never a table lock. */
 const BATCH_ROWS = 5_000;
 
-const LAST_AT_OR_BEFORE = `
-  SELECT max(instant) AS instant FROM balance_sync_publications WHERE instant <= $1`;
+// The cutoff by the database's clock, never later than the newest publication less the retention: a
+// worker clock far ahead, or a service stopped for longer than the retention, prunes nothing that the
+// retention keeps (least() skips the NULL of an empty table). Hours, not days, so a session time zone
+// with summer time does not move it. `exact` carries the microseconds the statements below compare with.
+const CUTOFF = `
+  WITH c AS (
+    SELECT least(now(), max(instant)) - $1::int * interval '24 hours' AS cutoff
+    FROM balance_sync_publications
+  )
+  SELECT cutoff, cutoff::text AS exact,
+    (SELECT max(instant) FROM balance_sync_publications WHERE instant <= c.cutoff) AS keep
+  FROM c`;
 
 // $1 is the cutoff; the oldest kept publication is computed in each statement, at full precision.
 const KEPT = `(SELECT max(instant) FROM balance_sync_publications WHERE instant <= $1)`;
@@ -43,7 +53,7 @@ const DELETE_OLD_CHECKPOINTS = `
     WHERE instant < (SELECT max(instant) FROM balance_sync_balance_checkpoints WHERE instant <= ${KEPT})
     ORDER BY instant LIMIT $2)`;
 
-async function deleteInBatches(pool: pg.Pool, sql: string, cutoff: Date): Promise<number> {
+async function deleteInBatches(pool: pg.Pool, sql: string, cutoff: string): Promise<number> {
   let deleted = 0;
   for (;;) {
     const { rowCount } = await pool.query(sql, [cutoff, BATCH_ROWS]);
@@ -54,7 +64,8 @@ async function deleteInBatches(pool: pg.Pool, sql: string, cutoff: Date): Promis
 }
 
 /**
- * Deletes balance history older than `days` days (0: keeps it all), in batches of 5,000 rows. It keeps
+ * Deletes balance history older than `days` days (0: keeps it all) before the database's now() or the
+ * newest publication, whichever is earlier, in batches of 5,000 rows. It keeps
  * the last publication at or before the cutoff, each key's latest change at or before that and the
  * last checkpoint at or before it, so
  * "as of" answers for any time after the cutoff are unchanged; earlier ones get "no publication".
@@ -63,15 +74,14 @@ export function createPruneBalanceHistory(pool: pg.Pool, metrics: AppMetrics, da
   return async function pruneBalanceHistory(): Promise<PruneBalanceHistoryResult> {
     const none = { publicationsDeleted: 0, changesDeleted: 0, checkpointsDeleted: 0 };
     if (days === 0) return { cutoff: null, oldestKept: null, ...none };
-    const cutoff = new Date(Date.now() - days * 86_400_000);
-    const { rows } = await pool.query<{ instant: Date | null }>(LAST_AT_OR_BEFORE, [cutoff]);
-    const keep = rows[0]?.instant ?? null;
+    const { rows } = await pool.query<{ cutoff: Date; exact: string; keep: Date | null }>(CUTOFF, [days]);
+    const { cutoff, exact, keep } = rows[0]!;
     const result = { cutoff: cutoff.toISOString(), oldestKept: keep?.toISOString() ?? null };
     if (!keep) return { ...result, ...none };
     const deleted = {
-      changesDeleted: await deleteInBatches(pool, DELETE_SUPERSEDED_CHANGES, cutoff),
-      checkpointsDeleted: await deleteInBatches(pool, DELETE_OLD_CHECKPOINTS, cutoff),
-      publicationsDeleted: await deleteInBatches(pool, DELETE_PUBLICATIONS, cutoff),
+      changesDeleted: await deleteInBatches(pool, DELETE_SUPERSEDED_CHANGES, exact),
+      checkpointsDeleted: await deleteInBatches(pool, DELETE_OLD_CHECKPOINTS, exact),
+      publicationsDeleted: await deleteInBatches(pool, DELETE_PUBLICATIONS, exact),
     };
     metrics.balanceHistoryPrunedRows.inc(
       deleted.changesDeleted + deleted.checkpointsDeleted + deleted.publicationsDeleted,

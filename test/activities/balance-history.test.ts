@@ -69,9 +69,9 @@ const publishNow = async (at: number) => {
     leadMs: null,
   });
 };
-/** Every key KeyDB holds now, with its value. */
+/** Every balance key KeyDB holds now, with its value (the sync's fence, `balance-sync:*`, aside). */
 const keydbNow = async () => {
-  const keys = (await keydb.keys('*')).sort();
+  const keys = (await keydb.keys('*')).filter((key) => !key.startsWith('balance-sync:')).sort();
   return Object.fromEntries(await Promise.all(keys.map(async (k) => [k, (await keydb.get(k)) ?? ''])));
 };
 const spend = (providerId: number, value: string) =>
@@ -162,9 +162,9 @@ describe('balance history', () => {
     // The retry finds its minute published: it writes and records nothing.
     expect(await publishMinute(M1, 900, { attempt: 2 })).toMatchObject({ alreadyPublished: true });
     expect(await count('balance_sync_publications')).toBe(1);
-    // A retry that missed the record (it checked in the ms between the first write and its record)
-    // writes again: that write is recorded when it happened, with no minute; the minute keeps its values.
-    await db.query('DELETE FROM balance_sync_sync_state');
+    // A minute written twice (KeyDB lost its fence: FLUSHDB, a restart without persistence) is
+    // recorded when the second write happened, with no minute; the minute keeps its values.
+    await keydb.flushdb();
     expect(await publishMinute(M1, 2_000, { attempt: 3 })).toMatchObject({ historyRecorded: true });
     expect(await balancesAt(db, new Date(M1 + 1_999))).toEqual({
       minute: iso(M1),
@@ -306,16 +306,18 @@ describe('balance history', () => {
 
 describe('balance history retention', () => {
   const DAY = 86_400_000;
-  const NOW = M1 + 10 * DAY;
-  const prune = async (days: number) => {
-    vi.useFakeTimers({ toFake: ['Date'], now: NOW });
+  // Retention counts by the database's clock: NOW is a real minute, the one before the current one.
+  const NOW = Math.floor(Date.now() / MINUTE) * MINUTE - MINUTE;
+  /** Prunes with `days` of retention, the worker's clock (Date) `workerAheadMs` off the real one. */
+  const prune = async (days: number, workerAheadMs = 0) => {
+    vi.useRealTimers();
+    vi.useFakeTimers({ toFake: ['Date'], now: Date.now() + workerAheadMs });
     return await new MockActivityEnvironment(undefined, { logger }).run(
       createPruneBalanceHistory(db, metrics, days),
     );
   };
-
-  it('deletes what is older than the cutoff and keeps every answer after it', async () => {
-    // Minutes 5, 4, 3 and 1 days before NOW; each changes one key.
+  /** Minutes 5, 4, 3 and 1 days before NOW and NOW itself; each of the first four changes one key. */
+  const publishFiveDays = async () => {
     await publishMinute(NOW - 5 * DAY);
     await spend(1, '10');
     await publishMinute(NOW - 4 * DAY);
@@ -323,6 +325,15 @@ describe('balance history retention', () => {
     await publishMinute(NOW - 3 * DAY);
     await spend(1, '10');
     await publishMinute(NOW - DAY);
+    await publishMinute(NOW);
+  };
+  const publications = async () =>
+    (await rows(db, 'SELECT instant FROM balance_sync_publications ORDER BY instant')).map((row) =>
+      (row.instant as Date).getTime(),
+    );
+
+  it('deletes what is older than the cutoff and keeps every answer after it', async () => {
+    await publishFiveDays();
     const asked = [NOW - 3 * DAY, NOW - 2 * DAY, NOW - DAY + 1, NOW].map((t) => new Date(t));
     const before = await Promise.all(asked.map((t) => balancesAt(db, t)));
     expect(await prune(2)).toEqual({
@@ -369,5 +380,38 @@ describe('balance history retention', () => {
     expect(await prune(6)).toMatchObject({ oldestKept: null, publicationsDeleted: 0 });
     expect(await count('balance_sync_publications')).toBe(2);
     expect(await count('balance_sync_balance_changes')).toBe(3);
+  });
+
+  it("prunes by the database's clock: a worker clock 200 days ahead deletes only what the retention allows", async () => {
+    await publishFiveDays();
+    expect(await prune(2, 200 * DAY)).toMatchObject({
+      oldestKept: iso(NOW - 3 * DAY),
+      publicationsDeleted: 2,
+    });
+    expect(await publications()).toEqual([NOW - 3 * DAY, NOW - DAY, NOW]);
+  });
+
+  it("prunes by the database's clock: a worker clock 10 days behind still deletes what is past the retention", async () => {
+    await publishFiveDays();
+    expect(await prune(2, -10 * DAY)).toMatchObject({
+      oldestKept: iso(NOW - 3 * DAY),
+      publicationsDeleted: 2,
+    });
+    expect(await publications()).toEqual([NOW - 3 * DAY, NOW - DAY, NOW]);
+  });
+
+  it('counts the retention back from the newest publication when the service published nothing for longer', async () => {
+    // Published until 12 days ago, then stopped: 10 days of retention keep 10 days before that minute.
+    await publishMinute(NOW - 30 * DAY);
+    await spend(1, '10');
+    await publishMinute(NOW - 20 * DAY);
+    await spend(1, '10');
+    await publishMinute(NOW - 12 * DAY);
+    expect(await prune(10)).toMatchObject({
+      cutoff: iso(NOW - 22 * DAY),
+      oldestKept: iso(NOW - 30 * DAY),
+      publicationsDeleted: 0,
+    });
+    expect(await publications()).toEqual([NOW - 30 * DAY, NOW - 20 * DAY, NOW - 12 * DAY]);
   });
 });
