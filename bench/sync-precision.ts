@@ -23,6 +23,13 @@ import {
   startDevServer,
   waitForServices,
 } from './lib/services.js';
+import {
+  pollForChange,
+  timelineCell,
+  waitUntil,
+  workflowResult,
+  type SyncTimeline,
+} from './lib/sync-observation.js';
 import { measureCeiling, startBenchWorker, workflowBacklog } from './lib/temporal-load.js';
 import {
   CpuMeter,
@@ -87,18 +94,6 @@ interface Observation {
   ingestRunning: number | null;
   /** The run's history, each event's time minus the boundary (ms): where a late minute lost its time. */
   timeline: SyncTimeline | null;
-}
-
-/** When the run's steps happened, relative to the boundary, and the attempt that wrote. */
-interface SyncTimeline {
-  runStartedMs: number | null;
-  firstTaskStartedMs: number | null;
-  activityScheduledMs: number | null;
-  /** The last attempt's start (the history keeps only the last attempt's). */
-  activityStartedMs: number | null;
-  attempt: number | null;
-  /** The failure that ended the previous attempt, if the writing one was a retry. */
-  lastFailure: string | null;
 }
 
 let stopRequested = false;
@@ -166,70 +161,6 @@ const prefix = `sync-${Date.now()}`;
 const paced = opts.ingest ? await startPaced(queue, prefix, rate, opts.providers - 1) : undefined;
 const schedule = client.schedule.getHandle(`${NAME}-sync`);
 
-async function waitUntil(epochMs: number) {
-  const wait = epochMs - Date.now();
-  if (wait > 0) await sleep(wait);
-}
-
-/** Polls the sentinel key until it differs from `before`; returns the epoch ms of the first sighting. */
-async function pollForChange(before: string | null, untilMs: number): Promise<number | null> {
-  while (Date.now() < untilMs) {
-    const value = await keydb.get(sentinelKey);
-    const seenAt = Date.now();
-    if (value !== before) return seenAt;
-    await sleep(1);
-  }
-  return null;
-}
-
-async function workflowResult(boundary: number) {
-  const description = await schedule.describe();
-  const action = description.info.recentActions.find(
-    (entry) => Math.abs(entry.scheduledAt.getTime() + opts.lead * 1000 - boundary) < 1500,
-  );
-  if (!action) return undefined;
-  const handle = client.workflow.getHandle(
-    action.action.workflow.workflowId,
-    action.action.workflow.firstExecutionRunId,
-  );
-  const result = (await Promise.race([handle.result(), sleep(20_000).then(() => undefined)])) as
-    { writeOffsetMs: number | null; readMs: number; writeMs: number } | undefined;
-  const timeline = await handle
-    .fetchHistory()
-    .then((history) => syncTimeline(history.events ?? [], boundary))
-    .catch(() => null);
-  return { result, timeline, fireLagMs: action.takenAt.getTime() - action.scheduledAt.getTime() };
-}
-
-type HistoryEvent = NonNullable<
-  Awaited<ReturnType<ReturnType<typeof client.workflow.getHandle>['fetchHistory']>>['events']
->[number];
-
-function syncTimeline(events: HistoryEvent[], boundary: number): SyncTimeline {
-  const at = (pick: (event: HistoryEvent) => unknown) => {
-    const event = events.find((candidate) => pick(candidate));
-    const time = event?.eventTime;
-    return time ? Number(time.seconds) * 1000 + Math.round((time.nanos ?? 0) / 1e6) - boundary : null;
-  };
-  const started = events.find(
-    (event) => event.activityTaskStartedEventAttributes,
-  )?.activityTaskStartedEventAttributes;
-  return {
-    runStartedMs: at((event) => event.workflowExecutionStartedEventAttributes),
-    firstTaskStartedMs: at((event) => event.workflowTaskStartedEventAttributes),
-    activityScheduledMs: at((event) => event.activityTaskScheduledEventAttributes),
-    activityStartedMs: at((event) => event.activityTaskStartedEventAttributes),
-    attempt: started?.attempt ?? null,
-    lastFailure: started?.lastFailure?.message ?? null,
-  };
-}
-
-const timelineCell = (t: SyncTimeline | null) =>
-  t
-    ? `${fmt(t.runStartedMs)} / ${fmt(t.firstTaskStartedMs)} / ${fmt(t.activityScheduledMs)} / ${fmt(t.activityStartedMs)}` +
-      (t.attempt && t.attempt > 1 ? ` (attempt ${t.attempt}: ${t.lastFailure ?? 'no failure kept'})` : '')
-    : '–';
-
 const observations: Observation[] = [];
 let boundary = Math.ceil((Date.now() + 6000) / MINUTE) * MINUTE;
 for (let k = 0; k < opts.minutes && !stopRequested; k++, boundary += MINUTE) {
@@ -247,10 +178,10 @@ for (let k = 0; k < opts.minutes && !stopRequested; k++, boundary += MINUTE) {
   // A sentinel committed after the boundary is not this minute's to publish: no change is then expected.
   const sentinelCommittedMs = Date.now() - boundary;
   await waitUntil(boundary - 2500);
-  const seenAt = await pollForChange(before, boundary + 15_000);
+  const seenAt = await pollForChange(keydb, sentinelKey, before, boundary + 15_000);
   const cpu = await meter.stop();
   await waitUntil(boundary + 2000);
-  const fromWorkflow = await workflowResult(boundary).catch((error: unknown) => {
+  const fromWorkflow = await workflowResult(client, schedule, opts.lead, boundary).catch((error: unknown) => {
     progress(`no workflow result for ${new Date(boundary).toISOString()}: ${(error as Error).message}`);
     return undefined;
   });
