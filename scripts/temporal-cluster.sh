@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# A Temporal server with the production topology, natively: the real server binary (frontend,
+# history, matching and worker services in one process) on PostgreSQL persistence with SQL
+# visibility, namespace `default` registered. Prints the frontend address (host:port) on stdout.
+#
+#   scripts/temporal-cluster.sh [start]   build once (cached), migrate, start, wait until it serves
+#   scripts/temporal-cluster.sh status    print the address if it runs; exit 1 if not
+#   scripts/temporal-cluster.sh stop      stop the server this script started (its pid file), nothing else
+#
+# Idempotent: `start` on a running cluster prints its address; schemas are only ever migrated forward.
+# Settings (environment):
+#   TEMPORAL_CLUSTER_PG_HOST/_PG_PORT/_PG_USER/_PG_PASSWORD  default 127.0.0.1 5432 postgres (none)
+#   TEMPORAL_CLUSTER_DB, TEMPORAL_CLUSTER_VISIBILITY_DB      default temporal, temporal_visibility
+#   TEMPORAL_CLUSTER_PORT           frontend gRPC port; default the previous one if free, else a free one
+#   TEMPORAL_CLUSTER_SHARDS         history shards, fixed when the databases are first used (default 4)
+#   TEMPORAL_CLUSTER_RETENTION      retention of namespace `default` when it is created (default 72h)
+#   TEMPORAL_CLUSTER_DIR            config, pid and log (default per database, under $XDG_STATE_HOME)
+# Every port is below 32768: the server stores membership ports in a smallint column.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VERSION="${TEMPORAL_SERVER_VERSION:-v1.29.1}"
+CACHE_ROOT="${BALANCE_SYNC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/balance-sync}"
+BIN_DIR="$CACHE_ROOT/temporal-server-$VERSION"
+SERVER="$BIN_DIR/temporal-server"
+SQL_TOOL="$BIN_DIR/temporal-sql-tool"
+
+PG_HOST="${TEMPORAL_CLUSTER_PG_HOST:-127.0.0.1}"
+PG_PORT="${TEMPORAL_CLUSTER_PG_PORT:-5432}"
+PG_USER="${TEMPORAL_CLUSTER_PG_USER:-postgres}"
+PG_PASSWORD="${TEMPORAL_CLUSTER_PG_PASSWORD:-}"
+DB="${TEMPORAL_CLUSTER_DB:-temporal}"
+VISIBILITY_DB="${TEMPORAL_CLUSTER_VISIBILITY_DB:-temporal_visibility}"
+SHARDS="${TEMPORAL_CLUSTER_SHARDS:-4}"
+RETENTION="${TEMPORAL_CLUSTER_RETENTION:-72h}"
+STATE_DIR="${TEMPORAL_CLUSTER_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/balance-sync/temporal-cluster-${DB}@${PG_HOST}_${PG_PORT}}"
+PID_FILE="$STATE_DIR/server.pid"
+LOG_FILE="$STATE_DIR/server.log"
+PORTS_FILE="$STATE_DIR/ports.env"
+
+say() { echo "temporal-cluster: $*" >&2; }
+die() { say "$*"; exit 1; }
+
+# The pid in the pid file, if that process is still this cluster's server (a pid can be reused).
+running_pid() {
+  [[ -f "$PID_FILE" ]] || return 1
+  local pid; pid=$(cat "$PID_FILE")
+  [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "--root $STATE_DIR " || return 1
+  echo "$pid"
+}
+
+frontend_address() { (source "$PORTS_FILE" && echo "127.0.0.1:$FRONTEND_PORT"); }
+
+cli() { # the Temporal CLI of scripts/ensure-temporal.sh (also what the dev-server tests use)
+  local path; path=$(bash scripts/ensure-temporal.sh) || die "no Temporal CLI (scripts/ensure-temporal.sh)"
+  "$path" "$@"
+}
+
+stop() {
+  local pid
+  if ! pid=$(running_pid); then say "not running ($STATE_DIR)"; rm -f "$PID_FILE"; return 0; fi
+  say "stopping pid $pid"
+  kill -TERM "$pid"
+  for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then say "pid $pid still up after 30 s: SIGKILL"; kill -KILL "$pid"; fi
+  rm -f "$PID_FILE"
+}
+
+build() {
+  [[ -x "$SERVER" && -x "$SQL_TOOL" ]] && return 0
+  command -v go >/dev/null 2>&1 || die "no Go toolchain to build the Temporal server $VERSION (see README 'In production')"
+  mkdir -p "$BIN_DIR"
+  say "building temporal-server and temporal-sql-tool $VERSION into $BIN_DIR (about 5-10 minutes, once per machine)"
+  # Into a temporary GOBIN, then renamed: an interrupted build never leaves a half binary in the cache.
+  local tmp; tmp=$(mktemp -d "$BIN_DIR/build.XXXXXX")
+  CGO_ENABLED=0 GOBIN="$tmp" go install "go.temporal.io/server/cmd/server@$VERSION" \
+    "go.temporal.io/server/cmd/tools/sql@$VERSION" >&2
+  mv "$tmp/sql" "$SQL_TOOL"
+  mv "$tmp/server" "$SERVER"
+  rmdir "$tmp"
+}
+
+# Creates the database if missing, then migrates it forward with the schema embedded in the tool.
+migrate() { # database, schema name (postgresql/v12/temporal or …/visibility)
+  local db=$1 schema=$2 out
+  local sql=("$SQL_TOOL" --plugin postgres12 --ep "$PG_HOST" -p "$PG_PORT" -u "$PG_USER" --db "$db")
+  if ! out=$(SQL_PASSWORD="$PG_PASSWORD" "${sql[@]}" create-database 2>&1); then
+    grep -q 'already exists' <<<"$out" || die "cannot create database $db on $PG_HOST:$PG_PORT: $out"
+  fi
+  SQL_PASSWORD="$PG_PASSWORD" "${sql[@]}" setup-schema -v 0.0 >/dev/null 2>&1 ||
+    die "cannot set up the schema version tables in $db: $(SQL_PASSWORD="$PG_PASSWORD" "${sql[@]}" setup-schema -v 0.0 2>&1 | tail -3)"
+  SQL_PASSWORD="$PG_PASSWORD" "${sql[@]}" update-schema --schema-name "$schema" >"$STATE_DIR/migrate-$db.log" 2>&1 ||
+    die "cannot migrate $db to $schema: $(tail -5 "$STATE_DIR/migrate-$db.log")"
+}
+
+# Sets PICKED to a port below 32768 that nothing listens on and this run has not handed out yet.
+taken=" "
+pick_port() { # preferred (may be empty)
+  local port=${1:-} listening
+  listening=" $(ss -Htln | awk '{print $4}' | sed 's/.*://' | sort -u | tr '\n' ' ') "
+  for _ in $(seq 1 200); do
+    if [[ -n "$port" && "$listening" != *" $port "* && "$taken" != *" $port "* ]]; then
+      taken+="$port "; PICKED=$port; return
+    fi
+    port=$((20000 + RANDOM % 12768))
+  done
+  die "no free port below 32768"
+}
+
+write_config() {
+  local names=(FRONTEND_PORT FRONTEND_HTTP_PORT FRONTEND_MEMBERSHIP_PORT HISTORY_PORT HISTORY_MEMBERSHIP_PORT
+    MATCHING_PORT MATCHING_MEMBERSHIP_PORT WORKER_PORT WORKER_MEMBERSHIP_PORT METRICS_PORT)
+  declare -A previous=()
+  if [[ -f "$PORTS_FILE" ]]; then
+    while IFS='=' read -r key value; do previous[$key]=$value; done <"$PORTS_FILE"
+  fi
+  [[ -z "${TEMPORAL_CLUSTER_PORT:-}" ]] || previous[FRONTEND_PORT]=$TEMPORAL_CLUSTER_PORT
+  [[ -z "${TEMPORAL_CLUSTER_PORT:-}" || "$TEMPORAL_CLUSTER_PORT" -lt 32768 ]] || die "TEMPORAL_CLUSTER_PORT must be below 32768"
+  : >"$PORTS_FILE.new"
+  declare -A port=()
+  for name in "${names[@]}"; do
+    pick_port "${previous[$name]:-}"
+    port[$name]=$PICKED
+    echo "$name=${port[$name]}" >>"$PORTS_FILE.new"
+  done
+  if [[ -n "${TEMPORAL_CLUSTER_PORT:-}" && "${port[FRONTEND_PORT]}" != "$TEMPORAL_CLUSTER_PORT" ]]; then
+    die "TEMPORAL_CLUSTER_PORT $TEMPORAL_CLUSTER_PORT is in use"
+  fi
+  mv "$PORTS_FILE.new" "$PORTS_FILE"
+  mkdir -p "$STATE_DIR/config/dynamicconfig"
+  # Nothing overridden: the server's defaults are what a production cluster starts from.
+  echo '{}' >"$STATE_DIR/config/dynamicconfig/cluster.yaml"
+  datastore() { # name, database, max connections
+    cat <<YAML
+    $1:
+      sql:
+        pluginName: postgres12
+        databaseName: $2
+        connectAddr: "$PG_HOST:$PG_PORT"
+        connectProtocol: tcp
+        user: "$PG_USER"
+        password: "$PG_PASSWORD"
+        maxConns: $3
+        maxIdleConns: $3
+        maxConnLifetime: 1h
+YAML
+  }
+  cat >"$STATE_DIR/config/cluster.yaml" <<YAML
+# Written by scripts/temporal-cluster.sh; rewritten at every start (ports in ports.env).
+log:
+  stdout: true
+  level: info
+persistence:
+  defaultStore: default
+  visibilityStore: visibility
+  numHistoryShards: $SHARDS
+  datastores:
+$(datastore default "$DB" 20)
+$(datastore visibility "$VISIBILITY_DB" 10)
+global:
+  membership:
+    maxJoinDuration: 30s
+    broadcastAddress: 127.0.0.1
+  metrics:
+    prometheus:
+      framework: tally
+      timerType: histogram
+      listenAddress: "127.0.0.1:${port[METRICS_PORT]}"
+services:
+  frontend:
+    rpc: { grpcPort: ${port[FRONTEND_PORT]}, membershipPort: ${port[FRONTEND_MEMBERSHIP_PORT]}, httpPort: ${port[FRONTEND_HTTP_PORT]}, bindOnLocalHost: true }
+  history:
+    rpc: { grpcPort: ${port[HISTORY_PORT]}, membershipPort: ${port[HISTORY_MEMBERSHIP_PORT]}, bindOnLocalHost: true }
+  matching:
+    rpc: { grpcPort: ${port[MATCHING_PORT]}, membershipPort: ${port[MATCHING_MEMBERSHIP_PORT]}, bindOnLocalHost: true }
+  worker:
+    rpc: { grpcPort: ${port[WORKER_PORT]}, membershipPort: ${port[WORKER_MEMBERSHIP_PORT]}, bindOnLocalHost: true }
+clusterMetadata:
+  enableGlobalNamespace: false
+  failoverVersionIncrement: 10
+  masterClusterName: active
+  currentClusterName: active
+  clusterInformation:
+    active:
+      enabled: true
+      initialFailoverVersion: 1
+      rpcName: frontend
+      rpcAddress: "127.0.0.1:${port[FRONTEND_PORT]}"
+dcRedirectionPolicy:
+  policy: noop
+dynamicConfigClient:
+  filepath: "$STATE_DIR/config/dynamicconfig/cluster.yaml"
+  pollInterval: 10s
+YAML
+}
+
+start() {
+  mkdir -p "$STATE_DIR"
+  local pid address
+  if pid=$(running_pid); then
+    address=$(frontend_address)
+    say "already running (pid $pid) on $address; log $LOG_FILE"
+    echo "$address"
+    return 0
+  fi
+  build
+  local started=$SECONDS
+  command -v ss >/dev/null 2>&1 || die "needs ss (iproute2) to find free ports"
+  migrate "$DB" postgresql/v12/temporal
+  migrate "$VISIBILITY_DB" postgresql/v12/visibility
+  say "databases $DB and $VISIBILITY_DB on $PG_HOST:$PG_PORT migrated ($((SECONDS - started)) s)"
+  write_config
+  address=$(frontend_address)
+  echo "--- $(date -Is) start on $address" >>"$LOG_FILE"
+  # Its own session: the server outlives this script and the terminal or CI step that ran it.
+  setsid "$SERVER" --root "$STATE_DIR" --config config --env cluster --allow-no-auth start \
+    </dev/null >>"$LOG_FILE" 2>&1 &
+  pid=$!
+  echo "$pid" >"$PID_FILE"
+  local deadline=$((SECONDS + 120))
+  until cli operator cluster health --address "$address" >/dev/null 2>&1; do
+    kill -0 "$pid" 2>/dev/null || die "the server exited; last lines of $LOG_FILE:
+$(grep -E '"level":"(error|fatal)"|panic|Error' "$LOG_FILE" | tail -5)"
+    ((SECONDS < deadline)) || { stop; die "not serving on $address after 120 s; see $LOG_FILE"; }
+    sleep 0.5
+  done
+  if ! cli operator namespace describe --address "$address" --namespace default >/dev/null 2>&1; then
+    cli operator namespace create --address "$address" --retention "$RETENTION" --namespace default >&2 ||
+      { stop; die "cannot register namespace default"; }
+  fi
+  # The namespace is usable once a read in it succeeds (the frontend caches namespaces).
+  until cli workflow count --address "$address" --namespace default >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || { stop; die "namespace default not usable after 120 s; see $LOG_FILE"; }
+    sleep 0.5
+  done
+  say "serving on $address (pid $pid, $((SECONDS - started)) s; log $LOG_FILE; stop: $0 stop)"
+  echo "$address"
+}
+
+case "${1:-start}" in
+  start) start ;;
+  stop) stop ;;
+  status)
+    if pid=$(running_pid); then frontend_address; else say "not running ($STATE_DIR)"; exit 1; fi ;;
+  *) die "usage: $0 [start|status|stop]" ;;
+esac
