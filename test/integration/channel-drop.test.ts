@@ -1,3 +1,5 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
@@ -16,11 +18,43 @@ import {
   waitFor,
   appMetric,
   appReadiness,
+  bridgeConnectionPids,
 } from '../support/harness.js';
 
 const VALUES = Array.from({ length: 20 }, (_, i) => `71.${String(i + 1).padStart(2, '0')}`);
+const PREFETCH = 20;
+const IN_FLIGHT = 'balance_sync_bridge_deliveries_in_flight';
+const CONSUMED = 'balance_sync_messages_consumed_total';
+const LOST = 'balance_sync_consumer_cancellations_total{cause="connection_lost"}';
+const RELEASED = (reason: string) => `balance_sync_deliveries_released_total{reason="${reason}"}`;
 
-describe('a channel drop while Temporal is frozen', () => {
+/** rabbitmqctl without blocking the event loop: the app under test runs in this process. */
+async function rabbitmqctl(...args: string[]): Promise<string[][]> {
+  const { stdout } = await promisify(execFile)('rabbitmqctl', ['-q', '--no-table-headers', ...args], {
+    encoding: 'utf8',
+  });
+  return stdout
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) => line.split('\t'));
+}
+
+/** The broker's view of a queue: messages ready, delivered but unacked, and consumers. */
+async function queueState(queue: string) {
+  const fields = ['name', 'messages_ready', 'messages_unacknowledged', 'consumers'];
+  const row = (await rabbitmqctl('list_queues', ...fields)).find(([name]) => name === queue);
+  if (!row) throw new Error(`no queue ${queue} on the broker`);
+  const [ready, unacked, consumers] = row.slice(1).map(Number);
+  return { ready, unacked, consumers };
+}
+
+/** The prefetch of each channel the broker has on this connection (pid), once the channel set it. */
+async function channelPrefetches(connectionPid: string): Promise<number[]> {
+  const channels = await rabbitmqctl('list_channels', 'connection', 'prefetch_count');
+  return channels.filter(([pid]) => pid === connectionPid).map(([, prefetch]) => Number(prefetch));
+}
+
+describe('a channel drop', () => {
   let db: pg.Pool;
   let server: DevServer;
   let config: Config;
@@ -31,7 +65,7 @@ describe('a channel drop while Temporal is frozen', () => {
     await resetDatabase(db);
     // Its own dev server: this test freezes it (SIGSTOP).
     server = await startDevServer(inject('temporalCliPath'));
-    config = testConfig({ TEMPORAL_ADDRESS: server.address, BRIDGE_PREFETCH: '64' });
+    config = testConfig({ TEMPORAL_ADDRESS: server.address, BRIDGE_PREFETCH: String(PREFETCH) });
     app = await startTestApp(config);
   });
 
@@ -42,9 +76,9 @@ describe('a channel drop while Temporal is frozen', () => {
     await db.end();
   });
 
-  it('records exactly 20 rows for 20 anonymous messages published while Temporal was frozen and the connections dropped', async () => {
+  it('counts the connections lost while the consumer is paused for a frozen Temporal, and records the 20 anonymous messages published meanwhile exactly once', async () => {
     const paused = 'balance_sync_bridge_consumer_paused';
-    const lost = 'balance_sync_consumer_cancellations_total{cause="connection_lost"}';
+    const lost = LOST;
     await waitFor('consuming', async () => ((await appReadiness(app)).status === 200 ? true : undefined));
     server.process.kill('SIGSTOP');
     // The bridge sees Temporal stop answering and takes no more deliveries (README: delivery guarantees).
@@ -92,5 +126,84 @@ describe('a channel drop while Temporal is frozen', () => {
       'SELECT transaction_value::text AS value FROM historical_transactions WHERE transaction_value > 71 AND transaction_value < 72 ORDER BY 1',
     );
     expect(recorded.map((row) => row.value)).toEqual(VALUES);
+  }, 180_000);
+
+  it('lets go of 20 anonymous deliveries held on a provider look-up when the connections drop: no start sent for them, no new consumer until they are let go, exactly 20 rows', async () => {
+    // A provider the app has not looked up yet: its first message reloads the provider directory,
+    // and that read waits on the lock below, past every abortable wait (throttle, Temporal, hold).
+    const provider = (
+      await rows(
+        db,
+        `INSERT INTO initial_data (provider_name, initial_value) VALUES ('Held', 0) RETURNING id`,
+      )
+    )[0]!.id as number;
+    const values = Array.from({ length: 20 }, (_, i) => `73.${String(i + 1).padStart(2, '0')}`);
+    const taskQueue = config.TEMPORAL_TASK_QUEUE;
+    const lostBefore = await appMetric(app, LOST);
+    const consumedBefore = await appMetric(app, CONSUMED);
+    const releasedBefore = await appMetric(app, RELEASED('channel_closed'));
+    const releasedAfterStartBefore = await appMetric(app, RELEASED('closed_after_start'));
+    await waitFor('consuming', async () => ((await appReadiness(app)).status === 200 ? true : undefined));
+
+    const locker = await db.connect();
+    await locker.query('BEGIN; LOCK TABLE initial_data IN ACCESS EXCLUSIVE MODE');
+    try {
+      const producer = await publisher(config.INCOMING_QUEUE);
+      await producer.publishMany(
+        values.map((value) => [`{"id": ${provider}, "value": ${value}}`, {}] as const),
+      );
+      await producer.close();
+      await waitFor('20 deliveries held on the provider look-up', async () => {
+        const waiting = await rows(
+          db,
+          `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FROM initial_data%'
+             AND application_name = 'balance-sync ingest'`,
+        );
+        return waiting.length === 1 && (await appMetric(app, IN_FLIGHT)) === PREFETCH ? true : undefined;
+      });
+
+      const dropped = bridgeConnectionPids(taskQueue, 'consuming');
+      expect(closeBridgeConnections(taskQueue)).toBe(2); // consuming and publishing
+      await waitFor('the lost connection counted', async () =>
+        (await appMetric(app, LOST)) > lostBefore ? true : undefined,
+      );
+      // Reconnected, its channel set up: the moment a consumer that did not wait would consume again.
+      await waitFor('the consuming connection back, with its prefetch set', async () => {
+        const [pid] = bridgeConnectionPids(taskQueue, 'consuming').filter((p) => !dropped.includes(p));
+        return pid !== undefined && (await channelPrefetches(pid)).includes(PREFETCH) ? true : undefined;
+      });
+      // The 20 still held are let go only when the look-up returns; a new consumer's prefetch is its
+      // own, so consuming now would hold 40. The broker keeps the 20 ready, with no consumer.
+      expect(await queueState(config.INCOMING_QUEUE)).toEqual({ ready: 20, unacked: 0, consumers: 0 });
+      expect(await appMetric(app, IN_FLIGHT)).toBe(PREFETCH);
+      expect(await appMetric(app, CONSUMED)).toBe(consumedBefore + 20);
+    } finally {
+      await locker.query('ROLLBACK');
+      locker.release();
+    }
+
+    const recorded = async () =>
+      (
+        await rows(
+          db,
+          'SELECT transaction_value::text AS value FROM historical_transactions WHERE provider_id = $1 ORDER BY 1',
+          [provider],
+        )
+      ).map((row) => row.value);
+    await waitFor('20 rows', async () => ((await recorded()).length >= 20 ? true : undefined), 60_000);
+    await waitFor('nothing in flight', async () =>
+      (await appMetric(app, IN_FLIGHT)) === 0 ? true : undefined,
+    );
+    await waitFor('no IngestTransaction running', async () => {
+      const running = await app.client.workflow.count(
+        `WorkflowType = 'IngestTransaction' AND ExecutionStatus = 'Running' AND TaskQueue = '${taskQueue}'`,
+      );
+      return running.count === 0 ? true : undefined;
+    });
+    // Each held delivery let go before its start (the look-up returned after its channel closed),
+    // then each redelivery started once: one row per message.
+    expect(await recorded()).toEqual(values);
+    expect((await appMetric(app, RELEASED('channel_closed'))) - releasedBefore).toBe(20);
+    expect((await appMetric(app, RELEASED('closed_after_start'))) - releasedAfterStartBefore).toBe(0);
   }, 180_000);
 });
