@@ -325,7 +325,7 @@ describe('ingest failures: nothing stays unacked, nothing is dropped after the a
     const connection = await NativeConnection.connect({ address: inject('temporalAddress') });
     const worker = await createWorker({
       connection,
-      namespace: 'default',
+      namespace: inject('temporalNamespace'),
       taskQueue,
       activities: createActivities({ pool: db, keydb: undefined as never, metrics: createMetrics() }),
       workflowBundlePath: inject('workflowBundlePath'),

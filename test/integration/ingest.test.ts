@@ -108,7 +108,7 @@ describe('ingest: RabbitMQ → IngestTransaction → historical_transactions', (
     const connection = await NativeConnection.connect({ address: inject('temporalAddress') });
     const worker = await createWorker({
       connection,
-      namespace: 'default',
+      namespace: inject('temporalNamespace'),
       taskQueue,
       activities: flaky,
       workflowBundlePath: inject('workflowBundlePath'),

@@ -67,7 +67,10 @@ describe('the operator scripts', () => {
 
   beforeAll(async () => {
     client = await temporalClient();
-    temporal = { TEMPORAL_ADDRESS: inject('temporalAddress') };
+    temporal = {
+      TEMPORAL_ADDRESS: inject('temporalAddress'),
+      TEMPORAL_NAMESPACE: inject('temporalNamespace'),
+    };
   });
 
   afterAll(async () => {
@@ -115,7 +118,9 @@ describe('the operator scripts', () => {
     '%s of an unknown schedule: one line, exit 1',
     async (script) => {
       const result = await npmRun(script, ['--schedule-id', `missing-${id}`], temporal);
-      expect(result.errors).toEqual([`${script}: schedule "missing-${id}" not found in namespace default`]);
+      expect(result.errors).toEqual([
+        `${script}: schedule "missing-${id}" not found in namespace ${inject('temporalNamespace')}`,
+      ]);
       expect(result.status).toBe(1);
     },
   );

@@ -113,7 +113,8 @@ describe('SyncBalances: Postgres → KeyDB', () => {
       ).map((r) => [r.key, r.balance]),
     );
   const balances = async () => {
-    const keys = (await keydb.keys('*')).sort();
+    // The fence (balance-sync:published-minute) sits beside the balances, as the README says.
+    const keys = (await keydb.keys('*')).filter((key) => !key.startsWith('balance-sync:')).sort();
     const values = keys.length > 0 ? await keydb.mget(...keys) : [];
     return Object.fromEntries(keys.map((key, i) => [key, values[i]]));
   };
@@ -465,6 +466,8 @@ describe('SyncBalances: Postgres → KeyDB', () => {
           'maintenance window',
           '--address',
           inject('temporalAddress'),
+          '--namespace',
+          inject('temporalNamespace'),
         ],
         { stdio: 'ignore' },
       );
@@ -504,6 +507,8 @@ describe('SyncBalances: Postgres → KeyDB', () => {
           'AllowAll',
           '--address',
           inject('temporalAddress'),
+          '--namespace',
+          inject('temporalNamespace'),
         ],
         { stdio: 'ignore' },
       );

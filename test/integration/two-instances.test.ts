@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import type pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Config } from '../../src/config.js';
 import { spawnApp, waitUntilReady, type AppProcess } from '../support/app-process.js';
 import {
@@ -61,7 +61,7 @@ describe('two instances', () => {
     const client = await temporalClient();
     const pollers = await waitFor('both workers polling', async () => {
       const { pollers: found } = await client.workflowService.describeTaskQueue({
-        namespace: 'default',
+        namespace: inject('temporalNamespace'),
         taskQueue: { name: config.TEMPORAL_TASK_QUEUE },
         taskQueueType: 1, // workflow tasks
       });

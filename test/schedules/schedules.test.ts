@@ -31,7 +31,10 @@ let client: Client;
 const created: string[] = [];
 
 beforeAll(async () => {
-  client = new Client({ connection: await Connection.connect({ address: inject('temporalAddress') }) });
+  client = new Client({
+    connection: await Connection.connect({ address: inject('temporalAddress') }),
+    namespace: inject('temporalNamespace'),
+  });
 });
 
 afterAll(async () => {

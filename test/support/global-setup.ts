@@ -1,3 +1,5 @@
+import { Connection } from '@temporalio/client';
+import { msToTs } from '@temporalio/common/lib/time.js';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -6,12 +8,14 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import type { TestProject } from 'vitest/node';
-import { startDevServer, type DevServer } from './dev-server.js';
+import { startDevServer } from './dev-server.js';
 import { describeListeners, portOf, sharedListeners } from './shared-services.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
     temporalAddress: string;
+    /** `default` on the dev server; a namespace of this run's own on an external server. */
+    temporalNamespace: string;
     temporalCliPath: string;
     workflowBundlePath: string;
     databaseUrl: string;
@@ -21,7 +25,57 @@ declare module 'vitest' {
 const ADMIN_DATABASE_URL =
   process.env.TEST_ADMIN_DATABASE_URL ?? 'postgres://user:password@127.0.0.1:5432/fxc';
 
-/** One Temporal dev server, one workflow bundle and one fresh database for the whole run. */
+/**
+ * An external Temporal (TEST_TEMPORAL_ADDRESS, e.g. what scripts/temporal-cluster.sh prints) instead
+ * of a dev server: each project registers a namespace of its own, so the fixed message IDs of the
+ * tests (workflow IDs are namespace-wide) never meet a previous run's, and deletes it at the end.
+ */
+async function externalTemporal(address: string, project: string): Promise<TemporalServer> {
+  const namespace = `balance-sync-test-${Date.now().toString(36)}-${project.replace(/\W/g, '-')}`;
+  const connection = await Connection.connect({ address });
+  try {
+    await connection.workflowService.registerNamespace({
+      namespace,
+      workflowExecutionRetentionPeriod: msToTs('1 day'),
+    });
+    // Usable once a read in it succeeds (the frontend reads a namespace it has not cached yet).
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      try {
+        await connection.workflowService.countWorkflowExecutions({ namespace });
+        break;
+      } catch (error) {
+        if (Date.now() > deadline) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+  } finally {
+    await connection.close();
+  }
+  return {
+    address,
+    namespace,
+    async stop() {
+      const cleanup = await Connection.connect({ address });
+      try {
+        // Terminates what is left (schedules, runs) and removes its data in the background.
+        await cleanup.operatorService.deleteNamespace({ namespace });
+      } catch (error) {
+        console.warn(`could not delete namespace ${namespace} on ${address}: ${String(error)}`);
+      } finally {
+        await cleanup.close();
+      }
+    },
+  };
+}
+
+interface TemporalServer {
+  address: string;
+  namespace: string;
+  stop(): Promise<void>;
+}
+
+/** One Temporal dev server (or TEST_TEMPORAL_ADDRESS's server), one workflow bundle and one fresh database for the whole run. */
 export default async function setup(project: TestProject) {
   // The same defaults as test/support/harness.ts (not imported here: it pulls in the app).
   const sharedPorts = [
@@ -56,7 +110,10 @@ export default async function setup(project: TestProject) {
     await cleanup.end();
   };
 
-  const server: DevServer = await startDevServer(cli);
+  const external = process.env.TEST_TEMPORAL_ADDRESS;
+  const server: TemporalServer = external
+    ? await externalTemporal(external, project.name)
+    : { ...(await startDevServer(cli)), namespace: 'default' };
   const dir = mkdtempSync(join(tmpdir(), 'balance-sync-test-'));
   const workflowBundlePath = join(dir, 'workflow-bundle.js');
   try {
@@ -74,6 +131,7 @@ export default async function setup(project: TestProject) {
   }
 
   project.provide('temporalAddress', server.address);
+  project.provide('temporalNamespace', server.namespace);
   project.provide('temporalCliPath', cli);
   project.provide('workflowBundlePath', workflowBundlePath);
   project.provide('databaseUrl', databaseUrl.toString());

@@ -37,6 +37,7 @@ export function testConfig(overrides: Record<string, string> = {}): Config {
   const id = randomUUID().slice(0, 8);
   return loadConfig({
     TEMPORAL_ADDRESS: inject('temporalAddress'),
+    TEMPORAL_NAMESPACE: inject('temporalNamespace'),
     TEMPORAL_TASK_QUEUE: `test-${id}`,
     DATABASE_URL: inject('databaseUrl'),
     KEYDB_URL,
@@ -79,7 +80,7 @@ export async function resetKeydb(): Promise<Redis> {
 
 export async function temporalClient(): Promise<Client> {
   const connection = await Connection.connect({ address: inject('temporalAddress') });
-  return new Client({ connection });
+  return new Client({ connection, namespace: inject('temporalNamespace') });
 }
 
 /** Polls `probe` until it returns a value other than undefined, or fails with `what` after `timeoutMs`. */
