@@ -92,5 +92,12 @@ describe('a worker crash inside the lead window', () => {
     expect(started.at(-1)?.identity).toBe(
       `${survivor!.child.pid}@${started.at(-1)!.identity!.split('@')[1]}`,
     );
+
+    // One write for the minute although two instances run the sync worker: the run's, recorded once.
+    const { rows: writes } = await stores.db.query(
+      'SELECT workflow_id FROM balance_sync_publications WHERE boundary = $1',
+      [new Date(boundary)],
+    );
+    expect(writes).toEqual([{ workflow_id: workflowId }]);
   }, 150_000);
 });
