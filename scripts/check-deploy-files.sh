@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Validates docker-compose.temporal.yml and the Dockerfile without a Docker engine:
+# Validates docker-compose.temporal.yml, docker-compose.cluster.yml and the Dockerfile without a Docker engine:
 #  1. compose: `docker-compose config` (Debian's docker-compose package, installed if missing) must
 #     accept the file, then this project's rules are checked on the resolved config (including the
-#     Prometheus service and the deploy/prometheus/prometheus.yml it loads).
+#     Prometheus service and the deploy/prometheus/prometheus.yml it loads); the same again for the
+#     file with the cluster override on top (Temporal server, schema, namespace and UI services,
+#     at the version and shard count of scripts/temporal-cluster.sh).
 #  2. Dockerfile: BuildKit's own checks (the rules of `docker build --check`) plus this project's
 #     rules, by scripts/dockerfile-lint (a small Go program on moby/buildkit's Dockerfile frontend,
 #     built once per machine into the cache, like scripts/ensure-temporal.sh does for the CLI).
@@ -14,7 +16,6 @@ CACHE_ROOT="${BALANCE_SYNC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/balance-sync}"
 failed=0
 
 # ---------------------------------------------------------------------------------------------
-echo "== $COMPOSE_FILE"
 if ! command -v docker-compose >/dev/null 2>&1; then
   echo "check-deploy-files: installing Debian's docker-compose (validation only; no engine needed)"
   if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
@@ -25,14 +26,22 @@ echo "using $(docker-compose version --short 2>/dev/null | sed 's/^/docker-compo
 
 resolved=$(mktemp)
 trap 'rm -f "$resolved"' EXIT
-# `config` resolves interpolation, env_file and merge keys, and validates against Compose's schema;
-# it never contacts a Docker engine. Run it with an empty environment for interpolation so that
-# the file's own defaults are what gets checked.
-if env -i PATH="$PATH" HOME="$HOME" docker-compose -f "$COMPOSE_FILE" config >"$resolved"; then
-  echo "ok   docker-compose config: the file is valid"
-  echo "     services: $(docker-compose -f "$COMPOSE_FILE" config --services | sort | tr '\n' ' ')"
-  echo "     volumes:  $(docker-compose -f "$COMPOSE_FILE" config --volumes | sort | tr '\n' ' ')"
-  python3 - "$resolved" <<'PY' || failed=1
+# What the compose override must agree with: the native cluster's defaults.
+cluster_version=$(sed -n 's/^VERSION="${TEMPORAL_SERVER_VERSION:-v\(.*\)}".*/\1/p' scripts/temporal-cluster.sh)
+cluster_shards=$(sed -n 's/^SHARDS="${TEMPORAL_CLUSTER_SHARDS:-\(.*\)}".*/\1/p' scripts/temporal-cluster.sh)
+
+check_compose() { # mode (dev or cluster), compose files...
+  local mode=$1; shift
+  local files=(); for file in "$@"; do files+=(-f "$file"); done
+  echo "== $*"
+  # `config` resolves interpolation, env_file and merge keys, and validates against Compose's schema;
+  # it never contacts a Docker engine. Run it with an empty environment for interpolation so that
+  # the file's own defaults are what gets checked.
+  if env -i PATH="$PATH" HOME="$HOME" docker-compose "${files[@]}" config >"$resolved"; then
+    echo "ok   docker-compose config: valid"
+    echo "     services: $(docker-compose "${files[@]}" config --services | sort | tr '\n' ' ')"
+    echo "     volumes:  $(docker-compose "${files[@]}" config --volumes | sort | tr '\n' ' ')"
+    python3 - "$resolved" "$mode" "$cluster_version" "$cluster_shards" <<'PY' || failed=1
 import os, re, sys, yaml
 
 config = yaml.safe_load(open(sys.argv[1]))
@@ -106,13 +115,39 @@ for key, host in [("DATABASE_URL", "postgres"), ("KEYDB_URL", "keydb"), ("RABBIT
 producer = services.get("producer", {})
 check(command(producer) == "node dist/src/producer/main.js", f"producer: runs `node dist/src/producer/main.js` ({command(producer)})")
 temporal = services.get("temporal", {})
-check(command(temporal).startswith("server start-dev") and "--db-filename" in command(temporal),
-      f"temporal: `temporal server start-dev` with a persistent --db-filename ({command(temporal)})")
-# The SQLite settings that measured best and keep the data across a process crash (docs/BENCHMARKS.md).
-temporal_args = temporal.get("command") or []
-pragmas = [temporal_args[i + 1] for i, arg in enumerate(temporal_args[:-1]) if arg == "--sqlite-pragma"]
-for pragma in ("journal_mode=WAL", "synchronous=NORMAL"):
-    check(pragma in pragmas, f"temporal: --sqlite-pragma {pragma} ({', '.join(pragmas) or 'no pragmas'})")
+mode, cluster_version, cluster_shards = sys.argv[2:5]
+if mode == "dev":
+    check(command(temporal).startswith("server start-dev") and "--db-filename" in command(temporal),
+          f"temporal: `temporal server start-dev` with a persistent --db-filename ({command(temporal)})")
+    # The SQLite settings that measured best and keep the data across a process crash (docs/BENCHMARKS.md).
+    temporal_args = temporal.get("command") or []
+    pragmas = [temporal_args[i + 1] for i, arg in enumerate(temporal_args[:-1]) if arg == "--sqlite-pragma"]
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL"):
+        check(pragma in pragmas, f"temporal: --sqlite-pragma {pragma} ({', '.join(pragmas) or 'no pragmas'})")
+else:
+    # The topology of scripts/temporal-cluster.sh: same server version, shards, SQL persistence and visibility.
+    server_env = temporal.get("environment") or {}
+    check(temporal.get("image") == f"temporalio/server:{cluster_version}",
+          f"temporal: temporalio/server at scripts/temporal-cluster.sh's version {cluster_version} ({temporal.get('image')})")
+    check(server_env.get("DB") == "postgres12" and server_env.get("POSTGRES_SEEDS") == "temporal-postgres",
+          f"temporal: persistence on the temporal-postgres service (DB={server_env.get('DB')}, POSTGRES_SEEDS={server_env.get('POSTGRES_SEEDS')})")
+    check(str(server_env.get("ENABLE_ES", "false")).lower() != "true", "temporal: SQL visibility (no Elasticsearch)")
+    check(str(server_env.get("NUM_HISTORY_SHARDS")) == cluster_shards,
+          f"temporal: {cluster_shards} history shards, as scripts/temporal-cluster.sh ({server_env.get('NUM_HISTORY_SHARDS')})")
+    for name in ("temporal-schema", "temporal-namespace"):
+        image = services.get(name, {}).get("image", "")
+        check(image.startswith(f"temporalio/admin-tools:{cluster_version}"),
+              f"{name}: temporalio/admin-tools of the server's version ({image or 'missing'})")
+    schema = command(services.get("temporal-schema", {}))
+    check(all(s in schema for s in ("create-database", "setup-schema", "update-schema", "temporal_visibility", "postgresql/v12/")),
+          "temporal-schema: creates and migrates temporal and temporal_visibility (postgresql/v12)")
+    check((temporal.get("depends_on") or {}).get("temporal-schema", {}).get("condition") == "service_completed_successfully",
+          "temporal: starts after the schema is migrated")
+    check("namespace create" in command(services.get("temporal-namespace", {})), "temporal-namespace: registers the namespace")
+    check((app.get("depends_on") or {}).get("temporal-namespace", {}).get("condition") == "service_completed_successfully",
+          "app: starts after the namespace is registered")
+    ui_env = services.get("temporal-ui", {}).get("environment") or {}
+    check(ui_env.get("TEMPORAL_ADDRESS") == "temporal:7233", f"temporal-ui: points at temporal:7233 ({ui_env.get('TEMPORAL_ADDRESS')})")
 prometheus = services.get("prometheus", {})
 check("--config.file=/etc/prometheus/balance-sync/prometheus.yml" in command(prometheus),
       f"prometheus: loads deploy/prometheus/prometheus.yml ({command(prometheus)})")
@@ -123,10 +158,16 @@ check(targets == ["app:9464"], f"prometheus: job balance-sync (the name the aler
 check(scrape.get("rule_files") == ["alerts.yml"], "prometheus: loads the alert rules, deploy/prometheus/alerts.yml")
 sys.exit(1 if problems else 0)
 PY
-else
-  echo "FAIL docker-compose config rejected $COMPOSE_FILE"
-  failed=1
-fi
+  else
+    echo "FAIL docker-compose config rejected ${files[*]}"
+    failed=1
+  fi
+}
+
+check_compose dev "$COMPOSE_FILE"
+echo
+check_compose cluster "$COMPOSE_FILE" docker-compose.cluster.yml
+echo
 
 # ---------------------------------------------------------------------------------------------
 echo
