@@ -163,6 +163,12 @@ export function createMetrics() {
       help: 'Retried publishBalances attempts that wrote nothing because their minute was already published',
       registers,
     }),
+    keydbWritesRefused: new Counter({
+      name: 'balance_sync_keydb_writes_refused_total',
+      help: 'Sync writes KeyDB refused, never applied (src/keydb/fenced-write.ts): stale (a newer minute was already there) or past_deadline (it arrived after its writer stopped waiting)',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
     balanceHistoryUnrecorded: new Counter({
       name: 'balance_sync_balance_history_unrecorded_total',
       help: 'KeyDB writes that could not be recorded in Postgres (retry fence and balance history): a gap in the history',
@@ -231,6 +237,7 @@ export function createMetrics() {
     ])
       counter.inc({ schedule }, 0);
   }
+  for (const reason of ['stale', 'past_deadline'] as const) metrics.keydbWritesRefused.inc({ reason }, 0);
   return metrics;
 }
 

@@ -3,6 +3,14 @@ import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { KEYDB_COMMAND_TIMEOUT_MS } from '../keydb/client.js';
+import {
+  fencedWriterFor,
+  keydbClockOffset,
+  withinCommandTimeout,
+  writeFenced,
+  type FenceOutcome,
+  type FencedWrite,
+} from '../keydb/fenced-write.js';
 import type { AppMetrics } from '../metrics.js';
 import { COUNT_BALANCE_TRIGGERS_SQL, EXPECTED_TRIGGER_COUNT, migrate } from '../postgres/schema.js';
 import { ATTEMPT_STOPPED_ERROR, SYNC_HEARTBEAT_INTERVAL_MS, boundaryFor } from '../sync-timing.js';
@@ -26,15 +34,20 @@ export interface UnpublishableProvider {
 export interface PublishBalancesResult {
   /** The minute boundary this run wrote for, or null for an off-minute run (trigger, backfill). */
   boundary: string | null;
-  /** When KeyDB was written; null when this attempt wrote nothing (alreadyPublished). */
+  /** When KeyDB was written; null when this attempt wrote nothing (alreadyPublished, or refused as stale). */
   writtenAt: string | null;
   /** KeyDB write time minus the boundary, in ms; null for an off-minute run or when nothing was written. */
   writeOffsetMs: number | null;
-  /** A retried attempt found its minute already published (by an earlier attempt) and wrote nothing. */
+  /** Another attempt had already written this minute to KeyDB (the fence said so): this one wrote nothing. */
   alreadyPublished: boolean;
   /**
-   * Whether the minute is now recorded as published (balance_sync_sync_state), so that a retry will not
-   * write it again; false for an off-minute run, or when recording failed after the write (logged).
+   * Set when KeyDB refused this write as stale (never applied): the newer minute it already held. The
+   * run then ends without error, since KeyDB holds newer balances than this run could write.
+   */
+  newerMinuteInKeydb: string | null;
+  /**
+   * Whether the minute is now recorded as published (balance_sync_sync_state, read by the sync watch);
+   * false for an off-minute run, or when recording failed after the write (logged).
    */
   boundaryRecorded: boolean;
   /** Whether this write is in the balance history (recorded in the same transaction as the minute). */
@@ -51,9 +64,9 @@ export interface PublishBalancesResult {
 const SLOW_WRITE_WARN_MS = 500;
 /**
  * An attempt starts its write at least this long before its own timeout: the write then succeeds or
- * fails (KEYDB_COMMAND_TIMEOUT_MS) while the attempt is still its run's only one, so a timed-out
- * attempt never writes. A server that resumes after the client gave up may still apply it: in order
- * on this connection, before any later write, so it never overwrites a newer minute from this worker.
+ * is given up (KEYDB_COMMAND_TIMEOUT_MS) while the attempt is still its run's only one. KeyDB itself
+ * refuses the write once that wait is over (its deadline, on KeyDB's clock), so a write given up on,
+ * by a timed-out attempt or any other, is never applied later.
  */
 const WRITE_MARGIN_MS = KEYDB_COMMAND_TIMEOUT_MS + 500;
 
@@ -75,30 +88,21 @@ const READ_BALANCES = `
   ) p ORDER BY provider_id;
   SELECT key FROM balance_sync_published_keys;`;
 
-// A minute is written at most once, in the normal case: after its KeyDB write an attempt records the
-// boundary, and a retried attempt (which may follow a live attempt the server timed out, one that has
-// already written) checks it just before writing. Attempt 1 checks only when it is about to write
-// late (a stalled attempt the server timed out may resume after its retry wrote): that keeps the round
-// trip off the ±1 s path. What remains: an attempt
-// that dies (or loses Postgres) between its KeyDB write and the record, or a retry that checks in the
-// few ms between the two, lets the retry write the minute again, late, with balances as of the retry.
-// That takes a crash or a timeout within one round trip of the write, and the values then written are
-// still true balances of a moment just after the minute; closing it would need the marker written in
-// KeyDB's own MULTI, i.e. a non-balance key in the store readers consume.
-/** A first attempt writing later than this after its minute checks whether a retry already did. */
-const LATE_FIRST_ATTEMPT_MS = 500;
-
-const MINUTE_ALREADY_PUBLISHED = `
+// Which minute KeyDB holds is decided in KeyDB (src/keydb/fenced-write.ts), atomically with the write:
+// a minute is written once (a retry, or a stalled first attempt that resumes after its retry wrote,
+// finds it written by another attempt and writes nothing), and never after a newer minute, from this
+// worker or any other. Postgres' record of the minute only reports, and feeds the history.
+const MINUTE_RECORDED = `
   SELECT EXISTS (SELECT 1 FROM balance_sync_sync_state WHERE last_published_boundary >= $1) AS published`;
 
-/** Whether this minute (or a later one) has already reached KeyDB. */
-async function minuteAlreadyPublished(pool: pg.Pool, boundary: Date): Promise<boolean> {
-  const { rows } = await pool.query<{ published: boolean }>(MINUTE_ALREADY_PUBLISHED, [boundary]);
+/** Whether this minute (or a later one) is recorded as published. */
+async function minuteRecorded(pool: pg.Pool, boundary: Date): Promise<boolean> {
+  const { rows } = await pool.query<{ published: boolean }>(MINUTE_RECORDED, [boundary]);
   return rows[0]?.published === true;
 }
 
 /**
- * Records the write (the minute for the retry fence, and the balance history) in one transaction;
+ * Records the write (the minute, and the balance history) in one transaction;
  * a failure is logged, counted and reported, the write stands.
  */
 async function recordWrite(pool: pg.Pool, metrics: AppMetrics, publication: Publication): Promise<boolean> {
@@ -110,7 +114,7 @@ async function recordWrite(pool: pg.Pool, metrics: AppMetrics, publication: Publ
     const boundary = publication.boundary?.toISOString();
     log.warn(
       boundary
-        ? 'balances written, but the minute could not be recorded: a retry would write it again'
+        ? 'balances written, but the minute could not be recorded: the history has a gap'
         : 'balances written, but could not be recorded in the balance history',
       { boundary, writtenAt: publication.writtenAt.toISOString(), error: (error as Error).message },
     );
@@ -174,13 +178,76 @@ function assertMayWrite(context: Context) {
 
 const attemptStopped = (message: string) => ApplicationFailure.retryable(message, ATTEMPT_STOPPED_ERROR);
 
-async function writeKeydb(keydb: Redis, plan: ReturnType<typeof planWrite>) {
-  const transaction = keydb.multi();
-  if (plan.writable.length > 0) transaction.mset(...plan.writable.flatMap((row) => [row.key, row.balance]));
-  if (plan.staleKeys.length > 0) transaction.del(...plan.staleKeys);
-  const replies = await transaction.exec();
-  const failed = replies?.find(([error]) => error);
-  if (!replies || failed) throw failed?.[0] ?? new Error('KeyDB discarded the MULTI transaction');
+type Clock = Awaited<ReturnType<typeof keydbClockOffset>>;
+
+/**
+ * The fenced write of this plan. Its deadline is when this attempt gives up waiting for the reply,
+ * on KeyDB's clock (the offset measured at warm-up, plus its uncertainty in KeyDB's favour).
+ */
+function fencedWrite(
+  context: Context,
+  plan: ReturnType<typeof planWrite>,
+  input: PublishBalancesInput,
+  boundary: Date | null,
+  clock: Clock,
+) {
+  const { info } = context;
+  // An on-demand run (no minute) may follow the minutes written before it asked for current balances,
+  // not after: its nominal time, or when its activity was scheduled for a backfill (nominal long past).
+  const askedAt = Math.max(Date.parse(input.nominalTime), info.scheduledTimestampMs);
+  return {
+    minuteMs: boundary?.getTime() ?? null,
+    notBeforeMs: boundary?.getTime() ?? askedAt,
+    deadlineKeydbMs: Math.ceil(Date.now() + KEYDB_COMMAND_TIMEOUT_MS + clock.offsetMs + clock.uncertaintyMs),
+    writer: `${info.workflowExecution?.runId ?? ''}/${info.activityId}/${info.attempt}`,
+    set: plan.writable.map((row) => ({ key: row.key, value: row.balance })),
+    del: plan.staleKeys,
+  } satisfies FencedWrite;
+}
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+/** Counts and names a write KeyDB refused; `givenUp`: its answer came after this attempt stopped waiting. */
+function reportRefusal(
+  metrics: AppMetrics,
+  { outcome, fenceMinuteMs, keydbNowMs }: FenceOutcome,
+  write: FencedWrite,
+  attempt: number,
+  givenUp: boolean,
+) {
+  const what = { minute: iso(write.minuteMs) ?? 'none (on demand)', attempt, givenUp };
+  if (outcome === 'stale') {
+    metrics.keydbWritesRefused.inc({ reason: 'stale' });
+    log.warn('KeyDB refused a stale write: a newer minute is already there; not applied', {
+      ...what,
+      newerMinute: iso(fenceMinuteMs),
+    });
+  } else if (outcome === 'past_deadline') {
+    metrics.keydbWritesRefused.inc({ reason: 'past_deadline' });
+    log.warn('KeyDB refused a write that reached it after its deadline; not applied', {
+      ...what,
+      lateMs: keydbNowMs - write.deadlineKeydbMs,
+    });
+  } else if (outcome === 'applied' && givenUp) {
+    log.warn('KeyDB applied a write just after this attempt gave up on it', what);
+  }
+}
+
+/**
+ * Sends the write and waits for KeyDB's answer as long as any KeyDB command (KEYDB_COMMAND_TIMEOUT_MS),
+ * then fails as one does; an answer that comes later is still counted and logged.
+ */
+async function writeKeydb(writer: Redis, metrics: AppMetrics, write: FencedWrite, attempt: number) {
+  const sent = writeFenced(writer, write);
+  try {
+    return await withinCommandTimeout(sent);
+  } catch (error) {
+    sent.then(
+      (late) => reportRefusal(metrics, late, write, attempt, true),
+      () => undefined,
+    );
+    throw error;
+  }
 }
 
 /** Heartbeats until stopped, so a dead worker's attempt times out in seconds, not at startToClose. */
@@ -190,37 +257,34 @@ function startHeartbeat(context: Context): () => void {
   return () => clearInterval(timer);
 }
 
-/** Warms both connections (so the boundary pays for no handshake), then sleeps until the boundary. */
-async function waitForBoundary(context: Context, pool: pg.Pool, keydb: Redis, boundary: Date) {
-  await Promise.all([pool.query('SELECT 1'), keydb.ping()]);
-  const wait = boundary.getTime() - Date.now();
+/**
+ * Warms both connections (so the boundary pays for no handshake) and reads KeyDB's clock, then sleeps
+ * until the boundary, if there is one.
+ */
+async function warmUp(context: Context, pool: pg.Pool, writer: Redis, boundary: Date | null): Promise<Clock> {
+  const [, clock] = await Promise.all([pool.query('SELECT 1'), keydbClockOffset(writer)]);
+  const wait = (boundary?.getTime() ?? 0) - Date.now();
   if (wait > 0) await sleep(wait, undefined, { signal: context.cancellationSignal });
+  return clock;
 }
 
-/** A retry that found its minute published: it writes nothing and says so. */
-function skippedRetry(metrics: AppMetrics, boundary: Date, attempt: number, readMs: number) {
+/** An attempt whose minute another attempt had written: it wrote nothing and says so. */
+function skippedRetry(metrics: AppMetrics, boundary: Date, attempt: number) {
   metrics.syncRetriesSkipped.inc();
   log.warn('retry not writing: this minute was already published by an earlier attempt', {
     boundary: boundary.toISOString(),
     attempt,
   });
-  return {
-    writtenAt: null,
-    writeOffsetMs: null,
-    alreadyPublished: true,
-    boundaryRecorded: true,
-    historyRecorded: false,
-    readMs,
-  };
 }
 
 /**
  * Waits on the wall clock for the minute boundary, then reads every provider's balance from Postgres
- * (exact NUMERIC, printed as Postgres prints it) and writes all keys to KeyDB in one MULTI/EXEC.
+ * (exact NUMERIC, printed as Postgres prints it) and writes all keys to KeyDB in one fenced script.
  * Keys of providers that no longer exist are deleted in the same step, and `onMinuteWritten` is told
  * (the bridge then starts ingest again if it held it for the minute). A retried attempt waits for
- * the same boundary (it comes from the nominal time), or writes at once if that has passed, unless
- * an earlier attempt already published that minute.
+ * the same boundary (it comes from the nominal time), or writes at once if that has passed. KeyDB
+ * applies the write only if no other attempt wrote that minute, no newer minute is there and its
+ * deadline has not passed (src/keydb/fenced-write.ts).
  */
 export function createPublishBalances(
   pool: pg.Pool,
@@ -233,8 +297,9 @@ export function createPublishBalances(
     const { attempt } = context.info;
     const stopHeartbeat = startHeartbeat(context);
     try {
+      const writer = fencedWriterFor(keydb);
       const boundary = boundaryFor(new Date(input.nominalTime), input.leadMs);
-      if (boundary) await waitForBoundary(context, pool, keydb, boundary);
+      const clock = await warmUp(context, pool, writer, boundary);
       const readStart = performance.now();
       const { balances, triggersReinstalled } = await readCurrentBalances(pool);
       const readMs = Math.round((performance.now() - readStart) * 100) / 100;
@@ -246,19 +311,39 @@ export function createPublishBalances(
           [plan.newKeys],
         );
       }
-      const unwritten = { boundary: boundary?.toISOString() ?? null, triggersReinstalled, writeMs: 0 };
-      const mayBeSecond = attempt > 1 || Date.now() - (boundary?.getTime() ?? 0) > LATE_FIRST_ATTEMPT_MS;
-      if (boundary && mayBeSecond && (await minuteAlreadyPublished(pool, boundary))) {
-        onMinuteWritten(boundary);
-        const skipped = skippedRetry(metrics, boundary, attempt, readMs);
-        return { ...unwritten, ...skipped, providers: 0, unpublishable: [], keysRemoved: [] };
-      }
       assertMayWrite(context);
+      const write = fencedWrite(context, plan, input, boundary, clock);
       const writeStart = performance.now();
-      await writeKeydb(keydb, plan);
+      const fence = await writeKeydb(writer, metrics, write, attempt);
       const writtenAt = Date.now();
-      if (boundary) onMinuteWritten(boundary);
       const writeMs = performance.now() - writeStart;
+      if (fence.outcome === 'past_deadline') {
+        reportRefusal(metrics, fence, write, attempt, false);
+        throw attemptStopped(
+          `publishBalances attempt ${attempt}: KeyDB refused its write, past its deadline`,
+        );
+      }
+      if (boundary) onMinuteWritten(boundary);
+      if (fence.outcome !== 'applied') {
+        const unwritten = {
+          boundary: boundary?.toISOString() ?? null,
+          writtenAt: null,
+          writeOffsetMs: null,
+          alreadyPublished: fence.outcome === 'already',
+          newerMinuteInKeydb: fence.outcome === 'stale' ? iso(fence.fenceMinuteMs) : null,
+          boundaryRecorded: boundary !== null && (await minuteRecorded(pool, boundary)),
+          historyRecorded: false,
+          providers: 0,
+          unpublishable: [],
+          keysRemoved: [],
+          readMs,
+          writeMs: 0,
+          triggersReinstalled,
+        };
+        if (boundary && fence.outcome === 'already') skippedRetry(metrics, boundary, attempt);
+        else reportRefusal(metrics, fence, write, attempt, false);
+        return unwritten;
+      }
       const writeOffsetMs = boundary ? writtenAt - boundary.getTime() : null;
       const { workflowId, runId } = context.info.workflowExecution ?? {};
       const recorded = await recordWrite(pool, metrics, {
@@ -278,10 +363,12 @@ export function createPublishBalances(
       }
       report(metrics, boundary, writeOffsetMs, plan.unpublishable, attempt);
       return {
-        ...unwritten,
+        boundary: boundary?.toISOString() ?? null,
+        triggersReinstalled,
         writtenAt: new Date(writtenAt).toISOString(),
         writeOffsetMs,
         alreadyPublished: false,
+        newerMinuteInKeydb: null,
         boundaryRecorded: boundary !== null && recorded,
         historyRecorded: recorded,
         providers: plan.writable.length,
@@ -312,7 +399,7 @@ function report(
   if (writeOffsetMs === null) return;
   metrics.syncWriteOffsetSeconds.observe(writeOffsetMs / 1000);
   if (Math.abs(writeOffsetMs) > SLOW_WRITE_WARN_MS) {
-    // A retry that finds no record of its minute still writes it: late beats never.
+    // A retry whose minute no attempt wrote still writes it: late beats never.
     log.warn('balances written late', { boundary: boundary?.toISOString(), writeOffsetMs, attempt });
   }
 }

@@ -11,7 +11,13 @@ const refusing = (name: string) => {
   const refuse = () => Promise.reject(new Error(`${name} pool`));
   return { query: refuse, connect: refuse } as unknown as pg.Pool;
 };
-const keydb = { ping: () => Promise.resolve('PONG') } as unknown as Redis;
+/** A KeyDB that answers; publishBalances opens its writes' connection from it (duplicate). */
+const writer = { on: () => writer, defineCommand: () => undefined, time: () => Promise.resolve(['0', '0']) };
+const keydb = {
+  ping: () => Promise.resolve('PONG'),
+  duplicate: () => writer,
+  once: () => undefined,
+} as unknown as Redis;
 const env = new MockActivityEnvironment(
   { startToCloseTimeoutMs: 0, scheduleToCloseTimeoutMs: 0 },
   { logger: activityLogger() },

@@ -9,6 +9,7 @@ import {
   type PublishBalancesInput,
   type PublishBalancesResult,
 } from '../../src/activities/publish-balances.js';
+import { FENCE_KEY, fencedWriterFor, writeFenced } from '../../src/keydb/fenced-write.js';
 import { createMetrics, type AppMetrics } from '../../src/metrics.js';
 import { migrate } from '../../src/postgres/schema.js';
 import { activityLogger, type LogLine } from '../support/activity-logger.js';
@@ -91,8 +92,9 @@ const recordedMinute = async () =>
 const gauge = async (metric: { get(): Promise<{ values: { value: number }[] }> }) =>
   (await metric.get()).values[0]?.value ?? 0;
 const now = () => ({ nominalTime: new Date().toISOString(), leadMs: null });
+/** Every balance key and its value (the fence, not a balance, aside). */
 const all = async () => {
-  const keys = (await keydb.keys('*')).sort();
+  const keys = (await keydb.keys('*')).filter((key) => key !== FENCE_KEY).sort();
   return Object.fromEntries(await Promise.all(keys.map(async (k) => [k, await keydb.get(k)])));
 };
 const published = async () =>
@@ -119,6 +121,7 @@ describe('publishBalances', () => {
       writeMs: expect.any(Number),
       triggersReinstalled: false,
       alreadyPublished: false,
+      newerMinuteInKeydb: null,
       boundaryRecorded: false,
       historyRecorded: true,
     });
@@ -206,8 +209,8 @@ describe('publishBalances', () => {
     vi.useFakeTimers({ toFake: ['Date'], now: boundary + 500 });
     expect((await publish(input)).writeOffsetMs).toBe(500);
     expect(warnings).toEqual([]);
-    // As if that write had not happened: a late attempt skips a minute already published.
-    await db.query('DELETE FROM balance_sync_sync_state');
+    // As if that write had not happened: KeyDB writes a minute once.
+    await keydb.flushdb();
     vi.setSystemTime(boundary + 50_000);
     expect((await publish(input)).writeOffsetMs).toBe(50_000);
     expect(warnings).toEqual([
@@ -218,49 +221,32 @@ describe('publishBalances', () => {
     ]);
   });
 
-  it('fails visibly when KeyDB refuses the write or discards the transaction', async () => {
-    const failing = (exec: () => Promise<unknown>) =>
-      ({
-        ping: () => Promise.resolve('PONG'),
-        multi: () => {
-          const transaction = { mset: () => transaction, del: () => transaction, exec };
-          return transaction;
-        },
-      }) as unknown as Redis;
-    const readonly = new Error('READONLY You can not write against a read only replica');
-    await expect(
-      publish(
-        now(),
-        failing(() =>
-          Promise.resolve([
-            [null, 'OK'],
-            [readonly, null],
-          ]),
-        ),
-      ),
-    ).rejects.toBe(readonly);
-    await expect(
-      publish(
-        now(),
-        failing(() => Promise.resolve(null)),
-      ),
-    ).rejects.toThrow('KeyDB discarded the MULTI transaction');
+  it('fails visibly when KeyDB refuses the write (out of memory), and writes nothing', async () => {
+    await keydb.config('SET', 'maxmemory-policy', 'noeviction');
+    await keydb.config('SET', 'maxmemory', '1');
+    try {
+      await expect(publish(now())).rejects.toThrow(/^OOM command not allowed/);
+    } finally {
+      await keydb.config('SET', 'maxmemory', '0');
+    }
+    expect(await all()).toEqual({});
   });
 });
 
 describe('publishBalances writes a minute once', () => {
-  it('records its minute after the write, and a retry that finds it writes nothing and says so', async () => {
+  it('records its minute after the write, and a retry finds it in KeyDB, writes nothing and says so', async () => {
     vi.useFakeTimers({ toFake: ['Date'], now: BOUNDARY + 100 });
     const first = await publishIn(attemptWith(), scheduled);
     expect(first).toMatchObject({ alreadyPublished: false, boundaryRecorded: true, writeOffsetMs: 100 });
     expect(await recordedMinute()).toEqual(['2030-01-01T10:01:00.000Z']);
-    await keydb.flushdb();
+    await db.query('INSERT INTO historical_transactions (provider_id, transaction_value) VALUES (1, 5)');
     const retry = await publishIn(attemptWith({ attempt: 2 }), scheduled);
     expect(retry).toEqual({
       boundary: '2030-01-01T10:01:00.000Z',
       writtenAt: null,
       writeOffsetMs: null,
       alreadyPublished: true,
+      newerMinuteInKeydb: null,
       boundaryRecorded: true,
       historyRecorded: false,
       providers: 0,
@@ -270,7 +256,8 @@ describe('publishBalances writes a minute once', () => {
       writeMs: 0,
       triggersReinstalled: false,
     });
-    expect(await all()).toEqual({});
+    // The first attempt's values stay: the minute is not rewritten with balances read later.
+    expect(await all()).toEqual({ '1_Visa': '1300', '2_Mastercard': '1800' });
     expect(await gauge(metrics.syncRetriesSkipped)).toBe(1);
     expect(warnings).toEqual([
       [
@@ -280,7 +267,7 @@ describe('publishBalances writes a minute once', () => {
     ]);
   });
 
-  it('lets a retry write a minute that no attempt recorded', async () => {
+  it('lets a retry write a minute that no attempt wrote', async () => {
     vi.useFakeTimers({ toFake: ['Date'], now: BOUNDARY + 100 });
     const retry = await publishIn(attemptWith({ attempt: 2 }), scheduled);
     expect(retry).toMatchObject({ alreadyPublished: false, boundaryRecorded: true, providers: 2 });
@@ -288,26 +275,22 @@ describe('publishBalances writes a minute once', () => {
     expect(await gauge(metrics.syncRetriesSkipped)).toBe(0);
   });
 
-  it('makes a first attempt writing over 500 ms late check too: a retry may have written meanwhile', async () => {
-    await db.query('INSERT INTO balance_sync_sync_state (last_published_boundary) VALUES ($1)', [
-      new Date(BOUNDARY),
-    ]);
-    vi.useFakeTimers({ toFake: ['Date'], now: BOUNDARY + 500 });
-    expect(await publishIn(attemptWith(), scheduled)).toMatchObject({ alreadyPublished: false });
-    await keydb.flushdb();
-    vi.setSystemTime(BOUNDARY + 501);
+  it('makes a stalled first attempt that resumes after its retry wrote write nothing, however early', async () => {
+    vi.useFakeTimers({ toFake: ['Date'], now: BOUNDARY + 2_000 });
+    await publishIn(attemptWith({ attempt: 2 }), scheduled);
+    await db.query('INSERT INTO historical_transactions (provider_id, transaction_value) VALUES (1, 5)');
+    vi.setSystemTime(BOUNDARY + 1);
     expect(await publishIn(attemptWith(), scheduled)).toMatchObject({ alreadyPublished: true });
-    expect(await all()).toEqual({});
+    expect(await all()).toEqual({ '1_Visa': '1300', '2_Mastercard': '1800' });
   });
 
-  it('never moves the record back: a retry of an older minute writes nothing, a first attempt leaves it', async () => {
-    const NEXT = new Date(BOUNDARY + 60_000);
-    await db.query('INSERT INTO balance_sync_sync_state (last_published_boundary) VALUES ($1)', [NEXT]);
+  it('lets the same attempt write its minute again (a write sent twice is the same write)', async () => {
     vi.useFakeTimers({ toFake: ['Date'], now: BOUNDARY + 100 });
-    expect(await publishIn(attemptWith({ attempt: 3 }), scheduled)).toMatchObject({ alreadyPublished: true });
-    expect(await all()).toEqual({});
-    expect(await publishIn(attemptWith(), scheduled)).toMatchObject({ alreadyPublished: false });
-    expect(await recordedMinute()).toEqual([NEXT.toISOString()]);
+    const attempt = attemptWith({ attempt: 3 });
+    await publishIn(attempt, scheduled);
+    await db.query('INSERT INTO historical_transactions (provider_id, transaction_value) VALUES (1, 5)');
+    expect(await publishIn(attempt, scheduled)).toMatchObject({ alreadyPublished: false, providers: 2 });
+    expect(await all()).toEqual({ '1_Visa': '1305', '2_Mastercard': '1800' });
   });
 
   it('lets an on-demand run (no minute) write whatever the record says, and leaves the record', async () => {
@@ -344,7 +327,7 @@ describe('publishBalances writes a minute once', () => {
     expect(await all()).toEqual({ '1_Visa': '1300', '2_Mastercard': '1800' });
     expect(warnings).toEqual([
       [
-        'balances written, but the minute could not be recorded: a retry would write it again',
+        'balances written, but the minute could not be recorded: the history has a gap',
         expect.objectContaining({ boundary: '2030-01-01T10:01:00.000Z', error: 'connection terminated' }),
       ],
     ]);
@@ -428,20 +411,153 @@ describe('publishBalances while it waits', () => {
       calls.push(`postgres ${text.trim().split('\n')[0]}`);
       return run();
     });
-    const client = new Proxy(keydb, {
-      get(target, key, receiver) {
-        if (key !== 'ping') return Reflect.get(target, key, receiver) as unknown;
-        return () => {
-          calls.push('keydb ping');
-          return target.ping();
-        };
-      },
-    });
-    await attemptWith().run(createPublishBalances(recording, client, metrics), scheduled);
-    expect(calls.slice(0, 2).sort()).toEqual(['keydb ping', 'postgres SELECT 1']);
-    expect(calls.length).toBeGreaterThan(2);
-    // An on-time first attempt goes straight from the read to the write: no check of earlier attempts.
+    // The writes' own connection, each command it sends recorded.
+    const client = keydb.duplicate();
+    const writer = fencedWriterFor(client);
+    await writer.ping(); // connected: its hand-shake commands are not the attempt's
+    const sendCommand = writer.sendCommand.bind(writer);
+    writer.sendCommand = (command, stream) => {
+      calls.push(`keydb ${command.name}`);
+      return sendCommand(command, stream);
+    };
+    try {
+      await attemptWith().run(createPublishBalances(recording, client, metrics), scheduled);
+    } finally {
+      client.disconnect();
+    }
+    expect(calls.slice(0, 2).sort()).toEqual(['keydb time', 'postgres SELECT 1']);
+    // Straight from the read to the one fenced write: no check of earlier attempts in Postgres.
+    expect(calls.filter((call) => call.startsWith('keydb'))).toEqual(['keydb time', 'keydb evalsha']);
     expect(calls.filter((call) => call.includes('FROM balance_sync_sync_state'))).toEqual([]);
+  });
+});
+
+describe('the KeyDB fence', () => {
+  const NEXT = BOUNDARY + 60_000;
+  const scheduledNext = { nominalTime: new Date(NEXT - 5_000).toISOString(), leadMs: 5_000 };
+  const fenceMinute = async () => Number(await keydb.hget(FENCE_KEY, 'minute'));
+  const refused = async (reason: 'stale' | 'past_deadline') =>
+    (await metrics.keydbWritesRefused.get()).values.find((v) => v.labels.reason === reason)?.value;
+  const keydbNowMs = async () => {
+    const [seconds, micros] = await keydb.time();
+    return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+  };
+
+  it('writes a newer minute and moves the fence to it', async () => {
+    vi.useFakeTimers({ toFake: ['Date'], now: BOUNDARY + 100 });
+    await publishIn(attemptWith(), scheduled);
+    expect(await fenceMinute()).toBe(BOUNDARY);
+    await db.query('INSERT INTO historical_transactions (provider_id, transaction_value) VALUES (1, 5)');
+    vi.setSystemTime(NEXT + 100);
+    expect(await publishIn(attemptWith(), scheduledNext)).toMatchObject({ newerMinuteInKeydb: null });
+    expect(await fenceMinute()).toBe(NEXT);
+    expect(await all()).toEqual({ '1_Visa': '1305', '2_Mastercard': '1800' });
+    expect(await refused('stale')).toBe(0);
+  });
+
+  it('refuses a minute older than the one KeyDB holds, from any attempt, counts it and names both minutes', async () => {
+    vi.useFakeTimers({ toFake: ['Date'], now: NEXT + 100 });
+    await publishIn(attemptWith(), scheduledNext);
+    await db.query('INSERT INTO historical_transactions (provider_id, transaction_value) VALUES (1, 5)');
+    vi.setSystemTime(BOUNDARY + 100);
+    for (const attempt of [1, 3]) {
+      expect(await publishIn(attemptWith({ attempt }), scheduled)).toMatchObject({
+        boundary: new Date(BOUNDARY).toISOString(),
+        writtenAt: null,
+        alreadyPublished: false,
+        newerMinuteInKeydb: new Date(NEXT).toISOString(),
+        boundaryRecorded: true,
+        historyRecorded: false,
+      });
+    }
+    expect(await all()).toEqual({ '1_Visa': '1300', '2_Mastercard': '1800' });
+    expect(await fenceMinute()).toBe(NEXT);
+    expect(await recordedMinute()).toEqual([new Date(NEXT).toISOString()]);
+    expect(await refused('stale')).toBe(2);
+    expect(warnings[0]).toEqual([
+      'KeyDB refused a stale write: a newer minute is already there; not applied',
+      expect.objectContaining({
+        minute: new Date(BOUNDARY).toISOString(),
+        newerMinute: new Date(NEXT).toISOString(),
+        attempt: 1,
+        givenUp: false,
+      }),
+    ]);
+  });
+
+  it('refuses an on-demand write asked for before the minute KeyDB holds, and writes one asked for after', async () => {
+    vi.useFakeTimers({ toFake: ['Date'], now: BOUNDARY + 100 });
+    await publishIn(attemptWith(), scheduled);
+    await db.query('INSERT INTO historical_transactions (provider_id, transaction_value) VALUES (1, 5)');
+    const askedBefore = { nominalTime: new Date(BOUNDARY - 1).toISOString(), leadMs: null };
+    expect(await publishIn(attemptWith(), askedBefore)).toMatchObject({
+      newerMinuteInKeydb: new Date(BOUNDARY).toISOString(),
+    });
+    expect(await all()).toEqual({ '1_Visa': '1300', '2_Mastercard': '1800' });
+    const askedAfter = { nominalTime: new Date(BOUNDARY + 50).toISOString(), leadMs: null };
+    expect(await publishIn(attemptWith(), askedAfter)).toMatchObject({ newerMinuteInKeydb: null });
+    expect(await all()).toEqual({ '1_Visa': '1305', '2_Mastercard': '1800' });
+    // An on-demand write has no minute: the fence still holds the scheduled one.
+    expect(await fenceMinute()).toBe(BOUNDARY);
+  });
+
+  it("refuses a write that reaches KeyDB after its deadline by KeyDB's own clock, and says how late", async () => {
+    const writer = fencedWriterFor(keydb);
+    const write = {
+      minuteMs: BOUNDARY,
+      notBeforeMs: BOUNDARY,
+      writer: 'run/test/1',
+      set: [{ key: '1_Visa', value: 'late' }],
+      del: [],
+    };
+    const keydbNow = await keydbNowMs();
+    expect(await writeFenced(writer, { ...write, deadlineKeydbMs: keydbNow - 1 })).toMatchObject({
+      outcome: 'past_deadline',
+    });
+    expect(await all()).toEqual({});
+    expect(await keydb.exists(FENCE_KEY)).toBe(0);
+    expect(await writeFenced(writer, { ...write, deadlineKeydbMs: keydbNow + 5_000 })).toMatchObject({
+      outcome: 'applied',
+    });
+    expect(await all()).toEqual({ '1_Visa': 'late' });
+  });
+
+  it('never applies a write held past its deadline (KeyDB stopped), and counts it when KeyDB answers', async () => {
+    const pid = Number(/process_id:(\d+)/.exec(await keydb.info('server'))![1]);
+    // KeyDB stops between the read and the write: the write waits in its socket.
+    const stopping = queriesThrough(async (text, run) => {
+      const result = await run();
+      if (text.includes('balance_sync_provider_sums')) process.kill(pid, 'SIGSTOP');
+      return result;
+    });
+    const started = Date.now();
+    const attempt = publishIn(attemptWith(), now(), stopping);
+    try {
+      await expect(attempt).rejects.toThrow('Command timed out');
+      expect(Date.now() - started).toBeLessThan(3_000);
+      // The fault lasts a little longer: KeyDB resumes half a second past the write's deadline.
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    await waitFor('the late answer counted', async () =>
+      (await refused('past_deadline')) === 1 ? true : undefined,
+    );
+    expect(await all()).toEqual({});
+    const refusals = warnings.filter(([message]) => message.startsWith('KeyDB'));
+    expect(refusals).toEqual([
+      [
+        'KeyDB refused a write that reached it after its deadline; not applied',
+        expect.objectContaining({ minute: 'none (on demand)', attempt: 1, givenUp: true }),
+      ],
+    ]);
+    expect((refusals[0]![1] as { lateMs: number }).lateMs).toBeGreaterThan(0);
+  });
+
+  it("writes on time with the worker's clock 10 s behind KeyDB's: the deadline is on KeyDB's clock", async () => {
+    vi.useFakeTimers({ toFake: ['Date'], now: (await keydbNowMs()) - 10_000 });
+    expect(await publish(now())).toMatchObject({ newerMinuteInKeydb: null, providers: 2 });
+    expect(await all()).toEqual({ '1_Visa': '1300', '2_Mastercard': '1800' });
   });
 });
 
