@@ -1,6 +1,6 @@
 import type { Client } from '@temporalio/client';
 import amqplib from 'amqplib';
-import type pg from 'pg';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Config } from '../../src/config.js';
 import { spawnApp, waitUntilReady, type AppProcess } from '../support/app-process.js';
@@ -15,6 +15,8 @@ import {
   testConfig,
   waitFor,
 } from '../support/harness.js';
+import { startTcpProxy } from '../support/tcp-proxy.js';
+import { startThrowawayPostgres } from '../support/throwaway-services.js';
 
 /** The real entrypoint as a process: observability, readiness, graceful shutdown, secrets. */
 describe('the balance-sync process', () => {
@@ -190,6 +192,86 @@ describe('the balance-sync process', () => {
     );
     expect((await written()).n).toBe(before + stuck);
   });
+
+  it('fails the inserts stuck on a Postgres that hangs mid-query with its sockets open (query_timeout), then records every message once, without a restart', async () => {
+    // A Postgres of its own behind a proxy: the proxy keeps the ingest pool's sockets open and passes
+    // nothing on them, for good (a server hung, or a half-open connection after a partition).
+    const postgres = await startThrowawayPostgres();
+    const proxy = await startTcpProxy(postgres.port);
+    const direct = new pg.Pool({ connectionString: postgres.url, max: 2 });
+    direct.on('error', () => undefined);
+    const proxied = new URL(postgres.url);
+    proxied.port = String(proxy.port);
+    const hungConfig = testConfig({ DATABASE_URL: proxied.toString() });
+    let hung: AppProcess | undefined;
+    const recorded = async () =>
+      (
+        await rows(
+          direct,
+          `SELECT count(*)::int AS n, count(DISTINCT transaction_value)::int AS distinct_values
+           FROM historical_transactions WHERE transaction_value BETWEEN 81 AND 82`,
+        )
+      )[0] as { n: number; distinct_values: number };
+    try {
+      await resetDatabase(direct);
+      hung = await spawnApp(hungConfig);
+      await waitUntilReady(hung);
+      const messages = 12;
+      // Each insert waits on a lock, so the pool's 10 connections are each in the middle of a query.
+      const locker = await direct.connect();
+      await locker.query('BEGIN; LOCK TABLE historical_transactions IN ACCESS EXCLUSIVE MODE');
+      try {
+        const queue = await publisher(hungConfig.INCOMING_QUEUE);
+        await queue.publishMany(
+          Array.from(
+            { length: messages },
+            (_, i) =>
+              [`{"id": 1, "value": 81.${String(i).padStart(2, '0')}}`, { messageId: `hung-${i}` }] as const,
+          ),
+        );
+        await queue.close();
+        await waitFor('every ingest connection in the middle of an insert', async () => {
+          const waiting = await rows(
+            direct,
+            `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = 'balance-sync ingest'`,
+          );
+          return waiting.length === 10 ? true : undefined;
+        });
+        expect(proxy.freeze((hello) => hello.includes('balance-sync ingest'))).toBe(10);
+      } finally {
+        await locker.query('ROLLBACK');
+        locker.release();
+      }
+      const frozenAt = Date.now();
+      const notReady = await waitFor('/readyz 503', async () => {
+        const response = await hung!.get('/readyz');
+        return response.status === 503 ? JSON.parse(response.body) : undefined;
+      });
+      expect(notReady.checks.postgres).toBe(false);
+      // Each stuck insert fails at the pool's query_timeout (its statement_timeout + 5 s: 35 s), which
+      // hands its connection back; nothing else ends a query whose reply never comes.
+      await waitFor(
+        'ready again, every message recorded and no run open',
+        async () => {
+          if ((await hung!.get('/readyz')).status !== 200 || (await recorded()).n < messages)
+            return undefined;
+          const { count } = await temporal.workflow.count(
+            `WorkflowType = 'IngestTransaction' AND ExecutionStatus = 'Running' AND TaskQueue = '${hungConfig.TEMPORAL_TASK_QUEUE}'`,
+          );
+          return count === 0 ? true : undefined;
+        },
+        90_000,
+      );
+      expect(Date.now() - frozenAt).toBeGreaterThan(20_000);
+      expect(await recorded()).toEqual({ n: messages, distinct_values: messages });
+    } finally {
+      await hung?.kill('SIGKILL');
+      await deleteQueues(hungConfig.INCOMING_QUEUE, hungConfig.DEAD_LETTER_QUEUE);
+      await direct.end();
+      await proxy.close();
+      await postgres.stop();
+    }
+  }, 180_000);
 
   it('reports not ready, but alive, while RabbitMQ is unreachable', async () => {
     const broken = await spawnApp(testConfig({ RABBITMQ_URL: 'amqp://user:password@127.0.0.1:1' }));
