@@ -1,12 +1,16 @@
-// npm run bench:ingest -- [--messages 1500] [--phases servers,ceiling,micro,slots,baseline,drain,knobs,two,fixed,throttle,variants]
+// npm run bench:ingest -- [--messages 1500] [--servers memory,file,file-wal,postgres] [--phases servers,ceiling,micro,slots,baseline,drain,knobs,two,fixed,throttle,variants]
 //
-// Ingest throughput and latency of the service against its own Temporal dev servers, all figures in one
-// run so they can be read as ratios. The default phase, `servers`, drains a backlog on an in-memory dev
-// server, on a file-backed one started as compose did before (no pragmas) and as it does now (WAL,
-// synchronous=NORMAL), each beside the empty-workflow ceilings (plain and eager start) measured on that
-// server just before and after the drain. The other phases: the ceiling at several concurrencies, a
-// no-Temporal baseline consumer, local vs normal activity, worker slots, knobs, two processes, the
-// throttle off and on, memory variants, and publish-to-row latency at fixed rates.
+// Ingest throughput and latency of the service against its own Temporal servers, all figures in one
+// run so they can be read as ratios. The default phase, `servers`, drains a backlog on a fresh server
+// of each kind: an in-memory dev server, a file-backed one started as compose did before (no pragmas)
+// and as it does now (WAL, synchronous=NORMAL), and (`postgres`) Temporal 1.29.1 with PostgreSQL
+// persistence and SQL visibility started by scripts/temporal-cluster.sh on databases of its own. Each
+// drain sits beside the ceilings measured on that server just before and after it: an empty workflow
+// (plain and eager start) and one running a single no-op local activity (eager start; the least one
+// IngestTransaction per message can cost), with CPU per message split by process (app, Temporal, its
+// Postgres backends, the app's Postgres backends, RabbitMQ). The other phases: the ceiling at several
+// concurrencies, a no-Temporal baseline consumer, local vs normal activity, worker slots, knobs, two
+// processes, the throttle off and on, memory variants, and publish-to-row latency at fixed rates.
 // `--cpuProfDir DIR` runs the app with `node --cpu-prof` (bench/profile-summary.ts reads the profiles).
 // Progress on stderr, tables on stdout.
 import { Client } from '@temporalio/client';
@@ -47,7 +51,9 @@ import {
   REDIS_BASE_URL,
   SQLITE_PRAGMAS,
   startDevServer,
+  startTemporalCluster,
   type DevServer,
+  type TemporalServer,
   waitForServices,
 } from './lib/services.js';
 import {
@@ -72,8 +78,13 @@ const opts = options({
   microSeconds: 10,
   fixedSeconds: 30,
   phases: 'servers',
-  /** The servers phase: which dev servers, in this order; `kind+pragma=value` adds SQLite pragmas. */
+  /**
+   * The servers phase: which Temporal servers, in this order (memory, file, file-wal, postgres);
+   * `kind+pragma=value` adds SQLite pragmas to a file-backed one.
+   */
   servers: 'memory,file,file-wal',
+  /** `postgres`: numHistoryShards of its fresh databases (scripts/temporal-cluster.sh's default is 4). */
+  clusterShards: 4,
   /** Seconds of the throttle's count in a closed loop after each servers-phase drain; 0: skip. */
   countSeconds: 3,
   cpuProfDir: '',
@@ -207,31 +218,47 @@ const countRows: CountCostRow[] = [];
 
 // ---- one fresh dev server per kind: the drain on the stack users run ---------------------------------
 
-const SERVER_KINDS: Record<string, { label: string; file: boolean; pragmas?: string[] }> = {
+interface ServerKind {
+  label: string;
+  file: boolean;
+  pragmas?: string[];
+  /** Temporal 1.29.1 on PostgreSQL (scripts/temporal-cluster.sh), not a dev server. */
+  cluster?: boolean;
+}
+
+const SERVER_KINDS: Record<string, ServerKind> = {
   memory: { label: 'in-memory', file: false },
   file: { label: 'file, no pragmas (compose before)', file: true, pragmas: [] },
   'file-wal': { label: 'file, WAL + synchronous=NORMAL (compose now)', file: true },
+  postgres: { label: 'PostgreSQL-backed 1.29.1', file: false, cluster: true },
 };
 
 /** The throttle's count, back to back, on a server holding the drain's history: its CPU per count. */
-async function countCost(server: DevServer, worker: BenchWorker, serverLabel: string, drainRate: number) {
+async function countCost(
+  server: TemporalServer,
+  worker: BenchWorker,
+  serverLabel: string,
+  drainRate: number,
+) {
   if (opts.countSeconds <= 0) return;
   const meter = cpuMeter(context, server, () => []);
   const client = new Client({ connection: worker.connection });
   const { counts, latency } = await countLoop(client, NAME, opts.countSeconds * 1000);
   const cpu = await meter.stop();
   const perCount = ((cpu.processes.temporal ?? 0) / counts) * 1000;
+  const postgresPerCount = ((cpu.processes.postgresTemporal ?? 0) / counts) * 1000;
   countRows.push({
     server: serverLabel,
     counts,
     latencyP50Ms: latency.p50,
     serverCpuMsPerCount: perCount,
-    serverCpuMsPerMessage: (perCount * 2) / drainRate,
+    postgresCpuMsPerCount: server.databases ? postgresPerCount : null,
+    serverCpuMsPerMessage: ((perCount + postgresPerCount) * 2) / drainRate,
   });
 }
 
 /** `file-wal+wal_autocheckpoint=10000`: a server kind with more SQLite pragmas after its own. */
-function serverSpec(kind: string): { label: string; file: boolean; pragmas?: string[] } {
+function serverSpec(kind: string): ServerKind {
   const [base = '', ...extra] = kind.split('+');
   const spec = SERVER_KINDS[base];
   if (!spec) throw new Error(`--servers: unknown server ${base} (${Object.keys(SERVER_KINDS).join(', ')})`);
@@ -244,32 +271,41 @@ function serverSpec(kind: string): { label: string; file: boolean; pragmas?: str
   };
 }
 
+let clusterRuns = 0;
+
 async function onFreshServer(kind: string) {
   const spec = serverSpec(kind);
   const dir = spec.file ? await mkdtemp(join(tmpdir(), 'bench-temporal-')) : undefined;
-  const server = await startDevServer(
-    dir ? { dbFile: join(dir, 'temporal.db'), ...(spec.pragmas ? { sqlitePragmas: spec.pragmas } : {}) } : {},
-  );
+  const server: TemporalServer = spec.cluster
+    ? await startTemporalCluster(`ingest_${process.pid}_${clusterRuns++}`, opts.clusterShards)
+    : await startDevServer(
+        dir
+          ? { dbFile: join(dir, 'temporal.db'), ...(spec.pragmas ? { sqlitePragmas: spec.pragmas } : {}) }
+          : {},
+      );
   try {
     const worker = await startBenchWorker(server.address, 'bench-load', pool);
     try {
       // Warm up: workflow contexts, connections, sticky queues.
-      await closedLoop(worker, {
-        workflowType: 'BenchEmpty',
-        concurrency: 10,
-        durationMs: 2000,
-        eager: true,
-        idPrefix: nextPrefix('warm'),
-      });
+      for (const workflowType of ['BenchEmpty', 'BenchLocalNoop']) {
+        await closedLoop(worker, {
+          workflowType,
+          concurrency: 10,
+          durationMs: 2000,
+          eager: true,
+          idPrefix: nextPrefix('warm'),
+        });
+      }
+      const serverLabel = spec.cluster ? `${spec.label}, ${opts.clusterShards} shards` : spec.label;
       const row = await drain(context, {
         server,
         benchWorker: worker,
-        serverLabel: spec.label,
+        serverLabel,
         label: 'default (npm start)',
         messages: opts.messages,
       });
       drains.push(row);
-      await countCost(server, worker, spec.label, row.rate);
+      await countCost(server, worker, serverLabel, row.rate);
     } finally {
       await worker.stop();
     }

@@ -1,4 +1,4 @@
-// Activities for the bench-only workflows: the service's recordTransaction and a batched variant.
+// Activities for the bench-only workflows: the service's recordTransaction, a batched variant, a no-op.
 import type pg from 'pg';
 import { createRecordTransaction } from '../../src/activities/record-transaction.js';
 import type { AppMetrics } from '../../src/metrics.js';
@@ -26,6 +26,8 @@ const INSERT_BATCH_ONCE = `
 export function createBenchActivities(pool: pg.Pool, metrics: AppMetrics) {
   return {
     recordTransaction: createRecordTransaction(pool, metrics),
+    /** BenchLocalNoop's local activity: nothing. */
+    async noop(): Promise<void> {},
     async recordTransactions(items: BatchItem[]): Promise<number> {
       const result = await pool.query(INSERT_BATCH_ONCE, [
         items.map((item) => item.ingestKey),

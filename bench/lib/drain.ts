@@ -1,6 +1,7 @@
 // A backlog drain: publish N messages, spawn the service, time the rows into Postgres, with the
-// empty-workflow ceilings (plain and eager start) measured on the same dev server right before and
-// right after it, so the drain can be read as a ratio of what that server did at that moment.
+// ceilings measured on the same Temporal server right before and right after it (an empty workflow
+// with plain and with eager start, and one running a single no-op local activity with eager start),
+// so the drain can be read as a ratio of what that server did at that moment.
 import { Client, Connection } from '@temporalio/client';
 import amqplib from 'amqplib';
 import type pg from 'pg';
@@ -8,10 +9,11 @@ import { spawnApp, type AppProcess } from './app-process.js';
 import {
   backendPids,
   deleteQueues,
+  postgresBackgroundPids,
   publishBacklog,
   queueDepth,
   RABBITMQ_URL,
-  type DevServer,
+  type TemporalServer,
 } from './services.js';
 import { closedLoop, type BenchWorker, workflowBacklog } from './temporal-load.js';
 import { CpuMeter, pidsByComm, progress, sleep, type CpuReport } from './util.js';
@@ -34,7 +36,7 @@ export interface DrainContext {
 }
 
 export interface DrainSpec {
-  server: DevServer;
+  server: TemporalServer;
   /** Runs the adjacent ceilings; without one they are skipped. */
   benchWorker?: BenchWorker;
   serverLabel: string;
@@ -46,12 +48,23 @@ export interface DrainSpec {
   bare?: boolean;
 }
 
-/** Empty workflows/s, start + wait for the result, on the drain's server just before and after it. */
+/** CPU ms per workflow during a ceiling: the server, its Postgres backends, this process (client + worker). */
+export interface CeilingCpuMs {
+  temporal: number[];
+  postgresTemporal: number[];
+  bench: number[];
+}
+
+/** Workflows/s, start + wait for the result, on the drain's server just before and after it. */
 export interface AdjacentCeilings {
+  /** Empty workflow, plain start. */
   plain: number[];
+  /** Empty workflow, eager start. */
   eager: number[];
-  /** CPU ms per empty workflow during the eager ones: the dev server, and this process (client + worker). */
-  eagerCpuMs: { temporal: number[]; bench: number[] };
+  /** One no-op local activity (BenchLocalNoop), eager start: the design's own minimum per message. */
+  local: number[];
+  eagerCpuMs: CeilingCpuMs;
+  localCpuMs: CeilingCpuMs;
 }
 
 export interface DrainRow {
@@ -79,6 +92,7 @@ export interface DrainRow {
 export const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / (values.length || 1);
 export const eagerCeiling = (row: DrainRow) => (row.adjacent ? mean(row.adjacent.eager) : null);
 export const plainCeiling = (row: DrainRow) => (row.adjacent ? mean(row.adjacent.plain) : null);
+export const localCeiling = (row: DrainRow) => (row.adjacent ? mean(row.adjacent.local) : null);
 
 let runSeq = 0;
 export const nextPrefix = (label: string) => `${label}-${Date.now()}-${runSeq++}`;
@@ -114,40 +128,56 @@ export async function waitForRows(pool: pg.Pool, prefix: string, count: number, 
   }
 }
 
-/** CPU of the dev server, the app(s), the bench database's backends, RabbitMQ and this process. */
-export function cpuMeter(context: DrainContext, server: DevServer, apps: () => number[]): CpuMeter {
+/**
+ * CPU of the Temporal server, the app(s), Postgres (the bench database's backends; the backends of the
+ * server's persistence and visibility databases, if it has them; the local Postgres's background
+ * processes, machine-wide), RabbitMQ and this process.
+ */
+export function cpuMeter(context: DrainContext, server: TemporalServer, apps: () => number[]): CpuMeter {
   return new CpuMeter({
     temporal: () => [server.pid],
     app: apps,
     postgres: () => backendPids(context.pool, context.database),
+    postgresTemporal: () => backendPids(context.pool, server.databases ?? []),
+    postgresBackground: () => postgresBackgroundPids(context.pool),
     rabbitmq: () => pidsByComm('beam.smp'),
     bench: () => [process.pid],
   });
 }
 
-/** One plain and one eager empty-workflow ceiling, appended to `into`. */
+/** The plain and eager empty-workflow ceilings and the eager one-local-activity one, appended to `into`. */
 async function measureAdjacent(
   context: DrainContext,
-  server: DevServer,
+  server: TemporalServer,
   worker: BenchWorker,
   into: AdjacentCeilings,
 ) {
-  for (const eager of [false, true]) {
+  const kinds = [
+    { key: 'plain', workflowType: 'BenchEmpty', eager: false, cpu: undefined },
+    { key: 'eager', workflowType: 'BenchEmpty', eager: true, cpu: into.eagerCpuMs },
+    { key: 'local', workflowType: 'BenchLocalNoop', eager: true, cpu: into.localCpuMs },
+  ] as const;
+  for (const kind of kinds) {
     const meter = cpuMeter(context, server, () => []);
     const result = await closedLoop(worker, {
-      workflowType: 'BenchEmpty',
+      workflowType: kind.workflowType,
       concurrency: context.concurrency,
       durationMs: context.ceilingSeconds * 1000,
-      eager,
-      idPrefix: nextPrefix(eager ? 'adjacent-eager' : 'adjacent-plain'),
+      eager: kind.eager,
+      idPrefix: nextPrefix(`adjacent-${kind.key}`),
     });
     const cpu = await meter.stop();
-    (eager ? into.eager : into.plain).push(result.rate);
-    if (eager) {
-      into.eagerCpuMs.temporal.push(((cpu.processes.temporal ?? 0) / result.completed) * 1000);
-      into.eagerCpuMs.bench.push(((cpu.processes.bench ?? 0) / result.completed) * 1000);
+    into[kind.key].push(result.rate);
+    if (kind.cpu) {
+      const perWorkflow = (name: string) => ((cpu.processes[name] ?? 0) / (result.completed || 1)) * 1000;
+      kind.cpu.temporal.push(perWorkflow('temporal'));
+      kind.cpu.postgresTemporal.push(perWorkflow('postgresTemporal'));
+      kind.cpu.bench.push(perWorkflow('bench'));
     }
-    progress(`  adjacent ceiling, ${eager ? 'eager' : 'plain'} start: ${result.rate.toFixed(1)} wf/s`);
+    progress(
+      `  adjacent ceiling, ${kind.workflowType} ${kind.eager ? 'eager' : 'plain'} start: ${result.rate.toFixed(1)} wf/s` +
+        (result.errors > 0 ? ` (${result.errors} errors)` : ''),
+    );
   }
 }
 
@@ -155,16 +185,24 @@ async function measureAdjacent(
 export async function drain(context: DrainContext, spec: DrainSpec): Promise<DrainRow> {
   const adjacent: AdjacentCeilings | null =
     spec.benchWorker && context.ceilingSeconds > 0
-      ? { plain: [], eager: [], eagerCpuMs: { temporal: [], bench: [] } }
+      ? {
+          plain: [],
+          eager: [],
+          local: [],
+          eagerCpuMs: { temporal: [], postgresTemporal: [], bench: [] },
+          localCpuMs: { temporal: [], postgresTemporal: [], bench: [] },
+        }
       : null;
   if (adjacent) await measureAdjacent(context, spec.server, spec.benchWorker!, adjacent);
   const row = await drainOnly(context, spec);
   if (adjacent) await measureAdjacent(context, spec.server, spec.benchWorker!, adjacent);
   row.adjacent = adjacent;
   const eager = eagerCeiling(row);
+  const local = localCeiling(row);
   progress(
     `drain ${spec.label} (${spec.serverLabel}): ${row.rate.toFixed(1)} msg/s steady` +
-      (eager ? `, ÷ eager ceiling ${(row.rate / eager).toFixed(2)}` : ''),
+      (local ? `, ÷ one-local-activity ceiling ${(row.rate / local).toFixed(2)}` : '') +
+      (eager ? `, ÷ empty eager ceiling ${(row.rate / eager).toFixed(2)}` : ''),
   );
   return row;
 }
@@ -232,7 +270,7 @@ async function drainOnly(context: DrainContext, spec: DrainSpec): Promise<DrainR
 /** Every second: is RabbitMQ's queue empty yet, how deep at half the rows, Temporal's task backlog. */
 async function watchBacklog(
   context: DrainContext,
-  server: DevServer,
+  server: TemporalServer,
   queue: string,
   prefix: string,
   messages: number,

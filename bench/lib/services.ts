@@ -1,6 +1,10 @@
 // The benchmarks' own resources: a Temporal dev server, a bench database, queues, a KeyDB db index.
 import amqplib from 'amqplib';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import {
@@ -38,7 +42,18 @@ export function commandVersion(command: string, args: string[]): string {
 
 export { freePort, SQLITE_PRAGMAS };
 
-export interface DevServer extends SharedDevServer {
+/** What the drains need of a Temporal server: a dev server, or the cluster of scripts/temporal-cluster.sh. */
+export interface TemporalServer {
+  address: string;
+  /** The server's process (all of it: the cluster runs its four services in one process). */
+  pid: number;
+  logFile: string;
+  /** Databases of its persistence in the bench's Postgres, whose backends are Temporal's Postgres CPU. */
+  databases?: string[];
+  stop(): Promise<void>;
+}
+
+export interface DevServer extends SharedDevServer, TemporalServer {
   pid: number;
 }
 
@@ -54,6 +69,77 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
     `temporal dev server ${server.address} (pid ${server.process.pid}${options.dbFile ? `, ${options.dbFile}, ${pragmas}` : ''}; log ${server.logFile})`,
   );
   return { ...server, pid: server.process.pid! };
+}
+
+/**
+ * Temporal 1.29.1 with the production topology (PostgreSQL persistence, SQL visibility), started by
+ * scripts/temporal-cluster.sh on databases of the bench's own in the bench's Postgres (as the admin
+ * URL's user; created fresh, dropped by `stop`), with its config, pid and log in a temporary directory,
+ * so a developer's or CI's cluster is neither used nor stopped. Stopped too if the bench exits early.
+ */
+export async function startTemporalCluster(tag: string, shards: number): Promise<TemporalServer> {
+  const admin = new URL(ADMIN_DATABASE_URL);
+  const database = `balance_sync_bench_${tag}_temporal`;
+  const databases = [database, `${database}_visibility`];
+  for (const name of databases) await dropBenchDatabase(name);
+  const dir = await mkdtemp(join(tmpdir(), 'bench-temporal-cluster-'));
+  const script = `${REPO_ROOT}scripts/temporal-cluster.sh`;
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    TEMPORAL_CLUSTER_PG_HOST: admin.hostname,
+    TEMPORAL_CLUSTER_PG_PORT: admin.port || '5432',
+    TEMPORAL_CLUSTER_PG_USER: decodeURIComponent(admin.username),
+    TEMPORAL_CLUSTER_PG_PASSWORD: decodeURIComponent(admin.password),
+    TEMPORAL_CLUSTER_DB: databases[0],
+    TEMPORAL_CLUSTER_VISIBILITY_DB: databases[1],
+    TEMPORAL_CLUSTER_SHARDS: String(shards),
+    TEMPORAL_CLUSTER_DIR: dir,
+  };
+  delete env.TEMPORAL_CLUSTER_PORT; // free ports
+  const stopNow = () => {
+    try {
+      execFileSync('bash', [script, 'stop'], { env, stdio: 'ignore' });
+    } catch {
+      // already gone
+    }
+  };
+  process.on('exit', stopNow);
+  const started = performance.now();
+  const address = await new Promise<string>((resolve, reject) => {
+    const child = spawn('bash', [script, 'start'], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    child.once('error', reject);
+    child.once('exit', (code) =>
+      code === 0
+        ? resolve(out.trim().split('\n').pop()!)
+        : reject(new Error(`scripts/temporal-cluster.sh start exited ${code}`)),
+    );
+  }).catch(async (error: unknown) => {
+    stopNow();
+    process.off('exit', stopNow);
+    for (const name of databases) await dropBenchDatabase(name).catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+    throw error;
+  });
+  const pid = Number((await readFile(join(dir, 'server.pid'), 'utf8')).trim());
+  const logFile = join(dir, 'server.log');
+  progress(
+    `temporal cluster ${address} (pid ${pid}, ${shards} shards, databases ${databases.join(', ')}; ` +
+      `${((performance.now() - started) / 1000).toFixed(1)} s to serve; log ${logFile})`,
+  );
+  return {
+    address,
+    pid,
+    logFile,
+    databases,
+    async stop() {
+      stopNow();
+      process.off('exit', stopNow);
+      for (const name of databases) await dropBenchDatabase(name);
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 export function databaseUrl(database: string): string {
@@ -112,13 +198,53 @@ export async function dropBenchDatabase(database: string): Promise<void> {
   await admin((client) => client.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`));
 }
 
-/** pids of the Postgres backends connected to `database` right now. */
-export async function backendPids(pool: pg.Pool, database: string): Promise<number[]> {
+/** pids of the Postgres backends connected to `database` (or any of several) right now. */
+export async function backendPids(pool: pg.Pool, database: string | string[]): Promise<number[]> {
+  const names = typeof database === 'string' ? [database] : database;
+  if (names.length === 0) return [];
   const { rows } = await pool.query<{ pid: number }>(
-    'SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()',
-    [database],
+    'SELECT pid FROM pg_stat_activity WHERE datname = ANY($1) AND pid <> pg_backend_pid()',
+    [names],
   );
   return rows.map((row) => row.pid);
+}
+
+const parentPid = (pid: number): number | undefined => {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  } catch {
+    return undefined;
+  }
+};
+
+/**
+ * The local Postgres's own processes that serve no client: the postmaster and its children that are
+ * not client backends (WAL writer, checkpointer, background writer, autovacuum, …). Machine-wide:
+ * shared with every database of that Postgres, so attributable to a bench only on a quiet machine.
+ * Empty if Postgres is not on this machine.
+ */
+export async function postgresBackgroundPids(pool: pg.Pool): Promise<number[]> {
+  const { rows } = await pool.query<{ pid: number; own: boolean }>(
+    `SELECT pid, pid = pg_backend_pid() AS own FROM pg_stat_activity WHERE backend_type = 'client backend'`,
+  );
+  const own = rows.find((row) => row.own)?.pid;
+  const postmaster = own === undefined ? undefined : parentPid(own);
+  if (!postmaster || !existsPid(postmaster)) return [];
+  const clients = new Set(rows.map((row) => row.pid));
+  const children = readdirSync('/proc')
+    .filter((entry) => /^\d+$/.test(entry))
+    .map(Number)
+    .filter((pid) => !clients.has(pid) && parentPid(pid) === postmaster);
+  return [postmaster, ...children];
+}
+
+function existsPid(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, 'utf8').startsWith('postgres');
+  } catch {
+    return false;
+  }
 }
 
 export async function deleteQueues(...queues: string[]): Promise<void> {

@@ -22,6 +22,15 @@ const local = proxyLocalActivities<BenchActivities>({
 /** Does nothing: the cost of a workflow start, one workflow task and its completion. */
 export async function BenchEmpty(): Promise<void> {}
 
+/**
+ * Runs one local activity that does nothing, with IngestTransaction's options: the least one
+ * IngestTransaction per message can cost (a start, two workflow tasks, the local activity's marker,
+ * the completion), without the input, memo, insert or anything else of the app's own.
+ */
+export async function BenchLocalNoop(): Promise<void> {
+  await local.noop();
+}
+
 /** IngestTransaction with a normal (task-queue) activity instead of a local one. */
 export async function BenchNormalInsert(input: IngestTransactionInput) {
   return await normal.recordTransaction({ ingestKey: workflowInfo().workflowId, ...input });
