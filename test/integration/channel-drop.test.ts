@@ -15,6 +15,7 @@ import {
   startTestApp,
   stopTestApp,
   testConfig,
+  untilIngestSettled,
   waitFor,
   appMetric,
   appReadiness,
@@ -115,12 +116,7 @@ describe('a channel drop', () => {
         ? true
         : undefined,
     );
-    await waitFor('no IngestTransaction running', async () => {
-      const running = await app.client.workflow.count(
-        `WorkflowType = 'IngestTransaction' AND ExecutionStatus = 'Running' AND TaskQueue = '${config.TEMPORAL_TASK_QUEUE}'`,
-      );
-      return running.count === 0 ? true : undefined;
-    });
+    await untilIngestSettled(app, config.TEMPORAL_TASK_QUEUE);
     const recorded = await rows(
       db,
       'SELECT transaction_value::text AS value FROM historical_transactions WHERE transaction_value > 71 AND transaction_value < 72 ORDER BY 1',
@@ -191,15 +187,7 @@ describe('a channel drop', () => {
         )
       ).map((row) => row.value);
     await waitFor('20 rows', async () => ((await recorded()).length >= 20 ? true : undefined), 60_000);
-    await waitFor('nothing in flight', async () =>
-      (await appMetric(app, IN_FLIGHT)) === 0 ? true : undefined,
-    );
-    await waitFor('no IngestTransaction running', async () => {
-      const running = await app.client.workflow.count(
-        `WorkflowType = 'IngestTransaction' AND ExecutionStatus = 'Running' AND TaskQueue = '${taskQueue}'`,
-      );
-      return running.count === 0 ? true : undefined;
-    });
+    await untilIngestSettled(app, taskQueue);
     // Each held delivery let go before its start (the look-up returned after its channel closed),
     // then each redelivery started once: one row per message.
     expect(await recorded()).toEqual(values);

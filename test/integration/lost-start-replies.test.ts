@@ -13,6 +13,7 @@ import {
   startTestApp,
   stopTestApp,
   testConfig,
+  untilIngestSettled,
   waitFor,
 } from '../support/harness.js';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.js';
@@ -69,18 +70,7 @@ describe("Temporal's replies to starts lost past the hold", () => {
       90_000,
     );
     // Settled: nothing held, nothing running; then still exactly one row per message.
-    await waitFor('nothing in flight', async () =>
-      (await appMetric(app, 'balance_sync_bridge_deliveries_in_flight')) === 0 &&
-      (await appMetric(app, 'balance_sync_bridge_consumer_paused')) === 0
-        ? true
-        : undefined,
-    );
-    await waitFor('no IngestTransaction running', async () => {
-      const running = await app.client.workflow.count(
-        `WorkflowType = 'IngestTransaction' AND ExecutionStatus = 'Running' AND TaskQueue = '${config.TEMPORAL_TASK_QUEUE}'`,
-      );
-      return running.count === 0 ? true : undefined;
-    });
+    await untilIngestSettled(app, config.TEMPORAL_TASK_QUEUE);
     expect((await rows(db, RECORDED)).map((row) => row.value)).toEqual(VALUES);
   }, 240_000);
 });

@@ -17,6 +17,7 @@ import {
   startTestApp,
   stopTestApp,
   testConfig,
+  untilIngestSettled,
   waitFor,
   type Publisher,
 } from '../support/harness.js';
@@ -176,15 +177,7 @@ describe('RabbitMQ hung: sockets open, no frames either way', () => {
       (await recorded(72, 74)).length >= expected.length ? true : undefined,
     );
     // Settled: nothing held, nothing running; then still exactly one row per message.
-    await waitFor('nothing in flight', async () =>
-      (await appMetric(app, 'balance_sync_bridge_deliveries_in_flight')) === 0 ? true : undefined,
-    );
-    await waitFor('no IngestTransaction running', async () => {
-      const running = await app.client.workflow.count(
-        `WorkflowType = 'IngestTransaction' AND ExecutionStatus = 'Running' AND TaskQueue = '${config.TEMPORAL_TASK_QUEUE}'`,
-      );
-      return running.count === 0 ? true : undefined;
-    });
+    await untilIngestSettled(app, config.TEMPORAL_TASK_QUEUE);
     expect(await recorded(72, 74)).toEqual(expected);
   }, 90_000);
 

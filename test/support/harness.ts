@@ -234,6 +234,22 @@ export async function appMetric(app: App, sample: string): Promise<number> {
   return line ? Number(line.split(' ')[1]) : 0;
 }
 
+/**
+ * Waits until the app holds no delivery and no IngestTransaction of `taskQueue` runs, so that a row
+ * count read next is final (a run still open could add one).
+ */
+export async function untilIngestSettled(app: App, taskQueue: string): Promise<void> {
+  await waitFor('nothing in flight', async () =>
+    (await appMetric(app, 'balance_sync_bridge_deliveries_in_flight')) === 0 ? true : undefined,
+  );
+  await waitFor('no IngestTransaction running', async () => {
+    const running = await app.client.workflow.count(
+      `WorkflowType = 'IngestTransaction' AND ExecutionStatus = 'Running' AND TaskQueue = '${taskQueue}'`,
+    );
+    return running.count === 0 ? true : undefined;
+  });
+}
+
 /** An in-process app's /readyz: its status and checks. */
 export async function appReadiness(app: App): Promise<{ status: number; checks: Record<string, boolean> }> {
   const response = await fetch(`http://127.0.0.1:${app.httpPort}/readyz`);
