@@ -1,5 +1,6 @@
 import { Client } from '@temporalio/client';
 import type { NativeConnection } from '@temporalio/worker';
+import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type pg from 'pg';
 import { createActivities, type Activities } from './activities/index.js';
@@ -13,10 +14,11 @@ import { startHttpServer } from './http/server.js';
 import { IngestOutages } from './ingest-outages.js';
 import { createKeydbClient, keydbAnswers } from './keydb/client.js';
 import { createMetrics, type AppMetrics } from './metrics.js';
-import { createPool } from './postgres/pools.js';
+import { createPool, type PoolJob } from './postgres/pools.js';
 import { migrate } from './postgres/schema.js';
 import { connectToRabbitmq, countLostConnections, watchBlocked } from './rabbitmq/connection.js';
 import { createDeadLetterPublisher } from './rabbitmq/dead-letters.js';
+import { Resources } from './resources.js';
 import { waitForProducerTables } from './postgres/wait-for-tables.js';
 import { ensureSchedules, type ScheduleSettings } from './schedules/schedules.js';
 import { startSyncWatch, type SyncWatchOptions } from './schedules/sync-watch.js';
@@ -26,7 +28,10 @@ import { createWorker } from './worker.js';
 export interface App {
   httpPort: number;
   client: Client;
-  /** Graceful stop: consuming first, then in-flight starts, the worker, then every connection. */
+  /**
+   * Graceful stop: closes what start-up opened, newest first: the checks, then consuming and the
+   * in-flight starts, the workers, then every connection.
+   */
   stop(): Promise<void>;
   /** Settles when the worker stops; rejects if it fails. */
   done: Promise<void>;
@@ -50,7 +55,9 @@ const SYNC_CHECKS = ['keydb', 'postgres', 'temporal', 'worker'];
 /**
  * Starts the whole service in this process: the HTTP endpoints first, then migrations, two workers
  * (IngestTransaction on the ingest task queue; SyncBalances and ReconcileBalances on the sync one),
- * the schedules, the start-up reconciliation, and last the RabbitMQ bridge.
+ * the schedules, the start-up reconciliation, and last the RabbitMQ bridge. Each resource is
+ * registered as it opens; if a step fails, those opened are closed, newest first, and startApp
+ * rejects with the step's error.
  */
 export async function startApp(
   config: Config,
@@ -58,6 +65,74 @@ export async function startApp(
   metrics: AppMetrics = createMetrics(),
   options: AppOptions = {},
 ): Promise<App> {
+  logSettings(config, log);
+  const resources = new Resources(log);
+  try {
+    // The HTTP endpoints come first: /healthz answers from the first second, and /readyz says what
+    // start-up is waiting for (the waits below can last STARTUP_WAIT_SECONDS).
+    const startup: Startup = { waitingFor: 'postgres' };
+    const http = await startHttp(config, metrics, startup, log, resources);
+
+    const stores = await openStores(config, log, resources);
+
+    startup.waitingFor = 'temporal';
+    const temporal = await connectToTemporal(config, log);
+    resources.add('Temporal connection', () => temporal.connection.close());
+    const client = new Client(temporal);
+
+    startup.waitingFor = 'worker';
+    const rabbitmq = openRabbitmq(config, log, metrics, resources);
+    const outages = new IngestOutages(metrics);
+    // Set once the bridge and the sync watch run: until the bridge starts, a minute written has no
+    // hold of ingest to end; until the watch's first look, the schedule counts as running.
+    const later = { minuteWritten: (_minute: Date) => undefined as void, syncPaused: () => false };
+    const activities = createActivities({
+      ...stores,
+      metrics,
+      deadLetters: rabbitmq.deadLetters,
+      outages,
+      balanceHistoryDays: config.BALANCE_HISTORY_DAYS,
+      onMinuteWritten: (minute) => later.minuteWritten(minute),
+    });
+    const { workers, done } = await startWorkers(config, temporal, activities, log, resources);
+
+    startup.waitingFor = 'schedules';
+    const scheduleSettings = await startSchedules(config, client, log);
+
+    const ingest = { client, pool: stores.pool, rabbitmq, metrics, log, outages };
+    const bridge = startIngest(config, { ...ingest, syncPaused: () => later.syncPaused() }, resources);
+    later.minuteWritten = (minute) => bridge.minuteWritten(minute);
+
+    const checks = {
+      ...ingest,
+      connection: temporal.connection,
+      keydb: stores.keydb,
+      bridge,
+      workers,
+      scheduleSettings,
+    };
+    const { health, watch } = await startChecks(checks, options, resources);
+    startup.health = health;
+    later.syncPaused = watch.syncPaused;
+
+    let stopping: Promise<void> | undefined;
+    return {
+      httpPort: http.port,
+      client,
+      done,
+      stop() {
+        stopping ??= resources.closeAll().then(() => log.info('stopped'));
+        return stopping;
+      },
+    };
+  } catch (error) {
+    log.warn({ err: (error as Error).message }, 'start-up failed; closing what it opened');
+    await resources.closeAll();
+    throw error;
+  }
+}
+
+function logSettings(config: Config, log: Logger): void {
   log.info(
     {
       postgres: redactUrl(config.DATABASE_URL),
@@ -68,155 +143,24 @@ export async function startApp(
     },
     'starting balance-sync',
   );
-  // The HTTP endpoints come first: /healthz answers from the first second, and /readyz says what
-  // start-up is waiting for (the waits below can last STARTUP_WAIT_SECONDS).
-  const startup: Startup = { waitingFor: 'postgres' };
-  // GET /balances has a pool of its own, so a dispute query never waits behind the sync or ingest.
-  const historyPool = config.BALANCES_API_TOKEN
-    ? createPool(config.DATABASE_URL, 'history', (error) =>
-        log.warn({ err: error.message }, 'idle Postgres client failed'),
-      )
-    : undefined;
-  const http = await startHttp(config, metrics, startup, historyPool);
-  log.info({ port: http.port }, 'http endpoints ready');
-
-  const outages = new IngestOutages(metrics);
-  const stores = openStores(config, log);
-  const { pool, keydb } = stores;
-  await waitForProducerTables(pool, log, config.STARTUP_WAIT_SECONDS);
-  const { installedTriggers } = await migrate(pool);
-  if (installedTriggers) log.info('balance triggers installed and running sums computed');
-
-  startup.waitingFor = 'temporal';
-  const { connection, namespace } = await connectToTemporal(config, log);
-  const client = new Client({ connection, namespace });
-
-  startup.waitingFor = 'worker';
-  const rabbitmqName = `balance-sync bridge ${config.TEMPORAL_TASK_QUEUE}`;
-  const heartbeat = config.RABBITMQ_HEARTBEAT_SECONDS;
-  const rabbitmq = connectToRabbitmq(config.RABBITMQ_URL, rabbitmqName, log, heartbeat);
-  // Dead letters go out on their own connection: a resource alarm blocks it, never the consumer's acks.
-  const publishing = connectToRabbitmq(config.RABBITMQ_URL, `${rabbitmqName} publishing`, log, heartbeat);
-  countLostConnections({ consuming: rabbitmq, publishing }, metrics);
-  const rabbitmqBlocked = watchBlocked([rabbitmq, publishing], { metrics, log });
-  const deadLetters = createDeadLetterPublisher(publishing, config.DEAD_LETTER_QUEUE, { log });
-  // The bridge starts after the workers: until then a minute written has no hold of ingest to end.
-  let minuteWritten = (_minute: Date) => undefined as void;
-  // The sync watch starts last: until its first look the schedule counts as running.
-  let syncPaused = () => false;
-  const activities = createActivities({
-    ...stores,
-    metrics,
-    deadLetters,
-    outages,
-    balanceHistoryDays: config.BALANCE_HISTORY_DAYS,
-    onMinuteWritten: (minute) => minuteWritten(minute),
-  });
-  const { workers, done } = await startWorkers(config, { connection, namespace }, activities, log);
-
-  startup.waitingFor = 'schedules';
-  const scheduleSettings = await startSchedules(config, client, log);
-
-  const bridge: Bridge = startBridge(
-    {
-      incomingQueue: config.INCOMING_QUEUE,
-      deadLetterQueue: config.DEAD_LETTER_QUEUE,
-      prefetch: config.BRIDGE_PREFETCH,
-      maxMessageBytes: config.MAX_MESSAGE_BYTES,
-      taskQueue: config.TEMPORAL_TASK_QUEUE,
-      eagerStart: config.BRIDGE_EAGER_START,
-      maxInFlight: config.BRIDGE_MAX_IN_FLIGHT,
-      summaryIntervalMs: config.INGEST_SUMMARY_SECONDS * 1000,
-      holdForSyncLeadMs: config.BRIDGE_HOLD_FOR_SYNC ? config.SYNC_LEAD_SECONDS * 1000 : undefined,
-    },
-    {
-      connection: rabbitmq,
-      publishing,
-      deadLetters,
-      client,
-      providers: new ProviderDirectory(pool),
-      metrics,
-      log,
-      outages,
-      syncPaused: () => syncPaused(),
-    },
-  );
-
-  minuteWritten = (minute) => bridge.minuteWritten(minute);
-
-  const terminatedRuns = watchTerminatedRuns(
-    { taskQueue: config.TEMPORAL_TASK_QUEUE },
-    { client, pool, publisher: deadLetters, metrics, log },
-  );
-
-  const health = createHealth(metrics, log, options.health);
-  health.add('rabbitmq', () => (bridge.isConsuming() ? undefined : 'not consuming'), 'rabbitmq');
-  health.add('rabbitmqUnblocked', () => (rabbitmqBlocked() ? 'blocked by a resource alarm' : undefined));
-  health.add(
-    'deadLetterQueue',
-    () => deadLetters.refusal() ?? (bridge.deadLettersAccepted() ? undefined : 'refusing dead letters'),
-  );
-  health.add('worker', () => workers.find((w) => w.getState() !== 'RUNNING')?.getState());
-  // An outage the ingest path is retrying (a revoked grant, a read-only database, an expired API key)
-  // fails its dependency's check even while a ping still answers, and /readyz says why.
-  health.add(
-    'temporal',
-    async () => outages.reasons().temporal ?? void (await connection.healthService.check({})),
-    'temporal',
-  );
-  health.add(
-    'postgres',
-    async () => outages.reasons().postgres ?? void (await pool.query('SELECT 1')),
-    'postgres',
-  );
-  health.add('keydb', () => keydbAnswers(keydb), 'keydb');
-  await health.start();
-  startup.health = health;
-  const watch = startSyncWatch(
-    {
-      client,
-      pool,
-      settings: scheduleSettings,
-      metrics,
-      log,
-      failingChecks: () =>
-        Object.fromEntries(
-          Object.entries(health.state()?.reasons ?? {}).filter(([check]) => SYNC_CHECKS.includes(check)),
-        ),
-    },
-    options.syncWatch,
-  );
-  syncPaused = watch.syncPaused;
-
-  let stopping: Promise<void> | undefined;
-  return {
-    httpPort: http.port,
-    client,
-    done,
-    stop() {
-      stopping ??= (async () => {
-        await Promise.all([watch.stop(), health.stop()]);
-        await bridge.stop();
-        await terminatedRuns.stop();
-        for (const worker of workers) if (worker.getState() === 'RUNNING') worker.shutdown();
-        await done.catch(() => undefined);
-        await deadLetters.close().catch(() => undefined);
-        await rabbitmq.close().catch(() => undefined);
-        await publishing.close().catch(() => undefined);
-        await new Promise((resolve) => http.server.close(resolve));
-        await connection.close();
-        await stores.close();
-        await historyPool?.end();
-        log.info('stopped');
-      })();
-      return stopping;
-    },
-  };
 }
 
-async function startHttp(config: Config, metrics: AppMetrics, startup: Startup, historyPool?: pg.Pool) {
+const onIdleError = (log: Logger) => (error: Error) =>
+  log.warn({ err: error.message }, 'idle Postgres client failed');
+
+/** The HTTP endpoints, with GET /balances on a pool of its own when BALANCES_API_TOKEN is set. */
+async function startHttp(
+  config: Config,
+  metrics: AppMetrics,
+  startup: Startup,
+  log: Logger,
+  resources: Resources,
+) {
   const token = config.BALANCES_API_TOKEN;
-  return await startHttpServer(config.HTTP_PORT, {
+  // A pool of its own, so a dispute query never waits behind the sync or ingest.
+  const historyPool = token ? createPool(config.DATABASE_URL, 'history', onIdleError(log)) : undefined;
+  if (historyPool) resources.add('history pool', () => historyPool.end());
+  const http = await startHttpServer(config.HTTP_PORT, {
     host: config.HTTP_HOST,
     balances:
       token && historyPool
@@ -232,25 +176,48 @@ async function startHttp(config: Config, metrics: AppMetrics, startup: Startup, 
       throw portInUseError('HTTP_PORT', config.HTTP_PORT);
     throw error;
   });
+  resources.add('HTTP server', () => new Promise((resolve) => http.server.close(resolve)));
+  log.info({ port: http.port }, 'http endpoints ready');
+  return http;
 }
 
-/** The Postgres pools (ingest, sync, reconcile: each job its own) and the KeyDB client. */
-function openStores(config: Config, log: Logger) {
-  const onIdleError = (error: Error) => log.warn({ err: error.message }, 'idle Postgres client failed');
-  const pool = createPool(config.DATABASE_URL, 'ingest', onIdleError);
-  const syncPool = createPool(config.DATABASE_URL, 'sync', onIdleError);
-  const reconcilePool = createPool(config.DATABASE_URL, 'reconcile', onIdleError);
-  const keydb = createKeydbClient(config.KEYDB_URL, log);
-  return {
-    pool,
-    syncPool,
-    reconcilePool,
-    keydb,
-    async close() {
-      await Promise.all([pool.end(), syncPool.end(), reconcilePool.end()]);
-      keydb.disconnect();
-    },
+/**
+ * The Postgres pools (ingest, sync, reconcile: each job its own) and the KeyDB client, once the
+ * producer's tables exist and the app's own are migrated.
+ */
+async function openStores(config: Config, log: Logger, resources: Resources) {
+  const openPool = (job: PoolJob) => {
+    const pool = createPool(config.DATABASE_URL, job, onIdleError(log));
+    resources.add(`${job} pool`, () => pool.end());
+    return pool;
   };
+  const pool = openPool('ingest');
+  const syncPool = openPool('sync');
+  const reconcilePool = openPool('reconcile');
+  const keydb = createKeydbClient(config.KEYDB_URL, log);
+  resources.add('KeyDB client', () => keydb.disconnect());
+  await waitForProducerTables(pool, log, config.STARTUP_WAIT_SECONDS);
+  const { installedTriggers } = await migrate(pool);
+  if (installedTriggers) log.info('balance triggers installed and running sums computed');
+  return { pool, syncPool, reconcilePool, keydb };
+}
+
+/**
+ * Two RabbitMQ connections: the bridge consumes on one; dead letters go out on the other, so a
+ * resource alarm blocks the publishing one, never the consumer's acks.
+ */
+function openRabbitmq(config: Config, log: Logger, metrics: AppMetrics, resources: Resources) {
+  const name = `balance-sync bridge ${config.TEMPORAL_TASK_QUEUE}`;
+  const heartbeat = config.RABBITMQ_HEARTBEAT_SECONDS;
+  const consuming = connectToRabbitmq(config.RABBITMQ_URL, name, log, heartbeat);
+  resources.add('RabbitMQ consuming connection', () => consuming.close());
+  const publishing = connectToRabbitmq(config.RABBITMQ_URL, `${name} publishing`, log, heartbeat);
+  resources.add('RabbitMQ publishing connection', () => publishing.close());
+  countLostConnections({ consuming, publishing }, metrics);
+  const blocked = watchBlocked([consuming, publishing], { metrics, log });
+  const deadLetters = createDeadLetterPublisher(publishing, config.DEAD_LETTER_QUEUE, { log });
+  resources.add('dead-letter publisher', () => deadLetters.close());
+  return { consuming, publishing, blocked, deadLetters };
 }
 
 /**
@@ -262,6 +229,7 @@ async function startWorkers(
   temporal: { connection: NativeConnection; namespace: string },
   activities: Activities,
   log: Logger,
+  resources: Resources,
 ) {
   const workers = await Promise.all(
     [config.TEMPORAL_TASK_QUEUE, config.TEMPORAL_SYNC_TASK_QUEUE].map((taskQueue) =>
@@ -282,6 +250,11 @@ async function startWorkers(
   done.catch((error: unknown) =>
     log.error({ err: (error as Error).message }, 'worker stopped with an error'),
   );
+  // Shutdown lets running tasks finish for a grace period and forces them at 8 s (worker.ts).
+  resources.add('workers', async () => {
+    for (const worker of workers) if (worker.getState() === 'RUNNING') worker.shutdown();
+    await done.catch(() => undefined);
+  });
   return { workers, done };
 }
 
@@ -303,4 +276,109 @@ async function startSchedules(config: Config, client: Client, log: Logger): Prom
     workflowIdReusePolicy: 'ALLOW_DUPLICATE',
   });
   return settings;
+}
+
+interface IngestDeps {
+  client: Client;
+  pool: pg.Pool;
+  rabbitmq: ReturnType<typeof openRabbitmq>;
+  metrics: AppMetrics;
+  log: Logger;
+  outages: IngestOutages;
+}
+
+/**
+ * The terminated-runs sweep, then the bridge: registered after the sweep, the bridge is stopped
+ * first, so consuming stops before anything else on the ingest path.
+ */
+function startIngest(config: Config, deps: IngestDeps & { syncPaused: () => boolean }, resources: Resources) {
+  const { client, pool, rabbitmq, metrics, log, outages } = deps;
+  const terminatedRuns = watchTerminatedRuns(
+    { taskQueue: config.TEMPORAL_TASK_QUEUE },
+    { client, pool, publisher: rabbitmq.deadLetters, metrics, log },
+  );
+  resources.add('terminated-runs sweep', () => terminatedRuns.stop());
+  const bridge: Bridge = startBridge(
+    {
+      incomingQueue: config.INCOMING_QUEUE,
+      deadLetterQueue: config.DEAD_LETTER_QUEUE,
+      prefetch: config.BRIDGE_PREFETCH,
+      maxMessageBytes: config.MAX_MESSAGE_BYTES,
+      taskQueue: config.TEMPORAL_TASK_QUEUE,
+      eagerStart: config.BRIDGE_EAGER_START,
+      maxInFlight: config.BRIDGE_MAX_IN_FLIGHT,
+      summaryIntervalMs: config.INGEST_SUMMARY_SECONDS * 1000,
+      holdForSyncLeadMs: config.BRIDGE_HOLD_FOR_SYNC ? config.SYNC_LEAD_SECONDS * 1000 : undefined,
+    },
+    {
+      connection: rabbitmq.consuming,
+      publishing: rabbitmq.publishing,
+      deadLetters: rabbitmq.deadLetters,
+      client,
+      providers: new ProviderDirectory(pool),
+      metrics,
+      log,
+      outages,
+      syncPaused: deps.syncPaused,
+    },
+  );
+  resources.add('RabbitMQ bridge', () => bridge.stop());
+  return bridge;
+}
+
+/**
+ * The readiness checks, then the sync watch, which names the failing ones as a stopped sync's cause.
+ * One closer stops the two side by side.
+ */
+async function startChecks(
+  deps: IngestDeps & {
+    connection: NativeConnection;
+    keydb: Redis;
+    bridge: Bridge;
+    workers: Awaited<ReturnType<typeof startWorkers>>['workers'];
+    scheduleSettings: ScheduleSettings;
+  },
+  options: AppOptions,
+  resources: Resources,
+) {
+  const { client, pool, rabbitmq, metrics, log, outages, connection, keydb, bridge, workers } = deps;
+  const health = createHealth(metrics, log, options.health);
+  health.add('rabbitmq', () => (bridge.isConsuming() ? undefined : 'not consuming'), 'rabbitmq');
+  health.add('rabbitmqUnblocked', () => (rabbitmq.blocked() ? 'blocked by a resource alarm' : undefined));
+  health.add(
+    'deadLetterQueue',
+    () =>
+      rabbitmq.deadLetters.refusal() ?? (bridge.deadLettersAccepted() ? undefined : 'refusing dead letters'),
+  );
+  health.add('worker', () => workers.find((w) => w.getState() !== 'RUNNING')?.getState());
+  // An outage the ingest path is retrying (a revoked grant, a read-only database, an expired API key)
+  // fails its dependency's check even while a ping still answers, and /readyz says why.
+  health.add(
+    'temporal',
+    async () => outages.reasons().temporal ?? void (await connection.healthService.check({})),
+    'temporal',
+  );
+  health.add(
+    'postgres',
+    async () => outages.reasons().postgres ?? void (await pool.query('SELECT 1')),
+    'postgres',
+  );
+  health.add('keydb', () => keydbAnswers(keydb), 'keydb');
+  await health.start();
+  const watch = startSyncWatch(
+    {
+      client,
+      pool,
+      settings: deps.scheduleSettings,
+      metrics,
+      log,
+      failingChecks: () =>
+        Object.fromEntries(
+          Object.entries(health.state()?.reasons ?? {}).filter(([check]) => SYNC_CHECKS.includes(check)),
+        ),
+    },
+    options.syncWatch,
+  );
+  resources.add('health checks and sync watch', () => Promise.all([watch.stop(), health.stop()]));
+  return { health, watch };
 }
