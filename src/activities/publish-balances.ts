@@ -23,7 +23,10 @@ export interface PublishBalancesInput {
   leadMs: number | null;
 }
 
-/** A provider whose balance is not published this run; KeyDB keeps its last good value. */
+/**
+ * A provider whose balance is not published this run; KeyDB is given its last good value, the last
+ * one the balance history recorded for its key (none if it never had one).
+ */
 export interface UnpublishableProvider {
   providerId: number;
   /** Its KeyDB key, or null when provider_name is NULL. */
@@ -72,9 +75,13 @@ const WRITE_MARGIN_MS = KEYDB_COMMAND_TIMEOUT_MS + 500;
 
 // A provider is published only when its balance is a finite number: a NaN or ±Infinity anywhere in its
 // history (counted by the triggers in nonfinite_rows) or in initial_value, or a NULL, holds it back.
+// A held-back key is written with its last good value, the balance history's latest for it, so a
+// KeyDB that lost it (FLUSHDB, eviction, a restart without persistence) has it again at the next
+// minute, and KeyDB and the history agree on every key after each recorded minute.
 const READ_BALANCES = `
   ${COUNT_BALANCE_TRIGGERS_SQL};
-  SELECT provider_id, key, CASE WHEN reason IS NULL THEN balance END AS balance, reason FROM (
+  SELECT provider_id, p.key, CASE WHEN reason IS NULL THEN balance END AS balance, reason,
+         CASE WHEN reason IS NOT NULL THEN h.value END AS last_good FROM (
     SELECT d.id AS provider_id, d.id || '_' || d.provider_name AS key,
            trim_scale(d.initial_value + coalesce(s.tx_sum, 0))::text AS balance,
            CASE WHEN d.provider_name IS NULL THEN 'provider_name is NULL'
@@ -85,7 +92,7 @@ const READ_BALANCES = `
                   THEN s.nonfinite_rows || ' non-finite transaction_value row(s) in its history'
            END AS reason
     FROM initial_data d LEFT JOIN balance_sync_provider_sums s ON s.provider_id = d.id
-  ) p ORDER BY provider_id;
+  ) p LEFT JOIN balance_sync_balance_current h ON h.key = p.key ORDER BY provider_id;
   SELECT key FROM balance_sync_published_keys;`;
 
 // Which minute KeyDB holds is decided in KeyDB (src/keydb/fenced-write.ts), atomically with the write:
@@ -122,7 +129,13 @@ async function recordWrite(pool: pg.Pool, metrics: AppMetrics, publication: Publ
   }
 }
 
-type BalanceRow = { provider_id: number; key: string | null; balance: string | null; reason: string | null };
+type BalanceRow = {
+  provider_id: number;
+  key: string | null;
+  balance: string | null;
+  reason: string | null;
+  last_good: string | null;
+};
 type Balances = { rows: BalanceRow[]; published: string[]; triggers: number };
 
 async function readBalances(pool: pg.Pool): Promise<Balances> {
@@ -144,9 +157,15 @@ async function readCurrentBalances(pool: pg.Pool) {
   return { balances: await readBalances(pool), triggersReinstalled: true };
 }
 
-/** What to write and delete: keys of unpublishable providers are neither written nor removed. */
+/**
+ * What to write and delete: keys of unpublishable providers are never removed, and are written with
+ * their last good value (`restored`) when the history has one.
+ */
 function planWrite({ rows, published }: Balances) {
   const writable = rows.filter((row): row is BalanceRow & { key: string; balance: string } => !row.reason);
+  const restored = rows.flatMap((row) =>
+    row.reason && row.key && row.last_good !== null ? [{ key: row.key, balance: row.last_good }] : [],
+  );
   const unpublishable = rows
     .filter((row) => row.reason)
     .map((row) => ({ providerId: row.provider_id, key: row.key, reason: row.reason! }));
@@ -155,6 +174,7 @@ function planWrite({ rows, published }: Balances) {
   const known = new Set(published);
   return {
     writable,
+    restored,
     unpublishable,
     newKeys: [...current].filter((key) => !known.has(key)),
     staleKeys: published.filter((key) => !current.has(key) && !held.has(`${key.split('_')[0]}_`)),
@@ -200,7 +220,7 @@ function fencedWrite(
     notBeforeMs: boundary?.getTime() ?? askedAt,
     deadlineKeydbMs: Math.ceil(Date.now() + KEYDB_COMMAND_TIMEOUT_MS + clock.offsetMs + clock.uncertaintyMs),
     writer: `${info.workflowExecution?.runId ?? ''}/${info.activityId}/${info.attempt}`,
-    set: plan.writable.map((row) => ({ key: row.key, value: row.balance })),
+    set: [...plan.writable, ...plan.restored].map((row) => ({ key: row.key, value: row.balance })),
     del: plan.staleKeys,
   } satisfies FencedWrite;
 }
@@ -353,7 +373,7 @@ export function createPublishBalances(
         workflowId: workflowId ?? '',
         runId: runId ?? '',
         attempt,
-        written: plan.writable,
+        written: [...plan.writable, ...plan.restored],
         removed: plan.staleKeys,
       });
       if (plan.staleKeys.length > 0) {
