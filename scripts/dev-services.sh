@@ -2,7 +2,8 @@
 # Native alternative to compose: makes sure local Postgres, Redis (KeyDB protocol) and RabbitMQ are
 # installed, running and provisioned like the original stack (user/password, database fxc), with
 # RabbitMQ's management plugin (UI on http://localhost:15672, rabbitmqadmin). Also installs PgBouncer,
-# which is not started here: test/integration/pgbouncer.test.ts starts its own.
+# which is not started here: test/integration/pgbouncer.test.ts starts its own, and faketime, with
+# which test/integration/sync-clock-skew.test.ts runs the app on a clock of its own.
 # Idempotent; safe to run before every test run.
 #
 # Missing servers are installed with apt-get on Debian and Ubuntu (as root, or through sudo); on
@@ -32,11 +33,12 @@ missing=()
 have redis-server && have redis-cli || missing+=(redis-server)
 have rabbitmq-server && have rabbitmqctl && have rabbitmq-plugins || missing+=(rabbitmq-server)
 have pgbouncer || missing+=(pgbouncer)
+have faketime || missing+=(faketime)
 if [ ${#missing[@]} -gt 0 ]; then
   if ! have apt-get; then
     say "missing: ${missing[*]}. This script installs them only with apt-get (Debian, Ubuntu)." >&2
-    say "Install PostgreSQL (14 or later), Redis (or KeyDB) and RabbitMQ (3.x), and PgBouncer for its test, with your" >&2
-    say "package manager (e.g. brew install postgresql redis rabbitmq pgbouncer), or use docker-compose.temporal.yml," >&2
+    say "Install PostgreSQL (14 or later), Redis (or KeyDB) and RabbitMQ (3.x), and PgBouncer and faketime for their tests, with your" >&2
+    say "package manager (e.g. brew install postgresql redis rabbitmq pgbouncer libfaketime), or use docker-compose.temporal.yml," >&2
     say "then run this again." >&2
     exit 1
   fi

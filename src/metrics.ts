@@ -44,6 +44,12 @@ export function createMetrics() {
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5],
       registers,
     }),
+    clockSkewSeconds: new Gauge({
+      name: 'balance_sync_clock_skew_seconds',
+      help: "This worker's clock minus the peer's (temporal, postgres, keydb), estimated at each sync attempt",
+      labelNames: ['peer'] as const,
+      registers,
+    }),
     reconcileDrift: new Gauge({
       name: 'balance_sync_reconcile_drift_providers',
       help: 'Providers whose running sum differed from the full aggregate at the last reconciliation',

@@ -12,6 +12,7 @@ import {
   type FencedWrite,
 } from '../keydb/fenced-write.js';
 import type { AppMetrics } from '../metrics.js';
+import { postgresClockSkew, reportClockSkew, temporalClockSkew } from './clock-skew.js';
 import { COUNT_BALANCE_TRIGGERS_SQL, EXPECTED_TRIGGER_COUNT, migrate } from '../postgres/schema.js';
 import { ATTEMPT_STOPPED_ERROR, SYNC_HEARTBEAT_INTERVAL_MS, boundaryFor } from '../sync-timing.js';
 import { recordPublication, type Publication } from './record-publication.js';
@@ -72,6 +73,8 @@ const SLOW_WRITE_WARN_MS = 500;
  * by a timed-out attempt or any other, is never applied later.
  */
 const WRITE_MARGIN_MS = KEYDB_COMMAND_TIMEOUT_MS + 500;
+/** The wait for `:00` ends at least this long before WRITE_MARGIN_MS, leaving room for the read. */
+const READ_ROOM_MS = 3_000;
 
 // A provider is published only when its balance is a finite number: a NaN or ±Infinity anywhere in its
 // history (counted by the triggers in nonfinite_rows) or in initial_value, or a NULL, holds it back.
@@ -181,17 +184,28 @@ function planWrite({ rows, published }: Balances) {
   };
 }
 
-/** Throws instead of writing once this attempt was cancelled or is about to time out. */
-function assertMayWrite(context: Context) {
-  const { info } = context;
+/**
+ * When this attempt times out, on this process's monotonic clock: the server's deadlines (its own
+ * clock) are taken relative to the attempt's scheduled stamp and counted from when the attempt reached
+ * this worker, so a worker clock off from Temporal's moves them not at all. They read late only by the
+ * task's dispatch time (milliseconds), well inside WRITE_MARGIN_MS.
+ */
+function attemptDeadline({ info }: Context, receivedAt: number): number {
+  const scheduled = info.currentAttemptScheduledTimestampMs;
   const deadlines = [
-    info.startToCloseTimeoutMs && info.currentAttemptScheduledTimestampMs + info.startToCloseTimeoutMs,
+    info.startToCloseTimeoutMs && scheduled + info.startToCloseTimeoutMs,
     info.scheduleToCloseTimeoutMs && info.scheduledTimestampMs + info.scheduleToCloseTimeoutMs,
   ].filter((deadline): deadline is number => Boolean(deadline));
+  return receivedAt + Math.min(...deadlines.map((deadline) => deadline - scheduled));
+}
+
+/** Throws instead of writing once this attempt was cancelled or is about to time out. */
+function assertMayWrite(context: Context, deadline: number) {
+  const { info } = context;
   if (context.cancellationSignal.aborted) {
     throw attemptStopped(`publishBalances attempt ${info.attempt} was cancelled; not writing KeyDB`);
   }
-  if (deadlines.some((deadline) => Date.now() > deadline - WRITE_MARGIN_MS)) {
+  if (performance.now() > deadline - WRITE_MARGIN_MS) {
     throw attemptStopped(`publishBalances attempt ${info.attempt} reached its timeout; not writing KeyDB`);
   }
 }
@@ -278,12 +292,25 @@ function startHeartbeat(context: Context): () => void {
 }
 
 /**
- * Warms both connections (so the boundary pays for no handshake) and reads KeyDB's clock, then sleeps
- * until the boundary, if there is one.
+ * Warms both connections (so the boundary pays for no handshake), reads Postgres's and KeyDB's clocks
+ * and reports each skew with Temporal's, then sleeps until the boundary on this worker's clock, if
+ * there is one: its own `:00`, however far off Temporal's. A clock so far behind that its `:00` comes
+ * after the attempt's deadline wakes early enough to still write (as close to `:00` as it can).
  */
-async function warmUp(context: Context, pool: pg.Pool, writer: Redis, boundary: Date | null): Promise<Clock> {
-  const [, clock] = await Promise.all([pool.query('SELECT 1'), keydbClockOffset(writer)]);
-  const wait = (boundary?.getTime() ?? 0) - Date.now();
+async function warmUp(
+  context: Context,
+  { pool, writer, metrics }: { pool: pg.Pool; writer: Redis; metrics: AppMetrics },
+  boundary: Date | null,
+  attempt: { receivedAtMs: number; deadline: number },
+): Promise<Clock> {
+  const [postgres, clock] = await Promise.all([postgresClockSkew(pool), keydbClockOffset(writer)]);
+  reportClockSkew(metrics, {
+    temporal: temporalClockSkew(attempt.receivedAtMs, context.info.currentAttemptScheduledTimestampMs),
+    postgres,
+    keydb: { skewMs: -clock.offsetMs, uncertaintyMs: clock.uncertaintyMs },
+  });
+  const latestWake = attempt.deadline - WRITE_MARGIN_MS - READ_ROOM_MS;
+  const wait = Math.min((boundary?.getTime() ?? 0) - Date.now(), latestWake - performance.now());
   if (wait > 0) await sleep(wait, undefined, { signal: context.cancellationSignal });
   return clock;
 }
@@ -313,13 +340,15 @@ export function createPublishBalances(
   onMinuteWritten: (minute: Date) => void = () => undefined,
 ) {
   return async function publishBalances(input: PublishBalancesInput): Promise<PublishBalancesResult> {
+    const receivedAtMs = Date.now();
     const context = Context.current();
     const { attempt } = context.info;
+    const deadline = attemptDeadline(context, performance.now());
     const stopHeartbeat = startHeartbeat(context);
     try {
       const writer = fencedWriterFor(keydb);
       const boundary = boundaryFor(new Date(input.nominalTime), input.leadMs);
-      const clock = await warmUp(context, pool, writer, boundary);
+      const clock = await warmUp(context, { pool, writer, metrics }, boundary, { receivedAtMs, deadline });
       const readStart = performance.now();
       const { balances, triggersReinstalled } = await readCurrentBalances(pool);
       const readMs = Math.round((performance.now() - readStart) * 100) / 100;
@@ -331,7 +360,7 @@ export function createPublishBalances(
           [plan.newKeys],
         );
       }
-      assertMayWrite(context);
+      assertMayWrite(context, deadline);
       const write = fencedWrite(context, plan, input, boundary, clock);
       const writeStart = performance.now();
       const fence = await writeKeydb(writer, metrics, write, attempt);

@@ -28,11 +28,30 @@ let keydb: Redis;
 let metrics: AppMetrics;
 /** What the activity logged at warn level, message and attributes. */
 const warnings: LogLine[] = [];
-const logger = activityLogger({ warn: warnings });
-/** An attempt with this info; no attempt timeouts unless given (the mock's would make every attempt look timed out). */
+/**
+ * The clock-skew warn lines, apart: most tests pin the worker's clock years away from Postgres's and
+ * KeyDB's, which that line rightly names every time.
+ */
+const clockWarnings: LogLine[] = [];
+const warnLines = {
+  push: (line: LogLine) =>
+    (line[0].startsWith("this worker's clock is off") ? clockWarnings : warnings).push(line),
+} as LogLine[];
+const logger = activityLogger({ warn: warnLines });
+/**
+ * An attempt with this info; no attempt timeouts unless given (the mock's would make every attempt look
+ * timed out), scheduled now by default (the mock's 1970 stamp would make the worker's clock look off).
+ */
 const attemptWith = (info: Partial<Info> = {}) =>
-  new MockActivityEnvironment({ startToCloseTimeoutMs: 0, scheduleToCloseTimeoutMs: 0, ...info }, { logger });
-const env = attemptWith();
+  new MockActivityEnvironment(
+    {
+      startToCloseTimeoutMs: 0,
+      scheduleToCloseTimeoutMs: 0,
+      currentAttemptScheduledTimestampMs: Date.now(),
+      ...info,
+    },
+    { logger },
+  );
 
 beforeAll(async () => {
   [scratch, redis] = await Promise.all([
@@ -59,6 +78,7 @@ beforeEach(async () => {
   await keydb.flushdb();
   metrics = createMetrics();
   warnings.length = 0;
+  clockWarnings.length = 0;
 });
 
 afterEach(() => {
@@ -66,7 +86,7 @@ afterEach(() => {
 });
 
 const publish = (input: PublishBalancesInput, client: Redis = keydb): Promise<PublishBalancesResult> =>
-  env.run(createPublishBalances(db, client, metrics), input);
+  attemptWith().run(createPublishBalances(db, client, metrics), input);
 const publishIn = (
   attempt: MockActivityEnvironment,
   input: PublishBalancesInput,
@@ -337,10 +357,19 @@ describe('publishBalances writes a minute once', () => {
 
 describe('publishBalances never writes from an attempt that is over', () => {
   const T = BOUNDARY + 100;
-  const writes = async (info: Partial<Info>) => {
+  /**
+   * Whether an attempt with this info writes when its read ends `elapsedMs` after it reached the
+   * worker (Date and performance.now pinned at T, then moved on during the read).
+   */
+  const writes = async (info: Partial<Info>, elapsedMs: number) => {
     await keydb.flushdb();
+    vi.useFakeTimers({ toFake: ['Date', 'performance'], now: T });
+    const slowRead = queriesThrough(async (text, run) => {
+      if (text.includes('FROM initial_data')) vi.advanceTimersByTime(elapsedMs);
+      return await run();
+    });
     try {
-      await publishIn(attemptWith(info), now());
+      await publishIn(attemptWith(info), now(), slowRead);
       return Object.keys(await all()).length > 0;
     } catch (error) {
       // Its own type: the stale-sync warning looks past it for the error that kept the run failing.
@@ -350,27 +379,34 @@ describe('publishBalances never writes from an attempt that is over', () => {
       });
       expect(await all()).toEqual({});
       return false;
+    } finally {
+      vi.useRealTimers();
     }
   };
 
   it('writes until 1.5 s (the KeyDB command timeout plus 0.5 s) before its start-to-close timeout, and not after', async () => {
-    vi.useFakeTimers({ toFake: ['Date'], now: T });
-    expect(
-      await writes({ startToCloseTimeoutMs: 16_000, currentAttemptScheduledTimestampMs: T - 14_500 }),
-    ).toBe(true);
-    expect(
-      await writes({ startToCloseTimeoutMs: 16_000, currentAttemptScheduledTimestampMs: T - 14_501 }),
-    ).toBe(false);
-    expect(
-      await writes({ startToCloseTimeoutMs: 16_000, currentAttemptScheduledTimestampMs: T - 14_800 }),
-    ).toBe(false);
+    const attempt = { startToCloseTimeoutMs: 16_000, currentAttemptScheduledTimestampMs: T };
+    expect(await writes(attempt, 14_500)).toBe(true);
+    expect(await writes(attempt, 14_501)).toBe(false);
+    expect(await writes(attempt, 14_800)).toBe(false);
   });
 
   // Past schedule-to-close (50 s from the tick) the next run owns KeyDB.
   it('writes until 1.5 s before its schedule-to-close timeout, and not after', async () => {
-    vi.useFakeTimers({ toFake: ['Date'], now: T });
-    expect(await writes({ scheduleToCloseTimeoutMs: 50_000, scheduledTimestampMs: T - 48_500 })).toBe(true);
-    expect(await writes({ scheduleToCloseTimeoutMs: 50_000, scheduledTimestampMs: T - 48_501 })).toBe(false);
+    const retry = {
+      scheduleToCloseTimeoutMs: 50_000,
+      scheduledTimestampMs: T - 40_000,
+      currentAttemptScheduledTimestampMs: T,
+    };
+    expect(await writes(retry, 8_500)).toBe(true);
+    expect(await writes(retry, 8_501)).toBe(false);
+  });
+
+  // The server's stamps are on its clock: only their differences are used, counted from the arrival.
+  it("counts its timeout from when it reached the worker, so a worker clock 20 s ahead of Temporal's still writes", async () => {
+    const ahead = { startToCloseTimeoutMs: 16_000, currentAttemptScheduledTimestampMs: T - 20_000 };
+    expect(await writes(ahead, 0)).toBe(true);
+    expect(await writes(ahead, 14_501)).toBe(false);
   });
 
   it('does not write once cancelled during its read', async () => {
@@ -425,7 +461,10 @@ describe('publishBalances while it waits', () => {
     } finally {
       client.disconnect();
     }
-    expect(calls.slice(0, 2).sort()).toEqual(['keydb time', 'postgres SELECT 1']);
+    expect(calls.slice(0, 2).sort()).toEqual([
+      'keydb time',
+      'postgres SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now_ms',
+    ]);
     // Straight from the read to the one fenced write: no check of earlier attempts in Postgres.
     expect(calls.filter((call) => call.startsWith('keydb'))).toEqual(['keydb time', 'keydb evalsha']);
     expect(calls.filter((call) => call.includes('FROM balance_sync_sync_state'))).toEqual([]);
@@ -558,6 +597,33 @@ describe('the KeyDB fence', () => {
     vi.useFakeTimers({ toFake: ['Date'], now: (await keydbNowMs()) - 10_000 });
     expect(await publish(now())).toMatchObject({ newerMinuteInKeydb: null, providers: 2 });
     expect(await all()).toEqual({ '1_Visa': '1300', '2_Mastercard': '1800' });
+  });
+});
+
+describe("publishBalances and its peers' clocks", () => {
+  const skews = async () =>
+    Object.fromEntries(
+      (await metrics.clockSkewSeconds.get()).values.map((v) => [v.labels.peer, Math.round(v.value)]),
+    );
+
+  it("exports its clock minus Temporal's, Postgres's and KeyDB's, and names each past 250 ms in a warn line", async () => {
+    const realNow = Date.now();
+    vi.useFakeTimers({ toFake: ['Date'], now: realNow + 20_000 });
+    await publishIn(attemptWith({ currentAttemptScheduledTimestampMs: realNow }), now());
+    expect(await skews()).toEqual({ temporal: 20, postgres: 20, keydb: 20 });
+    const [line] = clockWarnings;
+    expect(line?.[0]).toMatch(/^this worker's clock is off from temporal, postgres, keydb/);
+    expect(line?.[1]).toMatchObject({ clockSkew: { temporal: { skewMs: expect.closeTo(20_000, -3) } } });
+  });
+
+  it('exports the skew but warns of none within 250 ms', async () => {
+    await publishIn(attemptWith({ currentAttemptScheduledTimestampMs: Date.now() }), now());
+    expect(await skews()).toMatchObject({
+      temporal: 0,
+      postgres: expect.closeTo(0),
+      keydb: expect.closeTo(0),
+    });
+    expect(clockWarnings).toEqual([]);
   });
 });
 

@@ -29,6 +29,8 @@ export interface SpawnOptions {
   npmStart?: boolean;
   /** Own process group (child.pid is its id), as a terminal gives a foreground job. */
   detached?: boolean;
+  /** Run `node dist/src/main.js` under this command, e.g. `['faketime', '-f', '+20s']`. */
+  wrapper?: string[];
 }
 
 /**
@@ -57,7 +59,9 @@ export async function spawnApp(
     ...extraEnv,
   };
   const httpPort = Number(env.HTTP_PORT ?? settings.HTTP_PORT);
-  const [command, args] = options.npmStart ? ['npm', ['start', '--silent']] : [process.execPath, [MAIN_JS]];
+  const [command, ...args] = options.npmStart
+    ? ['npm', 'start', '--silent']
+    : [...(options.wrapper ?? []), process.execPath, MAIN_JS];
   const child = spawn(command, args, {
     env: options.npmStart ? { ...env, npm_config_update_notifier: 'false' } : env,
     cwd: options.npmStart ? REPO_ROOT : options.dotEnvIn,

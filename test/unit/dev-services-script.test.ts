@@ -11,6 +11,7 @@ const SERVER_COMMANDS = {
   'redis-server': ['redis-server', 'redis-cli'],
   'rabbitmq-server': ['rabbitmq-server', 'rabbitmqctl', 'rabbitmq-plugins'],
   pgbouncer: ['pgbouncer'],
+  faketime: ['faketime'],
 };
 
 /**
@@ -41,10 +42,10 @@ describe('scripts/dev-services.sh', () => {
     const run = dryRun([], true);
     expect(run.stderr).toBe('');
     expect(run.stdout.trim().split('\n')).toEqual([
-      'dev-services: installing postgresql redis-server rabbitmq-server pgbouncer with apt-get',
+      'dev-services: installing postgresql redis-server rabbitmq-server pgbouncer faketime with apt-get',
       expect.stringMatching(/^dev-services: would run: (sudo )?apt-get update -qq$/),
       expect.stringMatching(
-        /^dev-services: would run: (sudo )?env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql redis-server rabbitmq-server pgbouncer$/,
+        /^dev-services: would run: (sudo )?env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql redis-server rabbitmq-server pgbouncer faketime$/,
       ),
       'dev-services: would then start and provision postgres, redis and rabbitmq',
     ]);
@@ -53,7 +54,12 @@ describe('scripts/dev-services.sh', () => {
 
   it('installs only what is missing', () => {
     const run = dryRun(
-      [...SERVER_COMMANDS.postgresql, ...SERVER_COMMANDS['rabbitmq-server'], ...SERVER_COMMANDS.pgbouncer],
+      [
+        ...SERVER_COMMANDS.postgresql,
+        ...SERVER_COMMANDS['rabbitmq-server'],
+        ...SERVER_COMMANDS.pgbouncer,
+        ...SERVER_COMMANDS.faketime,
+      ],
       true,
     );
     expect(run.stdout).toContain('installing redis-server with apt-get');
@@ -67,6 +73,7 @@ describe('scripts/dev-services.sh', () => {
         ...SERVER_COMMANDS.postgresql,
         ...SERVER_COMMANDS['redis-server'],
         ...SERVER_COMMANDS['rabbitmq-server'],
+        ...SERVER_COMMANDS.faketime,
       ],
       true,
     );
@@ -77,7 +84,7 @@ describe('scripts/dev-services.sh', () => {
 
   it('says plainly what to install where there is no apt-get, and exits 1', () => {
     const run = dryRun(SERVER_COMMANDS.postgresql, false);
-    expect(run.stderr).toContain('missing: redis-server rabbitmq-server pgbouncer');
+    expect(run.stderr).toContain('missing: redis-server rabbitmq-server pgbouncer faketime');
     expect(run.stderr).toContain('Install PostgreSQL (14 or later), Redis (or KeyDB) and RabbitMQ');
     expect(run.stdout).toBe('');
     expect(run.status).toBe(1);
