@@ -1,7 +1,7 @@
 import amqp from 'amqp-connection-manager';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import pRetry from 'p-retry';
 import pg from 'pg';
@@ -9,8 +9,9 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Config } from '../../src/config.js';
 import { REASON_CODE_HEADER } from '../../src/bridge/dead-letter.js';
 import { spawnApp, waitUntilReady, type AppProcess } from '../support/app-process.js';
-import { freePort, startDevServer, type DevServer } from '../support/dev-server.js';
+import { freePort, startDevServer } from '../support/dev-server.js';
 import { drainQueue, resetDatabase, rows, testConfig, waitFor } from '../support/harness.js';
+import { startOwnTemporalCluster, type RestartableTemporal } from '../support/temporal-cluster.js';
 import {
   startThrowawayPostgres,
   startThrowawayRabbitmq,
@@ -24,18 +25,38 @@ import {
  * across a minute boundary. Then: exactly N rows, exact balances in KeyDB as the schedule itself wrote
  * them at the next minute, exactly the injected bad messages in the dead-letter queue. `npm run test:faults` runs the full size; `npm test` a short one.
  * Every service it restarts is its own throw-away instance (test/support/throwaway-services.ts): the
- * machine's Postgres, Redis and RabbitMQ are never touched.
+ * machine's Postgres, Redis and RabbitMQ are never touched. With TEST_TEMPORAL_ADDRESS (the run is
+ * against a cluster) it restarts a Temporal cluster of its own (scripts/temporal-cluster.sh, on
+ * databases of its own), not the server at that address: the other files of the run use that one.
  */
 const MESSAGES = Number(process.env.FAULT_MESSAGES ?? 300);
 const RATE = Number(process.env.FAULT_RATE ?? 15);
 const BAD_EVERY = 50;
 
+/** The file-backed dev server, restarted on the same port and file. */
+async function startFileBackedDevServer(cli: string): Promise<RestartableTemporal> {
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'balance-sync-faults-'));
+  const dbFile = join(dir, 'temporal.db');
+  let server = await startDevServer(cli, { port, dbFile });
+  return {
+    address: server.address,
+    namespace: 'default',
+    async restart() {
+      await server.stop();
+      server = await startDevServer(cli, { port, dbFile });
+    },
+    async stop() {
+      await server.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
 describe('fault suite', () => {
   let db: pg.Pool;
   let config: Config;
-  let temporal: DevServer;
-  let temporalPort: number;
-  let dbFile: string;
+  let temporal: RestartableTemporal | undefined;
   let app: AppProcess;
   let postgres: ThrowawayService | undefined;
   let redis: ThrowawayService | undefined;
@@ -43,23 +64,27 @@ describe('fault suite', () => {
   const appRestarts: number[] = [];
 
   beforeAll(async () => {
-    [postgres, redis, rabbitmq] = await Promise.all([
-      startThrowawayPostgres(),
-      startThrowawayRedis(),
-      startThrowawayRabbitmq(),
+    // Each assigned as it comes up, and all awaited, so afterAll stops what started if one fails.
+    const starts = await Promise.allSettled([
+      startThrowawayPostgres().then((service) => (postgres = service)),
+      startThrowawayRedis().then((service) => (redis = service)),
+      startThrowawayRabbitmq().then((service) => (rabbitmq = service)),
+      (process.env.TEST_TEMPORAL_ADDRESS
+        ? startOwnTemporalCluster('faults')
+        : startFileBackedDevServer(inject('temporalCliPath'))
+      ).then((server) => (temporal = server)),
     ]);
-    db = new pg.Pool({ connectionString: postgres.url, max: 4 });
+    for (const start of starts) if (start.status === 'rejected') throw start.reason;
+    db = new pg.Pool({ connectionString: postgres!.url, max: 4 });
     // An idle client killed by the Postgres restart is dropped; the next query reconnects.
     db.on('error', () => undefined);
     await resetDatabase(db);
-    temporalPort = await freePort();
-    dbFile = join(mkdtempSync(join(tmpdir(), 'balance-sync-faults-')), 'temporal.db');
-    temporal = await startDevServer(inject('temporalCliPath'), { port: temporalPort, dbFile });
     config = testConfig({
-      TEMPORAL_ADDRESS: temporal.address,
-      DATABASE_URL: postgres.url,
-      KEYDB_URL: redis.url,
-      RABBITMQ_URL: rabbitmq.url,
+      TEMPORAL_ADDRESS: temporal!.address,
+      TEMPORAL_NAMESPACE: temporal!.namespace,
+      DATABASE_URL: postgres!.url,
+      KEYDB_URL: redis!.url,
+      RABBITMQ_URL: rabbitmq!.url,
     });
     app = await spawnApp(config);
     await waitUntilReady(app);
@@ -72,7 +97,6 @@ describe('fault suite', () => {
       await db?.end();
     } finally {
       for (const service of [postgres, redis, rabbitmq]) await service?.stop();
-      if (dbFile) rmSync(dirname(dbFile), { recursive: true, force: true });
     }
   });
 
@@ -162,8 +186,7 @@ describe('fault suite', () => {
       await postgres!.restart();
       await at(0.5);
       faults.push({ fault: 'restart Temporal', at: Date.now() });
-      await temporal.stop();
-      temporal = await startDevServer(inject('temporalCliPath'), { port: temporalPort, dbFile });
+      await temporal!.restart();
       await at(0.6);
       await killApp();
       // Redis down across a minute boundary: that minute's sync fails visibly, the next one writes.
