@@ -440,6 +440,21 @@ describe('publishBalances while it waits', () => {
     expect(vi.getTimerCount()).toBe(0);
   });
 
+  // A worker clock 30 s behind Temporal's: its :00 comes after the attempt's deadline.
+  it('wakes before a :00 its attempt would not live to see, in time to write (4.5 s before the deadline)', async () => {
+    vi.useFakeTimers({ toFake: ['Date'], now: BOUNDARY - 30_000, shouldAdvanceTime: true });
+    const started = performance.now();
+    const result = await publishIn(attemptWith({ startToCloseTimeoutMs: 6_000 }), scheduled);
+    const waitedMs = performance.now() - started;
+    expect(waitedMs).toBeGreaterThan(1_400);
+    expect(waitedMs).toBeLessThan(3_000);
+    expect(result.boundary).toBe(new Date(BOUNDARY).toISOString());
+    // Measured on its own clock: about 28.5 s before its :00.
+    expect(result.writeOffsetMs).toBeGreaterThan(-29_000);
+    expect(result.writeOffsetMs).toBeLessThan(-27_000);
+    expect(await all()).toEqual({ '1_Visa': '1300', '2_Mastercard': '1800' });
+  });
+
   it('warms its Postgres and KeyDB connections before the boundary, then reads and writes without a detour', async () => {
     vi.useFakeTimers({ toFake: ['Date'], now: BOUNDARY - 200 });
     const calls: string[] = [];

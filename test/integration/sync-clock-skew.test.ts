@@ -102,17 +102,17 @@ describe('a worker whose clock is off', () => {
         `clock +20 s: KeyDB changed ${changedAt[ahead]! - (m - LEAD_MS)} ms after the tick, ${results[ahead]!.writeOffsetMs} ms after its own :00 (reported)`,
       );
       expect(changedAt[ahead]).toBeGreaterThan(m - LEAD_MS);
-      expect(changedAt[ahead]).toBeLessThan(m - LEAD_MS + 1_000);
+      expect(changedAt[ahead]).toBeLessThan(m - LEAD_MS + 2_000);
       expect(results[ahead]).toMatchObject({ boundary: new Date(m).toISOString() });
       expect(results[ahead]!.writeOffsetMs).toBeGreaterThanOrEqual(15_000);
-      expect(results[ahead]!.writeOffsetMs).toBeLessThan(16_000);
+      expect(results[ahead]!.writeOffsetMs).toBeLessThan(17_000);
 
       // Each skew, as the app exports it, within 100 ms of what faketime set.
       for (const { skewSeconds, app: process } of apps) {
         const skews = await skewMetric(process);
         console.info(`clock ${skewSeconds} s: balance_sync_clock_skew_seconds ${JSON.stringify(skews)}`);
         for (const peer of ['temporal', 'postgres', 'keydb']) {
-          expect(skews[peer]).toBeCloseTo(skewSeconds, 1);
+          expect(Math.abs(skews[peer]! - skewSeconds)).toBeLessThan(0.1);
         }
       }
       expect(
@@ -124,9 +124,9 @@ describe('a worker whose clock is off', () => {
       const next = await keyChangedAt(app(20).stores.keydb, '1_Visa', 'sentinel', m + MINUTE + 10_000);
       const nextResult = await runResult(client, app(20).config, m + MINUTE);
       expect(next).toBeGreaterThan(m + MINUTE - LEAD_MS);
-      expect(next).toBeLessThan(m + MINUTE - LEAD_MS + 1_000);
+      expect(next).toBeLessThan(m + MINUTE - LEAD_MS + 2_000);
       expect(nextResult.writeOffsetMs).toBeGreaterThanOrEqual(15_000);
-      expect(nextResult.writeOffsetMs).toBeLessThan(16_000);
+      expect(nextResult.writeOffsetMs).toBeLessThan(17_000);
     },
     4 * MINUTE,
   );
