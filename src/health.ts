@@ -1,3 +1,4 @@
+import pTimeout from 'p-timeout';
 import type { Logger } from 'pino';
 import type { AppMetrics } from './metrics.js';
 
@@ -63,19 +64,15 @@ export function createHealth(
       entry.synchronous = true;
       return outcome ?? undefined;
     }
-    let timeout: NodeJS.Timeout | undefined;
-    const late = new Promise<string>((resolve) => {
-      timeout = setTimeout(
-        () => resolve(`no answer within ${options.timeoutMs / 1000} s`),
-        options.timeoutMs,
-      );
-    });
     try {
-      return (await Promise.race([outcome, late])) ?? undefined;
+      return (
+        (await pTimeout(outcome, {
+          milliseconds: options.timeoutMs,
+          fallback: () => `no answer within ${options.timeoutMs / 1000} s`,
+        })) ?? undefined
+      );
     } catch (error) {
       return reasonOf(error);
-    } finally {
-      clearTimeout(timeout);
     }
   };
 

@@ -1,3 +1,4 @@
+import pTimeout from 'p-timeout';
 import type { Logger } from 'pino';
 
 /**
@@ -47,12 +48,10 @@ export class Resources {
           return 'failed' as const;
         },
       );
-    let timer: NodeJS.Timeout | undefined;
-    const overran = new Promise<'overran'>((resolve) => {
-      timer = setTimeout(resolve, this.boundMs, 'overran');
+    const outcome = await pTimeout(closing, {
+      milliseconds: this.boundMs,
+      fallback: () => 'overran' as const,
     });
-    const outcome = await Promise.race([closing, overran]);
-    clearTimeout(timer);
     if (outcome === 'overran')
       this.log.warn({ resource: name, afterMs: this.boundMs }, `${name} still closing; closing the rest`);
   }

@@ -1,5 +1,6 @@
 import type { Client } from '@temporalio/client';
 import type { AmqpConnectionManager } from 'amqp-connection-manager';
+import pTimeout from 'p-timeout';
 import type { Logger } from 'pino';
 import type { IngestOutages } from '../ingest-outages.js';
 import type { AppMetrics } from '../metrics.js';
@@ -211,10 +212,5 @@ function pauseWhileStartsWait(
 
 /** Waits for the promises to settle, or for `ms`, whichever comes first. */
 async function settledWithin(promises: Promise<unknown>[], ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<void>((resolve) => {
-    timer = setTimeout(resolve, ms);
-  });
-  await Promise.race([Promise.allSettled(promises), timeout]);
-  clearTimeout(timer);
+  await pTimeout(Promise.allSettled(promises), { milliseconds: ms, fallback: () => undefined });
 }

@@ -1,5 +1,6 @@
 import type { Client } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
+import pTimeout from 'p-timeout';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { publishOriginal, type OriginalMessage } from '../activities/dead-letter-transaction.js';
@@ -87,21 +88,18 @@ async function withinBound(client: Client, sweep: (progress: SweepProgress) => P
   const noAnswer = (dependency: SweepDependency) =>
     new SweepFailure(dependency, new Error(`no answer within ${SWEEP_BOUND_MS / 1000} s`));
   const work = client.withDeadline(deadline, () => progress.blame('temporal visibility', sweep(progress)));
-  let timer: NodeJS.Timeout | undefined;
-  const cutOff = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      progress.cutOff = true;
-      reject(noAnswer(progress.waitingOn));
-    }, SWEEP_BOUND_MS);
-  });
   try {
-    await Promise.race([work, cutOff]);
+    await pTimeout(work, {
+      milliseconds: SWEEP_BOUND_MS,
+      fallback: () => {
+        progress.cutOff = true;
+        throw noAnswer(progress.waitingOn);
+      },
+    });
   } catch (error) {
     // The SDK's own "Timeout expired" at the deadline may come just before the timer: the same cut-off.
     if (error instanceof SweepFailure && Date.now() >= deadline) throw noAnswer(error.dependency);
     throw error;
-  } finally {
-    clearTimeout(timer);
   }
 }
 

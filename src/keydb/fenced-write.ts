@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import pTimeout from 'p-timeout';
 import { KEYDB_COMMAND_TIMEOUT_MS } from './client.js';
 
 /**
@@ -120,9 +121,8 @@ export async function keydbClockOffset(writer: Redis): Promise<{ offsetMs: numbe
 
 /** The command's reply, or the error any other KeyDB command gives after KEYDB_COMMAND_TIMEOUT_MS. */
 export function withinCommandTimeout<T>(reply: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timedOut = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error('Command timed out')), KEYDB_COMMAND_TIMEOUT_MS);
+  return pTimeout(reply, {
+    milliseconds: KEYDB_COMMAND_TIMEOUT_MS,
+    message: new Error('Command timed out'),
   });
-  return Promise.race([reply, timedOut]).finally(() => clearTimeout(timer));
 }

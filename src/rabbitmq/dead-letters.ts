@@ -1,5 +1,6 @@
 import type { AmqpConnectionManager, ChannelWrapper } from 'amqp-connection-manager';
 import type { Channel, ChannelModel, ConfirmChannel, Message, MessageProperties, Options } from 'amqplib';
+import pTimeout from 'p-timeout';
 import type { Logger } from 'pino';
 
 /** Headers every dead letter carries: why it was refused. */
@@ -261,15 +262,11 @@ export function createDeadLetterPublisher(
   };
   return {
     async publish(body, options) {
-      let timer: NodeJS.Timeout | undefined;
-      const timedOut = new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new ConfirmTimeoutError(`no publisher confirm within ${timeoutMs} ms`)),
-          timeoutMs,
-        );
-      });
       try {
-        await Promise.race([send(body, options), timedOut]);
+        await pTimeout(send(body, options), {
+          milliseconds: timeoutMs,
+          message: new ConfirmTimeoutError(`no publisher confirm within ${timeoutMs} ms`),
+        });
         refusal = undefined;
       } catch (error) {
         const failure =
@@ -278,8 +275,6 @@ export function createDeadLetterPublisher(
             : (error as Error);
         refusal = `publishing to ${queue}: ${failure.message}`;
         throw failure;
-      } finally {
-        clearTimeout(timer);
       }
     },
     accepting: () => refusal === undefined,
