@@ -411,10 +411,12 @@ describe('SyncBalances: Postgres → KeyDB', () => {
     await keydb.set('1_Visa', 'untouched');
     const { publishBalances } = createActivities({ pool: db, keydb, metrics: createMetrics() });
     const now = Date.now();
+    // Less time than the write's 1.5 s margin from the attempt's arrival (counted on this worker's
+    // monotonic clock, whatever its wall clock says).
     const timedOut = new MockActivityEnvironment({
-      scheduledTimestampMs: now - 11_000,
-      currentAttemptScheduledTimestampMs: now - 11_000,
-      startToCloseTimeoutMs: 11_000,
+      scheduledTimestampMs: now,
+      currentAttemptScheduledTimestampMs: now,
+      startToCloseTimeoutMs: 1_000,
       scheduleToCloseTimeoutMs: 50_000,
     });
     const input = { nominalTime: new Date(now).toISOString(), leadMs: null };
