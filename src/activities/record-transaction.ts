@@ -47,7 +47,7 @@ const GENERATED_KEY = `
          pg_get_serial_sequence(t.oid::regclass::text, a.attname) AS sequence
   FROM pg_class t
   JOIN pg_namespace n ON n.oid = t.relnamespace
-  JOIN pg_index x ON x.indrelid = t.oid AND x.indisunique AND x.indnatts = 1
+  JOIN pg_index x ON x.indrelid = t.oid AND x.indisunique AND x.indnkeyatts = 1
   JOIN pg_class i ON i.oid = x.indexrelid
   JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = x.indkey[0]
   WHERE n.nspname = $1 AND t.relname = $2 AND i.relname = $3

@@ -143,9 +143,10 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
       hold?.stop();
       await settledWithin([...inFlight], 5_000);
       log.info('in-flight messages settled');
+      // Copies first: one still unsent is rejected (counted), never sent after its original went back.
+      await requeueCopies.close().catch(() => undefined);
       await consumer.close().catch(() => undefined);
       if (!deps.deadLetters) await deadLetters.close().catch(() => undefined);
-      await requeueCopies.close().catch(() => undefined);
     },
   };
 }

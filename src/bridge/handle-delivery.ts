@@ -27,6 +27,8 @@ export interface DeliveryOptions {
   eagerStart: boolean;
   /** Default MAX_HOLD_MS (tests shorten it). */
   maxHoldMs?: number;
+  /** Default COPY_BOUND_MS (tests shorten it). */
+  copyBoundMs?: number;
 }
 
 export interface DeliveryDeps {
@@ -34,7 +36,7 @@ export interface DeliveryDeps {
   deadLetters: DeadLetterPublisher;
   /**
    * Publishes to the incoming queue, confirmed: a message handed back after its start was sent goes
-   * back as a copy carrying its workflow ID, so its redelivery cannot start a second run.
+   * back as a copy carrying its workflow ID, so its next start finds the run rather than adding one.
    */
   requeueCopies: DeadLetterPublisher;
   client: Client;
@@ -65,17 +67,21 @@ const MAX_UNEXPECTED_ATTEMPTS = 3;
 const REFUSED_REQUEUE_DELAY_MS = 2_000;
 /** The longest a delivery waits (throttle, outage) before it is requeued: far below consumer_timeout (30 min). */
 export const MAX_HOLD_MS = 30_000;
+/** How long a started message without message_id is retried as a copy carrying its ID, before a plain requeue. */
+const COPY_BOUND_MS = 120_000;
 /** A start Temporal has not answered by then fails (DEADLINE_EXCEEDED, an outage) and is retried. */
 const START_DEADLINE_MS = 10_000;
 const MAX_WORKFLOW_ID_LENGTH = 250;
 
 /**
  * Decides what each delivery becomes, and settles it. Every delivery ends one of four ways: acked
- * (Temporal has the start, or the dead letter is confirmed); nacked and requeued (an unexpected error
- * the first time, a refused or unconfirmed dead letter, or held past MAX_HOLD_MS by the throttle or an
- * outage); let go when its channel closes (released, counted; the broker redelivers it and nothing is
- * started for it any more); or left unacked at shutdown. A message that fails unexpectedly again after
- * its redelivery is dead-lettered as processing_error, so a poison message never loops.
+ * (Temporal has the start, or the dead letter is confirmed); handed back (an unexpected error the
+ * first time, a refused or unconfirmed dead letter, held past MAX_HOLD_MS by the throttle or an
+ * outage, or shutdown): nacked and requeued, or, once a start left under a random workflow ID, acked
+ * after a confirmed copy carrying that ID; let go when its channel closes (released, counted; the
+ * broker redelivers it and nothing is started for it any more); or left unacked at shutdown. A
+ * message that fails unexpectedly again after its redelivery (or as a copy) is dead-lettered as
+ * processing_error, so a poison message never loops.
  */
 export class DeliveryHandler {
   constructor(
@@ -192,7 +198,8 @@ export class DeliveryHandler {
       else raw.nack(message, false, true);
       return true;
     } catch (error) {
-      // The channel has closed: the broker redelivers the message; the workflow ID or ledger absorbs it.
+      // The channel has closed: the broker redelivers the message; with a message_id (or a workflow ID
+      // header) its workflow ID and the ledger absorb it; without, the caller counts a possible duplicate.
       this.deps.log.warn(
         { err: (error as Error).message, action },
         'channel closed before settling; the broker will redeliver',
@@ -230,24 +237,16 @@ export class DeliveryHandler {
       this.requeue(raw, message, reason, error);
       return;
     }
-    try {
-      await this.retrying('requeue a started message with its workflow ID', channelClosed, () =>
-        this.deps.requeueCopies.publish(
-          message.content,
-          republishOptions(message.properties, {
-            ...keptHeaders(message.properties.headers),
-            [WORKFLOW_ID_HEADER]: pin,
-            [REQUEUED_HEADER]: reason,
-          }),
-        ),
-      );
-    } catch (copyError) {
+    const copyError = await this.publishCopy(delivery, reason, pin);
+    if (copyError) {
       if (channelClosed.aborted || this.deps.stopping.aborted) {
         this.possibleDuplicate('closed_after_start', pin, copyError);
         if (channelClosed.aborted) this.release('closed_after_start');
         return;
       }
-      this.possibleDuplicate('copy_refused', pin, copyError);
+      // An unconfirmed copy may still be kept: then both come back, under two IDs.
+      const cause = copyError instanceof ConfirmTimeoutError ? 'copy_unconfirmed' : 'copy_refused';
+      this.possibleDuplicate(cause, pin, copyError);
       this.requeue(raw, message, reason, error);
       return;
     }
@@ -261,6 +260,41 @@ export class DeliveryHandler {
       { reason, err: (error as Error).message, workflowId: pin },
       'message requeued as a copy carrying its workflow ID',
     );
+  }
+
+  /**
+   * Publishes the copy carrying `pin`, retrying every failure (each copy carries the same ID, so a
+   * repeat is harmless) for up to COPY_BOUND_MS, while the channel is open and no shutdown began
+   * (then once). Returns the last error, or undefined once the broker confirmed a copy.
+   */
+  private async publishCopy(delivery: Delivery, reason: string, pin: string): Promise<Error | undefined> {
+    const { message, channelClosed } = delivery;
+    const bound = AbortSignal.any([
+      channelClosed,
+      this.deps.stopping,
+      AbortSignal.timeout(this.options.copyBoundMs ?? COPY_BOUND_MS),
+    ]);
+    const headers = {
+      ...keptHeaders(message.properties.headers),
+      [WORKFLOW_ID_HEADER]: pin,
+      [REQUEUED_HEADER]: reason,
+    };
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.deps.requeueCopies.publish(message.content, republishOptions(message.properties, headers));
+        return undefined;
+      } catch (error) {
+        if (bound.aborted) return error as Error;
+        this.deps.log.warn(
+          { err: (error as Error).message, attempt, workflowId: pin },
+          'cannot requeue a started message with its workflow ID yet; retrying',
+        );
+        const waited = await sleep(Math.min(100 * 2 ** (attempt - 1), 5_000), true, { signal: bound }).catch(
+          () => false,
+        );
+        if (!waited) return error as Error;
+      }
+    }
   }
 
   /** A started message goes back without its workflow ID: its redelivery may record a second row. */
@@ -298,8 +332,10 @@ export class DeliveryHandler {
         signal: AbortSignal.any([this.deps.stopping, channelClosed]),
       }).catch(() => false);
       // Still on an open channel: the broker itself refused it (not a lost connection).
-      if (held && this.requeue(raw, message, 'dead_letter_refused', error))
-        this.deps.onDeadLetterOutcome(false);
+      if (!held) return;
+      this.deps.onDeadLetterOutcome(false);
+      if (pin) await this.handBack(delivery, 'dead_letter_refused', error, pin);
+      else this.requeue(raw, message, 'dead_letter_refused', error);
       return;
     }
     if (timedOut) {

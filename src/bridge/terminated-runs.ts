@@ -138,6 +138,7 @@ export function watchTerminatedRuns(options: TerminatedRunsOptions, deps: Termin
       ...deps,
       readOriginal: async (workflowId, runId) =>
         (await readTerminatedRun(deps.client, workflowId, runId)).original,
+      cutOff: () => progress.cutOff,
     });
     for (const run of vanished) {
       if (progress.cutOff) return;
@@ -206,7 +207,9 @@ async function deadLetterOnce(
     await db.query('BEGIN');
     const claimed = (await db.query(CLAIM, [workflowId, runId])).rowCount;
     if (!claimed) {
-      await db.query('ROLLBACK');
+      // Dead-lettered already (as terminated, or by another instance): only `also` is left to do.
+      await also?.(db, { workflowId, runId });
+      await db.query('COMMIT');
       return;
     }
     const recorded = (await db.query(RECORDED, [workflowId])).rowCount;

@@ -39,9 +39,13 @@ export function republishOptions(
  */
 export function keptHeaders(headers: Record<string, unknown> | undefined): Record<string, unknown> {
   const original = headers ?? {};
-  return Buffer.byteLength(JSON.stringify(original)) <= MAX_COPIED_HEADER_BYTES
-    ? original
-    : { 'x-balance-sync-original-headers-dropped': true };
+  if (Buffer.byteLength(JSON.stringify(original)) <= MAX_COPIED_HEADER_BYTES) return original;
+  // The workflow ID stays, so that replaying this copy still records one row.
+  const workflowId = original[WORKFLOW_ID_HEADER];
+  return {
+    'x-balance-sync-original-headers-dropped': true,
+    ...(workflowId === undefined ? {} : { [WORKFLOW_ID_HEADER]: workflowId }),
+  };
 }
 
 /** The headers that say why a message was dead-lettered, added to its own. */
@@ -244,13 +248,16 @@ export function createDeadLetterPublisher(
   });
   channel.on('error', () => undefined);
   let refusal: string | undefined;
-  const send = async (body: Buffer, options: Options.Publish) => {
+  const send = async (body: Buffer, options: Options.Publish, deadline: number) => {
     await declare();
+    // Given up on while declaring (a blocked connection): never sent later, after the caller moved on.
+    const left = deadline - Date.now();
+    if (left <= 0) throw new ConfirmTimeoutError(`no publisher confirm within ${timeoutMs} ms`);
     const publish: { body: Buffer; returned?: string } = { body };
     outstanding.add(publish);
     try {
-      // The manager's own timeout drops the message from its queue, so it is not sent later.
-      await channel.sendToQueue(queue, body, { ...options, mandatory: true, timeout: timeoutMs });
+      // The manager's own timeout, the time left, drops the message from its queue: not sent later.
+      await channel.sendToQueue(queue, body, { ...options, mandatory: true, timeout: left });
     } finally {
       outstanding.delete(publish);
     }
@@ -263,7 +270,7 @@ export function createDeadLetterPublisher(
   return {
     async publish(body, options) {
       try {
-        await pTimeout(send(body, options), {
+        await pTimeout(send(body, options, Date.now() + timeoutMs), {
           milliseconds: timeoutMs,
           message: new ConfirmTimeoutError(`no publisher confirm within ${timeoutMs} ms`),
         });

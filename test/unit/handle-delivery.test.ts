@@ -1,7 +1,7 @@
 import type { Client } from '@temporalio/client';
 import type { ConfirmChannel, ConsumeMessage } from 'amqplib';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { DeliveryHandler, REQUEUED_HEADER, type DeliveryDeps } from '../../src/bridge/handle-delivery.js';
 import type { ProviderDirectory } from '../../src/bridge/provider-directory.js';
 import { createMetrics } from '../../src/metrics.js';
@@ -24,7 +24,7 @@ function delivery(body: string, properties: Record<string, unknown> = {}): Consu
 }
 
 /** A handler on fakes: starts (by workflow ID) and settlements are recorded. */
-function handlerWith(overrides: Partial<DeliveryDeps> & { maxHoldMs?: number } = {}) {
+function handlerWith(overrides: Partial<DeliveryDeps> & { maxHoldMs?: number; copyBoundMs?: number } = {}) {
   const starts: string[] = [];
   const settled: string[] = [];
   const published: Record<string, unknown>[] = [];
@@ -67,6 +67,7 @@ function handlerWith(overrides: Partial<DeliveryDeps> & { maxHoldMs?: number } =
       taskQueue: 'tq',
       eagerStart: false,
       maxHoldMs: overrides.maxHoldMs,
+      copyBoundMs: overrides.copyBoundMs,
     },
     {
       client,
@@ -190,20 +191,59 @@ describe('DeliveryHandler: a message without message_id whose start was sent, ha
     expect(second.settled).toEqual(['ack']);
   });
 
-  it('is requeued plainly, counted as a possible duplicate, when the copy is refused', async () => {
+  it('retries a refused copy, and is requeued plainly, counted as a possible duplicate, only past its bound', async () => {
+    const starts: string[] = [];
+    let copies = 0;
+    const { handler, channel, settled, sample } = handlerWith({
+      client: lostReplies(starts),
+      maxHoldMs: 300,
+      copyBoundMs: 1_000,
+      requeueCopies: {
+        publish: () => {
+          copies++;
+          return Promise.reject(new Error('NO_ROUTE'));
+        },
+        accepting: () => false,
+        close: () => Promise.resolve(),
+      },
+    });
+    await handler.handle(channel, delivery('{"id": 1, "value": 5}'), new AbortController().signal);
+    expect(copies).toBeGreaterThan(3);
+    expect(settled).toEqual(['requeue']);
+    expect(await sample('possibleDuplicates', 'copy_refused')).toBe(1);
+  });
+
+  it('counts a copy the broker never confirmed as copy_unconfirmed (it may still be kept)', async () => {
     const starts: string[] = [];
     const { handler, channel, settled, sample } = handlerWith({
       client: lostReplies(starts),
       maxHoldMs: 300,
+      copyBoundMs: 300,
       requeueCopies: {
-        publish: () => Promise.reject(new Error('NO_ROUTE')),
+        publish: () => Promise.reject(new ConfirmTimeoutError('no publisher confirm within 10 ms')),
         accepting: () => false,
         close: () => Promise.resolve(),
       },
     });
     await handler.handle(channel, delivery('{"id": 1, "value": 5}'), new AbortController().signal);
     expect(settled).toEqual(['requeue']);
-    expect(await sample('possibleDuplicates', 'copy_refused')).toBe(1);
+    expect(await sample('possibleDuplicates', 'copy_unconfirmed')).toBe(1);
+  });
+
+  it('goes back as a copy with its workflow ID when shutdown stops a start left unanswered', async () => {
+    const starts: string[] = [];
+    const stopping = new AbortController();
+    const { handler, channel, settled, copies } = handlerWith({
+      client: lostReplies(starts),
+      draining: stopping.signal,
+      stopping: stopping.signal,
+    });
+    const handled = handler.handle(channel, delivery('{"id": 1, "value": 5}'), new AbortController().signal);
+    await vi.waitFor(() => expect(starts.length).toBeGreaterThan(0));
+    stopping.abort(new Error('shutting down'));
+    await handled;
+    expect(settled).toEqual(['copy', 'ack']);
+    expect(copies[0]?.[WORKFLOW_ID_HEADER]).toBe(starts[0]);
   });
 
   it('with a message_id, is requeued as it is (its workflow ID comes from the message_id)', async () => {
