@@ -1,13 +1,18 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 
 /**
- * Answers "does provider N exist in initial_data?" from a cached set. A miss reloads the set (at most
- * once per `minReloadMs`, shared by concurrent callers), so providers added later are found. The
- * interval is timed on a monotonic clock: a wall clock stepped back cannot stop the reloads.
+ * Answers "does provider N exist in initial_data?" from a cached set. A miss is answered by a load
+ * of the set begun after it (so a provider added a moment ago is found, never refused because a load
+ * just happened); loads are shared by concurrent callers and start at most once per `minReloadMs`,
+ * a miss waiting for the interval to pass. The interval is timed on a monotonic clock: a wall clock
+ * stepped back cannot stop the reloads.
  */
 export class ProviderDirectory {
   private known = new Set<number>();
-  private lastLoad = -Infinity;
+  /** When the load that filled `known` began, and when the last load began. */
+  private loadedFrom = -Infinity;
+  private lastStart = -Infinity;
   private loading: Promise<void> | undefined;
 
   constructor(
@@ -19,20 +24,29 @@ export class ProviderDirectory {
 
   async has(providerId: number): Promise<boolean> {
     if (this.known.has(providerId)) return true;
-    if (this.monotonicMs() - this.lastLoad >= this.minReloadMs) await this.reload();
+    const missedAt = this.monotonicMs();
+    while (this.loadedFrom < missedAt) {
+      const wait = this.lastStart + this.minReloadMs - this.monotonicMs();
+      if (wait > 0 && !this.loading) await sleep(wait);
+      await this.reload();
+    }
     return this.known.has(providerId);
   }
 
   private reload(): Promise<void> {
-    this.loading ??= this.pool
-      .query<{ id: number }>('SELECT id FROM initial_data')
-      .then(({ rows }) => {
-        this.known = new Set(rows.map((row) => row.id));
-        this.lastLoad = this.monotonicMs();
-      })
-      .finally(() => {
-        this.loading = undefined;
-      });
+    if (!this.loading) {
+      const startedAt = this.monotonicMs();
+      this.lastStart = startedAt;
+      this.loading = this.pool
+        .query<{ id: number }>('SELECT id FROM initial_data')
+        .then(({ rows }) => {
+          this.known = new Set(rows.map((row) => row.id));
+          this.loadedFrom = startedAt;
+        })
+        .finally(() => {
+          this.loading = undefined;
+        });
+    }
     return this.loading;
   }
 }

@@ -66,7 +66,13 @@ describe('a channel drop', () => {
     await resetDatabase(db);
     // Its own dev server: this test freezes it (SIGSTOP).
     server = await startDevServer(inject('temporalCliPath'));
-    config = testConfig({ TEMPORAL_ADDRESS: server.address, BRIDGE_PREFETCH: String(PREFETCH) });
+    // No hold for the minute's sync: deliveries must wait on the provider look-up, not at that gate
+    // (a hold around a late minute kept them there past the wait below in a loaded CI run).
+    config = testConfig({
+      TEMPORAL_ADDRESS: server.address,
+      BRIDGE_PREFETCH: String(PREFETCH),
+      BRIDGE_HOLD_FOR_SYNC: 'false',
+    });
     app = await startTestApp(config);
   });
 
@@ -149,14 +155,18 @@ describe('a channel drop', () => {
         values.map((value) => [`{"id": ${provider}, "value": ${value}}`, {}] as const),
       );
       await producer.close();
-      await waitFor('20 deliveries held on the provider look-up', async () => {
-        const waiting = await rows(
-          db,
-          `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FROM initial_data%'
-             AND application_name = 'balance-sync ingest'`,
-        );
-        return waiting.length === 1 && (await appMetric(app, IN_FLIGHT)) === PREFETCH ? true : undefined;
-      });
+      await waitFor(
+        '20 deliveries held on the provider look-up',
+        async () => {
+          const waiting = await rows(
+            db,
+            `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FROM initial_data%'
+               AND application_name = 'balance-sync ingest'`,
+          );
+          return waiting.length === 1 && (await appMetric(app, IN_FLIGHT)) === PREFETCH ? true : undefined;
+        },
+        90_000,
+      );
 
       const dropped = bridgeConnectionPids(taskQueue, 'consuming');
       expect(closeBridgeConnections(taskQueue)).toBe(2); // consuming and publishing
