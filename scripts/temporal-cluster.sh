@@ -90,6 +90,10 @@ build() {
   [[ -x "$SERVER" && -x "$SQL_TOOL" ]] && return 0
   command -v go >/dev/null 2>&1 || die "no Go toolchain to build the Temporal server $VERSION (see README 'In production')"
   mkdir -p "$BIN_DIR"
+  # One build at a time: a second caller (the TLS test, the fault suite) waits for the first's binaries.
+  exec 8>"$BIN_DIR/.lock"
+  flock 8
+  [[ -x "$SERVER" && -x "$SQL_TOOL" ]] && { exec 8>&-; return 0; }
   say "building temporal-server and temporal-sql-tool $VERSION into $BIN_DIR (about 5-10 minutes, once per machine)"
   # Into a temporary GOBIN, then renamed: an interrupted build never leaves a half binary in the cache.
   local tmp; tmp=$(mktemp -d "$BIN_DIR/build.XXXXXX")
@@ -98,6 +102,7 @@ build() {
   mv "$tmp/sql" "$SQL_TOOL"
   mv "$tmp/server" "$SERVER"
   rmdir "$tmp"
+  exec 8>&-
 }
 
 # Creates the database if missing, then migrates it forward with the schema embedded in the tool.
