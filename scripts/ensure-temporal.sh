@@ -18,7 +18,7 @@ command -v go >/dev/null 2>&1 || {
 mkdir -p "$CACHE_DIR"
 # One build at a time: a second caller (test projects set up side by side) waits for the first's binary.
 exec 9>"$CACHE_DIR/.lock"
-flock 9
+if command -v flock >/dev/null; then flock 9; fi # util-linux; without it (macOS), no lock
 if [[ -x "$CACHE_DIR/temporal" ]]; then echo "$CACHE_DIR/temporal"; exit 0; fi
 echo "ensure-temporal: building temporal CLI $VERSION into $CACHE_DIR (about 5 minutes, once per machine)" >&2
 # Build into a temporary GOBIN, then rename, so an interrupted build never leaves a half binary in the cache.

@@ -92,7 +92,7 @@ build() {
   mkdir -p "$BIN_DIR"
   # One build at a time: a second caller (the TLS test, the fault suite) waits for the first's binaries.
   exec 8>"$BIN_DIR/.lock"
-  flock 8
+  if command -v flock >/dev/null; then flock 8; fi
   [[ -x "$SERVER" && -x "$SQL_TOOL" ]] && { exec 8>&-; return 0; }
   say "building temporal-server and temporal-sql-tool $VERSION into $BIN_DIR (about 5-10 minutes, once per machine)"
   # Into a temporary GOBIN, then renamed: an interrupted build never leaves a half binary in the cache.
