@@ -5,9 +5,9 @@
 #     Prometheus service and the deploy/prometheus/prometheus.yml it loads); the same again for the
 #     file with the cluster override on top (Temporal server, schema, namespace and UI services,
 #     at the version and shard count of scripts/temporal-cluster.sh).
-#  2. Dockerfile: BuildKit's own checks (the rules of `docker build --check`) plus this project's
-#     rules, by scripts/dockerfile-lint (a small Go program on moby/buildkit's Dockerfile frontend,
-#     built once per machine into the cache, like scripts/ensure-temporal.sh does for the CLI).
+#  2. Dockerfile: this project's rules (pinned bases, multi-stage, production install, non-root,
+#     the CMD of `npm start`), a short text check; `docker build --check` adds BuildKit's own lint
+#     where an engine exists.
 # Prints what it checked; exits non-zero if anything failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -172,27 +172,62 @@ echo
 # ---------------------------------------------------------------------------------------------
 echo
 echo "== Dockerfile"
-lint_src=scripts/dockerfile-lint
-command -v go >/dev/null 2>&1 || {
-  echo "FAIL no Go toolchain to build scripts/dockerfile-lint (the same toolchain scripts/ensure-temporal.sh needs)"
-  exit 1
-}
-key=$(cat "$lint_src/go.mod" "$lint_src/go.sum" "$lint_src/main.go" <(go env GOVERSION) | sha256sum | cut -c1-16)
-lint_bin="$CACHE_ROOT/dockerfile-lint-$key/dockerfile-lint"
-if [ ! -x "$lint_bin" ]; then
-  echo "check-deploy-files: building scripts/dockerfile-lint into $(dirname "$lint_bin") (about 2 minutes, once per machine)"
-  mkdir -p "$(dirname "$lint_bin")"
-  tmp=$(mktemp -d "$(dirname "$lint_bin")/build.XXXXXX")
-  (cd "$lint_src" && CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -mod=readonly" go build -trimpath -o "$tmp/dockerfile-lint" .)
-  mv "$tmp/dockerfile-lint" "$lint_bin"
-  rmdir "$tmp"
-fi
-buildkit=$(cd "$lint_src" && go list -m -f '{{.Version}}' github.com/moby/buildkit 2>/dev/null || echo '?')
-echo "using dockerfile-lint (moby/buildkit $buildkit Dockerfile frontend)"
-# `npm start` is `VAR=… exec node …` so that npm's forwarded SIGTERM reaches node; the image sets the
-# same variables with ENV (test/unit/launch-settings.test.ts) and runs node directly.
+# This project's rules, read from the Dockerfile's text (continuation lines joined): every base image
+# pinned (global ARG defaults substituted), at least two stages, and a final stage that installs
+# production dependencies with `npm ci --omit=dev`, copies its build from an earlier stage, runs as a
+# non-root USER, has no ENTRYPOINT, and whose exec-form CMD is what `npm start` runs. `npm start` is
+# `VAR=… exec node …` so that npm's forwarded SIGTERM reaches node; the image sets the same variables
+# with ENV (test/unit/launch-settings.test.ts) and runs node directly.
 start_cmd=$(node -p 'require("./package.json").scripts.start.replace(/^(\w+=\S+\s+)*(exec\s+)?/, "")')
-"$lint_bin" -project -expect-cmd "$start_cmd" Dockerfile || failed=1
+python3 - Dockerfile "$start_cmd" <<'PY' || failed=1
+import json, re, sys
+
+text = re.sub(r"\\\n", " ", open(sys.argv[1]).read())
+lines = [l.strip() for l in text.splitlines() if l.strip() and not l.strip().startswith("#")]
+problems = 0
+def check(ok, what):
+    global problems
+    print(("ok   " if ok else "FAIL ") + what)
+    problems += 0 if ok else 1
+
+args, stages, names = {}, [], set()
+for line in lines:
+    word, _, rest = line.partition(" ")
+    word = word.upper()
+    if word == "ARG" and not stages:
+        key, _, value = rest.partition("=")
+        args[key.strip()] = value.strip().strip('"')
+    elif word == "FROM":
+        parts = [p for p in rest.split() if not p.startswith("--")]
+        base = re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), parts[0])
+        name = parts[2] if len(parts) > 2 and parts[1].upper() == "AS" else ""
+        if base.lower() not in names:
+            pinned = re.fullmatch(r"[^@$]+:[^:/@]+|[^@$]+@sha256:[0-9a-f]{64}", base) and not base.endswith(":latest")
+            check(bool(pinned), f"stage {name or len(stages)!r}: base image pinned to a tag or digest ({base})")
+        names.add(name.lower())
+        stages.append({"name": name or "final", "lines": []})
+    elif stages:
+        stages[-1]["lines"].append((word, rest))
+check(len(stages) >= 2, f"multi-stage build ({len(stages)} stages)")
+final = stages[-1] if stages else {"name": "final", "lines": []}
+runs = [rest for word, rest in final["lines"] if word == "RUN"]
+users = [rest for word, rest in final["lines"] if word == "USER"]
+cmds = [rest for word, rest in final["lines"] if word == "CMD"]
+name = final["name"]
+check(any(re.search(r"\bnpm ci\b", r) and "--omit=dev" in r for r in runs),
+      f"stage {name!r} installs production dependencies with `npm ci --omit=dev`")
+check(any(word == "COPY" and "--from=" in rest for word, rest in final["lines"]),
+      f"stage {name!r} copies its build output from an earlier stage")
+user = users[-1] if users else ""
+check(user.split(":")[0] not in ("", "root", "0"), f"stage {name!r} runs as a non-root USER (USER {user or '<none>'})")
+check(not any(word == "ENTRYPOINT" for word, _ in final["lines"]), f"stage {name!r} has no ENTRYPOINT (CMD is the whole command)")
+try:
+    cmd = " ".join(json.loads(cmds[-1])) if cmds else ""
+except ValueError:
+    cmd = ""
+check(cmd == sys.argv[2], f"stage {name!r} CMD is the exec form of `{sys.argv[2]}` (CMD {cmds[-1] if cmds else '<none>'})")
+sys.exit(1 if problems else 0)
+PY
 
 if [ -f .dockerignore ]; then
   for entry in node_modules dist .env .git; do
