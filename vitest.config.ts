@@ -14,6 +14,14 @@ const CLOCK_BOUND = [
 /** Each project runs this setup: its own Temporal dev server, workflow bundle and database. */
 const GLOBAL_SETUP = ['test/support/global-setup.ts'];
 
+/**
+ * The integration files use TEST_KEYDB_URL's db (default 9), the independent project the next one, so
+ * the two projects can run side by side (.ci/run starts them as two processes).
+ */
+const INTEGRATION_KEYDB = new URL(process.env.TEST_KEYDB_URL ?? 'redis://127.0.0.1:6379/9');
+const INDEPENDENT_KEYDB = new URL(INTEGRATION_KEYDB);
+INDEPENDENT_KEYDB.pathname = `/${(Number(INTEGRATION_KEYDB.pathname.slice(1) || 0) + 1) % 16}`;
+
 export default defineConfig({
   test: {
     testTimeout: 60_000,
@@ -25,6 +33,7 @@ export default defineConfig({
         test: {
           name: 'integration',
           globalSetup: GLOBAL_SETUP,
+          env: { TEST_KEYDB_URL: INTEGRATION_KEYDB.toString() },
           include: ['test/integration/**/*.test.ts'],
           exclude: CLOCK_BOUND,
           // These files share one database, one KeyDB db and one dev server: run them in turn.
@@ -36,6 +45,7 @@ export default defineConfig({
         test: {
           name: 'independent',
           globalSetup: GLOBAL_SETUP,
+          env: { TEST_KEYDB_URL: INDEPENDENT_KEYDB.toString() },
           // Unit, activity (own database and Redis), schedule and replay tests; the fault suite (its
           // own throw-away services and dev server); the clock-bound sync tests (their own Redis, and
           // a database of their own or this project's). Mostly waiting on the clock, so they run
