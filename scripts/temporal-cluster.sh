@@ -88,7 +88,7 @@ destroy() {
 
 build() {
   [[ -x "$SERVER" && -x "$SQL_TOOL" ]] && return 0
-  command -v go >/dev/null 2>&1 || die "no Go toolchain to build the Temporal server $VERSION (see README 'In production')"
+  command -v go >/dev/null 2>&1 || die "no Go toolchain to build the Temporal server $VERSION (see docs/OPERATIONS.md 'In production')"
   mkdir -p "$BIN_DIR"
   say "building temporal-server and temporal-sql-tool $VERSION into $BIN_DIR (about 5-10 minutes, once per machine)"
   # Into a temporary GOBIN, then renamed: an interrupted build never leaves a half binary in the cache.
