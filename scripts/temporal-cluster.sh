@@ -88,7 +88,7 @@ destroy() {
 
 build() {
   [[ -x "$SERVER" && -x "$SQL_TOOL" ]] && return 0
-  command -v go >/dev/null 2>&1 || die "no Go toolchain to build the Temporal server $VERSION (see README 'In production')"
+  command -v go >/dev/null 2>&1 || die "no Go toolchain to build the Temporal server $VERSION (see docs/OPERATIONS.md 'In production')"
   mkdir -p "$BIN_DIR"
   # One build at a time: a second caller (the TLS test, the fault suite) waits for the first's binaries.
   exec 8>"$BIN_DIR/.lock"

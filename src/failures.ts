@@ -1,5 +1,5 @@
 /**
- * What an error from a dependency means, decided in this one place (README, "What an error means"):
+ * What an error from a dependency means, decided in this one place (docs/FAILURE-MATRIX.md, "What an error means"):
  * - `refused`: Postgres will never write this row (its data breaks a type, constraint or trigger);
  * - `outage`: the dependency cannot be used now (down, overloaded, read-only, a revoked grant or
  *   credential, a lock, a schema changed under us, a key sequence left behind by a restore); it hits

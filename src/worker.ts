@@ -20,7 +20,7 @@ export interface WorkerSettings {
 }
 
 /**
- * Shutdown fits compose's 30 s stop_grace_period (README, Stopping): after the bridge's 15 s, a
+ * Shutdown fits compose's 30 s stop_grace_period (docs/OPERATIONS.md, Stopping): after the bridge's 15 s, a
  * worker waits 3 s for tasks to finish, then cancels activities, and gives up at 8 s (an insert stuck
  * in Postgres cannot hold it; Temporal retries that run elsewhere). main.ts exits at 27 s regardless.
  */

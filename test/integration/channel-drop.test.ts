@@ -88,7 +88,7 @@ describe('a channel drop', () => {
     const lost = LOST;
     await waitFor('consuming', async () => ((await appReadiness(app)).status === 200 ? true : undefined));
     server.process.kill('SIGSTOP');
-    // The bridge sees Temporal stop answering and takes no more deliveries (README: delivery guarantees).
+    // The bridge sees Temporal stop answering and takes no more deliveries (docs/FAILURE-MATRIX.md: delivery guarantees).
     const frozenAt = Date.now();
     await waitFor('the consumer paused', async () =>
       (await appMetric(app, paused)) === 1 ? true : undefined,

@@ -56,7 +56,7 @@ describe('the bridge consumes again after the broker takes its consumer away', (
       (await appMetric(app, cancel)) > before ? true : undefined,
     );
     const cancelledAt = Date.now();
-    // README: queue re-declared, consumed again after 1 s, on the same channel (no reconnect).
+    // docs/FAILURE-MATRIX.md: queue re-declared, consumed again after 1 s, on the same channel (no reconnect).
     await waitFor('a consumer again', async () => {
       // A channel per look: checking a queue that is not there yet closes the channel.
       const probe = await amqp.createChannel();

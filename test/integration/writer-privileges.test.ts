@@ -20,7 +20,7 @@ import {
 } from '../support/throwaway-services.js';
 
 /**
- * Writers of historical_transactions that hold no right on the app's tables: the README's
+ * Writers of historical_transactions that hold no right on the app's tables: docs/OPERATIONS.md's
  * least-privilege producer (SELECT, INSERT and the sequence) and roles with only UPDATE or DELETE.
  * The balance triggers run as their owner, so these writes count. Roles are cluster-wide, so this
  * file has a Postgres of its own (the shared `user` may not create roles); the app runs as a
@@ -150,7 +150,7 @@ describe('Writers with only their own grants on historical_transactions', () => 
     expect(sums[1]).toMatchObject({ provider_id: 2, tx_sum: '-189' });
   });
 
-  it("migrates and re-installs the triggers with the README's least privileges: a member of the tables' owner", async () => {
+  it("migrates and re-installs the triggers with the documented least privileges (docs/OPERATIONS.md): a member of the tables' owner", async () => {
     await asRole('postgres', 'CREATE ROLE tables_owner; CREATE ROLE least LOGIN IN ROLE tables_owner');
     await asRole('postgres', 'CREATE DATABASE existing OWNER tables_owner');
     const owner = new pg.Pool({ connectionString: urlAs('postgres', 'existing'), max: 1 });

@@ -7,7 +7,7 @@ import { installQuietRuntime } from '../support/harness.js';
 /**
  * Replays histories recorded from a dev server (test/replay/*.json, `npm run replay:record`) against
  * today's workflow bundle. A change that alters the commands a workflow issues fails here: guard it
- * with `patched()` (README, Testing) so workflows already in flight still replay.
+ * with `patched()` (docs/DESIGN.md, Tests) so workflows already in flight still replay.
  */
 const DIR = new URL('./', import.meta.url);
 const RECORDED = readdirSync(DIR)
@@ -24,7 +24,7 @@ export function loadHistories(): HistoryAndWorkflowId[] {
 
 describe('recorded workflow histories', () => {
   it('cover every workflow type, a failed ingest and an off-minute sync', () => {
-    // Older recordings kept under other names (README, Testing) replay too.
+    // Older recordings kept under other names (docs/DESIGN.md, Tests) replay too.
     expect(RECORDED).toEqual(
       expect.arrayContaining([
         'ingest-transaction-ok.json',

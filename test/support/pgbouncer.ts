@@ -57,7 +57,7 @@ default_pool_size = ${poolSize}
 min_pool_size = ${poolSize}
 server_round_robin = 1
 max_client_conn = 200
-; The app's pools send statement_timeout as a start-up parameter (README: PgBouncer).
+; The app's pools send statement_timeout as a start-up parameter (docs/OPERATIONS.md: PgBouncer).
 ignore_startup_parameters = statement_timeout
 `,
   );

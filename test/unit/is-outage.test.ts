@@ -48,7 +48,7 @@ describe('isOutage: which errors are retried for as long as they last', () => {
   });
 });
 
-describe('classifyPostgresError: the README table, class by class', () => {
+describe('classifyPostgresError: the failure matrix table, class by class', () => {
   it.each([
     ['22003', 'refused', 'numeric_value_out_of_range'],
     ['22P02', 'refused', 'invalid_text_representation'],
