@@ -17,7 +17,7 @@ import { createMetrics, type AppMetrics } from './metrics.js';
 import { createPool, type PoolJob } from './postgres/pools.js';
 import { migrate } from './postgres/schema.js';
 import { connectToRabbitmq, countLostConnections, watchBlocked } from './rabbitmq/connection.js';
-import { createDeadLetterPublisher } from './rabbitmq/dead-letters.js';
+import { createConfirmedPublisher } from './rabbitmq/dead-letters.js';
 import { Resources } from './resources.js';
 import { waitForProducerTables } from './postgres/wait-for-tables.js';
 import { ensureSchedules, type ScheduleSettings } from './schedules/schedules.js';
@@ -215,7 +215,7 @@ function openRabbitmq(config: Config, log: Logger, metrics: AppMetrics, resource
   resources.add('RabbitMQ publishing connection', () => publishing.close());
   countLostConnections({ consuming, publishing }, metrics);
   const blocked = watchBlocked([consuming, publishing], { metrics, log });
-  const deadLetters = createDeadLetterPublisher(publishing, config.DEAD_LETTER_QUEUE, { log });
+  const deadLetters = createConfirmedPublisher(publishing, config.DEAD_LETTER_QUEUE, { log });
   resources.add('dead-letter publisher', () => deadLetters.close());
   return { consuming, publishing, blocked, deadLetters };
 }

@@ -1,29 +1,25 @@
 import { Runtime } from '@temporalio/worker';
 import type { Logger } from 'pino';
-import { ConfigError, loadConfig, portInUseError, type Config } from './config.js';
-import { loadDotEnv } from './env-file.js';
+import { runAsProcess, type CliIo } from './cli.js';
+import { ConfigError, portInUseError, type Config } from './config.js';
 import { createLogger, temporalLogger } from './logger.js';
 import { startApp, type App } from './app.js';
 
-/** Exit status for configuration problems (bad value, port taken, unreadable .env). */
-const EXIT_CONFIG = 2;
 /**
  * The last resort: a shutdown still running this long after the signal exits 1, inside compose's
  * 30 s stop_grace_period whatever is stuck (the bridge waits 15 s at most, the worker 8 s).
  */
 const SHUTDOWN_DEADLINE_MS = 27_000;
 
-function readConfig(): { config: Config; dotEnv: string | undefined } {
-  try {
-    const dotEnv = loadDotEnv();
-    return { config: loadConfig(), dotEnv };
-  } catch (error) {
-    const message =
-      error instanceof ConfigError ? error.message : `Cannot read .env: ${(error as Error).message}`;
-    process.stderr.write(`${message}\n`);
-    process.exit(EXIT_CONFIG);
-  }
-}
+const USAGE = `Usage: npm start     (or: node dist/src/main.js)
+
+Runs balance-sync: consumes the incoming queue into IngestTransaction workflows, runs their
+activities, and keeps the sync and reconcile schedules that publish balances to KeyDB. Settings come
+from the environment and .env (see .env.template); a bad one is named on one line, exit 2.
+SIGTERM or SIGINT stops it in order, exit 0.
+
+  -h, --help   show this help
+`;
 
 function installRuntime(config: Config, log: Logger): void {
   try {
@@ -42,56 +38,63 @@ function installRuntime(config: Config, log: Logger): void {
   }
 }
 
-/** The one entrypoint: `npm start`, the container and the process-level tests all run this. */
-async function main(): Promise<void> {
-  const { config, dotEnv } = readConfig();
-  const log = createLogger(config.LOG_LEVEL);
-  if (dotEnv) log.info({ file: dotEnv }, 'settings read from .env; the environment wins over it');
-  installRuntime(config, log);
-
-  const running: { app?: App } = {};
-  let signalled = false;
-  // `process.on`, not `once`: Ctrl-C under `npm start` delivers SIGINT twice (from the terminal and
-  // forwarded by npm), and a second signal must not kill a shutdown in progress.
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    process.on(signal, () => {
-      if (signalled) return;
-      signalled = true;
-      log.info({ signal }, 'shutting down');
+/** Starts the app, and resolves to the exit status once it stopped (signalled or not). */
+function serve(config: Config, log: Logger, io: CliIo): Promise<number> {
+  const signal = io.signal!;
+  return new Promise((exit, fail) => {
+    let app: App | undefined;
+    const shutDown = () => {
+      log.info({ signal: signal.reason as string }, 'shutting down');
       setTimeout(() => {
         log.error({ afterMs: SHUTDOWN_DEADLINE_MS }, 'shutdown took too long; exiting now');
-        process.exit(1);
+        exit(1);
       }, SHUTDOWN_DEADLINE_MS).unref();
       // Still starting: nothing is consumed before startApp returns (the bridge starts last). The
       // workers may already run activities; Temporal retries those on another worker or on restart.
-      if (!running.app) process.exit(0);
-      running.app.stop().then(
-        () => process.exit(0),
+      if (!app) return exit(0);
+      app.stop().then(
+        () => exit(0),
         (error: unknown) => {
           log.error({ err: (error as Error).message }, 'shutdown failed');
-          process.exit(1);
+          exit(1);
         },
       );
-    });
-  }
-  const app = await startApp(config, log);
-  running.app = app;
-  app.done.then(
-    () => {
-      if (!signalled) {
-        log.error('worker stopped unexpectedly');
-        process.exit(1);
-      }
-    },
-    () => process.exit(1),
-  );
+    };
+    if (signal.aborted) return shutDown();
+    signal.addEventListener('abort', shutDown, { once: true });
+    startApp(config, log).then(
+      (started) => {
+        app = started;
+        started.done.then(
+          () => {
+            if (signal.aborted) return;
+            log.error('worker stopped unexpectedly');
+            exit(1);
+          },
+          () => exit(1),
+        );
+      },
+      (error: unknown) => {
+        if (error instanceof ConfigError) return fail(error);
+        io.stderr(`balance-sync failed to start: ${(error as Error).message}\n`);
+        exit(1);
+      },
+    );
+  });
 }
 
-main().catch((error: unknown) => {
-  if (error instanceof ConfigError) {
-    process.stderr.write(`${error.message}\n`);
-    process.exit(EXIT_CONFIG);
-  }
-  process.stderr.write(`balance-sync failed to start: ${(error as Error).message}\n`);
-  process.exit(1);
+/** The one entrypoint: `npm start`, the container and the process-level tests all run this. */
+runAsProcess({
+  name: 'start',
+  // Bare lines: `Invalid configuration: VARIABLE: ...`, as the logs and the tests read them.
+  prefix: '',
+  usage: USAGE,
+  flags: {},
+  stopOnSignal: true,
+  run({ config, dotEnv, io }) {
+    const log = createLogger(config.LOG_LEVEL);
+    if (dotEnv) log.info({ file: dotEnv }, 'settings read from .env; the environment wins over it');
+    installRuntime(config, log);
+    return serve(config, log, io);
+  },
 });

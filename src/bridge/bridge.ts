@@ -4,7 +4,7 @@ import pTimeout from 'p-timeout';
 import type { Logger } from 'pino';
 import type { IngestOutages } from '../ingest-outages.js';
 import type { AppMetrics } from '../metrics.js';
-import { createDeadLetterPublisher, type DeadLetterPublisher } from '../rabbitmq/dead-letters.js';
+import { createConfirmedPublisher, type DeadLetterPublisher } from '../rabbitmq/dead-letters.js';
 import { startConsumer, type Consumer } from './consumer.js';
 import { DeliveryHandler } from './handle-delivery.js';
 import { startIngestSummary } from './ingest-summary.js';
@@ -80,8 +80,8 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
   const { throttle, temporal, hold } = startGates(options, deps);
   const publishing = deps.publishing ?? deps.connection;
   const deadLetters =
-    deps.deadLetters ?? createDeadLetterPublisher(publishing, options.deadLetterQueue, { log });
-  const requeueCopies = createDeadLetterPublisher(publishing, options.incomingQueue);
+    deps.deadLetters ?? createConfirmedPublisher(publishing, options.deadLetterQueue, { log });
+  const requeueCopies = createConfirmedPublisher(publishing, options.incomingQueue);
   const deliveries = new DeliveryHandler(options, {
     ...deps,
     deadLetters,

@@ -13,6 +13,7 @@ import {
   keptHeaders,
   republishOptions,
   WORKFLOW_ID_HEADER,
+  type ConfirmedPublisher,
   type DeadLetterPublisher,
 } from '../rabbitmq/dead-letters.js';
 import { publishDeadLetter } from './dead-letter.js';
@@ -38,7 +39,7 @@ export interface DeliveryDeps {
    * Publishes to the incoming queue, confirmed: a message handed back after its start was sent goes
    * back as a copy carrying its workflow ID, so its next start finds the run rather than adding one.
    */
-  requeueCopies: DeadLetterPublisher;
+  requeueCopies: ConfirmedPublisher;
   client: Client;
   providers: ProviderDirectory;
   /** Resolves once starts may go ahead (throttle open, Temporal answering); rejects when `signal` aborts. */

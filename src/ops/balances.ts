@@ -1,8 +1,7 @@
 // npm run balances -- --at <ISO-8601> [--key <id>_<name>] [--json]
 // npm run balances -- --key <id>_<name> --from <ISO-8601> [--to <ISO-8601>] [--json]
-import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig, redactUrl } from '../config.js';
-import { loadDotEnv } from '../env-file.js';
+import { runAsProcess, UsageError, type FlagValues } from '../cli.js';
+import { redactUrl } from '../config.js';
 import {
   balancesAt,
   keyChanges,
@@ -34,14 +33,9 @@ e.g. 2026-01-01T14:03:00Z.
 DATABASE_URL is read from the environment and .env as by the app.
 `;
 
-const fail = (status: number, message: string): never => {
-  process.stderr.write(`balances: ${message}\n`);
-  process.exit(status);
-};
-
 function instant(flag: string, text: string | undefined): Date {
   const parsed = parseInstant(text);
-  if (typeof parsed === 'string') throw new Error(`--${flag}: ${parsed}`);
+  if (typeof parsed === 'string') throw new UsageError(`--${flag}: ${parsed}`);
   return parsed;
 }
 
@@ -86,29 +80,22 @@ interface Query {
   json: boolean;
 }
 
-/** The flags as a query; throws on a bad combination or time (exit 2). */
-function parseQuery(): Query {
-  const { values } = parseArgs({
-    strict: true,
-    allowPositionals: false,
-    options: {
-      at: { type: 'string' },
-      key: { type: 'string' },
-      from: { type: 'string' },
-      to: { type: 'string' },
-      json: { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
-  if (values.help) {
-    process.stdout.write(USAGE);
-    process.exit(0);
-  }
+const FLAGS = {
+  at: { type: 'string' },
+  key: { type: 'string' },
+  from: { type: 'string' },
+  to: { type: 'string' },
+  json: { type: 'boolean' },
+} as const;
+
+/** The flags as a query; throws UsageError on a bad combination or time (exit 2). */
+function parseQuery(values: FlagValues<typeof FLAGS>): Query {
   if ((values.at === undefined) === (values.from === undefined))
-    throw new Error('give --at, or --key with --from');
-  if (values.from !== undefined && !values.key) throw new Error('--from needs --key');
-  if (values.at !== undefined && values.to !== undefined) throw new Error('--to goes with --from, not --at');
-  if (values.key === '') throw new Error('--key: empty');
+    throw new UsageError('give --at, or --key with --from');
+  if (values.from !== undefined && !values.key) throw new UsageError('--from needs --key');
+  if (values.at !== undefined && values.to !== undefined)
+    throw new UsageError('--to goes with --from, not --at');
+  if (values.key === '') throw new UsageError('--key: empty');
   return {
     json: values.json ?? false,
     ...(values.key ? { key: values.key } : {}),
@@ -132,30 +119,22 @@ async function answer(pool: ReturnType<typeof createPool>, query: Query): Promis
   return query.json ? `${JSON.stringify(range)}\n` : changesText(changes) + gapsText(gaps);
 }
 
-function readInput() {
-  try {
-    const query = parseQuery();
-    loadDotEnv();
-    return { query, config: loadConfig() };
-  } catch (error) {
-    const hint = error instanceof ConfigError ? '' : ' (npm run balances -- --help)';
-    return fail(2, `${(error as Error).message}${hint}`);
-  }
-}
-
-const { query, config } = readInput();
-const pool = createPool(config.DATABASE_URL, 'history', () => undefined);
-try {
-  process.stdout.write(await answer(pool, query));
-  await pool.end();
-  process.exit(0);
-} catch (error) {
-  await pool.end().catch(() => undefined);
-  const { message } = error as Error;
-  fail(
-    1,
-    error instanceof NoPublicationError
-      ? message
-      : `Postgres at ${redactUrl(config.DATABASE_URL)}: ${message}`,
-  );
-}
+runAsProcess({
+  name: 'balances',
+  usage: USAGE,
+  flags: FLAGS,
+  parse: parseQuery,
+  async run({ args: query, config, io }) {
+    const pool = createPool(config.DATABASE_URL, 'history', () => undefined);
+    try {
+      io.stdout(await answer(pool, query));
+      return 0;
+    } catch (error) {
+      const { message } = error as Error;
+      if (error instanceof NoPublicationError) throw error;
+      throw new Error(`Postgres at ${redactUrl(config.DATABASE_URL)}: ${message}`);
+    } finally {
+      await pool.end().catch(() => undefined);
+    }
+  },
+});

@@ -1,10 +1,9 @@
 import amqplib, { type GetMessage } from 'amqplib';
 import { republishOptions } from '../rabbitmq/dead-letters.js';
 import { realpathSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { ConfigError, loadConfig, redactUrl } from '../config.js';
-import { loadDotEnv } from '../env-file.js';
+import { runAsProcess, runCommand, UsageError, type CliIo, type Command } from '../cli.js';
+import { redactUrl } from '../config.js';
 import { REASON_CODE_HEADER, REASON_HEADER, WORKFLOW_ID_HEADER } from '../rabbitmq/dead-letters.js';
 
 /** Counts how often a message was replayed; kept (and incremented) on every replay. */
@@ -188,41 +187,25 @@ export async function replayDeadLetters(options: ReplayOptions): Promise<ReplayR
   }
 }
 
-/** The CLI: resolves to the exit status (0 done, 1 failed, 2 bad usage or configuration). */
-export async function runDlqReplayCli(
-  argv: string[],
-  env: NodeJS.ProcessEnv,
-  io: { stdout: (text: string) => void; stderr: (text: string) => void },
-): Promise<number> {
-  let values;
-  let config;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        'dry-run': { type: 'boolean' },
-        count: { type: 'string' },
-        from: { type: 'string' },
-        to: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }));
+const FLAGS = {
+  'dry-run': { type: 'boolean' },
+  count: { type: 'string' },
+  from: { type: 'string' },
+  to: { type: 'string' },
+} as const;
+
+/** `npm run dlq:replay`: the moves on stdout, one line each (see src/cli.ts for exit statuses). */
+const dlqReplayCommand: Command<typeof FLAGS> = {
+  name: 'dlq:replay',
+  usage: USAGE,
+  flags: FLAGS,
+  parse(values) {
     if (values.count !== undefined && !/^\d+$/.test(values.count)) {
-      throw new Error(`--count must be a whole number, got "${values.count}"`);
+      throw new UsageError(`--count must be a whole number, got "${values.count}"`);
     }
-    if (values.help) {
-      io.stdout(USAGE);
-      return 0;
-    }
-    config = loadConfig(env);
-  } catch (error) {
-    const hint = error instanceof ConfigError ? '' : ' (npm run dlq:replay -- --help)';
-    io.stderr(`dlq:replay: ${(error as Error).message}${hint}\n`);
-    return 2;
-  }
-  try {
+    return values;
+  },
+  async run({ args: values, config, io }) {
     io.stdout(`rabbitmq ${redactUrl(config.RABBITMQ_URL)}\n`);
     await replayDeadLetters({
       rabbitmqUrl: config.RABBITMQ_URL,
@@ -233,11 +216,12 @@ export async function runDlqReplayCli(
       log: (text) => io.stdout(`${text}\n`),
     });
     return 0;
-  } catch (error) {
-    io.stderr(`dlq:replay: ${(error as Error).message}\n`);
-    return 1;
-  }
-}
+  },
+};
+
+/** The CLI: resolves to the exit status (0 done, 1 failed, 2 bad usage or configuration). */
+export const runDlqReplayCli = (argv: string[], env: NodeJS.ProcessEnv, io: CliIo): Promise<number> =>
+  runCommand(dlqReplayCommand, argv, env, io);
 
 /** True when this file is the process's entry point (npm run dlq:replay), not an import. */
 function invokedDirectly(): boolean {
@@ -248,21 +232,4 @@ function invokedDirectly(): boolean {
   }
 }
 
-if (invokedDirectly()) {
-  try {
-    loadDotEnv();
-  } catch (error) {
-    process.stderr.write(`dlq:replay: cannot read .env: ${(error as Error).message}\n`);
-    process.exit(2);
-  }
-  runDlqReplayCli(process.argv.slice(2), process.env, {
-    stdout: (text) => process.stdout.write(text),
-    stderr: (text) => process.stderr.write(text),
-  }).then(
-    (status) => process.exit(status),
-    (error: unknown) => {
-      process.stderr.write(`dlq:replay: ${(error as Error).message}\n`);
-      process.exit(1);
-    },
-  );
-}
+if (invokedDirectly()) runAsProcess(dlqReplayCommand);

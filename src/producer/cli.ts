@@ -1,37 +1,27 @@
-import { ConfigError, loadConfig, redactUrl } from '../config.js';
+import { runCommand, type CliIo, type Command } from '../cli.js';
+import { redactUrl, type Config } from '../config.js';
 import { createPool } from '../postgres/pools.js';
-import { parseProducerOptions, USAGE, UsageError } from './options.js';
+import { PRODUCER_FLAGS, producerOptions, USAGE, type ProducerOptions } from './options.js';
 import { runProducer } from './producer.js';
 
-export interface CliIo {
-  stdout: (text: string) => void;
-  stderr: (text: string) => void;
-  signal?: AbortSignal;
-}
-
 /**
- * `npm run produce`: progress on stderr, a JSON summary on stdout at the end. Resolves to the exit
- * status: 0 done, 1 failed (or some message not confirmed), 2 bad usage or configuration.
+ * `npm run produce`: progress on stderr, a JSON summary on stdout at the end. Exit status: 0 done,
+ * 1 failed (or some message not confirmed), 2 bad usage or configuration.
  */
-export async function runProducerCli(argv: string[], env: NodeJS.ProcessEnv, io: CliIo): Promise<number> {
-  let options;
-  let config;
-  try {
-    options = parseProducerOptions(argv, env);
-    if (options.help) {
-      io.stdout(USAGE);
-      return 0;
-    }
-    config = loadConfig(env);
-  } catch (error) {
-    if (error instanceof UsageError || error instanceof ConfigError) {
-      io.stderr(
-        `produce: ${error.message}${error instanceof UsageError ? ' (npm run produce -- --help)' : ''}\n`,
-      );
-      return 2;
-    }
-    throw error;
-  }
+export const produceCommand: Command<typeof PRODUCER_FLAGS, ProducerOptions> = {
+  name: 'produce',
+  usage: USAGE,
+  flags: PRODUCER_FLAGS,
+  parse: producerOptions,
+  stopOnSignal: true,
+  run: ({ args, config, io }) => produce(args, config, io),
+};
+
+/** The producer's command with these arguments and environment; resolves to the exit status. */
+export const runProducerCli = (argv: string[], env: NodeJS.ProcessEnv, io: CliIo): Promise<number> =>
+  runCommand(produceCommand, argv, env, io);
+
+async function produce(options: ProducerOptions, config: Config, io: CliIo): Promise<number> {
   const log = (line: string) => io.stderr(`produce: ${line}\n`);
   const pool = createPool(config.DATABASE_URL, 'producer', (error) =>
     log(`idle Postgres client failed: ${error.message}`),

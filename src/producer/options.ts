@@ -1,4 +1,6 @@
-import { parseArgs } from 'node:util';
+import { parseFlags, UsageError, type FlagValues } from '../cli.js';
+
+export { UsageError };
 
 export interface ProducerOptions {
   /** Messages per second; undefined: the original's pace, one message every minDelay..maxDelay s. */
@@ -20,10 +22,6 @@ export interface ProducerOptions {
   /** Overrides INCOMING_QUEUE. */
   queue: string | undefined;
   help: boolean;
-}
-
-export class UsageError extends Error {
-  override name = 'UsageError';
 }
 
 export const USAGE = `Usage: npm run produce -- [options]     (or: node dist/src/producer/main.js [options])
@@ -64,31 +62,29 @@ function flag(name: string, raw: string | undefined): boolean | undefined {
   throw new UsageError(`${name} must be true or false, got "${raw}"`);
 }
 
+export const PRODUCER_FLAGS = {
+  rate: { type: 'string' },
+  count: { type: 'string' },
+  'min-delay': { type: 'string' },
+  'max-delay': { type: 'string' },
+  'message-ids': { type: 'boolean' },
+  'bad-ratio': { type: 'string' },
+  reseed: { type: 'boolean' },
+  queue: { type: 'string' },
+  'progress-seconds': { type: 'string' },
+  'heartbeat-file': { type: 'string' },
+} as const;
+
 /** Flags win over environment variables, which win over the defaults. Throws UsageError. */
 export function parseProducerOptions(argv: string[], env: NodeJS.ProcessEnv = process.env): ProducerOptions {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        rate: { type: 'string' },
-        count: { type: 'string' },
-        'min-delay': { type: 'string' },
-        'max-delay': { type: 'string' },
-        'message-ids': { type: 'boolean' },
-        'bad-ratio': { type: 'string' },
-        reseed: { type: 'boolean' },
-        queue: { type: 'string' },
-        'progress-seconds': { type: 'string' },
-        'heartbeat-file': { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }));
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
+  return producerOptions(parseFlags(PRODUCER_FLAGS, argv), env);
+}
+
+/** The parsed flags over the environment over the defaults. Throws UsageError. */
+export function producerOptions(
+  values: FlagValues<typeof PRODUCER_FLAGS>,
+  env: NodeJS.ProcessEnv = process.env,
+): ProducerOptions {
   const positive = (n: number) => n > 0;
   const nonNegative = (n: number) => n >= 0;
   const options: ProducerOptions = {

@@ -153,86 +153,96 @@ export function silentLosses(args: Record<string, string | number | boolean>): s
   return losses;
 }
 
-/** Publishes to the dead-letter queue; resolves once the broker confirmed the message. */
-export interface DeadLetterPublisher {
+/** Publishes to one queue; resolves once the broker confirmed the message and no queue refused it. */
+export interface ConfirmedPublisher {
   publish(body: Buffer, options: Options.Publish): Promise<void>;
   /** False while the last publish failed (the queue refused it, or RabbitMQ is unreachable): for readiness. */
   accepting(): boolean;
   close(): Promise<void>;
 }
 
+/** The confirmed publisher whose queue is the dead-letter queue. */
+export type DeadLetterPublisher = ConfirmedPublisher;
+
 /** A publish the broker did not confirm in time (blocked by a resource alarm, or unreachable). */
 export class ConfirmTimeoutError extends Error {
   override name = 'ConfirmTimeoutError';
 }
 
-/** A dead letter the broker returned (basic.return): it reached no queue, so nothing kept it. */
-export class DeadLetterReturnedError extends Error {
-  override name = 'DeadLetterReturnedError';
+/** A message the broker returned (basic.return): it reached no queue, so nothing kept it. */
+export class MessageReturnedError extends Error {
+  override name = 'MessageReturnedError';
 }
 
-export interface DeadLetterPublisherOptions {
+export interface ConfirmedPublisherOptions {
   /** How long a publish (declaring, sending, the confirm) may take; default 10 s. */
   timeoutMs?: number;
   /** Where a refused declaration and a queue that can delete messages silently are warned of. */
-  log?: Logger;
+  log?: Logger | undefined;
 }
 
 /**
- * A confirm channel on the publishing connection, re-opened by the connection manager after a
- * reconnect. Every message is published `mandatory`: a publish resolves only once the broker has
- * confirmed it and did not return it (no queue took it); else it rejects (DeadLetterReturnedError,
- * the broker's nack, or ConfirmTimeoutError after `timeoutMs`), and the caller keeps the original.
- * At each connect it declares the queue if missing (a refusal is warned of, with the broker's reply);
- * at the first connect that can read its arguments, it warns if they can delete messages silently.
+ * Keeps `queue` declared for a publisher: `declare` declares it if missing (a refusal is warned of
+ * once per cause, and kept as `refused()` for the publisher's errors); `warnOfSilentLosses` warns,
+ * once its arguments could be read, if they can delete messages without telling the publisher.
  */
-export function createDeadLetterPublisher(
-  connection: AmqpConnectionManager,
-  queue: string,
-  { timeoutMs = 10_000, log }: DeadLetterPublisherOptions = {},
-): DeadLetterPublisher & {
-  /** Why the last publish failed, until one succeeds: readiness's reason. */
-  refusal(): string | undefined;
-} {
-  // A basic.return reaches the client before the confirm of its message, while its publish is
-  // outstanding; it fails every outstanding publish of the same body (an equal copy may fail with it).
-  const outstanding = new Set<{ body: Buffer; returned?: string }>();
+function queueKeeper(connection: AmqpConnectionManager, queue: string, log: Logger | undefined) {
   let declarationRefused: string | undefined;
   let argumentsRead = false;
-  const declare = async () => {
-    try {
-      await ensureQueue(connection.connection, queue);
-      if (declarationRefused) log?.info({ queue }, 'the queue is declared again');
-      declarationRefused = undefined;
-    } catch (error) {
-      const cause = (error as Error).message;
-      // Once per cause: each failed publish says it again, and readiness carries it.
-      if (cause !== declarationRefused)
-        log?.warn(
-          { queue, err: cause },
-          'cannot declare the queue; a message it does not take is returned, and its original kept',
-        );
-      declarationRefused = cause;
-    }
+  return {
+    refused: () => declarationRefused,
+    async declare() {
+      try {
+        await ensureQueue(connection.connection, queue);
+        if (declarationRefused) log?.info({ queue }, 'the queue is declared again');
+        declarationRefused = undefined;
+      } catch (error) {
+        const cause = (error as Error).message;
+        // Once per cause: each failed publish says it again, and readiness carries it.
+        if (cause !== declarationRefused)
+          log?.warn(
+            { queue, err: cause },
+            'cannot declare the queue; a message it does not take is returned, and its original kept',
+          );
+        declarationRefused = cause;
+      }
+    },
+    async warnOfSilentLosses() {
+      const raw = connection.connection;
+      if (!raw || argumentsRead) return;
+      try {
+        const losses = silentLosses(await readQueueArguments(raw, queue));
+        argumentsRead = true;
+        if (losses.length > 0)
+          log?.warn(
+            { queue, losses },
+            'this queue can delete messages without telling us: cap it only with x-overflow reject-publish, and give it no TTL',
+          );
+      } catch (error) {
+        log?.info({ queue, err: (error as Error).message }, "cannot read the queue's arguments");
+      }
+    },
   };
-  const warnOfSilentLosses = async () => {
-    const raw = connection.connection;
-    if (!raw || argumentsRead) return;
-    try {
-      const losses = silentLosses(await readQueueArguments(raw, queue));
-      argumentsRead = true;
-      if (losses.length > 0)
-        log?.warn(
-          { queue, losses },
-          'this queue can delete messages without telling us: cap it only with x-overflow reject-publish, and give it no TTL',
-        );
-    } catch (error) {
-      log?.info({ queue, err: (error as Error).message }, "cannot read the queue's arguments");
-    }
-  };
-  const channel: ChannelWrapper = connection.createChannel({
+}
+
+/** A publish waiting for its confirm; `returned` is set if the broker returned its body meanwhile. */
+type Outstanding = { body: Buffer; returned?: string };
+
+/**
+ * A confirm channel on the publishing connection, re-opened by the connection manager after a
+ * reconnect; at each (re)open it declares the queue if missing and looks at its arguments. A
+ * basic.return reaches the client before the confirm of its message, while its publish is
+ * outstanding: it marks every outstanding publish of the same body (an equal copy may fail with it).
+ */
+function openConfirmChannel(
+  connection: AmqpConnectionManager,
+  queue: string,
+  keeper: ReturnType<typeof queueKeeper>,
+  outstanding: Set<Outstanding>,
+): ChannelWrapper {
+  const channel = connection.createChannel({
     confirm: true,
-    name: 'dead letters',
+    name: `confirmed to ${queue}`,
     setup: async (raw: ConfirmChannel) => {
       raw.on('return', (message: Message) => {
         const { replyCode, replyText } = message.fields as unknown as {
@@ -242,18 +252,39 @@ export function createDeadLetterPublisher(
         for (const publish of outstanding)
           if (publish.body.equals(message.content)) publish.returned = `${replyCode} ${replyText}`;
       });
-      await declare();
-      void warnOfSilentLosses();
+      await keeper.declare();
+      void keeper.warnOfSilentLosses();
     },
   });
   channel.on('error', () => undefined);
+  return channel;
+}
+
+/**
+ * Publishes confirmed copies to `queue`: the dead letters, and the bridge's requeue copies to the
+ * incoming queue. Every message is published `mandatory`: a publish resolves only once the broker
+ * has confirmed it and did not return it (no queue took it); else it rejects (MessageReturnedError,
+ * the broker's nack, or ConfirmTimeoutError after `timeoutMs`), and the caller keeps the original.
+ */
+export function createConfirmedPublisher(
+  connection: AmqpConnectionManager,
+  queue: string,
+  { timeoutMs = 10_000, log }: ConfirmedPublisherOptions = {},
+): ConfirmedPublisher & {
+  /** Why the last publish failed, until one succeeds: readiness's reason. */
+  refusal(): string | undefined;
+} {
+  const outstanding = new Set<Outstanding>();
+  const keeper = queueKeeper(connection, queue, log);
+  const channel = openConfirmChannel(connection, queue, keeper, outstanding);
+  const timedOut = () => new ConfirmTimeoutError(`no publisher confirm within ${timeoutMs} ms`);
   let refusal: string | undefined;
   const send = async (body: Buffer, options: Options.Publish, deadline: number) => {
-    await declare();
+    await keeper.declare();
     // Given up on while declaring (a blocked connection): never sent later, after the caller moved on.
     const left = deadline - Date.now();
-    if (left <= 0) throw new ConfirmTimeoutError(`no publisher confirm within ${timeoutMs} ms`);
-    const publish: { body: Buffer; returned?: string } = { body };
+    if (left <= 0) throw timedOut();
+    const publish: Outstanding = { body };
     outstanding.add(publish);
     try {
       // The manager's own timeout, the time left, drops the message from its queue: not sent later.
@@ -262,9 +293,9 @@ export function createDeadLetterPublisher(
       outstanding.delete(publish);
     }
     if (publish.returned !== undefined)
-      throw new DeadLetterReturnedError(
+      throw new MessageReturnedError(
         `RabbitMQ returned the message (${publish.returned}): no queue ${queue}` +
-          (declarationRefused ? `; ${declarationRefused}` : ''),
+          (keeper.refused() ? `; ${keeper.refused()}` : ''),
       );
   };
   return {
@@ -272,14 +303,11 @@ export function createDeadLetterPublisher(
       try {
         await pTimeout(send(body, options, Date.now() + timeoutMs), {
           milliseconds: timeoutMs,
-          message: new ConfirmTimeoutError(`no publisher confirm within ${timeoutMs} ms`),
+          message: timedOut(),
         });
         refusal = undefined;
       } catch (error) {
-        const failure =
-          (error as Error).message === 'timeout'
-            ? new ConfirmTimeoutError(`no publisher confirm within ${timeoutMs} ms`)
-            : (error as Error);
+        const failure = (error as Error).message === 'timeout' ? timedOut() : (error as Error);
         refusal = `publishing to ${queue}: ${failure.message}`;
         throw failure;
       }

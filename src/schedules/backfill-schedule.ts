@@ -1,5 +1,6 @@
 // npm run schedule:backfill -- --start 2026-01-01T10:00:00Z --end 2026-01-01T12:00:00Z [--schedule-id ID]
-import { runScheduleCommand, ScheduleUsageError } from './connect.js';
+import { UsageError } from '../cli.js';
+import { runScheduleCommand } from './connect.js';
 
 /**
  * BUFFER_ALL, the same as `temporal schedule backfill --overlap-policy BufferAll` in the README:
@@ -11,7 +12,7 @@ const BACKFILL_OVERLAP = 'BUFFER_ALL';
 const range = (values: { start?: string; end?: string }) =>
   [new Date(values.start ?? ''), new Date(values.end ?? '')] as const;
 
-await runScheduleCommand({
+runScheduleCommand({
   name: 'schedule:backfill',
   summary:
     "Runs the schedule's action once for every tick in [start, end), one run at a time (overlap BUFFER_ALL,\n" +
@@ -23,7 +24,7 @@ await runScheduleCommand({
   check(values) {
     const [start, end] = range(values);
     if (Number.isNaN(start.getTime()) || Number.isNaN(end.getTime()) || start >= end) {
-      throw new ScheduleUsageError('--start and --end must be ISO times with start < end');
+      throw new UsageError('--start and --end must be ISO times with start < end');
     }
   },
   async run({ handle, scheduleId, values }) {

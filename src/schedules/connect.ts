@@ -1,36 +1,27 @@
 import { Client, Connection, ScheduleNotFoundError, type ScheduleHandle } from '@temporalio/client';
-import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig } from '../config.js';
-import { loadDotEnv } from '../env-file.js';
+import { runAsProcess, type Command, type Flags, type FlagValues } from '../cli.js';
 import { temporalConnectOptions } from '../temporal-connection.js';
 
 type Option = { type: 'string' | 'boolean'; help: string };
+type Options = Record<string, Option>;
+type Values<T extends Options> = FlagValues<T>;
 
-export interface ScheduleCommand<T extends Record<string, Option>> {
+export interface ScheduleCommand<T extends Options> {
   /** `schedule:pause`: the npm script name, used in usage and error lines. */
   name: string;
   /** One or two sentences under the usage line. */
   summary: string;
   /** Flags besides --schedule-id and --help. */
   options?: T;
-  /** Checks the flags before connecting; throws ScheduleUsageError. */
+  /** Checks the flags before connecting; throws UsageError. */
   check?(values: Values<T>): void;
   /** Does the operation; returns the line printed on success. */
   run(context: { handle: ScheduleHandle; scheduleId: string; values: Values<T> }): Promise<string>;
 }
 
-type Values<T extends Record<string, Option>> = {
-  [K in keyof T]?: T[K]['type'] extends 'boolean' ? boolean : string;
-};
-
-/** A flag value the command cannot use: printed with a pointer to --help, exit 2. */
-export class ScheduleUsageError extends Error {
-  override name = 'ScheduleUsageError';
-}
-
 const CONNECT_TIMEOUT = '5 seconds';
 
-function usage<T extends Record<string, Option>>(command: ScheduleCommand<T>): string {
+function usage<T extends Options>(command: ScheduleCommand<T>): string {
   const options: [string, string][] = [
     ['--schedule-id ID', 'the schedule (default: SYNC_SCHEDULE_ID, sync-balances)'],
     ...Object.entries(command.options ?? {}).map(([flag, option]): [string, string] => [
@@ -49,68 +40,55 @@ function usage<T extends Record<string, Option>>(command: ScheduleCommand<T>): s
 }
 
 /**
- * Runs one schedule operation as a command-line tool: `--help` prints usage; a bad flag or setting
- * prints one line and exits 2; an unreachable Temporal or an unknown schedule prints one line and
- * exits 1; success prints one line and exits 0. Never a stack trace.
+ * One schedule operation as a command (src/cli.ts): an unreachable Temporal or an unknown schedule
+ * is one line and exit 1; success prints one line and exits 0.
  */
-export async function runScheduleCommand<T extends Record<string, Option>>(
-  command: ScheduleCommand<T>,
-): Promise<never> {
-  const fail = (status: number, message: string, hint = ''): never => {
-    process.stderr.write(`${command.name}: ${message}${hint}\n`);
-    process.exit(status);
-  };
-  const parseOptions = Object.fromEntries(
+function scheduleCommand<T extends Options>(command: ScheduleCommand<T>) {
+  const flags = Object.fromEntries(
     Object.entries({ ...command.options, 'schedule-id': { type: 'string' } }).map(([flag, option]) => [
       flag,
       { type: option.type },
     ]),
-  );
-  let values: Record<string, string | boolean | undefined>;
-  let config;
-  try {
-    ({ values } = parseArgs({
-      options: { ...parseOptions, help: { type: 'boolean', short: 'h' } },
-      strict: true,
-      allowPositionals: false,
-    }));
-    if (values.help) {
-      process.stdout.write(usage(command));
-      process.exit(0);
-    }
-    command.check?.(values as Values<T>);
-    loadDotEnv();
-    config = loadConfig();
-  } catch (error) {
-    if (error instanceof ConfigError) return fail(2, error.message);
-    return fail(2, (error as Error).message, ` (npm run ${command.name} -- --help)`);
-  }
+  ) as Flags;
+  return {
+    name: command.name,
+    usage: usage(command),
+    flags,
+    parse(values) {
+      command.check?.(values as Values<T>);
+      return values;
+    },
+    async run({ args: values, config, io }) {
+      const scheduleId = values['schedule-id'] || config.SYNC_SCHEDULE_ID;
+      const { connectionOptions, namespace } = temporalConnectOptions(config);
+      let connection: Connection;
+      try {
+        connection = await Connection.connect({
+          address: connectionOptions.address,
+          tls: connectionOptions.tls,
+          apiKey: connectionOptions.apiKey,
+          metadata: connectionOptions.metadata,
+          connectTimeout: CONNECT_TIMEOUT,
+        });
+      } catch (error) {
+        throw new Error(`cannot reach Temporal at ${connectionOptions.address}: ${(error as Error).message}`);
+      }
+      try {
+        const handle = new Client({ connection, namespace }).schedule.getHandle(scheduleId);
+        io.stdout(`${await command.run({ handle, scheduleId, values: values as Values<T> })}\n`);
+        return 0;
+      } catch (error) {
+        if (error instanceof ScheduleNotFoundError)
+          throw new Error(`schedule "${scheduleId}" not found in namespace ${namespace}`);
+        throw error;
+      } finally {
+        await connection.close().catch(() => undefined);
+      }
+    },
+  } satisfies Command<typeof flags>;
+}
 
-  const scheduleId = (values['schedule-id'] as string | undefined) || config.SYNC_SCHEDULE_ID;
-  const { connectionOptions, namespace } = temporalConnectOptions(config);
-  let connection: Connection;
-  try {
-    connection = await Connection.connect({
-      address: connectionOptions.address,
-      tls: connectionOptions.tls,
-      apiKey: connectionOptions.apiKey,
-      metadata: connectionOptions.metadata,
-      connectTimeout: CONNECT_TIMEOUT,
-    });
-  } catch (error) {
-    return fail(1, `cannot reach Temporal at ${connectionOptions.address}: ${(error as Error).message}`);
-  }
-  try {
-    const handle = new Client({ connection, namespace }).schedule.getHandle(scheduleId);
-    const line = await command.run({ handle, scheduleId, values: values as Values<T> });
-    process.stdout.write(`${line}\n`);
-    await connection.close();
-    process.exit(0);
-  } catch (error) {
-    await connection.close().catch(() => undefined);
-    if (error instanceof ScheduleNotFoundError) {
-      return fail(1, `schedule "${scheduleId}" not found in namespace ${namespace}`);
-    }
-    return fail(1, (error as Error).message);
-  }
+/** Runs one schedule operation as this process (see src/cli.ts for --help, .env and exit statuses). */
+export function runScheduleCommand<T extends Options>(command: ScheduleCommand<T>): void {
+  runAsProcess(scheduleCommand(command));
 }

@@ -1,7 +1,7 @@
 // npm run schedule:describe -- [--schedule-id ID]
 import { runScheduleCommand } from './connect.js';
 
-await runScheduleCommand({
+runScheduleCommand({
   name: 'schedule:describe',
   summary:
     'Prints the schedule as JSON: paused (and why), spec, policies, the next three and the last five actions.',

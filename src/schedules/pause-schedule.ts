@@ -1,7 +1,7 @@
 // npm run schedule:pause -- [--schedule-id ID] [--reason TEXT]
 import { runScheduleCommand } from './connect.js';
 
-await runScheduleCommand({
+runScheduleCommand({
   name: 'schedule:pause',
   summary: 'Pauses the schedule: no new runs start until it is unpaused. Start-up never unpauses it.',
   options: { reason: { type: 'string', help: 'note stored on the schedule (shown by schedule:describe)' } },

@@ -1,7 +1,7 @@
 // npm run schedule:trigger -- [--schedule-id ID]
 import { runScheduleCommand } from './connect.js';
 
-await runScheduleCommand({
+runScheduleCommand({
   name: 'schedule:trigger',
   // ALLOW_ALL: every sync writes a complete, current set, so an extra run is harmless.
   summary:

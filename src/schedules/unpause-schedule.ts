@@ -1,7 +1,7 @@
 // npm run schedule:unpause -- [--schedule-id ID] [--reason TEXT]
 import { runScheduleCommand } from './connect.js';
 
-await runScheduleCommand({
+runScheduleCommand({
   name: 'schedule:unpause',
   summary: 'Unpauses the schedule: runs start again at the next tick.',
   options: { reason: { type: 'string', help: 'note stored on the schedule (shown by schedule:describe)' } },

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../../src/app.js';
 import type { Config } from '../../src/config.js';
 import { connectToRabbitmq } from '../../src/rabbitmq/connection.js';
-import { createDeadLetterPublisher, DeadLetterReturnedError } from '../../src/rabbitmq/dead-letters.js';
+import { createConfirmedPublisher, MessageReturnedError } from '../../src/rabbitmq/dead-letters.js';
 import { startThrowawayRabbitmq } from '../support/throwaway-services.js';
 import {
   appMetric,
@@ -175,7 +175,7 @@ describe('a dead letter is acked only once the broker has kept it', () => {
     const lines: LogLine[] = [];
     const log = capturingLog(lines);
     const connection = connectToRabbitmq(rabbitmq.url, 'dead-letter-kept test', log, 5);
-    const publisher = createDeadLetterPublisher(connection, queue, { log });
+    const publisher = createConfirmedPublisher(connection, queue, { log });
     try {
       const warning = await waitFor('the warn line', () =>
         Promise.resolve(lines.find((line) => line.msg.startsWith('this queue can delete messages'))),
@@ -200,10 +200,10 @@ describe('a dead letter is acked only once the broker has kept it', () => {
     const url = await limitedUser('after-ack', ['nothing']);
     const log = capturingLog([]);
     const connection = connectToRabbitmq(url, 'dead-letter-kept test', log, 5);
-    const publisher = createDeadLetterPublisher(connection, queue, { log });
+    const publisher = createConfirmedPublisher(connection, queue, { log });
     try {
       const publishing = publisher.publish(Buffer.from('{"id": 1, "value": 1}'), { persistent: true });
-      await expect(publishing).rejects.toThrow(DeadLetterReturnedError);
+      await expect(publishing).rejects.toThrow(MessageReturnedError);
       await expect(publishing).rejects.toThrow(
         /312 NO_ROUTE\): no queue missing\.incoming_transactions\.dead; cannot declare queue .*ACCESS_REFUSED/,
       );

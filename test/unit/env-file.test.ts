@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { loadDotEnv } from '../../src/env-file.js';
+import { loadDotEnv } from '../../src/cli.js';
 
 describe('loadDotEnv', () => {
   let dir: string;
