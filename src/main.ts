@@ -4,6 +4,7 @@ import { ConfigError, loadConfig, portInUseError, type Config } from './config.j
 import { loadDotEnv } from './env-file.js';
 import { createLogger, temporalLogger } from './logger.js';
 import { startApp, type App } from './app.js';
+import { temporalConnectOptions } from './temporal-connection.js';
 
 /** Exit status for configuration problems (bad value, port taken, unreadable .env). */
 const EXIT_CONFIG = 2;
@@ -16,7 +17,10 @@ const SHUTDOWN_DEADLINE_MS = 27_000;
 function readConfig(): { config: Config; dotEnv: string | undefined } {
   try {
     const dotEnv = loadDotEnv();
-    return { config: loadConfig(), dotEnv };
+    const config = loadConfig();
+    // An unreadable certificate or a certificate without its key: refused before anything starts.
+    temporalConnectOptions(config);
+    return { config, dotEnv };
   } catch (error) {
     const message =
       error instanceof ConfigError ? error.message : `Cannot read .env: ${(error as Error).message}`;

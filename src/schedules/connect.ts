@@ -2,7 +2,7 @@ import { Client, Connection, ScheduleNotFoundError, type ScheduleHandle } from '
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../config.js';
 import { loadDotEnv } from '../env-file.js';
-import { temporalConnectOptions } from '../temporal-connection.js';
+import { temporalConnectOptions, tlsHint } from '../temporal-connection.js';
 
 type Option = { type: 'string' | 'boolean'; help: string };
 
@@ -68,6 +68,7 @@ export async function runScheduleCommand<T extends Record<string, Option>>(
   );
   let values: Record<string, string | boolean | undefined>;
   let config;
+  let connect;
   try {
     ({ values } = parseArgs({
       options: { ...parseOptions, help: { type: 'boolean', short: 'h' } },
@@ -81,13 +82,14 @@ export async function runScheduleCommand<T extends Record<string, Option>>(
     command.check?.(values as Values<T>);
     loadDotEnv();
     config = loadConfig();
+    connect = temporalConnectOptions(config);
   } catch (error) {
     if (error instanceof ConfigError) return fail(2, error.message);
     return fail(2, (error as Error).message, ` (npm run ${command.name} -- --help)`);
   }
 
   const scheduleId = (values['schedule-id'] as string | undefined) || config.SYNC_SCHEDULE_ID;
-  const { connectionOptions, namespace } = temporalConnectOptions(config);
+  const { connectionOptions, namespace } = connect;
   let connection: Connection;
   try {
     connection = await Connection.connect({
@@ -98,7 +100,10 @@ export async function runScheduleCommand<T extends Record<string, Option>>(
       connectTimeout: CONNECT_TIMEOUT,
     });
   } catch (error) {
-    return fail(1, `cannot reach Temporal at ${connectionOptions.address}: ${(error as Error).message}`);
+    // grpc-js says only "Failed to connect before the deadline", whatever the TLS settings lacked.
+    const hint = tlsHint(connectionOptions);
+    const message = `cannot reach Temporal at ${connectionOptions.address}: ${(error as Error).message}`;
+    return fail(1, hint && connectionOptions.tls ? `${message}; ${hint}` : message);
   }
   try {
     const handle = new Client({ connection, namespace }).schedule.getHandle(scheduleId);
