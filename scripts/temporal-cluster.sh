@@ -18,6 +18,14 @@
 #   TEMPORAL_CLUSTER_MAX_CONNS      each pool's limit to the main database (default 20; visibility's half);
 #                                   the services open several pools: 20 held 46 connections here, 4 held 17
 #   TEMPORAL_CLUSTER_DIR            config, pid and log (default per database, under $XDG_STATE_HOME)
+#   TEMPORAL_CLUSTER_TLS            empty (default): plain gRPC. `mtls`: the frontend serves TLS and requires
+#                                   a client certificate signed by a throw-away CA made with openssl in
+#                                   $TEMPORAL_CLUSTER_DIR/tls (kept across restarts, removed by destroy); the
+#                                   server's own worker service connects with a certificate of its own. The
+#                                   client's settings (TEMPORAL_TLS_*) are printed on stderr and written to
+#                                   tls/client.env. Internode traffic (one process here) stays plain.
+#   TEMPORAL_CLUSTER_TLS_SERVER_NAME  the name in the server certificate (default temporal-cluster.test,
+#                                   and localhost): what a client sets as TEMPORAL_TLS_SERVER_NAME
 # Every port is below 32768: the server stores membership ports in a smallint column.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +48,10 @@ STATE_DIR="${TEMPORAL_CLUSTER_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/balance
 PID_FILE="$STATE_DIR/server.pid"
 LOG_FILE="$STATE_DIR/server.log"
 PORTS_FILE="$STATE_DIR/ports.env"
+TLS="${TEMPORAL_CLUSTER_TLS:-}"
+[[ -z "$TLS" || "$TLS" == mtls ]] || { echo "temporal-cluster: TEMPORAL_CLUSTER_TLS must be empty or mtls, not $TLS" >&2; exit 2; }
+TLS_DIR="$STATE_DIR/tls"
+TLS_SERVER_NAME="${TEMPORAL_CLUSTER_TLS_SERVER_NAME:-temporal-cluster.test}"
 
 say() { echo "temporal-cluster: $*" >&2; }
 die() { say "$*"; exit 1; }
@@ -57,7 +69,57 @@ frontend_address() { (source "$PORTS_FILE" && echo "127.0.0.1:$FRONTEND_PORT"); 
 
 cli() { # the Temporal CLI of scripts/ensure-temporal.sh (also what the dev-server tests use)
   local path; path=$(bash scripts/ensure-temporal.sh) || die "no Temporal CLI (scripts/ensure-temporal.sh)"
-  "$path" "$@"
+  local tls=()
+  [[ -z "$TLS" ]] || tls=(--tls-cert-path "$TLS_DIR/client.pem" --tls-key-path "$TLS_DIR/client.key"
+    --tls-ca-path "$TLS_DIR/ca.pem" --tls-server-name "$TLS_SERVER_NAME")
+  "$path" "$@" "${tls[@]}"
+}
+
+# A certificate signed by the CA: name, subject CN, extendedKeyUsage, subjectAltName (may be empty).
+issue() {
+  local name=$1 cn=$2 usage=$3 san=$4
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=$cn" \
+    -keyout "$TLS_DIR/$name.key" -out "$TLS_DIR/$name.csr" 2>/dev/null || die "openssl: cannot make the $name key"
+  {
+    echo "basicConstraints=critical,CA:FALSE"
+    echo "keyUsage=critical,digitalSignature"
+    echo "extendedKeyUsage=$usage"
+    [[ -z "$san" ]] || echo "subjectAltName=$san"
+  } >"$TLS_DIR/$name.ext"
+  openssl x509 -req -in "$TLS_DIR/$name.csr" -CA "$TLS_DIR/ca.pem" -CAkey "$TLS_DIR/ca.key" -CAcreateserial \
+    -days 30 -sha256 -extfile "$TLS_DIR/$name.ext" -out "$TLS_DIR/$name.pem" 2>/dev/null ||
+    die "openssl: cannot sign the $name certificate"
+  rm -f "$TLS_DIR/$name.csr" "$TLS_DIR/$name.ext"
+}
+
+# A throw-away CA, the frontend's certificate, the app's and the system worker's client certificates:
+# made once per state directory (a restarted cluster keeps them, so its clients keep working).
+make_certificates() {
+  [[ -f "$TLS_DIR/ca.pem" && -f "$TLS_DIR/server.pem" && -f "$TLS_DIR/client.pem" && -f "$TLS_DIR/worker.pem" ]] &&
+    return 0
+  command -v openssl >/dev/null 2>&1 || die "TEMPORAL_CLUSTER_TLS=mtls needs openssl"
+  rm -rf "$TLS_DIR"
+  mkdir -p "$TLS_DIR"
+  chmod 700 "$TLS_DIR"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 -sha256 \
+    -subj "/CN=balance-sync throw-away Temporal CA" -keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.pem" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null ||
+    die "openssl: cannot make the CA"
+  issue server "$TLS_SERVER_NAME" serverAuth "DNS:$TLS_SERVER_NAME,DNS:localhost"
+  issue client balance-sync clientAuth ""
+  issue worker temporal-system-worker clientAuth ""
+  say "made a throw-away CA and certificates in $TLS_DIR"
+}
+
+# What a client of this cluster sets (the app, its CLIs, the Temporal CLI read the same variables).
+client_env() {
+  cat <<ENV
+TEMPORAL_ADDRESS=$(frontend_address)
+TEMPORAL_TLS_CLIENT_CERT_PATH=$TLS_DIR/client.pem
+TEMPORAL_TLS_CLIENT_KEY_PATH=$TLS_DIR/client.key
+TEMPORAL_TLS_SERVER_CA_CERT_PATH=$TLS_DIR/ca.pem
+TEMPORAL_TLS_SERVER_NAME=$TLS_SERVER_NAME
+ENV
 }
 
 stop() {
@@ -80,7 +142,7 @@ destroy() {
       --db "$db" drop-database --force >&2 || die "cannot drop database $db on $PG_HOST:$PG_PORT"
   done
   # Only what start wrote, never the directory's other contents (TEMPORAL_CLUSTER_DIR may be anywhere).
-  rm -rf "$STATE_DIR/config"
+  rm -rf "$STATE_DIR/config" "$TLS_DIR"
   rm -f "$PORTS_FILE" "$LOG_FILE" "$STATE_DIR/migrate-$DB.log" "$STATE_DIR/migrate-$VISIBILITY_DB.log"
   rmdir "$STATE_DIR" 2>/dev/null || true
   say "dropped $DB and $VISIBILITY_DB on $PG_HOST:$PG_PORT"
@@ -130,6 +192,27 @@ pick_port() { # preferred (may be empty)
     port=$((20000 + RANDOM % 12768))
   done
   die "no free port below 32768"
+}
+
+# global.tls for TEMPORAL_CLUSTER_TLS=mtls: the frontend requires a client certificate from the CA;
+# the worker service (schedules, system workflows) reaches the frontend with its own certificate.
+tls_config() {
+  [[ -n "$TLS" ]] || return 0
+  cat <<YAML
+  tls:
+    frontend:
+      server:
+        certFile: "$TLS_DIR/server.pem"
+        keyFile: "$TLS_DIR/server.key"
+        requireClientAuth: true
+        clientCaFiles: ["$TLS_DIR/ca.pem"]
+    systemWorker:
+      certFile: "$TLS_DIR/worker.pem"
+      keyFile: "$TLS_DIR/worker.key"
+      client:
+        serverName: "$TLS_SERVER_NAME"
+        rootCaFiles: ["$TLS_DIR/ca.pem"]
+YAML
 }
 
 write_config() {
@@ -183,6 +266,7 @@ persistence:
 $(datastore default "$DB" "$MAX_CONNS")
 $(datastore visibility "$VISIBILITY_DB" $(((MAX_CONNS + 1) / 2)))
 global:
+$(tls_config)
   membership:
     maxJoinDuration: 30s
     broadcastAddress: 127.0.0.1
@@ -219,12 +303,22 @@ dynamicConfigClient:
 YAML
 }
 
+print_client_env() {
+  client_env >"$TLS_DIR/client.env"
+  say "mutual TLS: a client needs these settings (also in $TLS_DIR/client.env):"
+  client_env | sed 's/^/  /' >&2
+}
+
 start() {
   mkdir -p "$STATE_DIR"
   local pid address
   if pid=$(running_pid); then
     address=$(frontend_address)
+    # The running server's config says whether it serves TLS: a client given the other kind would fail.
+    if grep -q '^  tls:' "$STATE_DIR/config/cluster.yaml"; then [[ -n "$TLS" ]]; else [[ -z "$TLS" ]]; fi ||
+      die "already running (pid $pid) $([[ -n "$TLS" ]] && echo without || echo with) TLS; stop it first ($0 stop)"
     say "already running (pid $pid) on $address; log $LOG_FILE"
+    [[ -z "$TLS" ]] || print_client_env
     echo "$address"
     return 0
   fi
@@ -234,6 +328,7 @@ start() {
   migrate "$DB" postgresql/v12/temporal
   migrate "$VISIBILITY_DB" postgresql/v12/visibility
   say "databases $DB and $VISIBILITY_DB on $PG_HOST:$PG_PORT migrated ($((SECONDS - started)) s)"
+  [[ -z "$TLS" ]] || make_certificates
   write_config
   address=$(frontend_address)
   echo "--- $(date -Is) start on $address" >>"$LOG_FILE"
@@ -259,6 +354,7 @@ $(grep -E '"level":"(error|fatal)"|panic|Error' "$LOG_FILE" | tail -5)"
     sleep 0.5
   done
   say "serving on $address (pid $pid, $((SECONDS - started)) s; log $LOG_FILE; stop: $0 stop)"
+  [[ -z "$TLS" ]] || print_client_env
   echo "$address"
 }
 

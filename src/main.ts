@@ -4,6 +4,7 @@ import { runAsProcess, type CliIo } from './cli.js';
 import { ConfigError, portInUseError, type Config } from './config.js';
 import { createLogger, temporalLogger } from './logger.js';
 import { startApp, type App } from './app.js';
+import { temporalConnectOptions } from './temporal-connection.js';
 
 /**
  * The last resort: a shutdown still running this long after the signal exits 1, inside compose's
@@ -92,6 +93,8 @@ runAsProcess({
   flags: {},
   stopOnSignal: true,
   run({ config, dotEnv, io }) {
+    // An unreadable certificate or a certificate without its key: refused (exit 2) before anything starts.
+    temporalConnectOptions(config);
     const log = createLogger(config.LOG_LEVEL);
     if (dotEnv) log.info({ file: dotEnv }, 'settings read from .env; the environment wins over it');
     installRuntime(config, log);

@@ -1,16 +1,36 @@
 import { NativeConnection } from '@temporalio/worker';
-import { loadClientConnectConfig } from '@temporalio/envconfig';
+import { loadClientConfigProfile, toClientOptions } from '@temporalio/envconfig';
 import pRetry from 'p-retry';
 import type { Logger } from 'pino';
-import type { Config } from './config.js';
+import { ConfigError, type Config } from './config.js';
+
+/** The variables (or TEMPORAL_PROFILE's file) that give the connection's TLS and credentials. */
+const TLS_SETTINGS = 'TEMPORAL_TLS_*, TEMPORAL_API_KEY, TEMPORAL_PROFILE';
 
 /**
  * Connection settings from Temporal's standard environment (`TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`,
  * `TEMPORAL_API_KEY`, `TEMPORAL_TLS_*`, `TEMPORAL_PROFILE` with its TOML file), so the same image
- * reaches a dev server, a self-hosted cluster or Temporal Cloud.
+ * reaches a dev server, a self-hosted cluster or Temporal Cloud. An API key turns TLS on and is sent
+ * as `Authorization: Bearer …` on every call. Throws ConfigError for settings no connection could
+ * use: an unreadable certificate file, or a client certificate without its key (or the reverse),
+ * which envconfig would otherwise drop without a word.
  */
 export function temporalConnectOptions(config: Pick<Config, 'TEMPORAL_ADDRESS' | 'TEMPORAL_NAMESPACE'>) {
-  const { connectionOptions, namespace } = loadClientConnectConfig();
+  let options;
+  try {
+    const profile = loadClientConfigProfile();
+    const { clientCert, clientKey } = profile.tls ?? {};
+    if (clientCert && !clientKey)
+      throw new Error('a client certificate without its key (TEMPORAL_TLS_CLIENT_KEY_PATH)');
+    if (clientKey && !clientCert)
+      throw new Error('a client key without its certificate (TEMPORAL_TLS_CLIENT_CERT_PATH)');
+    options = toClientOptions(profile);
+  } catch (error) {
+    throw new ConfigError(
+      `Invalid configuration: Temporal connection (${TLS_SETTINGS}): ${(error as Error).message}`,
+    );
+  }
+  const { connectionOptions, namespace } = options;
   return {
     connectionOptions: {
       ...connectionOptions,
@@ -32,22 +52,83 @@ export function transportReason(message: string): string {
   return message.length > 120 ? `${message.slice(0, 117)}...` : message;
 }
 
-/** Connects, retrying with capped backoff while the server is not up yet. */
+/**
+ * A certificate the server presented that this client refuses (the Rust core's `InvalidCertificate`):
+ * waiting cannot change it, so start-up stops at once, naming the setting to look at.
+ */
+export function certificateRefusal(message: string): string | undefined {
+  const reason = /InvalidCertificate\((\w+)/.exec(message)?.[1];
+  if (!reason) return undefined;
+  if (reason === 'UnknownIssuer')
+    return "the server's TLS certificate is not signed by a CA this client trusts (TEMPORAL_TLS_SERVER_CA_CERT_PATH)";
+  if (reason.startsWith('NotValidForName')) {
+    const names = [...message.matchAll(/DnsName\(\\?"([^"\\]+)\\?"\)/g)].map((match) => match[1]);
+    return (
+      `the server's TLS certificate is not valid for the address's host (it names ${names.join(', ') || 'other hosts'}): ` +
+      'set TEMPORAL_TLS_SERVER_NAME to one of them'
+    );
+  }
+  return `the server's TLS certificate was refused: ${reason}`;
+}
+
+type TlsSettings = { tls?: unknown; apiKey?: unknown };
+
+/**
+ * What the TLS settings suggest when a connection fails after reaching the server: a server that
+ * requires TLS (or a client certificate) closes a connection made without it, and the error says
+ * only that the connection closed. Empty when the settings suggest nothing.
+ */
+export function tlsHint({ tls, apiKey }: TlsSettings): string {
+  if (!tls) return 'if the server requires TLS, set TEMPORAL_TLS_SERVER_CA_CERT_PATH (or TEMPORAL_TLS=true)';
+  const clientCertificate = typeof tls === 'object' && (tls as { clientCertPair?: unknown }).clientCertPair;
+  if (clientCertificate || apiKey) return '';
+  return (
+    'if the server requires a client certificate (mutual TLS), set TEMPORAL_TLS_CLIENT_CERT_PATH and ' +
+    'TEMPORAL_TLS_CLIENT_KEY_PATH'
+  );
+}
+
+/** Why a connection attempt failed, in one line, and whether another attempt could succeed. */
+export function connectFailure(
+  message: string,
+  settings: TlsSettings,
+): { reason: string; permanent: boolean } {
+  const refusal = certificateRefusal(message);
+  if (refusal) return { reason: refusal, permanent: true };
+  const reason = transportReason(message);
+  // The server was not reached at all: TLS has nothing to do with it.
+  if (/^(tcp connect|dns) error/.test(reason)) return { reason, permanent: false };
+  const hint = tlsHint(settings);
+  return { reason: hint ? `${reason}; ${hint}` : reason, permanent: false };
+}
+
+/**
+ * Connects, retrying with capped backoff while the server is not up yet, for STARTUP_WAIT_SECONDS;
+ * a server certificate this client refuses ends it at once. Rejects with one line naming the cause.
+ */
 export async function connectToTemporal(
   config: Pick<Config, 'TEMPORAL_ADDRESS' | 'TEMPORAL_NAMESPACE' | 'STARTUP_WAIT_SECONDS'>,
   log: Logger,
 ): Promise<{ connection: NativeConnection; namespace: string }> {
   const { connectionOptions, namespace } = temporalConnectOptions(config);
-  const connection = await pRetry(() => NativeConnection.connect(connectionOptions), {
-    retries: Number.POSITIVE_INFINITY,
-    minTimeout: 250,
-    maxTimeout: 5_000,
-    maxRetryTime: config.STARTUP_WAIT_SECONDS * 1000,
-    onFailedAttempt: ({ error, attemptNumber }) =>
-      log.warn(
-        { address: connectionOptions.address, attempt: attemptNumber, err: transportReason(error.message) },
-        'cannot reach Temporal yet',
-      ),
-  });
-  return { connection, namespace };
+  const failure = (error: Error) => connectFailure(error.message, connectionOptions);
+  try {
+    const connection = await pRetry(() => NativeConnection.connect(connectionOptions), {
+      retries: Number.POSITIVE_INFINITY,
+      minTimeout: 250,
+      maxTimeout: 5_000,
+      maxRetryTime: config.STARTUP_WAIT_SECONDS * 1000,
+      shouldRetry: ({ error }) => !failure(error).permanent,
+      onFailedAttempt: ({ error, attemptNumber }) =>
+        log.warn(
+          { address: connectionOptions.address, attempt: attemptNumber, err: failure(error).reason },
+          'cannot reach Temporal yet',
+        ),
+    });
+    return { connection, namespace };
+  } catch (error) {
+    throw new Error(
+      `cannot connect to Temporal at ${connectionOptions.address}: ${failure(error as Error).reason}`,
+    );
+  }
 }

@@ -1,6 +1,6 @@
 import { Client, Connection, ScheduleNotFoundError, type ScheduleHandle } from '@temporalio/client';
 import { runAsProcess, type Command, type Flags, type FlagValues } from '../cli.js';
-import { temporalConnectOptions } from '../temporal-connection.js';
+import { temporalConnectOptions, tlsHint } from '../temporal-connection.js';
 
 type Option = { type: 'string' | 'boolean'; help: string };
 type Options = Record<string, Option>;
@@ -71,7 +71,10 @@ function scheduleCommand<T extends Options>(command: ScheduleCommand<T>) {
           connectTimeout: CONNECT_TIMEOUT,
         });
       } catch (error) {
-        throw new Error(`cannot reach Temporal at ${connectionOptions.address}: ${(error as Error).message}`);
+        // grpc-js says only "Failed to connect before the deadline", whatever the TLS settings lacked.
+        const hint = tlsHint(connectionOptions);
+        const message = `cannot reach Temporal at ${connectionOptions.address}: ${(error as Error).message}`;
+        throw new Error(hint && connectionOptions.tls ? `${message}; ${hint}` : message);
       }
       try {
         const handle = new Client({ connection, namespace }).schedule.getHandle(scheduleId);

@@ -1,5 +1,9 @@
-import { describe, expect, it } from 'vitest';
-import { transportReason } from '../../src/temporal-connection.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { ConfigError } from '../../src/config.js';
+import { connectFailure, temporalConnectOptions, transportReason } from '../../src/temporal-connection.js';
 
 describe('transportReason', () => {
   it.each([
@@ -18,5 +22,125 @@ describe('transportReason', () => {
 
   it('cuts any other long message to 120 characters', () => {
     expect(transportReason('x'.repeat(300))).toHaveLength(120);
+  });
+});
+
+describe('temporalConnectOptions', () => {
+  const config = { TEMPORAL_ADDRESS: 'localhost:7233', TEMPORAL_NAMESPACE: 'default' };
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'balance-sync-tls-unit-'));
+    writeFileSync(join(dir, 'client.pem'), 'certificate');
+    writeFileSync(join(dir, 'client.key'), 'key');
+    // No developer's temporal.toml: only the variables below.
+    vi.stubEnv('TEMPORAL_CONFIG_FILE', join(dir, 'none.toml'));
+  });
+  afterEach(() => {
+    vi.unstubAllEnvs();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('reads the client certificate pair and turns TLS on', () => {
+    vi.stubEnv('TEMPORAL_TLS_CLIENT_CERT_PATH', join(dir, 'client.pem'));
+    vi.stubEnv('TEMPORAL_TLS_CLIENT_KEY_PATH', join(dir, 'client.key'));
+    vi.stubEnv('TEMPORAL_TLS_SERVER_NAME', 'temporal.example');
+    const { connectionOptions, namespace } = temporalConnectOptions(config);
+    expect(connectionOptions.address).toBe('localhost:7233');
+    const tls = connectionOptions.tls as {
+      serverNameOverride?: string;
+      clientCertPair?: { crt: Uint8Array; key: Uint8Array };
+    };
+    expect(tls.serverNameOverride).toBe('temporal.example');
+    expect(Buffer.from(tls.clientCertPair!.crt).toString()).toBe('certificate');
+    expect(Buffer.from(tls.clientCertPair!.key).toString()).toBe('key');
+    expect(namespace).toBe('default');
+  });
+
+  it('turns TLS on for an API key, which is sent as the bearer token', () => {
+    vi.stubEnv('TEMPORAL_API_KEY', 'secret-key');
+    expect(temporalConnectOptions(config).connectionOptions).toMatchObject({
+      apiKey: 'secret-key',
+      tls: true,
+    });
+  });
+
+  it.each([
+    [
+      'TEMPORAL_TLS_CLIENT_CERT_PATH',
+      'client.pem',
+      /client certificate without its key \(TEMPORAL_TLS_CLIENT_KEY_PATH\)/,
+    ],
+    [
+      'TEMPORAL_TLS_CLIENT_KEY_PATH',
+      'client.key',
+      /client key without its certificate \(TEMPORAL_TLS_CLIENT_CERT_PATH\)/,
+    ],
+    ['TEMPORAL_TLS_SERVER_CA_CERT_PATH', 'missing-ca.pem', /ENOENT.*missing-ca\.pem/],
+  ])('refuses %s=%s alone as a configuration error', (variable, file, reason) => {
+    vi.stubEnv(variable, join(dir, file));
+    expect(() => temporalConnectOptions(config)).toThrow(ConfigError);
+    expect(() => temporalConnectOptions(config)).toThrow(reason);
+    expect(() => temporalConnectOptions(config)).toThrow(/^Invalid configuration: Temporal connection/);
+  });
+});
+
+/** What the Rust core reported against a cluster of scripts/temporal-cluster.sh with TEMPORAL_CLUSTER_TLS=mtls. */
+const SEEN = {
+  noClientCertificate:
+    'Failed to call GetSystemInfo: code: \'The operation was cancelled\', message: "operation was canceled", source: tonic::transport::Error(Transport, hyper::Error(Canceled, "connection closed"))',
+  noTls:
+    'Failed to call GetSystemInfo: code: \'Unknown error\', message: "transport error", source: tonic::transport::Error(Transport, hyper::Error(Io, Custom { kind: BrokenPipe, error: "stream closed because of a broken pipe" }))',
+  noServerName:
+    'tonic::transport::Error(Transport, ConnectError(Custom { kind: InvalidData, error: InvalidCertificate(NotValidForNameContext { expected: IpAddress(V4(Ipv4Addr([127, 0, 0, 1]))), presented: ["DnsName(\\"temporal-cluster.test\\")", "DnsName(\\"localhost\\")"] }) }))',
+  noCa: 'tonic::transport::Error(Transport, ConnectError(Custom { kind: InvalidData, error: InvalidCertificate(UnknownIssuer) }))',
+  refused:
+    'tonic::transport::Error(Transport, ConnectError(ConnectError("tcp connect error", 127.0.0.1:7233, Os { code: 111, kind: ConnectionRefused, message: "Connection refused" })))',
+};
+
+describe('connectFailure', () => {
+  const CA_ONLY = { tls: { serverRootCACertificate: new Uint8Array() } };
+  const MUTUAL = { tls: { clientCertPair: { crt: new Uint8Array(), key: new Uint8Array() } } };
+
+  it('stops at once on a server certificate the client refuses, naming the setting', () => {
+    expect(connectFailure(SEEN.noServerName, MUTUAL)).toEqual({
+      reason:
+        "the server's TLS certificate is not valid for the address's host (it names temporal-cluster.test, localhost): " +
+        'set TEMPORAL_TLS_SERVER_NAME to one of them',
+      permanent: true,
+    });
+    expect(connectFailure(SEEN.noCa, MUTUAL)).toEqual({
+      reason:
+        "the server's TLS certificate is not signed by a CA this client trusts (TEMPORAL_TLS_SERVER_CA_CERT_PATH)",
+      permanent: true,
+    });
+  });
+
+  it('retries a closed connection, naming the client certificate when TLS is on without one', () => {
+    expect(connectFailure(SEEN.noClientCertificate, CA_ONLY)).toEqual({
+      reason:
+        'operation was canceled; if the server requires a client certificate (mutual TLS), set ' +
+        'TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH',
+      permanent: false,
+    });
+    // With a certificate or an API key there is nothing to suggest.
+    expect(connectFailure(SEEN.noClientCertificate, MUTUAL).reason).toBe('operation was canceled');
+    expect(connectFailure(SEEN.noClientCertificate, { ...CA_ONLY, apiKey: 'key' }).reason).toBe(
+      'operation was canceled',
+    );
+  });
+
+  it('retries a broken connection, naming TLS when it is off', () => {
+    expect(connectFailure(SEEN.noTls, {})).toEqual({
+      reason:
+        'transport error; if the server requires TLS, set TEMPORAL_TLS_SERVER_CA_CERT_PATH (or TEMPORAL_TLS=true)',
+      permanent: false,
+    });
+  });
+
+  it('says nothing of TLS when the server was not reached at all', () => {
+    expect(connectFailure(SEEN.refused, {})).toEqual({
+      reason: 'tcp connect error: Connection refused',
+      permanent: false,
+    });
   });
 });
