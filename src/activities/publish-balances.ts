@@ -1,5 +1,5 @@
 import { ApplicationFailure, Context, log } from '@temporalio/activity';
-import type { Redis } from 'ioredis';
+import { ReplyError, type Redis } from 'ioredis';
 import type pg from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { KEYDB_COMMAND_TIMEOUT_MS } from '../keydb/client.js';
@@ -445,7 +445,12 @@ export function createPublishBalances(
         late.outcome === 'applied'
           ? recordWrite(pool, metrics, publication(late))
           : forgetWrite(pool, write.writer),
-      );
+      ).catch(async (error: unknown) => {
+        // KeyDB refused the script (OOM, READONLY: before anything was written): no gap. Any other
+        // failure (timeout, connection lost) leaves the note, the write's outcome unknown.
+        if (error instanceof ReplyError) await forgetWrite(pool, write.writer);
+        throw error;
+      });
       const writtenAt = Date.now();
       const writeMs = performance.now() - writeStart;
       if (fence.outcome !== 'applied') await forgetWrite(pool, write.writer);

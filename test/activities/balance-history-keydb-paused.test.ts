@@ -146,6 +146,26 @@ describe('balance history with KeyDB writes held', () => {
     ]);
   });
 
+  it('leaves no gap for a write KeyDB refused (OOM): the previous publication is what it held', async () => {
+    const boundary = Math.floor(Date.now() / MINUTE) * MINUTE;
+    const first = applied(await publishMinute(boundary - MINUTE));
+    await spend('5');
+    await redisCli('CONFIG SET maxmemory-policy noeviction', 'CONFIG SET maxmemory 1');
+    try {
+      await expect(publishMinute(boundary)).rejects.toThrow(/OOM/);
+    } finally {
+      await redisCli('CONFIG SET maxmemory 0');
+    }
+    expect(await rows(db, 'SELECT writer FROM balance_sync_unconfirmed_writes')).toEqual([]);
+    const after = await readVisa();
+    expect(after.visa).toBe('1300');
+    expect(await balancesAt(after.at)).toMatchObject({
+      status: 0,
+      answer: visaAnswer(boundary - MINUTE, '1300'),
+    });
+    expect(after.at).toBeGreaterThan(first);
+  });
+
   it('shows a write whose reply was lost (applied, given up on, never recorded) as a gap, never as a value KeyDB did not hold', async () => {
     const boundary = Math.floor(Date.now() / MINUTE) * MINUTE;
     const first = applied(await publishMinute(boundary - 2 * MINUTE));
