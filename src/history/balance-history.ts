@@ -59,12 +59,13 @@ const UNCONFIRMED_GAPS = `
 
 // Whether $1 is in a gap, given p, the last publication at or before it. One row: gap_from NULL when
 // there is none; gap_to where the history answers again (NULL: not yet). A gap over $1 ends after p,
-// so only writes with may_apply_until at or after p can make one: the index reads only those.
+// so only writes whose span overlaps p..$1 can make one: the GiST index reads only those.
 const GAP = `
     SELECT min(g.first) AS gap_from,
       CASE WHEN bool_and(g.last IS NOT NULL) THEN max(g.last) END AS gap_to
     FROM (${UNCONFIRMED_GAPS}
-          WHERE u.may_apply_from <= $1 AND u.may_apply_until >= (SELECT instant FROM p)) g
+          WHERE tstzrange(u.may_apply_from, u.may_apply_until, '[]')
+             && tstzrange((SELECT instant FROM p), $1, '[]')) g
     WHERE g.last IS NULL OR g.last > $1`;
 
 // The last publication at or before $1, the last checkpoint at or before it, and the changes after

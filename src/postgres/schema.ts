@@ -73,8 +73,8 @@ const BALANCE_HISTORY_TABLES = `
     may_apply_until  timestamptz NOT NULL,
     noted_at         timestamptz NOT NULL DEFAULT now()
   );
-  CREATE INDEX IF NOT EXISTS balance_sync_unconfirmed_writes_until
-    ON balance_sync_unconfirmed_writes (may_apply_until);
+  CREATE INDEX IF NOT EXISTS balance_sync_unconfirmed_writes_span ON balance_sync_unconfirmed_writes
+    USING gist (tstzrange(may_apply_from, may_apply_until, '[]'));
   CREATE TABLE IF NOT EXISTS balance_sync_balance_changes (
     key     text NOT NULL,
     instant timestamptz NOT NULL,
