@@ -163,6 +163,7 @@ for (let i = 0; i < opts.records; i++) {
     workflowId: 'bench',
     runId: 'bench',
     attempt: 1,
+    writer: `bench/${i}`,
     written,
     removed: [],
   });

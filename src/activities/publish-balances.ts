@@ -1,5 +1,5 @@
 import { ApplicationFailure, Context, log } from '@temporalio/activity';
-import type { Redis } from 'ioredis';
+import { ReplyError, type Redis } from 'ioredis';
 import type pg from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { KEYDB_COMMAND_TIMEOUT_MS } from '../keydb/client.js';
@@ -15,7 +15,12 @@ import type { AppMetrics } from '../metrics.js';
 import { postgresClockSkew, reportClockSkew, temporalClockSkew } from './clock-skew.js';
 import { COUNT_BALANCE_TRIGGERS_SQL, EXPECTED_TRIGGER_COUNT, migrate } from '../postgres/schema.js';
 import { ATTEMPT_STOPPED_ERROR, SYNC_HEARTBEAT_INTERVAL_MS, boundaryFor } from '../sync-timing.js';
-import { recordPublication, type Publication } from './record-publication.js';
+import {
+  forgetUnconfirmedWrite,
+  noteUnconfirmedWrite,
+  recordPublication,
+  type Publication,
+} from './record-publication.js';
 
 export interface PublishBalancesInput {
   /** The schedule's nominal time for this run (TemporalScheduledStartTime), ISO 8601. */
@@ -40,6 +45,8 @@ export interface PublishBalancesResult {
   boundary: string | null;
   /** When KeyDB was written; null when this attempt wrote nothing (alreadyPublished, or refused as stale). */
   writtenAt: string | null;
+  /** When KeyDB applied the write by its own TIME (the history's instant); null when nothing was written. */
+  keydbWrittenAt: string | null;
   /** KeyDB write time minus the boundary, in ms; null for an off-minute run or when nothing was written. */
   writeOffsetMs: number | null;
   /** Another attempt had already written this minute to KeyDB (the fence said so): this one wrote nothing. */
@@ -54,7 +61,10 @@ export interface PublishBalancesResult {
    * false for an off-minute run, or when recording failed after the write (logged).
    */
   boundaryRecorded: boolean;
-  /** Whether this write is in the balance history (recorded in the same transaction as the minute). */
+  /**
+   * Whether this write is in the balance history (recorded in the same transaction as the minute);
+   * when not, its unconfirmed note stays and the history shows a gap where it may have applied.
+   */
   historyRecorded: boolean;
   /** Providers written. */
   providers: number;
@@ -112,24 +122,61 @@ async function minuteRecorded(pool: pg.Pool, boundary: Date): Promise<boolean> {
 }
 
 /**
- * Records the write (the minute, and the balance history) in one transaction;
- * a failure is logged, counted and reported, the write stands.
+ * Records the write (the minute, and the balance history) in one transaction; a failure is logged,
+ * counted and reported, the write stands, and its unconfirmed note leaves a gap in the history.
  */
-async function recordWrite(pool: pg.Pool, metrics: AppMetrics, publication: Publication): Promise<boolean> {
+async function recordWrite(
+  pool: pg.Pool,
+  metrics: AppMetrics,
+  publication: Publication,
+): Promise<{ boundaryRecorded: boolean; historyRecorded: boolean }> {
+  const boundary = publication.boundary?.toISOString();
+  const what = { boundary, writtenAt: publication.writtenAt.toISOString(), writer: publication.writer };
   try {
-    await recordPublication(pool, publication);
-    return true;
+    const historyRecorded = await recordPublication(pool, publication);
+    if (!historyRecorded) {
+      metrics.balanceHistoryUnrecorded.inc();
+      log.warn('balances written before a later write already recorded: the history shows a gap there', what);
+    }
+    return { boundaryRecorded: publication.boundary !== null, historyRecorded };
   } catch (error) {
     metrics.balanceHistoryUnrecorded.inc();
-    const boundary = publication.boundary?.toISOString();
     log.warn(
       boundary
         ? 'balances written, but the minute could not be recorded: the history has a gap'
-        : 'balances written, but could not be recorded in the balance history',
-      { boundary, writtenAt: publication.writtenAt.toISOString(), error: (error as Error).message },
+        : 'balances written, but could not be recorded in the balance history: it has a gap',
+      { ...what, error: (error as Error).message },
     );
-    return false;
+    return { boundaryRecorded: false, historyRecorded: false };
   }
+}
+
+/** A write KeyDB refused was never applied: its note goes, leaving no gap (a failure only logs). */
+async function forgetWrite(pool: pg.Pool, writer: string): Promise<void> {
+  try {
+    await forgetUnconfirmedWrite(pool, writer);
+  } catch (error) {
+    log.warn('KeyDB refused a write, but its note could not be removed: the history shows a gap there', {
+      writer,
+      error: (error as Error).message,
+    });
+  }
+}
+
+/**
+ * Notes the write before it is sent (throws, not writing, if Postgres cannot take the note): from now
+ * on KeyDB's clock (its TIME at warm-up plus the time elapsed on the monotonic clock, less the
+ * reading's uncertainty, so a worker clock stepped since moves it not at all) until the write's
+ * deadline there, after which the fence refuses it.
+ */
+async function noteWrite(pool: pg.Pool, write: FencedWrite, clock: Clock): Promise<void> {
+  const keydbNowMs = clock.keydbMs + (performance.now() - clock.readAt);
+  await noteUnconfirmedWrite(pool, {
+    writer: write.writer,
+    minute: write.minuteMs === null ? null : new Date(write.minuteMs),
+    mayApplyFrom: new Date(Math.floor(keydbNowMs - clock.uncertaintyMs)),
+    mayApplyUntil: new Date(write.deadlineKeydbMs),
+  });
 }
 
 type BalanceRow = {
@@ -212,7 +259,8 @@ function assertMayWrite(context: Context, deadline: number) {
 
 const attemptStopped = (message: string) => ApplicationFailure.retryable(message, ATTEMPT_STOPPED_ERROR);
 
-type Clock = Awaited<ReturnType<typeof keydbClockOffset>>;
+/** KeyDB's clock as read at warm-up: its offset, and its TIME `keydbMs` at `readAt` (performance.now()). */
+type Clock = Awaited<ReturnType<typeof keydbClockOffset>> & { keydbMs: number; readAt: number };
 
 /**
  * The fenced write of this plan. Its deadline is when this attempt gives up waiting for the reply,
@@ -269,15 +317,25 @@ function reportRefusal(
 
 /**
  * Sends the write and waits for KeyDB's answer as long as any KeyDB command (KEYDB_COMMAND_TIMEOUT_MS),
- * then fails as one does; an answer that comes later is still counted and logged.
+ * then fails as one does; an answer that comes later is still counted and logged, and given to
+ * `settleLate` (to record it or forget its note).
  */
-async function writeKeydb(writer: Redis, metrics: AppMetrics, write: FencedWrite, attempt: number) {
+async function writeKeydb(
+  writer: Redis,
+  metrics: AppMetrics,
+  write: FencedWrite,
+  attempt: number,
+  settleLate: (late: FenceOutcome) => Promise<unknown>,
+) {
   const sent = writeFenced(writer, write);
   try {
     return await withinCommandTimeout(sent);
   } catch (error) {
     sent.then(
-      (late) => reportRefusal(metrics, late, write, attempt, true),
+      (late) => {
+        reportRefusal(metrics, late, write, attempt, true);
+        return settleLate(late);
+      },
       () => undefined,
     );
     throw error;
@@ -303,7 +361,14 @@ async function warmUp(
   boundary: Date | null,
   attempt: { receivedAtMs: number; deadline: number },
 ): Promise<Clock> {
-  const [postgres, clock] = await Promise.all([postgresClockSkew(pool), keydbClockOffset(writer)]);
+  const [postgres, clock] = await Promise.all([
+    postgresClockSkew(pool),
+    keydbClockOffset(writer).then((read) => ({
+      ...read,
+      keydbMs: Date.now() + read.offsetMs,
+      readAt: performance.now(),
+    })),
+  ]);
   reportClockSkew(metrics, {
     temporal: temporalClockSkew(attempt.receivedAtMs, context.info.currentAttemptScheduledTimestampMs),
     postgres,
@@ -362,10 +427,33 @@ export function createPublishBalances(
       }
       assertMayWrite(context, deadline);
       const write = fencedWrite(context, plan, input, boundary, clock);
+      const { workflowId, runId } = context.info.workflowExecution ?? {};
+      const publication = (fence: FenceOutcome): Publication => ({
+        boundary,
+        writtenAt: new Date(fence.keydbNowMs),
+        writeOffsetMs: boundary ? Date.now() - boundary.getTime() : null,
+        workflowId: workflowId ?? '',
+        runId: runId ?? '',
+        attempt,
+        writer: write.writer,
+        written: [...plan.writable, ...plan.restored],
+        removed: plan.staleKeys,
+      });
+      await noteWrite(pool, write, clock);
       const writeStart = performance.now();
-      const fence = await writeKeydb(writer, metrics, write, attempt);
+      const fence = await writeKeydb(writer, metrics, write, attempt, (late) =>
+        late.outcome === 'applied'
+          ? recordWrite(pool, metrics, publication(late))
+          : forgetWrite(pool, write.writer),
+      ).catch(async (error: unknown) => {
+        // KeyDB refused the script (OOM, READONLY: before anything was written): no gap. Any other
+        // failure (timeout, connection lost) leaves the note, the write's outcome unknown.
+        if (error instanceof ReplyError) await forgetWrite(pool, write.writer);
+        throw error;
+      });
       const writtenAt = Date.now();
       const writeMs = performance.now() - writeStart;
+      if (fence.outcome !== 'applied') await forgetWrite(pool, write.writer);
       if (fence.outcome === 'past_deadline') {
         reportRefusal(metrics, fence, write, attempt, false);
         throw attemptStopped(
@@ -377,6 +465,7 @@ export function createPublishBalances(
         const unwritten = {
           boundary: boundary?.toISOString() ?? null,
           writtenAt: null,
+          keydbWrittenAt: null,
           writeOffsetMs: null,
           alreadyPublished: fence.outcome === 'already',
           newerMinuteInKeydb: fence.outcome === 'stale' ? iso(fence.fenceMinuteMs) : null,
@@ -394,17 +483,7 @@ export function createPublishBalances(
         return unwritten;
       }
       const writeOffsetMs = boundary ? writtenAt - boundary.getTime() : null;
-      const { workflowId, runId } = context.info.workflowExecution ?? {};
-      const recorded = await recordWrite(pool, metrics, {
-        boundary,
-        writtenAt: new Date(writtenAt),
-        writeOffsetMs,
-        workflowId: workflowId ?? '',
-        runId: runId ?? '',
-        attempt,
-        written: [...plan.writable, ...plan.restored],
-        removed: plan.staleKeys,
-      });
+      const recorded = await recordWrite(pool, metrics, { ...publication(fence), writeOffsetMs });
       if (plan.staleKeys.length > 0) {
         await pool.query('DELETE FROM balance_sync_published_keys WHERE key = ANY($1::text[])', [
           plan.staleKeys,
@@ -415,11 +494,11 @@ export function createPublishBalances(
         boundary: boundary?.toISOString() ?? null,
         triggersReinstalled,
         writtenAt: new Date(writtenAt).toISOString(),
+        keydbWrittenAt: new Date(fence.keydbNowMs).toISOString(),
         writeOffsetMs,
         alreadyPublished: false,
         newerMinuteInKeydb: null,
-        boundaryRecorded: boundary !== null && recorded,
-        historyRecorded: recorded,
+        ...recorded,
         providers: plan.writable.length,
         unpublishable: plan.unpublishable,
         keysRemoved: plan.staleKeys,

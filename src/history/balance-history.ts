@@ -22,34 +22,75 @@ export class NoPublicationError extends Error {
   override name = 'NoPublicationError';
 }
 
+/**
+ * What KeyDB held at the instant is unknown: a write that may have been applied then was never
+ * recorded (it wrote and its worker died, it was given up on, or its recording failed).
+ */
+export class HistoryGapError extends NoPublicationError {
+  override name = 'HistoryGapError';
+  constructor(
+    at: Date,
+    /** From when the unrecorded write may have been applied (KeyDB's clock). */
+    readonly from: string,
+    /** The first publication recorded after it certainly landed or was refused; null: none yet. */
+    readonly to: string | null,
+  ) {
+    super(
+      `KeyDB's balances at ${at.toISOString()} are unknown: a write that may have been applied from ${from} ` +
+        `was not recorded (a gap in the history, ${to ? `until ${to}` : 'until the next recorded publication'})`,
+    );
+  }
+}
+
+const LAST_PUBLICATION = `
+    SELECT instant, minute, written_at FROM balance_sync_publications
+    WHERE instant <= $1 ORDER BY instant DESC LIMIT 1`;
+
+// Each unconfirmed write (src/activities/record-publication.ts) as a gap: from when it may have been
+// applied to the first publication that certainly came after it, either applied after its deadline
+// (the fence refuses it after that) or of a later minute (the fence refuses an older minute after a
+// newer one, so it landed before that write, which overwrote it). NULL: none yet.
+const UNCONFIRMED_GAPS = `
+    SELECT u.may_apply_from AS first, u.minute, least(
+      (SELECT min(instant) FROM balance_sync_publications WHERE instant > u.may_apply_until),
+      (SELECT instant FROM balance_sync_publications WHERE minute > u.minute ORDER BY minute LIMIT 1)
+    ) AS last
+    FROM balance_sync_unconfirmed_writes u`;
+
+// Whether $1 is in a gap, given p, the last publication at or before it. One row: gap_from NULL when
+// there is none; gap_to where the history answers again (NULL: not yet). A gap over $1 ends after p,
+// so only writes whose span overlaps p..$1 can make one: the GiST index reads only those.
+const GAP = `
+    SELECT min(g.first) AS gap_from,
+      CASE WHEN bool_and(g.last IS NOT NULL) THEN max(g.last) END AS gap_to
+    FROM (${UNCONFIRMED_GAPS}
+          WHERE tstzrange(u.may_apply_from, u.may_apply_until, '[]')
+             && tstzrange((SELECT instant FROM p), $1, '[]')) g
+    WHERE g.last IS NULL OR g.last > $1`;
+
 // The last publication at or before $1, the last checkpoint at or before it, and the changes after
 // that checkpoint up to the publication, oldest first: one checkpoint and at most about one change per
 // key (src/activities/record-publication.ts writes a checkpoint when that many have accumulated).
 // No row: nothing published yet; checkpoint NULL: none that early (history recorded before
-// checkpoints existed), so BALANCES_AT_BY_KEY answers instead.
+// checkpoints existed), so BALANCES_AT_BY_KEY answers instead. gap_from set: $1 is in a gap.
 const BALANCES_AT = `
-  WITH p AS (
-    SELECT instant, minute, written_at FROM balance_sync_publications
-    WHERE instant <= $1 ORDER BY instant DESC LIMIT 1
-  ), c AS (
+  WITH p AS (${LAST_PUBLICATION}), g AS (${GAP})
+  , c AS (
     SELECT instant, balances FROM balance_sync_balance_checkpoints
     WHERE instant <= (SELECT instant FROM p) ORDER BY instant DESC LIMIT 1
   )
-  SELECT p.minute, p.written_at, c.balances::text AS checkpoint,
+  SELECT p.minute, p.written_at, g.gap_from, g.gap_to, c.balances::text AS checkpoint,
     (SELECT json_agg(json_build_array(ch.key, ch.value) ORDER BY ch.instant)::text
      FROM balance_sync_balance_changes ch
      WHERE ch.instant > c.instant AND ch.instant <= p.instant) AS changes
-  FROM p LEFT JOIN c ON true`;
+  FROM p CROSS JOIN g LEFT JOIN c ON true`;
 
 // The same answer without a checkpoint: per key its latest change at or before the publication, one
 // index probe per key ever published (balance_current lists them all, removed ones included). With
 // $2, only that key (a single probe). No row: nothing published yet; key NULL: no balance then.
 const BALANCES_AT_BY_KEY = `
-  WITH p AS (
-    SELECT instant, minute, written_at FROM balance_sync_publications
-    WHERE instant <= $1 ORDER BY instant DESC LIMIT 1
-  )
-  SELECT p.minute, p.written_at, b.key, b.value FROM p
+  WITH p AS (${LAST_PUBLICATION}), g AS (${GAP})
+  SELECT p.minute, p.written_at, g.gap_from, g.gap_to, b.key, b.value FROM p CROSS JOIN g
   LEFT JOIN LATERAL (
     SELECT k.key, v.value FROM balance_sync_balance_current k
     CROSS JOIN LATERAL (
@@ -75,22 +116,43 @@ const UNPUBLISHED_MINUTES = `
   ) missing
   GROUP BY run ORDER BY first`;
 
+// The gaps of unconfirmed writes that overlap $1..$2, oldest first.
+const GAPS_BETWEEN = `
+  SELECT * FROM (${UNCONFIRMED_GAPS} WHERE u.may_apply_from <= $2) gaps
+  WHERE last IS NULL OR last > $1 ORDER BY first`;
+
 const OLDEST = 'SELECT min(instant) AS instant FROM balance_sync_publications';
 
-type BalanceRow = { minute: Date | null; written_at: Date; key: string | null; value: string | null };
-type CheckpointRow = {
+type GapColumns = { gap_from: Date | null; gap_to: Date | null };
+type BalanceRow = GapColumns & {
+  minute: Date | null;
+  written_at: Date;
+  key: string | null;
+  value: string | null;
+};
+type CheckpointRow = GapColumns & {
   minute: Date | null;
   written_at: Date;
   checkpoint: string | null;
   changes: string | null;
 };
 
-/** What KeyDB held at `at`, from the balance history; throws NoPublicationError before the first one. */
+/** The publication found, unless `at` is in a gap (HistoryGapError) or before the first one. */
+async function publicationOrThrow<Row extends GapColumns>(pool: pg.Pool, at: Date, row: Row | undefined) {
+  if (!row) throw new NoPublicationError(await beforeFirstMessage(pool, at));
+  if (row.gap_from)
+    throw new HistoryGapError(at, row.gap_from.toISOString(), row.gap_to?.toISOString() ?? null);
+  return row;
+}
+
+/**
+ * What KeyDB held at `at`, from the balance history; throws NoPublicationError before the first one,
+ * and HistoryGapError (one) where a write that may have been applied was not recorded.
+ */
 export async function balancesAt(pool: pg.Pool, at: Date, key?: string): Promise<BalancesAt> {
   if (key === undefined) {
     const { rows } = await pool.query<CheckpointRow>(BALANCES_AT, [at]);
-    const publication = rows[0];
-    if (!publication) throw new NoPublicationError(await beforeFirstMessage(pool, at));
+    const publication = await publicationOrThrow(pool, at, rows[0]);
     if (publication.checkpoint !== null) {
       const balances = new Map(Object.entries(JSON.parse(publication.checkpoint) as Record<string, string>));
       for (const [changed, value] of JSON.parse(publication.changes ?? '[]') as [string, string | null][]) {
@@ -101,8 +163,7 @@ export async function balancesAt(pool: pg.Pool, at: Date, key?: string): Promise
     }
   }
   const { rows } = await pool.query<BalanceRow>(BALANCES_AT_BY_KEY, [at, key ?? null]);
-  const publication = rows[0];
-  if (!publication) throw new NoPublicationError(await beforeFirstMessage(pool, at));
+  const publication = await publicationOrThrow(pool, at, rows[0]);
   return answer(
     publication,
     rows.flatMap((row) => (row.key && row.value !== null ? [[row.key, row.value] as [string, string]] : [])),
@@ -142,6 +203,27 @@ export async function unpublishedMinutes(
 ): Promise<{ from: string; to: string }[]> {
   const { rows } = await pool.query<{ first: Date; last: Date }>(UNPUBLISHED_MINUTES, [from, to]);
   return rows.map((row) => ({ from: row.first.toISOString(), to: row.last.toISOString() }));
+}
+
+/** An unrecorded write's gap: KeyDB's balances are unknown from `from` until `to` (null: still open). */
+export interface HistoryGap {
+  from: string;
+  to: string | null;
+  /** The minute that write was for, or null on demand. */
+  minute: string | null;
+}
+
+/** The gaps left by writes that may have been applied without being recorded, overlapping `from`..`to`. */
+export async function historyGaps(pool: pg.Pool, from: Date, to: Date): Promise<HistoryGap[]> {
+  const { rows } = await pool.query<{ first: Date; last: Date | null; minute: Date | null }>(GAPS_BETWEEN, [
+    from,
+    to,
+  ]);
+  return rows.map((row) => ({
+    from: row.first.toISOString(),
+    to: row.last?.toISOString() ?? null,
+    minute: row.minute?.toISOString() ?? null,
+  }));
 }
 
 async function beforeFirstMessage(pool: pg.Pool, at: Date): Promise<string> {

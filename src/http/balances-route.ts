@@ -1,7 +1,12 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { classifyPostgresError } from '../failures.js';
-import { NoPublicationError, parseInstant, type BalancesAt } from '../history/balance-history.js';
+import {
+  HistoryGapError,
+  NoPublicationError,
+  parseInstant,
+  type BalancesAt,
+} from '../history/balance-history.js';
 
 /** GET /balances: the balance history over HTTP, for holders of BALANCES_API_TOKEN. */
 export interface BalancesRoute {
@@ -37,7 +42,8 @@ const json = (status: number, value: unknown, headers?: Record<string, string>):
 
 /**
  * 401 without the right bearer token; 400 with the reason for a bad `at` (Postgres's refusal of a
- * time included, without its text); 404 before the first recorded publication; else 200 with
+ * time included, without its text); 404 before the first recorded publication, and with the gap's
+ * `from` and `to` where a write that may have been applied was not recorded; else 200 with
  * {minute, publishedAt, balances}. Only GET.
  */
 export async function answerBalances(request: IncomingMessage, route: BalancesRoute): Promise<RouteAnswer> {
@@ -53,6 +59,9 @@ export async function answerBalances(request: IncomingMessage, route: BalancesRo
   try {
     return json(200, await route.balancesAt(at, key ?? undefined));
   } catch (error) {
+    if (error instanceof HistoryGapError) {
+      return json(404, { error: error.message, gap: { from: error.from, to: error.to } });
+    }
     if (error instanceof NoPublicationError) return json(404, { error: error.message });
     // Postgres's own text would echo internals: the answer names only the parameter.
     const { sqlstate } = classifyPostgresError(error);

@@ -75,13 +75,15 @@ const writers = new WeakMap<Redis, Redis>();
 /**
  * `keydb`'s connection for the sync's writes (one per client, opened on first use), without the
  * client's command timeout: the caller bounds each wait itself and keeps listening, so it hears what
- * KeyDB did with a write it gave up on. It closes when `keydb` does. Its connection errors are not
- * logged: `keydb` reports the same server's.
+ * KeyDB did with a write it gave up on. A write in flight when the connection drops is never sent
+ * again: the answer heard is always that of its only run (a resent copy could be refused while the
+ * first was applied), and one never heard leaves its note, a gap in the balance history. It closes
+ * when `keydb` does. Its connection errors are not logged: `keydb` reports the same server's.
  */
 export function fencedWriterFor(keydb: Redis): Redis {
   let writer = writers.get(keydb);
   if (!writer) {
-    writer = keydb.duplicate({ commandTimeout: undefined });
+    writer = keydb.duplicate({ commandTimeout: undefined, autoResendUnfulfilledCommands: false });
     writer.on('error', () => undefined);
     writer.defineCommand(COMMAND, { lua: FENCED_WRITE_LUA });
     const opened = writer;

@@ -4,11 +4,13 @@ import { runAsProcess, UsageError, type FlagValues } from '../cli.js';
 import { redactUrl } from '../config.js';
 import {
   balancesAt,
+  historyGaps,
   keyChanges,
   unpublishedMinutes,
   NoPublicationError,
   parseInstant,
   type BalancesAt,
+  type HistoryGap,
   type KeyChange,
 } from '../history/balance-history.js';
 import { createPool } from '../postgres/pools.js';
@@ -16,18 +18,19 @@ import { createPool } from '../postgres/pools.js';
 const USAGE = `Usage: npm run balances -- --at TIME [--key KEY] [--json]
        npm run balances -- --key KEY --from TIME [--to TIME] [--json]
 
-What KeyDB held at TIME, from the balance history in Postgres: the last recorded publication at or
-before it (its minute is printed: a minute that was not published is never invented), with every key,
-or only KEY (<id>_<name>, e.g. 1_Visa). With --from, every change of KEY from --from to --to (default:
-now), both included, and the minutes in that range that were not published (gaps); "(removed)": the
-key was deleted. TIME is ISO 8601 with a time zone,
-e.g. 2026-01-01T14:03:00Z.
+What KeyDB held at TIME, from the balance history in Postgres: the last publication KeyDB applied at
+or before it (by KeyDB's clock; its minute is printed: a minute that was not published is never
+invented), with every key, or only KEY (<id>_<name>, e.g. 1_Visa). A TIME when a write may have been
+applied without being recorded is refused as unknown (exit 1). With --from, every change of KEY from
+--from to --to (default: now), both included, the minutes in that range that were not published, and
+the times KeyDB's balances are unknown (gaps); "(removed)": the key was deleted. TIME is ISO 8601 with
+a time zone, e.g. 2026-01-01T14:03:00Z.
 
   --at TIME     the instant asked about
   --key KEY     only this key
   --from TIME   list the changes of --key from this instant
   --to TIME     ... up to this instant (default: now)
-  --json        JSON: {"minute","publishedAt","balances"} or {"key","from","to","changes","gaps"}
+  --json        JSON: {"minute","publishedAt","balances"} or {"key","from","to","changes","gaps","unknown"}
   -h, --help    show this help
 
 DATABASE_URL is read from the environment and .env as by the app.
@@ -64,6 +67,17 @@ function balancesText(answer: BalancesAt): string {
 function gapsText(gaps: { from: string; to: string }[]): string {
   const lines = gaps.map((gap) => (gap.from === gap.to ? `  ${gap.from}\n` : `  ${gap.from} to ${gap.to}\n`));
   return lines.length > 0 ? `\nminutes not published (gaps):\n${lines.join('')}` : '';
+}
+
+function unknownText(gaps: HistoryGap[]): string {
+  const lines = gaps.map(
+    (gap) =>
+      `  ${gap.from} to ${gap.to ?? '(the next recorded publication)'}` +
+      ` (a write for ${gap.minute ?? 'no minute (on demand)'} not recorded)\n`,
+  );
+  return lines.length > 0
+    ? `\nbalances unknown (a write that may have been applied, not recorded):\n${lines.join('')}`
+    : '';
 }
 
 function changesText(changes: KeyChange[]): string {
@@ -111,12 +125,15 @@ async function answer(pool: ReturnType<typeof createPool>, query: Query): Promis
     return query.json ? `${JSON.stringify(balances)}\n` : balancesText(balances);
   }
   const [key, from, to] = [query.key!, query.from!, query.to ?? new Date()];
-  const [changes, gaps] = await Promise.all([
+  const [changes, gaps, unknown] = await Promise.all([
     keyChanges(pool, key, from, to),
     unpublishedMinutes(pool, from, to),
+    historyGaps(pool, from, to),
   ]);
-  const range = { key, from: from.toISOString(), to: to.toISOString(), changes, gaps };
-  return query.json ? `${JSON.stringify(range)}\n` : changesText(changes) + gapsText(gaps);
+  const range = { key, from: from.toISOString(), to: to.toISOString(), changes, gaps, unknown };
+  return query.json
+    ? `${JSON.stringify(range)}\n`
+    : changesText(changes) + gapsText(gaps) + unknownText(unknown);
 }
 
 runAsProcess({

@@ -33,9 +33,10 @@ const ADD_TO_SUMS = `
     SET tx_sum = s.tx_sum + EXCLUDED.tx_sum, nonfinite_rows = s.nonfinite_rows + EXCLUDED.nonfinite_rows`;
 
 // Balance history (src/activities/record-publication.ts writes it, src/history/balance-history.ts
-// reads it). One row per KeyDB write that was recorded; `instant` is from when KeyDB held its values:
-// the minute for a scheduled minute, else (on-demand run, or a minute written after a later
-// publication) when it was written. Only the keys whose value changed are stored, NULL = removed;
+// reads it). One row per KeyDB write that was recorded; `instant` is when KeyDB applied it, by KeyDB's
+// own TIME (the fence's), and `minute` the minute it published (NULL on demand). Rows recorded by
+// earlier versions keep their instant: the minute, or the worker's clock for an on-demand write.
+// Only the keys whose value changed are stored, NULL = removed;
 // balance_current holds every key's latest recorded value, so a publication is diffed in O(keys).
 // A checkpoint is every live key's value at one publication's instant, written whenever the changes
 // since the last one reach the number of keys: "as of" reads one checkpoint plus at most that many
@@ -52,6 +53,28 @@ const BALANCE_HISTORY_TABLES = `
     attempt         integer NOT NULL,
     recorded_at     timestamptz NOT NULL DEFAULT now()
   );
+  -- The fence's writer (run/activity/attempt); NULL for rows recorded before it was kept. Checked
+  -- first, as for body_sha256: ALTER TABLE takes a lock even when it changes nothing.
+  DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'balance_sync_publications'::regclass
+                   AND attname = 'writer' AND NOT attisdropped) THEN
+      ALTER TABLE balance_sync_publications ADD COLUMN writer text;
+    END IF;
+  END $$;
+  -- A KeyDB write noted before it is sent, until its outcome is known: recorded (applied) or proven
+  -- not applied. KeyDB can have applied it only between the two instants (KeyDB's clock; the fence
+  -- refuses it after its deadline), so while a row stays the history answers nothing from
+  -- may_apply_from to the first publication after may_apply_until: a gap, never a value KeyDB may
+  -- not have held.
+  CREATE TABLE IF NOT EXISTS balance_sync_unconfirmed_writes (
+    writer           text PRIMARY KEY,
+    minute           timestamptz,
+    may_apply_from   timestamptz NOT NULL,
+    may_apply_until  timestamptz NOT NULL,
+    noted_at         timestamptz NOT NULL DEFAULT now()
+  );
+  CREATE INDEX IF NOT EXISTS balance_sync_unconfirmed_writes_span ON balance_sync_unconfirmed_writes
+    USING gist (tstzrange(may_apply_from, may_apply_until, '[]'));
   CREATE TABLE IF NOT EXISTS balance_sync_balance_changes (
     key     text NOT NULL,
     instant timestamptz NOT NULL,

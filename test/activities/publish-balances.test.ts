@@ -72,7 +72,7 @@ beforeEach(async () => {
     DROP TABLE IF EXISTS historical_transactions, initial_data, balance_sync_ingest_ledger,
       balance_sync_provider_sums, balance_sync_published_keys, balance_sync_sync_state,
       balance_sync_publications, balance_sync_balance_changes, balance_sync_balance_current,
-      balance_sync_balance_checkpoints CASCADE;
+      balance_sync_balance_checkpoints, balance_sync_unconfirmed_writes CASCADE;
     ${PRODUCER_FIXTURE}`);
   await migrate(db);
   await keydb.flushdb();
@@ -133,6 +133,7 @@ describe('publishBalances', () => {
     expect(result).toEqual({
       boundary: null,
       writtenAt: expect.any(String),
+      keydbWrittenAt: expect.any(String),
       writeOffsetMs: null,
       providers: 2,
       keysRemoved: [],
@@ -264,6 +265,7 @@ describe('publishBalances writes a minute once', () => {
     expect(retry).toEqual({
       boundary: '2030-01-01T10:01:00.000Z',
       writtenAt: null,
+      keydbWrittenAt: null,
       writeOffsetMs: null,
       alreadyPublished: true,
       newerMinuteInKeydb: null,

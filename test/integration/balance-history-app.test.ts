@@ -95,25 +95,28 @@ describe('balance history in the running app', () => {
     await db?.end();
   });
 
-  it('serves the minute the schedule published, equal to KeyDB, on GET /balances', async () => {
-    const minute = await waitFor(
+  it('serves the minute the schedule published, equal to KeyDB, on GET /balances from when KeyDB applied it', async () => {
+    const { minute, instant } = await waitFor(
       'a minute recorded by the schedule',
       async () =>
-        (await rows(db, 'SELECT minute FROM balance_sync_publications WHERE minute IS NOT NULL'))[0]
-          ?.minute as Date | undefined,
+        (
+          await rows(db, 'SELECT minute, instant FROM balance_sync_publications WHERE minute IS NOT NULL')
+        )[0] as { minute: Date; instant: Date } | undefined,
       90_000,
     );
     const held = Object.fromEntries(
       await Promise.all(['1_Visa', '2_Mastercard'].map(async (key) => [key, await keydb.get(key)])),
     );
-    const url = `http://127.0.0.1:${app.httpPort}/balances?at=${minute.toISOString()}`;
+    const url = `http://127.0.0.1:${app.httpPort}/balances?at=${instant.toISOString()}`;
     const response = await fetch(url, { headers: { authorization: `Bearer ${TOKEN}` } });
     expect(response.status).toBe(200);
     expect(await response.json()).toEqual({
       minute: minute.toISOString(),
-      publishedAt: expect.any(String),
+      publishedAt: instant.toISOString(),
       balances: held,
     });
+    // KeyDB's TIME when it applied the minute's write: not before the minute.
+    expect(instant.getTime()).toBeGreaterThanOrEqual(minute.getTime());
     expect((await fetch(url)).status).toBe(401);
   }, 120_000); // the wait above allows 90 s for the schedule's next minute: the test must too
 

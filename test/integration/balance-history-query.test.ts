@@ -33,11 +33,12 @@ const publication = (
   workflowId: `sync-balances-${iso(minute - 5_000)}`,
   runId: 'run',
   attempt: 1,
+  writer: `run/${minute}/1`,
   written: Object.entries(written).map(([key, balance]) => ({ key, balance })),
   removed,
 });
 
-/** Three minutes (10:01, 10:02, 10:04); 2_Mastercard removed at 10:04. Once per file. */
+/** Three minutes (10:01, 10:02, 10:04), each applied 15 ms after it; 2_Mastercard removed at 10:04. Once per file. */
 let seeded: Promise<void> | undefined;
 const seed = () =>
   (seeded ??= (async () => {
@@ -100,21 +101,22 @@ describe('npm run balances', () => {
       '--from',
       iso(M1),
       '--to',
-      iso(M1 + 3 * MINUTE),
+      iso(M1 + 3 * MINUTE + 15),
       '--json',
     );
     expect(JSON.parse(range.stdout)).toEqual({
       key: '2_Mastercard',
       from: iso(M1),
-      to: iso(M1 + 3 * MINUTE),
+      to: iso(M1 + 3 * MINUTE + 15),
       changes: [
         { minute: iso(M1), publishedAt: iso(M1 + 15), value: '1800.50' },
         { minute: iso(M1 + 3 * MINUTE), publishedAt: iso(M1 + 3 * MINUTE + 15), value: null },
       ],
       gaps: [{ from: iso(M1 + 2 * MINUTE), to: iso(M1 + 2 * MINUTE) }],
+      unknown: [],
     });
     // --to defaults to now: every minute since 10:05 is a gap, up to the current one.
-    const listed = (await balances('--key', '1_Visa', '--from', iso(M1 + 1))).stdout;
+    const listed = (await balances('--key', '1_Visa', '--from', iso(M1 + 16))).stdout;
     expect(listed).toMatch(
       new RegExp(
         '^MINUTE                    PUBLISHED AT              VALUE\n' +
@@ -125,6 +127,50 @@ describe('npm run balances', () => {
           '  2025-01-01T10:05:00.000Z to 20\\d\\d-\\d\\d-\\d\\dT\\d\\d:\\d\\d:00.000Z\n$',
       ),
     );
+  });
+
+  it('refuses, as unknown, a time when a write that may have been applied was not recorded', async () => {
+    await seed();
+    // A write of 10:03 sent at 10:03:00.010, which KeyDB could apply until 10:03:01.010: never
+    // recorded, so from 10:03:00.010 until the next publication after 10:03:01.010 (10:04:00.015).
+    await db.query(
+      `INSERT INTO balance_sync_unconfirmed_writes (writer, minute, may_apply_from, may_apply_until)
+       VALUES ('lost', $1, $2, $3)`,
+      [iso(M1 + 2 * MINUTE), iso(M1 + 2 * MINUTE + 10), iso(M1 + 2 * MINUTE + 1_010)],
+    );
+    try {
+      expect(await balances('--at', iso(M1 + 2 * MINUTE + 30_000))).toEqual({
+        status: 1,
+        stdout: '',
+        stderr:
+          `balances: KeyDB's balances at ${iso(M1 + 2 * MINUTE + 30_000)} are unknown: a write that may ` +
+          `have been applied from ${iso(M1 + 2 * MINUTE + 10)} was not recorded (a gap in the history, ` +
+          `until ${iso(M1 + 3 * MINUTE + 15)})\n`,
+      });
+      // Just before the write was sent, and from the next publication on, the history answers.
+      expect(JSON.parse((await balances('--at', iso(M1 + 2 * MINUTE + 9), '--json')).stdout)).toMatchObject({
+        minute: iso(M1 + MINUTE),
+      });
+      expect(JSON.parse((await balances('--at', iso(M1 + 3 * MINUTE + 15), '--json')).stdout)).toMatchObject({
+        minute: iso(M1 + 3 * MINUTE),
+      });
+      const range = await balances(
+        '--key',
+        '1_Visa',
+        '--from',
+        iso(M1),
+        '--to',
+        iso(M1 + 3 * MINUTE),
+        '--json',
+      );
+      expect(JSON.parse(range.stdout)).toMatchObject({
+        unknown: [
+          { from: iso(M1 + 2 * MINUTE + 10), to: iso(M1 + 3 * MINUTE + 15), minute: iso(M1 + 2 * MINUTE) },
+        ],
+      });
+    } finally {
+      await db.query('DELETE FROM balance_sync_unconfirmed_writes');
+    }
   });
 
   it('refuses a time without a zone or a bad flag combination with exit 2, pointing at --help', async () => {
@@ -228,6 +274,21 @@ describe('GET /balances', () => {
     expect((await get(url, `Bearer ${TOKEN}`)).status).toBe(400);
     expect((await get(`${url}?at=2030-02-30T00:00:00Z`, `Bearer ${TOKEN}`)).status).toBe(400);
     expect((await get(`${url}?at=2000-01-01T00:00:00Z`, `Bearer ${TOKEN}`)).status).toBe(404);
+    await db.query(
+      `INSERT INTO balance_sync_unconfirmed_writes (writer, minute, may_apply_from, may_apply_until)
+       VALUES ('lost', NULL, $1, $2)`,
+      [iso(M1 + 3 * MINUTE + 30_000), iso(M1 + 3 * MINUTE + 31_000)],
+    );
+    try {
+      const unknown = await get(`${url}?at=2025-01-01T10:04:45Z`, `Bearer ${TOKEN}`);
+      expect(unknown.status).toBe(404);
+      expect(JSON.parse(unknown.body)).toEqual({
+        error: expect.stringContaining('are unknown'),
+        gap: { from: iso(M1 + 3 * MINUTE + 30_000), to: null },
+      });
+    } finally {
+      await db.query('DELETE FROM balance_sync_unconfirmed_writes');
+    }
     const ok = await get(`${at}&key=1_Visa`, `Bearer ${TOKEN}`);
     expect(ok.status).toBe(200);
     expect(JSON.parse(ok.body)).toEqual({

@@ -68,7 +68,7 @@ export async function resetDatabase(db: pg.Pool): Promise<void> {
     DROP TABLE IF EXISTS historical_transactions, initial_data, balance_sync_ingest_ledger,
       balance_sync_provider_sums, balance_sync_published_keys, balance_sync_sync_state,
       balance_sync_terminated_runs, balance_sync_watched_runs, balance_sync_publications, balance_sync_balance_changes,
-      balance_sync_balance_current, balance_sync_balance_checkpoints CASCADE;
+      balance_sync_balance_current, balance_sync_balance_checkpoints, balance_sync_unconfirmed_writes CASCADE;
     ${PRODUCER_FIXTURE}`);
 }
 

@@ -33,6 +33,11 @@ export interface TcpProxy {
    * broken mid-frame), so clients reconnect through the proxy.
    */
   dropReplies(on: boolean): void;
+  /**
+   * A reply lost after its request landed: from now on, a connection that sends a request matching
+   * `matches` hears nothing more (as with dropReplies(true), which ends it with `false`).
+   */
+  dropRepliesAfter(matches: (request: string) => boolean): void;
   close(): Promise<void>;
 }
 
@@ -49,6 +54,7 @@ export async function startTcpProxy(
   const pairs: Pair[] = [];
   let freezeNew = false;
   let deafNew = false;
+  let deafAfter: ((request: string) => boolean) | undefined;
 
   const connectUpstream = (pair: Pair) => {
     // No Nagle: each piece leaves at once, 1 ms apart, instead of waiting for an ACK and being
@@ -64,6 +70,7 @@ export async function startTcpProxy(
     });
     let sending = Promise.resolve();
     pair.client.on('data', (data: Buffer) => {
+      if (deafAfter?.(data.toString('latin1'))) pair.deaf = true;
       const split = options.splitClientWrites;
       if (!split) {
         upstream.write(data);
@@ -131,8 +138,12 @@ export async function startTcpProxy(
         pair.upstream?.resume();
       }
     },
+    dropRepliesAfter(matches) {
+      deafAfter = matches;
+    },
     dropReplies(on) {
       deafNew = on;
+      if (!on) deafAfter = undefined;
       for (const pair of pairs) {
         if (on) pair.deaf = true;
         else if (pair.deaf) {
