@@ -87,11 +87,8 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
     deadLetters,
     requeueCopies,
     async startsAllowed(signal) {
-      while (throttle.isThrottling() || !temporal.isUp() || hold?.holding()) {
-        await throttle.whenOpen(signal);
-        await temporal.whenUp(signal);
-        await hold?.whenOver(signal);
-      }
+      const gates = hold ? [throttle, temporal, hold] : [throttle, temporal];
+      while (gates.some((gate) => !gate.isOpen())) for (const gate of gates) await gate.wait(signal);
     },
     onStarted: () => throttle.noteStart(),
     draining: draining.signal,

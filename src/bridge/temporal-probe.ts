@@ -1,7 +1,7 @@
 import type { Client } from '@temporalio/client';
 import type { Logger } from 'pino';
 import type { AppMetrics } from '../metrics.js';
-import { waitUnlessAborted } from './waiters.js';
+import { Gate, type StartGate } from '../gate.js';
 
 /** How often Temporal's health is checked, and how long a check may take before Temporal counts as down. */
 const PROBE_INTERVAL_MS = 1_000;
@@ -13,9 +13,8 @@ const PROBE_DEADLINE_MS = 2_000;
  * bridge holds starts at its gate instead of sending them into a connection that may deliver them
  * much later.
  */
-export class TemporalProbe {
-  private up = true;
-  private waiters: (() => void)[] = [];
+export class TemporalProbe implements StartGate {
+  private readonly gate = new Gate();
   private timer: NodeJS.Timeout | undefined;
   private probing = false;
 
@@ -35,13 +34,16 @@ export class TemporalProbe {
   }
 
   isUp(): boolean {
-    return this.up;
+    return this.gate.isOpen();
+  }
+
+  isOpen(): boolean {
+    return this.gate.isOpen();
   }
 
   /** Resolves once Temporal answers (at once when it does); rejects if `signal` aborts first. */
-  async whenUp(signal: AbortSignal): Promise<void> {
-    if (this.up) return;
-    await waitUnlessAborted(this.waiters, signal);
+  wait(signal: AbortSignal): Promise<void> {
+    return this.gate.wait(signal);
   }
 
   private async probe(): Promise<void> {
@@ -53,7 +55,7 @@ export class TemporalProbe {
       );
       this.set(true);
     } catch (error) {
-      if (this.up)
+      if (this.isUp())
         this.deps.log.warn(
           { err: (error as Error).message },
           'Temporal does not answer; holding workflow starts',
@@ -65,11 +67,8 @@ export class TemporalProbe {
   }
 
   private set(up: boolean): void {
-    if (up && !this.up) this.deps.log.info('Temporal answers again');
-    this.up = up;
-    if (!up) return;
-    const waiters = this.waiters;
-    this.waiters = [];
-    for (const resolve of waiters) resolve();
+    if (up && !this.isUp()) this.deps.log.info('Temporal answers again');
+    if (up) this.gate.open();
+    else this.gate.close();
   }
 }
