@@ -6,7 +6,7 @@ import type pg from 'pg';
 import { createActivities, type Activities } from './activities/index.js';
 import { startBridge, type Bridge } from './bridge/bridge.js';
 import { ProviderDirectory } from './bridge/provider-directory.js';
-import { watchTerminatedRuns } from './bridge/terminated-runs.js';
+import { watchTerminatedRuns } from './after-ack/terminated-runs.js';
 import { portInUseError, redactUrl, type Config } from './config.js';
 import { createHealth, type Health, type HealthOptions } from './health.js';
 import { balancesAt } from './history/balance-history.js';
