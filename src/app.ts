@@ -23,6 +23,7 @@ import { waitForProducerTables } from './postgres/wait-for-tables.js';
 import { ensureSchedules, type ScheduleSettings } from './schedules/schedules.js';
 import { startSyncWatch, type SyncWatchOptions } from './schedules/sync-watch.js';
 import { connectToTemporal } from './temporal-connection.js';
+import { TemporalProbe } from './temporal-probe.js';
 import { createWorker } from './worker.js';
 
 export interface App {
@@ -79,6 +80,9 @@ export async function startApp(
     const temporal = await connectToTemporal(config, log);
     resources.add('Temporal connection', () => temporal.connection.close());
     const client = new Client(temporal);
+    const probe = new TemporalProbe(client, { log });
+    probe.start();
+    resources.add('Temporal probe', () => probe.stop());
 
     startup.waitingFor = 'worker';
     const rabbitmq = openRabbitmq(config, log, metrics, resources);
@@ -99,13 +103,12 @@ export async function startApp(
     startup.waitingFor = 'schedules';
     const scheduleSettings = await startSchedules(config, client, log);
 
-    const ingest = { client, pool: stores.pool, rabbitmq, metrics, log, outages };
+    const ingest = { client, probe, pool: stores.pool, rabbitmq, metrics, log, outages };
     const bridge = startIngest(config, { ...ingest, syncPaused: () => later.syncPaused() }, resources);
     later.minuteWritten = (minute) => bridge.minuteWritten(minute);
 
     const checks = {
       ...ingest,
-      connection: temporal.connection,
       keydb: stores.keydb,
       bridge,
       workers,
@@ -280,6 +283,7 @@ async function startSchedules(config: Config, client: Client, log: Logger): Prom
 
 interface IngestDeps {
   client: Client;
+  probe: TemporalProbe;
   pool: pg.Pool;
   rabbitmq: ReturnType<typeof openRabbitmq>;
   metrics: AppMetrics;
@@ -292,7 +296,7 @@ interface IngestDeps {
  * first, so consuming stops before anything else on the ingest path.
  */
 function startIngest(config: Config, deps: IngestDeps & { syncPaused: () => boolean }, resources: Resources) {
-  const { client, pool, rabbitmq, metrics, log, outages } = deps;
+  const { client, probe, pool, rabbitmq, metrics, log, outages } = deps;
   const terminatedRuns = watchTerminatedRuns(
     { taskQueue: config.TEMPORAL_TASK_QUEUE },
     { client, pool, publisher: rabbitmq.deadLetters, metrics, log },
@@ -315,6 +319,7 @@ function startIngest(config: Config, deps: IngestDeps & { syncPaused: () => bool
       publishing: rabbitmq.publishing,
       deadLetters: rabbitmq.deadLetters,
       client,
+      temporal: probe,
       providers: new ProviderDirectory(pool),
       metrics,
       log,
@@ -332,7 +337,6 @@ function startIngest(config: Config, deps: IngestDeps & { syncPaused: () => bool
  */
 async function startChecks(
   deps: IngestDeps & {
-    connection: NativeConnection;
     keydb: Redis;
     bridge: Bridge;
     workers: Awaited<ReturnType<typeof startWorkers>>['workers'];
@@ -341,7 +345,7 @@ async function startChecks(
   options: AppOptions,
   resources: Resources,
 ) {
-  const { client, pool, rabbitmq, metrics, log, outages, connection, keydb, bridge, workers } = deps;
+  const { client, probe, pool, rabbitmq, metrics, log, outages, keydb, bridge, workers } = deps;
   const health = createHealth(metrics, log, options.health);
   health.add('rabbitmq', () => (bridge.isConsuming() ? undefined : 'not consuming'), 'rabbitmq');
   health.add('rabbitmqUnblocked', () => (rabbitmq.blocked() ? 'blocked by a resource alarm' : undefined));
@@ -352,12 +356,9 @@ async function startChecks(
   );
   health.add('worker', () => workers.find((w) => w.getState() !== 'RUNNING')?.getState());
   // An outage the ingest path is retrying (a revoked grant, a read-only database, an expired API key)
-  // fails its dependency's check even while a ping still answers, and /readyz says why.
-  health.add(
-    'temporal',
-    async () => outages.reasons().temporal ?? void (await connection.healthService.check({})),
-    'temporal',
-  );
+  // fails its dependency's check even while a ping still answers, and /readyz says why. Temporal's
+  // ping is the bridge's probe (temporal-probe.ts): one loop, read by both.
+  health.add('temporal', () => outages.reasons().temporal ?? probe.downReason(), 'temporal');
   health.add(
     'postgres',
     async () => outages.reasons().postgres ?? void (await pool.query('SELECT 1')),

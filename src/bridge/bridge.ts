@@ -2,16 +2,17 @@ import type { Client } from '@temporalio/client';
 import type { AmqpConnectionManager } from 'amqp-connection-manager';
 import pTimeout from 'p-timeout';
 import type { Logger } from 'pino';
+import type { StartGate } from '../gate.js';
 import type { IngestOutages } from '../ingest-outages.js';
 import type { AppMetrics } from '../metrics.js';
 import { createDeadLetterPublisher, type DeadLetterPublisher } from '../rabbitmq/dead-letters.js';
+import { TemporalProbe } from '../temporal-probe.js';
 import { startConsumer, type Consumer } from './consumer.js';
 import { DeliveryHandler } from './handle-delivery.js';
 import { startIngestSummary } from './ingest-summary.js';
 import type { ProviderDirectory } from './provider-directory.js';
 import { InFlightThrottle } from './in-flight-throttle.js';
 import { SyncHold } from './sync-hold.js';
-import { TemporalProbe } from './temporal-probe.js';
 
 export interface BridgeOptions {
   incomingQueue: string;
@@ -43,6 +44,8 @@ export interface BridgeDeps {
   /** The app's dead-letter publisher (default: one of its own on `publishing`, closed on stop). */
   deadLetters?: DeadLetterPublisher;
   client: Client;
+  /** The app's Temporal probe, which readiness reads too (default: one of the bridge's own, stopped on stop). */
+  temporal?: StartGate;
   providers: ProviderDirectory;
   metrics: AppMetrics;
   log: Logger;
@@ -77,7 +80,7 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
   const inFlight = new Set<Promise<void>>();
   let deadLettersAccepted = true;
 
-  const { throttle, temporal, hold } = startGates(options, deps);
+  const { throttle, temporal, ownProbe, hold } = startGates(options, deps);
   const publishing = deps.publishing ?? deps.connection;
   const deadLetters =
     deps.deadLetters ?? createDeadLetterPublisher(publishing, options.deadLetterQueue, { log });
@@ -111,7 +114,7 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
   const stopPausing = pauseWhileStartsWait(
     consumer,
     () => ({
-      temporalUp: temporal.isUp(),
+      temporalUp: temporal.isOpen(),
       throttled: throttle.isThrottling(),
       held: inFlight.size,
     }),
@@ -136,7 +139,7 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
       await settledWithin([...inFlight], 10_000);
       stopping.abort();
       throttle.stop();
-      temporal.stop();
+      ownProbe?.stop();
       hold?.stop();
       await settledWithin([...inFlight], 5_000);
       log.info('in-flight messages settled');
@@ -161,8 +164,9 @@ function startGates(options: BridgeOptions, deps: BridgeDeps) {
     { metrics, log },
   );
   throttle.start();
-  const temporal = new TemporalProbe(deps.client, { metrics, log });
-  temporal.start();
+  const ownProbe = deps.temporal ? undefined : new TemporalProbe(deps.client, { log });
+  ownProbe?.start();
+  const temporal = deps.temporal ?? ownProbe!;
   // Saturated: the throttle closed within the last minute (with no throttle, never); and a paused
   // schedule publishes nothing, so there is no minute to make room for.
   const saturated = () => throttle.closedWithin(60_000) && !deps.syncPaused?.();
@@ -170,7 +174,7 @@ function startGates(options: BridgeOptions, deps: BridgeDeps) {
     options.holdForSyncLeadMs === undefined
       ? undefined
       : new SyncHold({ leadMs: options.holdForSyncLeadMs, saturated }, { metrics, log });
-  return { throttle, temporal, hold };
+  return { throttle, temporal, ownProbe, hold };
 }
 
 /**
