@@ -22,6 +22,7 @@ import { Resources } from './resources.js';
 import { waitForProducerTables } from './postgres/wait-for-tables.js';
 import { ensureSchedules, type ScheduleSettings } from './schedules/schedules.js';
 import { startSyncWatch, type SyncWatchOptions } from './schedules/sync-watch.js';
+import { SyncHold } from './sync-hold.js';
 import { connectToTemporal } from './temporal-connection.js';
 import { TemporalProbe } from './temporal-probe.js';
 import { createWorker } from './worker.js';
@@ -87,16 +88,17 @@ export async function startApp(
     startup.waitingFor = 'worker';
     const rabbitmq = openRabbitmq(config, log, metrics, resources);
     const outages = new IngestOutages(metrics);
-    // Set once the bridge and the sync watch run: until the bridge starts, a minute written has no
-    // hold of ingest to end; until the watch's first look, the schedule counts as running.
-    const later = { minuteWritten: (_minute: Date) => undefined as void, syncPaused: () => false };
+    // Set once the bridge and the sync watch run: until the bridge starts, ingest is not saturated;
+    // until the watch's first look, the schedule counts as running.
+    const later = { throttledWithin: (_ms: number) => false, syncPaused: () => false };
+    const syncHold = startSyncHold(config, later, { metrics, log }, resources);
     const activities = createActivities({
       ...stores,
       metrics,
       deadLetters: rabbitmq.deadLetters,
       outages,
       balanceHistoryDays: config.BALANCE_HISTORY_DAYS,
-      onMinuteWritten: (minute) => later.minuteWritten(minute),
+      onMinuteWritten: (minute) => syncHold?.written(minute),
     });
     const { workers, done } = await startWorkers(config, temporal, activities, log, resources);
 
@@ -104,8 +106,8 @@ export async function startApp(
     const scheduleSettings = await startSchedules(config, client, log);
 
     const ingest = { client, probe, pool: stores.pool, rabbitmq, metrics, log, outages };
-    const bridge = startIngest(config, { ...ingest, syncPaused: () => later.syncPaused() }, resources);
-    later.minuteWritten = (minute) => bridge.minuteWritten(minute);
+    const bridge = startIngest(config, { ...ingest, syncHold }, resources);
+    later.throttledWithin = (ms) => bridge.throttledWithin(ms);
 
     const checks = {
       ...ingest,
@@ -281,6 +283,24 @@ async function startSchedules(config: Config, client: Client, log: Logger): Prom
   return settings;
 }
 
+/**
+ * With BRIDGE_HOLD_FOR_SYNC, the hold of new ingest starts around each minute's sync. Saturated: the
+ * throttle closed within the last minute (with no throttle, never); and a paused schedule publishes
+ * nothing, so there is no minute to make room for.
+ */
+function startSyncHold(
+  config: Config,
+  ingest: { throttledWithin: (ms: number) => boolean; syncPaused: () => boolean },
+  deps: { metrics: AppMetrics; log: Logger },
+  resources: Resources,
+): SyncHold | undefined {
+  if (!config.BRIDGE_HOLD_FOR_SYNC) return undefined;
+  const saturated = () => ingest.throttledWithin(60_000) && !ingest.syncPaused();
+  const hold = new SyncHold({ leadMs: config.SYNC_LEAD_SECONDS * 1000, saturated }, deps);
+  resources.add('sync hold', () => hold.stop());
+  return hold;
+}
+
 interface IngestDeps {
   client: Client;
   probe: TemporalProbe;
@@ -295,7 +315,7 @@ interface IngestDeps {
  * The terminated-runs sweep, then the bridge: registered after the sweep, the bridge is stopped
  * first, so consuming stops before anything else on the ingest path.
  */
-function startIngest(config: Config, deps: IngestDeps & { syncPaused: () => boolean }, resources: Resources) {
+function startIngest(config: Config, deps: IngestDeps & { syncHold?: SyncHold }, resources: Resources) {
   const { client, probe, pool, rabbitmq, metrics, log, outages } = deps;
   const terminatedRuns = watchTerminatedRuns(
     { taskQueue: config.TEMPORAL_TASK_QUEUE },
@@ -312,7 +332,6 @@ function startIngest(config: Config, deps: IngestDeps & { syncPaused: () => bool
       eagerStart: config.BRIDGE_EAGER_START,
       maxInFlight: config.BRIDGE_MAX_IN_FLIGHT,
       summaryIntervalMs: config.INGEST_SUMMARY_SECONDS * 1000,
-      holdForSyncLeadMs: config.BRIDGE_HOLD_FOR_SYNC ? config.SYNC_LEAD_SECONDS * 1000 : undefined,
     },
     {
       connection: rabbitmq.consuming,
@@ -324,7 +343,7 @@ function startIngest(config: Config, deps: IngestDeps & { syncPaused: () => bool
       metrics,
       log,
       outages,
-      syncPaused: deps.syncPaused,
+      syncHold: deps.syncHold,
     },
   );
   resources.add('RabbitMQ bridge', () => bridge.stop());

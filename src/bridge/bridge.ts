@@ -12,7 +12,6 @@ import { DeliveryHandler } from './handle-delivery.js';
 import { startIngestSummary } from './ingest-summary.js';
 import type { ProviderDirectory } from './provider-directory.js';
 import { InFlightThrottle } from './in-flight-throttle.js';
-import { SyncHold } from './sync-hold.js';
 
 export interface BridgeOptions {
   incomingQueue: string;
@@ -25,11 +24,6 @@ export interface BridgeOptions {
   maxInFlight: number;
   /** How often to log the ingest summary (0: never). */
   summaryIntervalMs: number;
-  /**
-   * While ingest is saturated, hold new starts around each minute's sync (SyncHold): SYNC_LEAD_SECONDS
-   * in ms, or undefined for no hold (BRIDGE_HOLD_FOR_SYNC=false).
-   */
-  holdForSyncLeadMs?: number;
   /** How often the throttle counts unfinished runs (default 500 ms). */
   throttlePollMs?: number;
   /** First wait before consuming again after a cancel or a closed channel (tests shorten it). */
@@ -51,8 +45,8 @@ export interface BridgeDeps {
   log: Logger;
   /** Where an outage met while starting runs is reported, for /readyz (the app's, shared with the inserts). */
   outages?: IngestOutages;
-  /** Whether the sync schedule is paused (the sync watch's last look): no minute to hold starts for. */
-  syncPaused?: () => boolean;
+  /** Where starts wait for the minute's sync while ingest is saturated (the app's SyncHold); none by default. */
+  syncHold?: StartGate;
 }
 
 export interface Bridge {
@@ -60,8 +54,8 @@ export interface Bridge {
   isConsuming(): boolean;
   /** False while the dead-letter queue refuses messages (until one is accepted again). */
   deadLettersAccepted(): boolean;
-  /** This process's sync wrote this minute to KeyDB: a hold for it ends now. */
-  minuteWritten(minute: Date): void;
+  /** Whether the throttle is closed now or closed within the last `ms`: ingest ran at its bound. */
+  throttledWithin(ms: number): boolean;
   /** Stops consuming, waits for in-flight messages to be settled, then closes its channel. */
   stop(): Promise<void>;
 }
@@ -80,7 +74,7 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
   const inFlight = new Set<Promise<void>>();
   let deadLettersAccepted = true;
 
-  const { throttle, temporal, ownProbe, hold } = startGates(options, deps);
+  const { throttle, temporal, ownProbe } = startGates(options, deps);
   const publishing = deps.publishing ?? deps.connection;
   const deadLetters =
     deps.deadLetters ?? createDeadLetterPublisher(publishing, options.deadLetterQueue, { log });
@@ -90,7 +84,7 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
     deadLetters,
     requeueCopies,
     async startsAllowed(signal) {
-      const gates = hold ? [throttle, temporal, hold] : [throttle, temporal];
+      const gates = deps.syncHold ? [throttle, temporal, deps.syncHold] : [throttle, temporal];
       while (gates.some((gate) => !gate.isOpen())) for (const gate of gates) await gate.wait(signal);
     },
     onStarted: () => throttle.noteStart(),
@@ -128,7 +122,7 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
   return {
     isConsuming: () => consumer.isConsuming(),
     deadLettersAccepted: () => deadLettersAccepted,
-    minuteWritten: (minute) => hold?.written(minute),
+    throttledWithin: (ms) => throttle.closedWithin(ms),
     async stop() {
       stopSummary();
       stopPausing();
@@ -140,7 +134,6 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
       stopping.abort();
       throttle.stop();
       ownProbe?.stop();
-      hold?.stop();
       await settledWithin([...inFlight], 5_000);
       log.info('in-flight messages settled');
       // Copies first: one still unsent is rejected (counted), never sent after its original went back.
@@ -151,7 +144,7 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
   };
 }
 
-/** What a start waits for: the throttle, Temporal answering, and (while saturated) the minute's sync. */
+/** The bridge's own start gate (the throttle) and Temporal's (the app's probe, or one of its own). */
 function startGates(options: BridgeOptions, deps: BridgeDeps) {
   const { metrics, log } = deps;
   const throttle = new InFlightThrottle(
@@ -167,14 +160,7 @@ function startGates(options: BridgeOptions, deps: BridgeDeps) {
   const ownProbe = deps.temporal ? undefined : new TemporalProbe(deps.client, { log });
   ownProbe?.start();
   const temporal = deps.temporal ?? ownProbe!;
-  // Saturated: the throttle closed within the last minute (with no throttle, never); and a paused
-  // schedule publishes nothing, so there is no minute to make room for.
-  const saturated = () => throttle.closedWithin(60_000) && !deps.syncPaused?.();
-  const hold =
-    options.holdForSyncLeadMs === undefined
-      ? undefined
-      : new SyncHold({ leadMs: options.holdForSyncLeadMs, saturated }, { metrics, log });
-  return { throttle, temporal, ownProbe, hold };
+  return { throttle, temporal, ownProbe };
 }
 
 /**

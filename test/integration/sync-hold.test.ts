@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startApp, type App } from '../../src/app.js';
-import { HOLD_AFTER_MINUTE_MS, HOLD_BEFORE_FIRE_MS } from '../../src/bridge/sync-hold.js';
+import { HOLD_AFTER_MINUTE_MS, HOLD_BEFORE_FIRE_MS } from '../../src/sync-hold.js';
 import type { Config } from '../../src/config.js';
 import { DEFAULT_SYNC_WATCH_OPTIONS } from '../../src/schedules/sync-watch.js';
 import {

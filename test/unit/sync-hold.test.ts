@@ -5,7 +5,7 @@ import {
   HOLD_BEFORE_FIRE_MS,
   MAX_HOLD_BEFORE_MINUTE_MS,
   SyncHold,
-} from '../../src/bridge/sync-hold.js';
+} from '../../src/sync-hold.js';
 import { createMetrics } from '../../src/metrics.js';
 
 const MINUTE = 60_000;

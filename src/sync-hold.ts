@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
-import type { AppMetrics } from '../metrics.js';
-import { Gate, type StartGate } from '../gate.js';
+import { Gate, type StartGate } from './gate.js';
+import type { AppMetrics } from './metrics.js';
 
 const MINUTE_MS = 60_000;
 /** A hold begins this long before the schedule fires (SYNC_LEAD_SECONDS before the minute)… */
