@@ -15,7 +15,7 @@ import {
 import { createMetrics, type AppMetrics } from '../../src/metrics.js';
 import { migrate } from '../../src/postgres/schema.js';
 import { activityLogger } from '../support/activity-logger.js';
-import { KEYDB_URL, resetDatabase, rows } from '../support/harness.js';
+import { KEYDB_URL, keydbBalances, resetDatabase, rows } from '../support/harness.js';
 import { createScratchDatabase, type ScratchDatabase } from '../support/scratch-database.js';
 
 /**
@@ -70,10 +70,7 @@ const publishNow = async (at: number) => {
   });
 };
 /** Every balance key KeyDB holds now, with its value (the sync's fence, `balance-sync:*`, aside). */
-const keydbNow = async () => {
-  const keys = (await keydb.keys('*')).filter((key) => !key.startsWith('balance-sync:')).sort();
-  return Object.fromEntries(await Promise.all(keys.map(async (k) => [k, (await keydb.get(k)) ?? ''])));
-};
+const keydbNow = async () => (await keydbBalances(keydb)) as Record<string, string>;
 const spend = (providerId: number, value: string) =>
   db.query('INSERT INTO historical_transactions (provider_id, transaction_value) VALUES ($1, $2)', [
     providerId,
