@@ -6,7 +6,7 @@ import type pg from 'pg';
 import { createActivities, type Activities } from './activities/index.js';
 import { startBridge, type Bridge } from './bridge/bridge.js';
 import { ProviderDirectory } from './bridge/provider-directory.js';
-import { watchTerminatedRuns } from './bridge/terminated-runs.js';
+import { watchTerminatedRuns } from './after-ack/terminated-runs.js';
 import { portInUseError, redactUrl, type Config } from './config.js';
 import { createHealth, type Health, type HealthOptions } from './health.js';
 import { balancesAt } from './history/balance-history.js';
@@ -22,7 +22,9 @@ import { Resources } from './resources.js';
 import { waitForProducerTables } from './postgres/wait-for-tables.js';
 import { ensureSchedules, type ScheduleSettings } from './schedules/schedules.js';
 import { startSyncWatch, type SyncWatchOptions } from './schedules/sync-watch.js';
+import { SyncHold } from './sync-hold.js';
 import { connectToTemporal } from './temporal-connection.js';
+import { TemporalProbe } from './temporal-probe.js';
 import { createWorker } from './worker.js';
 
 export interface App {
@@ -79,33 +81,36 @@ export async function startApp(
     const temporal = await connectToTemporal(config, log);
     resources.add('Temporal connection', () => temporal.connection.close());
     const client = new Client(temporal);
+    const probe = new TemporalProbe(client, { log });
+    probe.start();
+    resources.add('Temporal probe', () => probe.stop());
 
     startup.waitingFor = 'worker';
     const rabbitmq = openRabbitmq(config, log, metrics, resources);
     const outages = new IngestOutages(metrics);
-    // Set once the bridge and the sync watch run: until the bridge starts, a minute written has no
-    // hold of ingest to end; until the watch's first look, the schedule counts as running.
-    const later = { minuteWritten: (_minute: Date) => undefined as void, syncPaused: () => false };
+    // Set once the bridge and the sync watch run: until the bridge starts, ingest is not saturated;
+    // until the watch's first look, the schedule counts as running.
+    const later = { throttledWithin: (_ms: number) => false, syncPaused: () => false };
+    const syncHold = startSyncHold(config, later, { metrics, log }, resources);
     const activities = createActivities({
       ...stores,
       metrics,
       deadLetters: rabbitmq.deadLetters,
       outages,
       balanceHistoryDays: config.BALANCE_HISTORY_DAYS,
-      onMinuteWritten: (minute) => later.minuteWritten(minute),
+      onMinuteWritten: (minute) => syncHold?.written(minute),
     });
     const { workers, done } = await startWorkers(config, temporal, activities, log, resources);
 
     startup.waitingFor = 'schedules';
     const scheduleSettings = await startSchedules(config, client, log);
 
-    const ingest = { client, pool: stores.pool, rabbitmq, metrics, log, outages };
-    const bridge = startIngest(config, { ...ingest, syncPaused: () => later.syncPaused() }, resources);
-    later.minuteWritten = (minute) => bridge.minuteWritten(minute);
+    const ingest = { client, probe, pool: stores.pool, rabbitmq, metrics, log, outages };
+    const bridge = startIngest(config, { ...ingest, syncHold }, resources);
+    later.throttledWithin = (ms) => bridge.throttledWithin(ms);
 
     const checks = {
       ...ingest,
-      connection: temporal.connection,
       keydb: stores.keydb,
       bridge,
       workers,
@@ -278,8 +283,27 @@ async function startSchedules(config: Config, client: Client, log: Logger): Prom
   return settings;
 }
 
+/**
+ * With BRIDGE_HOLD_FOR_SYNC, the hold of new ingest starts around each minute's sync. Saturated: the
+ * throttle closed within the last minute (with no throttle, never); and a paused schedule publishes
+ * nothing, so there is no minute to make room for.
+ */
+function startSyncHold(
+  config: Config,
+  ingest: { throttledWithin: (ms: number) => boolean; syncPaused: () => boolean },
+  deps: { metrics: AppMetrics; log: Logger },
+  resources: Resources,
+): SyncHold | undefined {
+  if (!config.BRIDGE_HOLD_FOR_SYNC) return undefined;
+  const saturated = () => ingest.throttledWithin(60_000) && !ingest.syncPaused();
+  const hold = new SyncHold({ leadMs: config.SYNC_LEAD_SECONDS * 1000, saturated }, deps);
+  resources.add('sync hold', () => hold.stop());
+  return hold;
+}
+
 interface IngestDeps {
   client: Client;
+  probe: TemporalProbe;
   pool: pg.Pool;
   rabbitmq: ReturnType<typeof openRabbitmq>;
   metrics: AppMetrics;
@@ -291,8 +315,8 @@ interface IngestDeps {
  * The terminated-runs sweep, then the bridge: registered after the sweep, the bridge is stopped
  * first, so consuming stops before anything else on the ingest path.
  */
-function startIngest(config: Config, deps: IngestDeps & { syncPaused: () => boolean }, resources: Resources) {
-  const { client, pool, rabbitmq, metrics, log, outages } = deps;
+function startIngest(config: Config, deps: IngestDeps & { syncHold?: SyncHold }, resources: Resources) {
+  const { client, probe, pool, rabbitmq, metrics, log, outages } = deps;
   const terminatedRuns = watchTerminatedRuns(
     { taskQueue: config.TEMPORAL_TASK_QUEUE },
     { client, pool, publisher: rabbitmq.deadLetters, metrics, log },
@@ -308,18 +332,18 @@ function startIngest(config: Config, deps: IngestDeps & { syncPaused: () => bool
       eagerStart: config.BRIDGE_EAGER_START,
       maxInFlight: config.BRIDGE_MAX_IN_FLIGHT,
       summaryIntervalMs: config.INGEST_SUMMARY_SECONDS * 1000,
-      holdForSyncLeadMs: config.BRIDGE_HOLD_FOR_SYNC ? config.SYNC_LEAD_SECONDS * 1000 : undefined,
     },
     {
       connection: rabbitmq.consuming,
       publishing: rabbitmq.publishing,
       deadLetters: rabbitmq.deadLetters,
       client,
+      temporal: probe,
       providers: new ProviderDirectory(pool),
       metrics,
       log,
       outages,
-      syncPaused: deps.syncPaused,
+      syncHold: deps.syncHold,
     },
   );
   resources.add('RabbitMQ bridge', () => bridge.stop());
@@ -332,7 +356,6 @@ function startIngest(config: Config, deps: IngestDeps & { syncPaused: () => bool
  */
 async function startChecks(
   deps: IngestDeps & {
-    connection: NativeConnection;
     keydb: Redis;
     bridge: Bridge;
     workers: Awaited<ReturnType<typeof startWorkers>>['workers'];
@@ -341,7 +364,7 @@ async function startChecks(
   options: AppOptions,
   resources: Resources,
 ) {
-  const { client, pool, rabbitmq, metrics, log, outages, connection, keydb, bridge, workers } = deps;
+  const { client, probe, pool, rabbitmq, metrics, log, outages, keydb, bridge, workers } = deps;
   const health = createHealth(metrics, log, options.health);
   health.add('rabbitmq', () => (bridge.isConsuming() ? undefined : 'not consuming'), 'rabbitmq');
   health.add('rabbitmqUnblocked', () => (rabbitmq.blocked() ? 'blocked by a resource alarm' : undefined));
@@ -352,12 +375,9 @@ async function startChecks(
   );
   health.add('worker', () => workers.find((w) => w.getState() !== 'RUNNING')?.getState());
   // An outage the ingest path is retrying (a revoked grant, a read-only database, an expired API key)
-  // fails its dependency's check even while a ping still answers, and /readyz says why.
-  health.add(
-    'temporal',
-    async () => outages.reasons().temporal ?? void (await connection.healthService.check({})),
-    'temporal',
-  );
+  // fails its dependency's check even while a ping still answers, and /readyz says why. Temporal's
+  // ping is the bridge's probe (temporal-probe.ts): one loop, read by both.
+  health.add('temporal', () => outages.reasons().temporal ?? probe.downReason(), 'temporal');
   health.add(
     'postgres',
     async () => outages.reasons().postgres ?? void (await pool.query('SELECT 1')),

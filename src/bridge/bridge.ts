@@ -2,16 +2,16 @@ import type { Client } from '@temporalio/client';
 import type { AmqpConnectionManager } from 'amqp-connection-manager';
 import pTimeout from 'p-timeout';
 import type { Logger } from 'pino';
+import type { StartGate } from '../gate.js';
 import type { IngestOutages } from '../ingest-outages.js';
 import type { AppMetrics } from '../metrics.js';
 import { createConfirmedPublisher, type DeadLetterPublisher } from '../rabbitmq/dead-letters.js';
+import { TemporalProbe } from '../temporal-probe.js';
 import { startConsumer, type Consumer } from './consumer.js';
 import { DeliveryHandler } from './handle-delivery.js';
 import { startIngestSummary } from './ingest-summary.js';
 import type { ProviderDirectory } from './provider-directory.js';
 import { InFlightThrottle } from './in-flight-throttle.js';
-import { SyncHold } from './sync-hold.js';
-import { TemporalProbe } from './temporal-probe.js';
 
 export interface BridgeOptions {
   incomingQueue: string;
@@ -24,11 +24,6 @@ export interface BridgeOptions {
   maxInFlight: number;
   /** How often to log the ingest summary (0: never). */
   summaryIntervalMs: number;
-  /**
-   * While ingest is saturated, hold new starts around each minute's sync (SyncHold): SYNC_LEAD_SECONDS
-   * in ms, or undefined for no hold (BRIDGE_HOLD_FOR_SYNC=false).
-   */
-  holdForSyncLeadMs?: number;
   /** How often the throttle counts unfinished runs (default 500 ms). */
   throttlePollMs?: number;
   /** First wait before consuming again after a cancel or a closed channel (tests shorten it). */
@@ -43,13 +38,15 @@ export interface BridgeDeps {
   /** The app's dead-letter publisher (default: one of its own on `publishing`, closed on stop). */
   deadLetters?: DeadLetterPublisher;
   client: Client;
+  /** The app's Temporal probe, which readiness reads too (default: one of the bridge's own, stopped on stop). */
+  temporal?: StartGate;
   providers: ProviderDirectory;
   metrics: AppMetrics;
   log: Logger;
   /** Where an outage met while starting runs is reported, for /readyz (the app's, shared with the inserts). */
   outages?: IngestOutages;
-  /** Whether the sync schedule is paused (the sync watch's last look): no minute to hold starts for. */
-  syncPaused?: () => boolean;
+  /** Where starts wait for the minute's sync while ingest is saturated (the app's SyncHold); none by default. */
+  syncHold?: StartGate;
 }
 
 export interface Bridge {
@@ -57,8 +54,8 @@ export interface Bridge {
   isConsuming(): boolean;
   /** False while the dead-letter queue refuses messages (until one is accepted again). */
   deadLettersAccepted(): boolean;
-  /** This process's sync wrote this minute to KeyDB: a hold for it ends now. */
-  minuteWritten(minute: Date): void;
+  /** Whether the throttle is closed now or closed within the last `ms`: ingest ran at its bound. */
+  throttledWithin(ms: number): boolean;
   /** Stops consuming, waits for in-flight messages to be settled, then closes its channel. */
   stop(): Promise<void>;
 }
@@ -77,7 +74,7 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
   const inFlight = new Set<Promise<void>>();
   let deadLettersAccepted = true;
 
-  const { throttle, temporal, hold } = startGates(options, deps);
+  const { throttle, temporal, ownProbe } = startGates(options, deps);
   const publishing = deps.publishing ?? deps.connection;
   const deadLetters =
     deps.deadLetters ?? createConfirmedPublisher(publishing, options.deadLetterQueue, { log });
@@ -87,11 +84,8 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
     deadLetters,
     requeueCopies,
     async startsAllowed(signal) {
-      while (throttle.isThrottling() || !temporal.isUp() || hold?.holding()) {
-        await throttle.whenOpen(signal);
-        await temporal.whenUp(signal);
-        await hold?.whenOver(signal);
-      }
+      const gates = deps.syncHold ? [throttle, temporal, deps.syncHold] : [throttle, temporal];
+      while (gates.some((gate) => !gate.isOpen())) for (const gate of gates) await gate.wait(signal);
     },
     onStarted: () => throttle.noteStart(),
     draining: draining.signal,
@@ -114,7 +108,7 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
   const stopPausing = pauseWhileStartsWait(
     consumer,
     () => ({
-      temporalUp: temporal.isUp(),
+      temporalUp: temporal.isOpen(),
       throttled: throttle.isThrottling(),
       held: inFlight.size,
     }),
@@ -128,7 +122,7 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
   return {
     isConsuming: () => consumer.isConsuming(),
     deadLettersAccepted: () => deadLettersAccepted,
-    minuteWritten: (minute) => hold?.written(minute),
+    throttledWithin: (ms) => throttle.closedWithin(ms),
     async stop() {
       stopSummary();
       stopPausing();
@@ -139,8 +133,7 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
       await settledWithin([...inFlight], 10_000);
       stopping.abort();
       throttle.stop();
-      temporal.stop();
-      hold?.stop();
+      ownProbe?.stop();
       await settledWithin([...inFlight], 5_000);
       log.info('in-flight messages settled');
       // Copies first: one still unsent is rejected (counted), never sent after its original went back.
@@ -151,7 +144,7 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
   };
 }
 
-/** What a start waits for: the throttle, Temporal answering, and (while saturated) the minute's sync. */
+/** The bridge's own start gate (the throttle) and Temporal's (the app's probe, or one of its own). */
 function startGates(options: BridgeOptions, deps: BridgeDeps) {
   const { metrics, log } = deps;
   const throttle = new InFlightThrottle(
@@ -164,16 +157,10 @@ function startGates(options: BridgeOptions, deps: BridgeDeps) {
     { metrics, log },
   );
   throttle.start();
-  const temporal = new TemporalProbe(deps.client, { metrics, log });
-  temporal.start();
-  // Saturated: the throttle closed within the last minute (with no throttle, never); and a paused
-  // schedule publishes nothing, so there is no minute to make room for.
-  const saturated = () => throttle.closedWithin(60_000) && !deps.syncPaused?.();
-  const hold =
-    options.holdForSyncLeadMs === undefined
-      ? undefined
-      : new SyncHold({ leadMs: options.holdForSyncLeadMs, saturated }, { metrics, log });
-  return { throttle, temporal, hold };
+  const ownProbe = deps.temporal ? undefined : new TemporalProbe(deps.client, { log });
+  ownProbe?.start();
+  const temporal = deps.temporal ?? ownProbe!;
+  return { throttle, temporal, ownProbe };
 }
 
 /**

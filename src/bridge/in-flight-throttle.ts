@@ -1,7 +1,7 @@
 import type { Client } from '@temporalio/client';
 import type { Logger } from 'pino';
 import type { AppMetrics } from '../metrics.js';
-import { waitUnlessAborted } from './waiters.js';
+import { Gate, type StartGate } from '../gate.js';
 
 export interface ThrottleOptions {
   taskQueue: string;
@@ -25,9 +25,8 @@ export const THROTTLE_STALL_MS = 2 * 60_000;
  * Closed for `stallAfterMs` with no run finishing (the count never dropped), it warns and sets
  * `bridge_throttle_stalled`: runs are stuck, and the throttle must not be what hides it.
  */
-export class InFlightThrottle {
-  private closed = false;
-  private waiters: (() => void)[] = [];
+export class InFlightThrottle implements StartGate {
+  private readonly gate = new Gate();
   private timer: NodeJS.Timeout | undefined;
   private polling = false;
   private running = 0;
@@ -53,18 +52,21 @@ export class InFlightThrottle {
   }
 
   isThrottling(): boolean {
-    return this.closed;
+    return !this.gate.isOpen();
+  }
+
+  isOpen(): boolean {
+    return this.gate.isOpen();
   }
 
   /** Whether it is closed now or closed within the last `ms`: ingest has been running at its bound. */
   closedWithin(ms: number): boolean {
-    return this.closed || (this.lastClosedAt > 0 && Date.now() - this.lastClosedAt <= ms);
+    return this.isThrottling() || (this.lastClosedAt > 0 && Date.now() - this.lastClosedAt <= ms);
   }
 
   /** Resolves once starts may go ahead (at once when open); rejects if `signal` aborts first. */
-  async whenOpen(signal: AbortSignal): Promise<void> {
-    if (!this.closed) return;
-    await waitUnlessAborted(this.waiters, signal);
+  wait(signal: AbortSignal): Promise<void> {
+    return this.gate.wait(signal);
   }
 
   /** Counts a start made since the last poll; closes the throttle if that passes the bound. */
@@ -114,8 +116,9 @@ export class InFlightThrottle {
   private update(): void {
     const { maxInFlight } = this.options;
     const inFlight = this.running + this.startsSincePoll;
-    if (!this.closed && inFlight >= maxInFlight) {
-      this.closed = true;
+    const closed = this.isThrottling();
+    if (!closed && inFlight >= maxInFlight) {
+      this.gate.close();
       this.lastProgress = Date.now();
       this.lastClosedAt = this.lastProgress;
       this.deps.metrics.bridgeThrottled.set(1);
@@ -123,10 +126,10 @@ export class InFlightThrottle {
         { inFlight, maxInFlight },
         'throttling: BRIDGE_MAX_IN_FLIGHT ingest workflows unfinished',
       );
-    } else if (this.closed && inFlight <= (maxInFlight * 3) / 4) {
+    } else if (closed && inFlight <= (maxInFlight * 3) / 4) {
       this.deps.log.info({ inFlight, maxInFlight }, 'throttle released: ingest workflows finishing');
       this.open();
-    } else if (this.closed) {
+    } else if (closed) {
       this.noteStall(inFlight);
     }
   }
@@ -151,12 +154,9 @@ export class InFlightThrottle {
   }
 
   private open(): void {
-    this.closed = false;
     this.stalled = false;
     this.deps.metrics.bridgeThrottleStalled.set(0);
     this.deps.metrics.bridgeThrottled.set(0);
-    const waiters = this.waiters;
-    this.waiters = [];
-    for (const resolve of waiters) resolve();
+    this.gate.open();
   }
 }

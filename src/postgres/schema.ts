@@ -114,7 +114,7 @@ const APP_TABLES = `
     nonfinite_rows bigint NOT NULL DEFAULT 0
   );
   -- IngestTransaction runs an operator terminated or deleted, whose message was dead-lettered
-  -- (src/bridge/terminated-runs.ts): each is dead-lettered once.
+  -- (src/after-ack/terminated-runs.ts): each is dead-lettered once.
   CREATE TABLE IF NOT EXISTS balance_sync_terminated_runs (
     workflow_id       text NOT NULL,
     run_id            text NOT NULL,
@@ -122,7 +122,7 @@ const APP_TABLES = `
     PRIMARY KEY (workflow_id, run_id)
   );
   -- Runs still running 10 s after their start, with their message, so that one deleted from
-  -- Temporal can still be dead-lettered (src/bridge/vanished-runs.ts).
+  -- Temporal can still be dead-lettered (src/after-ack/vanished-runs.ts).
   CREATE TABLE IF NOT EXISTS balance_sync_watched_runs (
     workflow_id  text NOT NULL,
     run_id       text NOT NULL,

@@ -21,7 +21,7 @@ import {
 import { createMetrics, type AppMetrics } from '../../src/metrics.js';
 import { migrate } from '../../src/postgres/schema.js';
 import { activityLogger } from '../support/activity-logger.js';
-import { KEYDB_URL, resetDatabase, rows } from '../support/harness.js';
+import { KEYDB_URL, keydbBalances, resetDatabase, rows } from '../support/harness.js';
 import { createScratchDatabase, type ScratchDatabase } from '../support/scratch-database.js';
 
 /**
@@ -92,10 +92,7 @@ const appliedAt = (result: PublishBalancesResult) => Date.parse(result.keydbWrit
 const publishAt = async (boundary: number, offsetMs = 12, info: Partial<Info> = {}) =>
   appliedAt(await publishMinute(boundary, offsetMs, info));
 /** Every balance key KeyDB holds now, with its value (the sync's fence, `balance-sync:*`, aside). */
-const keydbNow = async () => {
-  const keys = (await keydb.keys('*')).filter((key) => !key.startsWith('balance-sync:')).sort();
-  return Object.fromEntries(await Promise.all(keys.map(async (k) => [k, (await keydb.get(k)) ?? ''])));
-};
+const keydbNow = async () => (await keydbBalances(keydb)) as Record<string, string>;
 const spend = (providerId: number, value: string) =>
   db.query('INSERT INTO historical_transactions (provider_id, transaction_value) VALUES ($1, $2)', [
     providerId,

@@ -6,6 +6,7 @@ import { balancesAt } from '../../src/history/balance-history.js';
 import { createMetrics } from '../../src/metrics.js';
 import { migrate } from '../../src/postgres/schema.js';
 import { activityLogger } from '../support/activity-logger.js';
+import { keydbBalances } from '../support/harness.js';
 import { isolatedStores, type IsolatedStores } from '../support/isolated-stores.js';
 
 /**
@@ -64,8 +65,7 @@ describe('KeyDB emptied while a provider cannot be published', () => {
     expect(await keydb.exists('9_Never')).toBe(0);
     expect(await keydb.hget(FENCE_KEY, 'minute')).toBe(String(M1 + 2 * MINUTE));
     // KeyDB and the history agree on every key.
-    const keys = (await keydb.keys('*')).filter((key) => !key.startsWith('balance-sync:')).sort();
-    const held = Object.fromEntries(await Promise.all(keys.map(async (key) => [key, await keydb.get(key)])));
+    const held = await keydbBalances(keydb);
     expect((await balancesAt(db, new Date(M1 + 2 * MINUTE + 1_000))).balances).toEqual(held);
   });
 });

@@ -6,6 +6,7 @@ import { REASON_CODE_HEADER, REASON_HEADER } from '../../src/bridge/dead-letter.
 import type { Config } from '../../src/config.js';
 import { WORKFLOW_ID_HEADER } from '../../src/rabbitmq/dead-letters.js';
 import {
+  appSample,
   drainQueue,
   pool,
   publisher,
@@ -34,10 +35,7 @@ describe('ingest: rows Postgres refuses, and a database that refuses the app', (
     const response = await fetch(`http://127.0.0.1:${app.httpPort}${path}`);
     return { status: response.status, body: await response.text() };
   };
-  const metric = async (name: string) => {
-    const line = (await http('/metrics')).body.split('\n').find((l) => l.startsWith(name));
-    return line ? Number(line.split(' ').pop()) : undefined;
-  };
+  const metric = (sample: string) => appSample(app, sample);
   /** Collects dead letters from the app's dead-letter queue until there are `count`. */
   const deadLetters = async (count: number, timeoutMs = 60_000) => {
     const seen: GetMessage[] = [];

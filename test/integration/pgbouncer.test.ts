@@ -6,6 +6,8 @@ import type { App } from '../../src/app.js';
 import type { Config } from '../../src/config.js';
 import {
   drainQueue,
+  expectedBalances,
+  keydbBalances,
   publisher,
   rows,
   startTestApp,
@@ -86,25 +88,7 @@ describe('behind PgBouncer in transaction pooling mode', () => {
       taskQueue: config.TEMPORAL_SYNC_TASK_QUEUE,
       workflowId: `reconcile-now-${config.RECONCILE_SCHEDULE_ID}-${++runs}`,
     });
-  /** What KeyDB must hold, from the full aggregate read straight from Postgres. */
-  const expectedBalances = async () =>
-    Object.fromEntries(
-      (
-        await rows(
-          db,
-          `SELECT d.id || '_' || d.provider_name AS key,
-                  trim_scale(d.initial_value + coalesce((SELECT sum(transaction_value) FROM historical_transactions h
-                                                        WHERE h.provider_id = d.id), 0))::text AS balance
-           FROM initial_data d`,
-        )
-      ).map((r) => [r.key, r.balance]),
-    );
-  const balances = async () => {
-    // The sync's fence (balance-sync:published-minute) sits beside the balances.
-    const keys = (await keydb.keys('*')).filter((key) => !key.startsWith('balance-sync:')).sort();
-    const values = keys.length > 0 ? await keydb.mget(...keys) : [];
-    return Object.fromEntries(keys.map((key, i) => [key, values[i]]));
-  };
+  const balances = () => keydbBalances(keydb);
 
   it('ingests, syncs, reconciles and restarts through it, leaving no advisory lock behind', async () => {
     app = await startTestApp(config);
@@ -134,7 +118,7 @@ describe('behind PgBouncer in transaction pooling mode', () => {
     // A second reconciliation is not blocked by anything the first left on a server connection.
     expect((await reconcileNow()).corrections).toEqual([]);
     await syncNow();
-    expect(await balances()).toEqual(await expectedBalances());
+    expect(await balances()).toEqual(await expectedBalances(db));
     expect(await advisoryLocks()).toEqual([]);
 
     await app.stop();
@@ -142,7 +126,7 @@ describe('behind PgBouncer in transaction pooling mode', () => {
     await ingest([2001, 2002, 2003], 'after-restart');
     expect((await reconcileNow()).corrections).toEqual([]);
     await syncNow();
-    expect(await balances()).toEqual(await expectedBalances());
+    expect(await balances()).toEqual(await expectedBalances(db));
     expect(await advisoryLocks()).toEqual([]);
     expect(await drainQueue(config.DEAD_LETTER_QUEUE)).toEqual([]);
   }, 240_000);

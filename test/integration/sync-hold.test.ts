@@ -1,17 +1,18 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startApp, type App } from '../../src/app.js';
-import { HOLD_AFTER_MINUTE_MS, HOLD_BEFORE_FIRE_MS } from '../../src/bridge/sync-hold.js';
+import { HOLD_AFTER_MINUTE_MS, HOLD_BEFORE_FIRE_MS } from '../../src/sync-hold.js';
 import type { Config } from '../../src/config.js';
 import { DEFAULT_SYNC_WATCH_OPTIONS } from '../../src/schedules/sync-watch.js';
 import {
   appMetric,
-  nextScheduledBoundary,
   installQuietRuntime,
+  nextScheduledBoundary,
   publisher,
   scheduledRunResult,
   silentLog,
   stopTestApp,
   testConfig,
+  untilClock,
   waitFor,
 } from '../support/harness.js';
 import { isolatedStores, type IsolatedStores } from '../support/isolated-stores.js';
@@ -23,9 +24,6 @@ const FLOOD_LEAD_MS = 10_000;
 const MESSAGES = 2_000;
 /** A start already past the gate when the hold began (provider check, start RPC) may land this much later. */
 const IN_FLIGHT_SLACK_MS = 2_000;
-
-const untilClock = (epochMs: number) =>
-  new Promise((resolve) => setTimeout(resolve, Math.max(0, epochMs - Date.now())));
 
 /**
  * A drain at full speed across a real minute boundary: with the throttle closing all the time, the

@@ -8,6 +8,9 @@ import type { Config } from '../../src/config.js';
 import { createKeydbClient } from '../../src/keydb/client.js';
 import { createMetrics } from '../../src/metrics.js';
 import {
+  appReadiness,
+  appSample,
+  expectedBalances,
   installQuietRuntime,
   keyChangedAt,
   rows,
@@ -62,26 +65,8 @@ describe('a stopped sync is noticed and heals', () => {
     await new Promise((resolve) => setTimeout(resolve, Math.max(0, previousWritten - Date.now())));
     return boundary;
   };
-  const metric = async (sample: string) => {
-    const text = await (await fetch(`http://127.0.0.1:${app.httpPort}/metrics`)).text();
-    const line = text.split('\n').find((l) => l.startsWith(`${sample} `));
-    return line === undefined ? undefined : Number(line.split(' ')[1]);
-  };
-  const readiness = async () => {
-    const response = await fetch(`http://127.0.0.1:${app.httpPort}/readyz`);
-    return {
-      status: response.status,
-      body: (await response.json()) as { checks: Record<string, boolean>; reasons?: Record<string, string> },
-    };
-  };
-  const expectedBalances = async () =>
-    (
-      await rows(
-        stores.db,
-        `SELECT trim_scale(d.initial_value + coalesce(sum(h.transaction_value), 0))::text AS balance
-         FROM initial_data d LEFT JOIN historical_transactions h ON h.provider_id = d.id GROUP BY d.id ORDER BY d.id`,
-      )
-    ).map((row) => row.balance as string);
+  const metric = (sample: string) => appSample(app, sample);
+  const readiness = () => appReadiness(app);
   const lastPublished = async () =>
     (await rows(stores.db, 'SELECT last_published_boundary AS b FROM balance_sync_sync_state'))[0]?.b as
       Date | undefined;
@@ -230,7 +215,11 @@ describe('a stopped sync is noticed and heals', () => {
       await keydb.set('1_Visa', 'before-recreated-minute');
       const changedAt = await keyChangedAt(keydb, '1_Visa', 'before-recreated-minute', boundary + 5_000);
       expect(Math.abs(changedAt - boundary)).toBeLessThan(1_000);
-      expect(await keydb.mget('1_Visa', '2_Mastercard')).toEqual(await expectedBalances());
+      const expected = await expectedBalances(stores.db);
+      expect(await keydb.mget('1_Visa', '2_Mastercard')).toEqual([
+        expected['1_Visa'],
+        expected['2_Mastercard'],
+      ]);
       // Only a scheduled run records its minute (an on-demand run has none): the schedule wrote it.
       await waitFor('the minute recorded', async () =>
         (await lastPublished())?.getTime() === boundary ? true : undefined,
@@ -278,7 +267,7 @@ describe('a stopped sync is noticed and heals', () => {
 
         const notReady = await waitFor('/readyz 503', async () => {
           const ready = await readiness();
-          return ready.status === 503 ? ready.body : undefined;
+          return ready.status === 503 ? ready : undefined;
         });
         expect(notReady.checks.keydb).toBe(false);
         expect(notReady.reasons).toEqual({
@@ -321,7 +310,11 @@ describe('a stopped sync is noticed and heals', () => {
       await keydb.set('2_Mastercard', 'before-first-minute-after');
       const changedAt = await keyChangedAt(keydb, '2_Mastercard', 'before-first-minute-after', next + 5_000);
       expect(Math.abs(changedAt - next)).toBeLessThan(1_000);
-      expect(await keydb.mget('1_Visa', '2_Mastercard')).toEqual(await expectedBalances());
+      const expected = await expectedBalances(stores.db);
+      expect(await keydb.mget('1_Visa', '2_Mastercard')).toEqual([
+        expected['1_Visa'],
+        expected['2_Mastercard'],
+      ]);
       expect(await metric('balance_sync_dependency_up{dependency="keydb"}')).toBe(1);
     },
     4 * MINUTE,

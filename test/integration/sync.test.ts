@@ -13,6 +13,8 @@ import { createMetrics } from '../../src/metrics.js';
 import { migrate } from '../../src/postgres/schema.js';
 import { ensureSchedules, type ScheduleSettings } from '../../src/schedules/schedules.js';
 import {
+  expectedBalances,
+  keydbBalances,
   pool,
   publisher,
   resetDatabase,
@@ -99,25 +101,7 @@ describe('SyncBalances: Postgres → KeyDB', () => {
       workflowId: `sync-now-${config.SYNC_SCHEDULE_ID}-${++runs}`,
       args: [{ leadMs: null }],
     });
-  /** What KeyDB must hold, computed independently with the full aggregate. */
-  const expectedBalances = async () =>
-    Object.fromEntries(
-      (
-        await rows(
-          db,
-          `SELECT d.id || '_' || d.provider_name AS key,
-                  trim_scale(d.initial_value + coalesce((SELECT sum(transaction_value) FROM historical_transactions h
-                                                        WHERE h.provider_id = d.id), 0))::text AS balance
-           FROM initial_data d`,
-        )
-      ).map((r) => [r.key, r.balance]),
-    );
-  const balances = async () => {
-    // The fence (balance-sync:published-minute) sits beside the balances, as the README says.
-    const keys = (await keydb.keys('*')).filter((key) => !key.startsWith('balance-sync:')).sort();
-    const values = keys.length > 0 ? await keydb.mget(...keys) : [];
-    return Object.fromEntries(keys.map((key, i) => [key, values[i]]));
-  };
+  const balances = () => keydbBalances(keydb);
 
   it('writes 1_Visa=1300 and 2_Mastercard=1800 from the seeded tables', async () => {
     const result = await syncNow();
@@ -171,7 +155,7 @@ describe('SyncBalances: Postgres → KeyDB', () => {
     expect(reconciled.corrections).toEqual([{ providerId: 2, drift: '1000.75' }]);
     await syncNow();
     expect(await balances()).toEqual({ '1_Visa': '2200.3', '2_Mastercard': '601' });
-    expect(await balances()).toEqual(await expectedBalances());
+    expect(await balances()).toEqual(await expectedBalances(db));
   });
 
   it('keeps running sums exact while two instances reconcile during concurrent inserts', async () => {
@@ -202,7 +186,7 @@ describe('SyncBalances: Postgres → KeyDB', () => {
     );
     expect(mismatches).toEqual([]);
     await syncNow();
-    expect(await balances()).toEqual(await expectedBalances());
+    expect(await balances()).toEqual(await expectedBalances(db));
     await Promise.all(instances.map((p) => p.end()));
   });
 
@@ -308,13 +292,13 @@ describe('SyncBalances: Postgres → KeyDB', () => {
       ]);
       expect(poisoned.keysRemoved).toEqual([]);
       expect(await keydb.get('2_Mastercard')).toBe(lastGood);
-      expect((await expectedBalances())['1_Visa']).toBe(await keydb.get('1_Visa'));
+      expect((await expectedBalances(db))['1_Visa']).toBe(await keydb.get('1_Visa'));
       expect(await unpublishableGauge()).toBe('1');
 
       await db.query(`DELETE FROM historical_transactions WHERE transaction_value = 'NaN'`);
       const healed = await syncNow();
       expect(healed.unpublishable).toEqual([]);
-      expect(await balances()).toEqual(await expectedBalances());
+      expect(await balances()).toEqual(await expectedBalances(db));
       expect(await unpublishableGauge()).toBe('0');
     });
 
@@ -336,7 +320,7 @@ describe('SyncBalances: Postgres → KeyDB', () => {
       expect(await keydb.get('1_Visa')).toBe(lastGood);
       await db.query(`UPDATE historical_transactions SET transaction_value = 4 WHERE id = $1`, [id]);
       expect((await syncNow()).unpublishable).toEqual([]);
-      expect(await balances()).toEqual(await expectedBalances());
+      expect(await balances()).toEqual(await expectedBalances(db));
     });
 
     it('does not publish a provider whose initial_value is NaN', async () => {
@@ -365,14 +349,14 @@ describe('SyncBalances: Postgres → KeyDB', () => {
         { providerId: 2, drift: '0', nonfiniteRowsDrift: -1 },
       ]);
       expect((await syncNow()).unpublishable).toEqual([]);
-      expect(await balances()).toEqual(await expectedBalances());
+      expect(await balances()).toEqual(await expectedBalances(db));
     });
 
     it('migration recounts a sum left NaN by an earlier version', async () => {
       await db.query(`UPDATE balance_sync_provider_sums SET tx_sum = 'NaN' WHERE provider_id = 2`);
       expect(await migrate(db)).toEqual({ installedTriggers: true });
       await syncNow();
-      expect(await balances()).toEqual(await expectedBalances());
+      expect(await balances()).toEqual(await expectedBalances(db));
     });
   });
 
@@ -439,7 +423,7 @@ describe('SyncBalances: Postgres → KeyDB', () => {
       INSERT INTO historical_transactions (provider_id, transaction_value) VALUES (1, 100), (1, 200), (2, -200);`);
     const result = await syncNow();
     expect(result.triggersReinstalled).toBe(true);
-    expect(await balances()).toEqual(await expectedBalances());
+    expect(await balances()).toEqual(await expectedBalances(db));
     expect(await balances()).toEqual({ '1_Visa': '1300', '2_Mastercard': '1800' });
   });
 
@@ -517,7 +501,7 @@ describe('SyncBalances: Postgres → KeyDB', () => {
       await waitFor('the triggered sync', async () =>
         (await keydb.get('1_Visa')) !== 'stale' ? true : undefined,
       );
-      expect(await balances()).toEqual(await expectedBalances());
+      expect(await balances()).toEqual(await expectedBalances(db));
     });
   });
 });

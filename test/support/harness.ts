@@ -227,11 +227,42 @@ export async function startTestApp(config: Config, log = silentLog()): Promise<A
   return await startApp(config, log);
 }
 
-/** One sample of an in-process app's /metrics, e.g. `balance_sync_consumer_cancellations_total{cause="cancel"}` (0 when absent). */
-export async function appMetric(app: App, sample: string): Promise<number> {
+/** One sample of an in-process app's /metrics, e.g. `balance_sync_consumer_cancellations_total{cause="cancel"}`; undefined when absent. */
+export async function appSample(app: App, sample: string): Promise<number | undefined> {
   const text = await (await fetch(`http://127.0.0.1:${app.httpPort}/metrics`)).text();
   const line = text.split('\n').find((l) => l.startsWith(`${sample} `));
-  return line ? Number(line.split(' ')[1]) : 0;
+  return line === undefined ? undefined : Number(line.split(' ')[1]);
+}
+
+/** One sample of an in-process app's /metrics (0 when absent). */
+export async function appMetric(app: App, sample: string): Promise<number> {
+  return (await appSample(app, sample)) ?? 0;
+}
+
+/** Resolves at the wall-clock instant `epochMs` (at once if it has passed). */
+export const untilClock = (epochMs: number) =>
+  new Promise((resolve) => setTimeout(resolve, Math.max(0, epochMs - Date.now())));
+
+/** What KeyDB must hold, computed independently from Postgres with the full aggregate: `{ '1_Visa': '1300', … }`. */
+export async function expectedBalances(db: pg.Pool): Promise<Record<string, string>> {
+  return Object.fromEntries(
+    (
+      await rows(
+        db,
+        `SELECT d.id || '_' || d.provider_name AS key,
+                trim_scale(d.initial_value + coalesce((SELECT sum(transaction_value) FROM historical_transactions h
+                                                      WHERE h.provider_id = d.id), 0))::text AS balance
+         FROM initial_data d`,
+      )
+    ).map((r) => [r.key as string, r.balance as string]),
+  );
+}
+
+/** Every balance KeyDB holds now, by key; the sync's own keys (`balance-sync:*`, the fence) aside. */
+export async function keydbBalances(keydb: Redis): Promise<Record<string, string | null>> {
+  const keys = (await keydb.keys('*')).filter((key) => !key.startsWith('balance-sync:')).sort();
+  const values = keys.length > 0 ? await keydb.mget(...keys) : [];
+  return Object.fromEntries(keys.map((key, i) => [key, values[i] ?? null]));
 }
 
 /**
@@ -250,11 +281,16 @@ export async function untilIngestSettled(app: App, taskQueue: string): Promise<v
   });
 }
 
-/** An in-process app's /readyz: its status and checks. */
-export async function appReadiness(app: App): Promise<{ status: number; checks: Record<string, boolean> }> {
+/** An in-process app's /readyz: its status, checks and the failing checks' reasons. */
+export async function appReadiness(
+  app: App,
+): Promise<{ status: number; checks: Record<string, boolean>; reasons: Record<string, string> }> {
   const response = await fetch(`http://127.0.0.1:${app.httpPort}/readyz`);
-  const { checks } = (await response.json()) as { checks?: Record<string, boolean> };
-  return { status: response.status, checks: checks ?? {} };
+  const { checks, reasons } = (await response.json()) as {
+    checks?: Record<string, boolean>;
+    reasons?: Record<string, string>;
+  };
+  return { status: response.status, checks: checks ?? {}, reasons: reasons ?? {} };
 }
 
 export async function rows(db: pg.Pool, sql: string, params: unknown[] = []) {

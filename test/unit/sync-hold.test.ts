@@ -5,7 +5,7 @@ import {
   HOLD_BEFORE_FIRE_MS,
   MAX_HOLD_BEFORE_MINUTE_MS,
   SyncHold,
-} from '../../src/bridge/sync-hold.js';
+} from '../../src/sync-hold.js';
 import { createMetrics } from '../../src/metrics.js';
 
 const MINUTE = 60_000;
@@ -40,7 +40,7 @@ describe('SyncHold: new ingest starts wait for the minute’s sync while ingest 
     expect(await sample('balance_sync_bridge_sync_holding')).toBe(1);
 
     let over = false;
-    const waiting = subject.whenOver(new AbortController().signal).then(() => (over = true));
+    const waiting = subject.wait(new AbortController().signal).then(() => (over = true));
     vi.setSystemTime(BOUNDARY + 40);
     await Promise.resolve();
     expect(over).toBe(false);
@@ -59,7 +59,7 @@ describe('SyncHold: new ingest starts wait for the minute’s sync while ingest 
     vi.setSystemTime(BOUNDARY - 2_000);
     expect(subject.holding()).toBe(true);
     let over = false;
-    const waiting = subject.whenOver(new AbortController().signal).then(() => (over = true));
+    const waiting = subject.wait(new AbortController().signal).then(() => (over = true));
     await vi.advanceTimersByTimeAsync(2_000 + HOLD_AFTER_MINUTE_MS - 1);
     expect(over).toBe(false);
     await vi.advanceTimersByTimeAsync(1);
@@ -120,8 +120,8 @@ describe('SyncHold: new ingest starts wait for the minute’s sync while ingest 
     const subject = hold();
     vi.setSystemTime(BOUNDARY - 1_000);
     const aborted = new AbortController();
-    const first = subject.whenOver(aborted.signal);
-    const second = subject.whenOver(new AbortController().signal);
+    const first = subject.wait(aborted.signal);
+    const second = subject.wait(new AbortController().signal);
     aborted.abort(new Error('stopping'));
     await expect(first).rejects.toThrow('stopping');
     vi.setSystemTime(BOUNDARY - 500);

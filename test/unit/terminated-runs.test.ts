@@ -3,7 +3,7 @@ import { defaultPayloadConverter } from '@temporalio/common';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { watchTerminatedRuns, type SweepDependency } from '../../src/bridge/terminated-runs.js';
+import { watchTerminatedRuns, type SweepDependency } from '../../src/after-ack/terminated-runs.js';
 import { createMetrics } from '../../src/metrics.js';
 import type { DeadLetterPublisher } from '../../src/rabbitmq/dead-letters.js';
 

@@ -1,7 +1,7 @@
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { findVanishedRuns, type WatchedRun } from '../../src/bridge/vanished-runs.js';
+import { findVanishedRuns, type WatchedRun } from '../../src/after-ack/vanished-runs.js';
 
 const original = {
   bodyBase64: Buffer.from('{"id":1,"value":5}').toString('base64'),

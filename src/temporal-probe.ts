@@ -1,7 +1,7 @@
 import type { Client } from '@temporalio/client';
 import type { Logger } from 'pino';
-import type { AppMetrics } from '../metrics.js';
-import { waitUnlessAborted } from './waiters.js';
+import { Gate, type StartGate } from './gate.js';
+import { transportReason } from './temporal-connection.js';
 
 /** How often Temporal's health is checked, and how long a check may take before Temporal counts as down. */
 const PROBE_INTERVAL_MS = 1_000;
@@ -10,23 +10,25 @@ const PROBE_DEADLINE_MS = 2_000;
 /**
  * Whether Temporal's frontend answers a health check within PROBE_DEADLINE_MS, checked every second.
  * A frozen or partitioned server (socket open, no answers) counts as down within about 3 s, so the
- * bridge holds starts at its gate instead of sending them into a connection that may deliver them
- * much later.
+ * bridge holds starts at this gate instead of sending them into a connection that may deliver them
+ * much later. Readiness reads the same probe (`downReason`), so /readyz and the bridge agree.
  */
-export class TemporalProbe {
-  private up = true;
-  private waiters: (() => void)[] = [];
+export class TemporalProbe implements StartGate {
+  private readonly gate = new Gate();
+  /** Why the last probe failed, while Temporal counts as down. */
+  private reason: string | undefined;
   private timer: NodeJS.Timeout | undefined;
   private probing = false;
 
   constructor(
     private readonly client: Client,
-    private readonly deps: { metrics: AppMetrics; log: Logger },
+    private readonly deps: { log: Logger },
   ) {}
 
   start(): void {
     this.timer = setInterval(() => void this.probe(), PROBE_INTERVAL_MS);
     this.timer.unref();
+    void this.probe();
   }
 
   stop(): void {
@@ -35,13 +37,21 @@ export class TemporalProbe {
   }
 
   isUp(): boolean {
-    return this.up;
+    return this.gate.isOpen();
+  }
+
+  /** Why Temporal counts as down (the last probe's error), or undefined while it answers. */
+  downReason(): string | undefined {
+    return this.isUp() ? undefined : this.reason;
+  }
+
+  isOpen(): boolean {
+    return this.gate.isOpen();
   }
 
   /** Resolves once Temporal answers (at once when it does); rejects if `signal` aborts first. */
-  async whenUp(signal: AbortSignal): Promise<void> {
-    if (this.up) return;
-    await waitUnlessAborted(this.waiters, signal);
+  wait(signal: AbortSignal): Promise<void> {
+    return this.gate.wait(signal);
   }
 
   private async probe(): Promise<void> {
@@ -53,11 +63,12 @@ export class TemporalProbe {
       );
       this.set(true);
     } catch (error) {
-      if (this.up)
+      if (this.isUp())
         this.deps.log.warn(
           { err: (error as Error).message },
           'Temporal does not answer; holding workflow starts',
         );
+      this.reason = transportReason((error as Error).message);
       this.set(false);
     } finally {
       this.probing = false;
@@ -65,11 +76,8 @@ export class TemporalProbe {
   }
 
   private set(up: boolean): void {
-    if (up && !this.up) this.deps.log.info('Temporal answers again');
-    this.up = up;
-    if (!up) return;
-    const waiters = this.waiters;
-    this.waiters = [];
-    for (const resolve of waiters) resolve();
+    if (up && !this.isUp()) this.deps.log.info('Temporal answers again');
+    if (up) this.gate.open();
+    else this.gate.close();
   }
 }

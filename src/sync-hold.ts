@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
-import type { AppMetrics } from '../metrics.js';
-import { waitUnlessAborted } from './waiters.js';
+import { Gate, type StartGate } from './gate.js';
+import type { AppMetrics } from './metrics.js';
 
 const MINUTE_MS = 60_000;
 /** A hold begins this long before the schedule fires (SYNC_LEAD_SECONDS before the minute)… */
@@ -36,8 +36,8 @@ export interface SyncHoldOptions {
  * within the minute before; decided the first time a start asks in its window, so the in-flight count
  * emptying during the hold does not end it.
  */
-export class SyncHold {
-  private waiters: (() => void)[] = [];
+export class SyncHold implements StartGate {
+  private readonly gate = new Gate();
   private timer: NodeJS.Timeout | undefined;
   /** The minute whose hold was decided (epoch ms), and whether that hold is on now. */
   private minute = 0;
@@ -78,10 +78,15 @@ export class SyncHold {
     return this.holds;
   }
 
+  /** Whether starts may go ahead now (no hold on); decides the minute's hold like `holding`. */
+  isOpen(): boolean {
+    return !this.holding();
+  }
+
   /** Resolves when the current hold ends (at once if none); rejects if `signal` aborts first. */
-  async whenOver(signal: AbortSignal): Promise<void> {
+  async wait(signal: AbortSignal): Promise<void> {
     if (!this.holding()) return;
-    await waitUnlessAborted(this.waiters, signal);
+    await this.gate.wait(signal);
   }
 
   /** publishBalances wrote this minute to KeyDB: the hold for it, if any, ends now. */
@@ -98,6 +103,7 @@ export class SyncHold {
 
   private begin(minute: number, now: number) {
     this.heldSince = now;
+    this.gate.close();
     this.deps.metrics.bridgeSyncHolds.inc();
     this.deps.metrics.bridgeSyncHolding.set(1);
     this.deps.log.debug(
@@ -117,9 +123,7 @@ export class SyncHold {
       this.deps.metrics.bridgeSyncHeldSeconds.inc((this.now() - this.heldSince) / 1000);
       this.deps.metrics.bridgeSyncHolding.set(0);
     }
-    const waiters = this.waiters;
-    this.waiters = [];
-    for (const resolve of waiters) resolve();
+    this.gate.open();
     return false;
   }
 }

@@ -1,0 +1,42 @@
+import type { Client } from '@temporalio/client';
+import { describe, expect, it } from 'vitest';
+import { TemporalProbe } from '../../src/temporal-probe.js';
+import { silentLog, waitFor } from '../support/harness.js';
+
+/** A client whose GetSystemInfo answers while `state.up`, and fails with a transport error otherwise. */
+function client(state: { up: boolean }) {
+  return {
+    withDeadline: (_deadline: number, fn: () => Promise<unknown>) => fn(),
+    workflowService: {
+      getSystemInfo: () =>
+        state.up
+          ? Promise.resolve({})
+          : Promise.reject(
+              new Error(
+                'tonic::transport::Error(Transport, ConnectError("tcp connect error", Os { message: "Connection refused" }))',
+              ),
+            ),
+    },
+  } as unknown as Client;
+}
+
+describe('TemporalProbe: one probe for the bridge’s gate and readiness', () => {
+  it('closes the gate with the reason readiness reports while Temporal fails, and opens it again', async () => {
+    const state = { up: false };
+    const probe = new TemporalProbe(client(state), { log: silentLog() });
+    probe.start();
+    try {
+      await waitFor('the probe to see Temporal down', () =>
+        Promise.resolve(probe.isOpen() ? undefined : true),
+      );
+      expect(probe.downReason()).toBe('tcp connect error: Connection refused');
+      const waiting = probe.wait(new AbortController().signal);
+      state.up = true;
+      await waiting;
+      expect(probe.isOpen()).toBe(true);
+      expect(probe.downReason()).toBeUndefined();
+    } finally {
+      probe.stop();
+    }
+  });
+});
