@@ -65,12 +65,9 @@ async function twoLive(apps: AppProcess[]): Promise<void> {
 
 /** The pid of a worker running a publishBalances attempt of the run for `boundary`. */
 async function writerPid(boundary: number): Promise<number | undefined> {
-  const description = await client.schedule.getHandle(`${NAME}-sync`).describe();
-  const action = description.info.recentActions.find(
-    (entry) => entry.scheduledAt.getTime() + opts.lead * 1000 === boundary,
-  );
-  if (!action) return undefined;
-  const { raw } = await client.workflow.getHandle(action.action.workflow.workflowId).describe();
+  // A scheduled run's id is the action's workflow id and its nominal time (RFC 3339, seconds).
+  const tick = new Date(boundary - opts.lead * 1000).toISOString().replace('.000', '');
+  const { raw } = await client.workflow.getHandle(`${NAME}-sync-${tick}`).describe();
   const identity = raw.pendingActivities?.find(
     (a) => a.activityType?.name === 'publishBalances' && a.lastWorkerIdentity,
   )?.lastWorkerIdentity;
@@ -104,10 +101,11 @@ for (let k = 0; k < opts.trials; k++) {
     throw new Error(`no instance found running a writer for ${new Date(boundary).toISOString()}`);
   await waitUntil(killAt);
   apps[victim]!.child.kill('SIGKILL');
+  const killedAt = Date.now();
   const fence = await fenceWrittenAt(boundary, boundary + 15_000);
   const trial: Trial = {
     boundary: new Date(boundary).toISOString(),
-    killedAtMs: killAt - boundary,
+    killedAtMs: killedAt - boundary,
     writeOffsetMs: fence ? fence.writtenAt - boundary : null,
     writer: fence?.writer ?? null,
   };
