@@ -1,4 +1,5 @@
 import { Client } from '@temporalio/client';
+import { randomUUID } from 'node:crypto';
 import type { NativeConnection } from '@temporalio/worker';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -13,6 +14,7 @@ import { balancesAt } from './history/balance-history.js';
 import { startHttpServer } from './http/server.js';
 import { IngestOutages } from './ingest-outages.js';
 import { createKeydbClient, keydbAnswers } from './keydb/client.js';
+import { registerInstanceQueue } from './keydb/sync-instances.js';
 import { createMetrics, type AppMetrics } from './metrics.js';
 import { createPool, type PoolJob } from './postgres/pools.js';
 import { migrate } from './postgres/schema.js';
@@ -99,8 +101,10 @@ export async function startApp(
       outages,
       balanceHistoryDays: config.BALANCE_HISTORY_DAYS,
       onMinuteWritten: (minute) => syncHold?.written(minute),
+      syncTaskQueue: config.TEMPORAL_SYNC_TASK_QUEUE,
     });
-    const { workers, done } = await startWorkers(config, temporal, activities, log, resources);
+    const { workers, instanceQueue, done } = await startWorkers(config, temporal, activities, log, resources);
+    registerInstance(config, stores.keydb, instanceQueue, log, resources);
 
     startup.waitingFor = 'schedules';
     const scheduleSettings = await startSchedules(config, client, log);
@@ -226,8 +230,9 @@ function openRabbitmq(config: Config, log: Logger, metrics: AppMetrics, resource
 }
 
 /**
- * Two workers in this one process, with the same workflows and activities: ingest on the main task
- * queue, the schedules' runs on their own, so a minute's sync never waits behind an ingest backlog.
+ * Three workers in this one process: ingest on the main task queue, the schedules' runs on their own,
+ * so a minute's sync never waits behind an ingest backlog, and activities only on this instance's own
+ * queue, where SyncBalances places one of the minute's two racing writers (src/keydb/sync-instances.ts).
  */
 async function startWorkers(
   config: Config,
@@ -236,12 +241,14 @@ async function startWorkers(
   log: Logger,
   resources: Resources,
 ) {
+  const instanceQueue = `${config.TEMPORAL_SYNC_TASK_QUEUE}/instance-${randomUUID()}`;
   const workers = await Promise.all(
-    [config.TEMPORAL_TASK_QUEUE, config.TEMPORAL_SYNC_TASK_QUEUE].map((taskQueue) =>
+    [config.TEMPORAL_TASK_QUEUE, config.TEMPORAL_SYNC_TASK_QUEUE, instanceQueue].map((taskQueue) =>
       createWorker({
         ...temporal,
         taskQueue,
         activities,
+        activitiesOnly: taskQueue === instanceQueue,
         workflowBundlePath: config.WORKFLOW_BUNDLE_PATH || undefined,
         // More workflow-task slots than in-flight starts keeps eager starts eager (docs/BENCHMARKS.md).
         tuning: {
@@ -260,7 +267,22 @@ async function startWorkers(
     for (const worker of workers) if (worker.getState() === 'RUNNING') worker.shutdown();
     await done.catch(() => undefined);
   });
-  return { workers, done };
+  return { workers, instanceQueue, done };
+}
+
+/**
+ * Lists this instance's own queue as live while it runs; unlisted first at shutdown, so no new
+ * minute places a writer on a worker about to stop.
+ */
+function registerInstance(
+  config: Config,
+  keydb: Redis,
+  instanceQueue: string,
+  log: Logger,
+  resources: Resources,
+) {
+  const unregister = registerInstanceQueue(keydb, config.TEMPORAL_SYNC_TASK_QUEUE, instanceQueue, log);
+  resources.add('sync registry lease', unregister);
 }
 
 /** Creates or updates both schedules, then runs the start-up reconciliation. */

@@ -76,6 +76,22 @@ export function publishActivityOptions(leadMs: number | null, summary: string): 
   };
 }
 
+/**
+ * A racing writer's first attempt is started at once by its instance's idle worker; one that waits
+ * this long is on a queue whose instance died after it was listed, and fails (not retried), so the
+ * run is left to the other writer.
+ */
+export const RACING_WRITER_START_TIMEOUT_MS = 2_000;
+
+/** publishBalances' options for one of a minute's two racing writers, on one instance's own queue. */
+export function racingWriterOptions(leadMs: number, summary: string, taskQueue: string): ActivityOptions {
+  return {
+    ...publishActivityOptions(leadMs, summary),
+    taskQueue,
+    scheduleToStartTimeout: RACING_WRITER_START_TIMEOUT_MS,
+  };
+}
+
 /** The minute boundary a run with this nominal time targets, or null if it is not a scheduled tick. */
 export function boundaryFor(nominalTime: Date, leadMs: number | null): Date | null {
   if (leadMs === null) return null;

@@ -11,6 +11,8 @@ export interface WorkerSettings {
   activities: Activities;
   /** A prebuilt bundle (npm run build); without one the worker bundles the sources at start-up. */
   workflowBundlePath?: string;
+  /** Poll activity tasks only (an instance's own sync queue, src/keydb/sync-instances.ts). */
+  activitiesOnly?: boolean;
   tuning?: Pick<
     WorkerOptions,
     | 'maxConcurrentWorkflowTaskExecutions'
@@ -29,7 +31,7 @@ export const WORKER_SHUTDOWN_FORCE_MS = 8_000;
 
 export const DEFAULT_BUNDLE_PATH = fileURLToPath(new URL('../workflow-bundle.js', import.meta.url));
 
-/** One worker polling one task queue, with every workflow type and activity registered. */
+/** One worker polling one task queue, with every workflow type (unless activitiesOnly) and activity registered. */
 export async function createWorker(settings: WorkerSettings): Promise<Worker> {
   const bundlePath =
     settings.workflowBundlePath || (existsSync(DEFAULT_BUNDLE_PATH) ? DEFAULT_BUNDLE_PATH : undefined);
@@ -38,9 +40,11 @@ export async function createWorker(settings: WorkerSettings): Promise<Worker> {
     namespace: settings.namespace,
     taskQueue: settings.taskQueue,
     activities: settings.activities,
-    ...(bundlePath
-      ? { workflowBundle: { codePath: bundlePath } }
-      : { workflowsPath: fileURLToPath(new URL('./workflows/index.js', import.meta.url)) }),
+    ...(settings.activitiesOnly
+      ? {}
+      : bundlePath
+        ? { workflowBundle: { codePath: bundlePath } }
+        : { workflowsPath: fileURLToPath(new URL('./workflows/index.js', import.meta.url)) }),
     // publishBalances heartbeats every 300 ms with a 1.5 s timeout; the SDK's default throttle (80% of
     // the timeout) would send only every 1.2 s and leave a live worker's attempt 0.3 s of slack.
     maxHeartbeatThrottleInterval: SYNC_HEARTBEAT_INTERVAL_MS,

@@ -8,6 +8,7 @@ import { createPruneBalanceHistory } from './prune-balance-history.js';
 import { createPublishBalances } from './publish-balances.js';
 import { createReconcileBalances } from './reconcile-balances.js';
 import { createRecordTransaction } from './record-transaction.js';
+import { createSyncWriterQueues } from './sync-writer-queues.js';
 
 export interface ActivityDeps {
   /** The ingest pool (and the default for the two below). */
@@ -25,6 +26,8 @@ export interface ActivityDeps {
   balanceHistoryDays?: number;
   /** Told when publishBalances has a minute in KeyDB (the bridge's hold for it ends). */
   onMinuteWritten?: (minute: Date) => void;
+  /** The sync task queue whose live instances (src/keydb/sync-instances.ts) race the minute's write. */
+  syncTaskQueue?: string;
 }
 
 /** All activities, closed over their clients; workflows type their proxies from this factory. */
@@ -38,11 +41,13 @@ export function createActivities({
   outages,
   balanceHistoryDays = 90,
   onMinuteWritten,
+  syncTaskQueue,
 }: ActivityDeps) {
   return {
     recordTransaction: createRecordTransaction(pool, metrics, outages),
     deadLetterTransaction: createDeadLetterTransaction(deadLetters, metrics),
     publishBalances: createPublishBalances(syncPool ?? pool, keydb, metrics, onMinuteWritten),
+    syncWriterQueues: createSyncWriterQueues(keydb, syncTaskQueue),
     reconcileBalances: createReconcileBalances(reconcilePool ?? pool, metrics),
     pruneBalanceHistory: createPruneBalanceHistory(reconcilePool ?? pool, metrics, balanceHistoryDays),
   };

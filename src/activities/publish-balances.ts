@@ -27,6 +27,8 @@ export interface PublishBalancesInput {
   nominalTime: string;
   /** How far before the minute the schedule fires (the activity holds until the minute); null to publish now. */
   leadMs: number | null;
+  /** One of two writers racing for the minute (src/workflows/sync-balances.ts): losing is expected. */
+  racing?: boolean;
 }
 
 /**
@@ -389,6 +391,14 @@ function skippedRetry(metrics: AppMetrics, boundary: Date, attempt: number) {
   });
 }
 
+/** A racing writer whose minute the other writer published first: the race working as meant. */
+function lostRace(boundary: Date, attempt: number) {
+  log.info('racing writer not writing: the other writer published this minute first', {
+    boundary: boundary.toISOString(),
+    attempt,
+  });
+}
+
 /**
  * Waits on the wall clock for the minute boundary, then reads every provider's balance from Postgres
  * (exact NUMERIC, printed as Postgres prints it) and writes all keys to KeyDB in one fenced script.
@@ -478,7 +488,8 @@ export function createPublishBalances(
           writeMs: 0,
           triggersReinstalled,
         };
-        if (boundary && fence.outcome === 'already') skippedRetry(metrics, boundary, attempt);
+        if (boundary && fence.outcome === 'already' && input.racing) lostRace(boundary, attempt);
+        else if (boundary && fence.outcome === 'already') skippedRetry(metrics, boundary, attempt);
         else reportRefusal(metrics, fence, write, attempt, false);
         return unwritten;
       }

@@ -289,6 +289,18 @@ describe('publishBalances writes a minute once', () => {
     ]);
   });
 
+  it('lets the first of two racing writers through and tells the other, with no warning and no record', async () => {
+    vi.useFakeTimers({ toFake: ['Date'], now: BOUNDARY + 20 });
+    const racing = { ...scheduled, racing: true };
+    const winner = await publishIn(attemptWith({ activityId: '2' }), racing);
+    expect(winner).toMatchObject({ alreadyPublished: false, historyRecorded: true, providers: 2 });
+    const loser = await publishIn(attemptWith({ activityId: '3' }), racing);
+    expect(loser).toMatchObject({ alreadyPublished: true, writtenAt: null, historyRecorded: false });
+    expect(await gauge(metrics.syncRetriesSkipped)).toBe(0);
+    expect(warnings).toEqual([]);
+    expect(await rows(db, 'SELECT boundary FROM balance_sync_publications')).toHaveLength(1);
+  });
+
   it('lets a retry write a minute that no attempt wrote', async () => {
     vi.useFakeTimers({ toFake: ['Date'], now: BOUNDARY + 100 });
     const retry = await publishIn(attemptWith({ attempt: 2 }), scheduled);

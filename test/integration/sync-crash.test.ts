@@ -3,6 +3,8 @@ import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PublishBalancesResult } from '../../src/activities/index.js';
 import type { Config } from '../../src/config.js';
+import { FENCE_KEY } from '../../src/keydb/fenced-write.js';
+import { liveInstanceQueues } from '../../src/keydb/sync-instances.js';
 import { spawnApp, waitUntilReady, type AppProcess } from '../support/app-process.js';
 import { deleteQueues, keyChangedAt, temporalClient, testConfig, waitFor } from '../support/harness.js';
 import { isolatedStores, type IsolatedStores } from '../support/isolated-stores.js';
@@ -13,15 +15,32 @@ const MINUTE = 60_000;
 const at = (epochMs: number) =>
   new Promise((resolve) => setTimeout(resolve, Math.max(0, epochMs - Date.now())));
 
-/** The pid of the worker running (or that last ran) the SyncBalances run's publishBalances attempt. */
+/** The pid of a worker running a publishBalances attempt of the SyncBalances run, and its attempt. */
 async function publishingPid(client: Client, workflowId: string) {
   const { raw } = await client.workflow.getHandle(workflowId).describe();
-  const activity = raw.pendingActivities?.find((a) => a.activityType?.name === 'publishBalances');
+  const activity = raw.pendingActivities?.find(
+    (a) => a.activityType?.name === 'publishBalances' && a.lastWorkerIdentity,
+  );
   const identity = activity?.lastWorkerIdentity;
   return identity ? { pid: Number(identity.split('@')[0]), attempt: activity.attempt ?? 0 } : undefined;
 }
 
-/** Two real processes; the one whose worker waits for `:00` is SIGKILLed at `:57.5` (5 s lead). */
+/** The pid of the worker whose publishBalances attempt KeyDB's fence names as the minute's writer. */
+async function writerPid(client: Client, keydb: Redis, workflowId: string) {
+  const [, activityId, attempt] = (await keydb.hget(FENCE_KEY, 'writer'))!.split('/');
+  const { events } = await client.workflow.getHandle(workflowId).fetchHistory();
+  const scheduled = events!.find(
+    (e) => e.activityTaskScheduledEventAttributes?.activityId === activityId,
+  )!.eventId!;
+  const started = events!.find(
+    (e) =>
+      e.activityTaskStartedEventAttributes?.scheduledEventId?.toString() === scheduled.toString() &&
+      e.activityTaskStartedEventAttributes.attempt === Number(attempt),
+  );
+  return Number(started!.activityTaskStartedEventAttributes!.identity!.split('@')[0]);
+}
+
+/** Two real processes (SYNC_LEAD_SECONDS=5); the one running a waiting writer is SIGKILLed before `:00`. */
 describe('a worker crash inside the lead window', () => {
   let stores: IsolatedStores;
   let keydb: Redis;
@@ -51,8 +70,17 @@ describe('a worker crash inside the lead window', () => {
     await stores?.stop();
   });
 
-  it('the other instance takes the activity over and still writes within 1 s of the minute', async () => {
-    // The first boundary whose tick (5 s before it) is still 2 s away.
+  /**
+   * Waits for the next minute whose tick is at least 2 s away, SIGKILLs the process running one of its
+   * writers `beforeMs` before `:00`, and reports when KeyDB changed (polled) and what the run returned.
+   */
+  async function crashBeforeMinute(beforeMs: number) {
+    const live = apps.filter((app) => app.child.exitCode === null && app.child.signalCode === null);
+    await waitFor('both instances listed as live', async () =>
+      (await liveInstanceQueues(keydb, config.TEMPORAL_SYNC_TASK_QUEUE)).length === live.length
+        ? true
+        : undefined,
+    );
     const boundary = Math.ceil((Date.now() + 7_000) / MINUTE) * MINUTE;
     const tick = boundary - 5_000;
     // A scheduled run's id is the action's workflow id and its nominal time (RFC 3339, seconds).
@@ -62,42 +90,51 @@ describe('a worker crash inside the lead window', () => {
       () => publishingPid(client, workflowId),
       MINUTE + 10_000,
     );
-    const victim = apps.find((app) => app.child.pid === waiting.pid);
-    const survivor = apps.find((app) => app !== victim);
+    const victim = live.find((app) => app.child.pid === waiting.pid);
+    const survivor = live.find((app) => app !== victim);
     expect(victim).toBeDefined();
     expect(waiting.attempt).toBe(1);
 
     // Set after the previous minute's write, so only this minute's write can replace it.
     await keydb.set('1_Visa', 'sentinel');
-    await at(boundary - 2_500);
+    await at(boundary - beforeMs);
     await victim!.kill('SIGKILL');
-    const changedAt = await keyChangedAt(keydb, '1_Visa', 'sentinel', boundary + 15_000);
-    const observedOffsetMs = changedAt - boundary;
+    const changedAt = await keyChangedAt(keydb, '1_Visa', 'sentinel', boundary + 15_000, 2);
     const result: PublishBalancesResult = await client.workflow.getHandle(workflowId).result();
+    const writtenAt = Number(await keydb.hget(FENCE_KEY, 'written_at'));
     console.info(
-      `crash at :57.5 -> survivor wrote ${new Date(boundary).toISOString()} at ${observedOffsetMs} ms (polled), ${result.writeOffsetMs} ms (activity)`,
+      `crash at -${beforeMs} ms -> wrote ${new Date(boundary).toISOString()} at ${changedAt - boundary} ms (polled), ${writtenAt - boundary} ms (fence), ${result.writeOffsetMs} ms (activity)`,
     );
     expect(changedAt).toBeGreaterThan(0);
-    expect(Math.abs(observedOffsetMs)).toBeLessThan(1_000);
     expect(await keydb.mget('1_Visa', '2_Mastercard')).toEqual(['1300', '1800']);
     expect(result.boundary).toBe(new Date(boundary).toISOString());
-    expect(result.writeOffsetMs).toBeLessThan(1_000);
-
-    // The write came from a retry on the survivor, not from the killed process.
-    const { events } = await client.workflow.getHandle(workflowId).fetchHistory();
-    const started = events!
-      .filter((e) => e.activityTaskStartedEventAttributes)
-      .map((e) => e.activityTaskStartedEventAttributes!);
-    expect(started.at(-1)?.attempt).toBeGreaterThan(1);
-    expect(started.at(-1)?.identity).toBe(
-      `${survivor!.child.pid}@${started.at(-1)!.identity!.split('@')[1]}`,
-    );
-
-    // One write for the minute although two instances run the sync worker: the run's, recorded once.
+    // The minute was written by the surviving process, once, and recorded once.
+    expect(await writerPid(client, keydb, workflowId)).toBe(survivor!.child.pid);
     const { rows: writes } = await stores.db.query(
       'SELECT workflow_id FROM balance_sync_publications WHERE boundary = $1',
       [new Date(boundary)],
     );
     expect(writes).toEqual([{ workflow_id: workflowId }]);
+    return { boundary, changedAt, writtenAt, result, victim: victim! };
+  }
+
+  it('the other instance still writes within 1 s of the minute after a crash at :57.5', async () => {
+    const { boundary, changedAt, result } = await crashBeforeMinute(2_500);
+    expect(Math.abs(changedAt - boundary)).toBeLessThan(1_000);
+    expect(result.writeOffsetMs).toBeLessThan(1_000);
+  }, 150_000);
+
+  it('the racing writer in the other instance writes within 200 ms of the minute after a crash at :59', async () => {
+    // A fresh instance for the one killed above: two live instances again.
+    const killed = apps.findIndex((app) => app.child.exitCode !== null || app.child.signalCode !== null);
+    apps[killed] = await spawnApp(config);
+    await waitUntilReady(apps[killed]);
+    const { boundary, changedAt, writtenAt, result } = await crashBeforeMinute(1_000);
+    expect(Math.abs(writtenAt - boundary)).toBeLessThan(200);
+    expect(Math.abs(changedAt - boundary)).toBeLessThan(200);
+    expect(Math.abs(result.writeOffsetMs!)).toBeLessThan(200);
+    // Neither process took a writer that found the minute written for a failed retry.
+    for (const app of apps)
+      expect(app.lines.filter((line) => line.includes('retry not writing'))).toEqual([]);
   }, 150_000);
 });

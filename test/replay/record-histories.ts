@@ -1,11 +1,14 @@
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { Redis } from 'ioredis';
 import type pg from 'pg';
 import { afterAll, beforeAll, expect, inject, it } from 'vitest';
 import type { App } from '../../src/app.js';
 import type { Config } from '../../src/config.js';
+import { liveInstanceQueues } from '../../src/keydb/sync-instances.js';
 import {
+  KEYDB_URL,
   pool,
   publisher,
   resetDatabase,
@@ -114,4 +117,21 @@ it('records IngestTransaction, SyncBalances and ReconcileBalances histories', as
   );
   await onMinute.result();
   save('sync-balances-on-minute', onMinute);
-}, 180_000);
+
+  // With a second instance, a scheduled SyncBalances races two writers, one on each instance's own queue.
+  const second = await startTestApp(config);
+  const keydb = new Redis(KEYDB_URL);
+  await waitFor('two live instances', async () =>
+    (await liveInstanceQueues(keydb, config.TEMPORAL_SYNC_TASK_QUEUE)).length === 2 ? true : undefined,
+  );
+  keydb.disconnect();
+  const secondAt = Date.now();
+  const racing = await scheduledRun(
+    client,
+    config.SYNC_SCHEDULE_ID,
+    (at) => at.getTime() > secondAt && at.getUTCSeconds() === 60 - config.SYNC_LEAD_SECONDS,
+  );
+  await racing.result();
+  save('sync-balances-racing-writers', racing);
+  await second.stop();
+}, 300_000);

@@ -23,7 +23,7 @@ export function loadHistories(): HistoryAndWorkflowId[] {
 }
 
 describe('recorded workflow histories', () => {
-  it('cover every workflow type, a failed ingest and an off-minute sync', () => {
+  it('cover every workflow type, a failed ingest, an off-minute sync and a minute raced by two writers', () => {
     // Older recordings kept under other names (docs/DESIGN.md, Tests) replay too.
     expect(RECORDED).toEqual(
       expect.arrayContaining([
@@ -32,6 +32,7 @@ describe('recorded workflow histories', () => {
         'reconcile-balances-startup.json',
         'sync-balances-off-minute.json',
         'sync-balances-on-minute.json',
+        'sync-balances-racing-writers.json',
       ]),
     );
   });
