@@ -399,6 +399,60 @@ function lostRace(boundary: Date, attempt: number) {
   });
 }
 
+/** Records keys before they are first written, so a crash can never orphan one in KeyDB. */
+async function rememberKeys(pool: pg.Pool, keys: string[]): Promise<void> {
+  if (keys.length === 0) return;
+  await pool.query(
+    'INSERT INTO balance_sync_published_keys (key) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING',
+    [keys],
+  );
+}
+
+/** Forgets keys once their deletion from KeyDB was applied. */
+async function forgetKeys(pool: pg.Pool, keys: string[]): Promise<void> {
+  if (keys.length === 0) return;
+  await pool.query('DELETE FROM balance_sync_published_keys WHERE key = ANY($1::text[])', [keys]);
+}
+
+/**
+ * The result of an attempt KeyDB did not apply (`already` or `stale`), after saying why: the loser
+ * of two racing writers is an info line, a retry of a minute already written a skipped retry, a
+ * stale write a refusal.
+ */
+async function unwrittenResult(
+  pool: pg.Pool,
+  metrics: AppMetrics,
+  boundary: Date | null,
+  {
+    fence,
+    write,
+    attempt,
+    racing,
+  }: { fence: FenceOutcome; write: FencedWrite; attempt: number; racing: boolean },
+  timings: { readMs: number; triggersReinstalled: boolean },
+): Promise<PublishBalancesResult> {
+  const result = {
+    boundary: boundary?.toISOString() ?? null,
+    writtenAt: null,
+    keydbWrittenAt: null,
+    writeOffsetMs: null,
+    alreadyPublished: fence.outcome === 'already',
+    newerMinuteInKeydb: fence.outcome === 'stale' ? iso(fence.fenceMinuteMs) : null,
+    boundaryRecorded: boundary !== null && (await minuteRecorded(pool, boundary)),
+    historyRecorded: false,
+    providers: 0,
+    unpublishable: [],
+    keysRemoved: [],
+    readMs: timings.readMs,
+    writeMs: 0,
+    triggersReinstalled: timings.triggersReinstalled,
+  };
+  if (boundary && fence.outcome === 'already' && racing) lostRace(boundary, attempt);
+  else if (boundary && fence.outcome === 'already') skippedRetry(metrics, boundary, attempt);
+  else reportRefusal(metrics, fence, write, attempt, false);
+  return result;
+}
+
 /**
  * Waits on the wall clock for the minute boundary, then reads every provider's balance from Postgres
  * (exact NUMERIC, printed as Postgres prints it) and writes all keys to KeyDB in one fenced script.
@@ -428,13 +482,7 @@ export function createPublishBalances(
       const { balances, triggersReinstalled } = await readCurrentBalances(pool);
       const readMs = Math.round((performance.now() - readStart) * 100) / 100;
       const plan = planWrite(balances);
-      if (plan.newKeys.length > 0) {
-        // Record a key before it is first written, so a crash can never orphan it in KeyDB.
-        await pool.query(
-          'INSERT INTO balance_sync_published_keys (key) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING',
-          [plan.newKeys],
-        );
-      }
+      await rememberKeys(pool, plan.newKeys);
       assertMayWrite(context, deadline);
       const write = fencedWrite(context, plan, input, boundary, clock);
       const { workflowId, runId } = context.info.workflowExecution ?? {};
@@ -472,34 +520,12 @@ export function createPublishBalances(
       }
       if (boundary) onMinuteWritten(boundary);
       if (fence.outcome !== 'applied') {
-        const unwritten = {
-          boundary: boundary?.toISOString() ?? null,
-          writtenAt: null,
-          keydbWrittenAt: null,
-          writeOffsetMs: null,
-          alreadyPublished: fence.outcome === 'already',
-          newerMinuteInKeydb: fence.outcome === 'stale' ? iso(fence.fenceMinuteMs) : null,
-          boundaryRecorded: boundary !== null && (await minuteRecorded(pool, boundary)),
-          historyRecorded: false,
-          providers: 0,
-          unpublishable: [],
-          keysRemoved: [],
-          readMs,
-          writeMs: 0,
-          triggersReinstalled,
-        };
-        if (boundary && fence.outcome === 'already' && input.racing) lostRace(boundary, attempt);
-        else if (boundary && fence.outcome === 'already') skippedRetry(metrics, boundary, attempt);
-        else reportRefusal(metrics, fence, write, attempt, false);
-        return unwritten;
+        const outcome = { fence, write, attempt, racing: input.racing === true };
+        return await unwrittenResult(pool, metrics, boundary, outcome, { readMs, triggersReinstalled });
       }
       const writeOffsetMs = boundary ? writtenAt - boundary.getTime() : null;
       const recorded = await recordWrite(pool, metrics, { ...publication(fence), writeOffsetMs });
-      if (plan.staleKeys.length > 0) {
-        await pool.query('DELETE FROM balance_sync_published_keys WHERE key = ANY($1::text[])', [
-          plan.staleKeys,
-        ]);
-      }
+      await forgetKeys(pool, plan.staleKeys);
       report(metrics, boundary, writeOffsetMs, plan.unpublishable, attempt);
       return {
         boundary: boundary?.toISOString() ?? null,
