@@ -155,7 +155,9 @@ describe('the balance-sync process', () => {
       90_000,
     );
     expect(await written()).toEqual({ n: total, distinct_values: total });
-  });
+    // Room for its 90 s wait above: 300 messages through two processes take ~11 s alone, over 60 s
+    // when CI's other suites share the two cores.
+  }, 150_000);
 
   it("exits within compose's 30 s stop_grace_period while every insert is stuck, and loses nothing", async () => {
     const before = (await written()).n;
@@ -191,7 +193,7 @@ describe('the balance-sync process', () => {
       90_000,
     );
     expect((await written()).n).toBe(before + stuck);
-  });
+  }, 150_000);
 
   it('fails the inserts stuck on a Postgres that hangs mid-query with its sockets open (query_timeout), then records every message once, without a restart', async () => {
     // A Postgres of its own behind a proxy: the proxy keeps the ingest pool's sockets open and passes
