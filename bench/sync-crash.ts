@@ -1,4 +1,4 @@
-// npm run bench:sync-crash -- [--trials 10] [--window 3000] [--lead 5] [--providers 100] [--keydbDb 12]
+// npm run bench:sync-crash -- [--trials 10] [--window 3000] [--lead 5] [--providers 100] [--keydbDb 3]
 //
 // Runs two instances of the service (node dist/src/main.js) against their own dev server, database and
 // KeyDB db index. For each of `trials` consecutive minutes it SIGKILLs the instance running one of the
@@ -22,7 +22,7 @@ import {
 import { waitUntil } from './lib/sync-observation.js';
 import { fmt, machineDescription, options, progress, report, sleep, summarize, table } from './lib/util.js';
 
-const opts = options({ trials: 10, window: 3000, lead: 5, providers: 100, keydbDb: 12 });
+const opts = options({ trials: 10, window: 3000, lead: 5, providers: 100, keydbDb: 3 });
 const MINUTE = 60_000;
 const NAME = 'bench-sync-crash';
 const database = 'balance_sync_bench_sync_crash';
