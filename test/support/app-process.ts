@@ -62,10 +62,13 @@ export async function spawnApp(
   const [command, ...args] = options.npmStart
     ? ['npm', 'start', '--silent']
     : [...(options.wrapper ?? []), process.execPath, MAIN_JS];
+  // A wrapper (faketime) forks node and dies alone on SIGKILL: it runs in a group of its own, and a
+  // kill reaches the whole group, so no app outlives its test.
+  const wrapped = options.wrapper !== undefined;
   const child = spawn(command, args, {
     env: options.npmStart ? { ...env, npm_config_update_notifier: 'false' } : env,
     cwd: options.npmStart ? REPO_ROOT : options.dotEnvIn,
-    detached: options.detached ?? false,
+    detached: (options.detached ?? false) || wrapped,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: string[] = [];
@@ -92,7 +95,10 @@ export async function spawnApp(
     waitForLine: (what, predicate, timeoutMs = 30_000) =>
       waitFor(what, () => Promise.resolve(lines.find(predicate)), timeoutMs),
     async kill(signal) {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      if (child.exitCode === null && child.signalCode === null) {
+        if (wrapped && child.pid !== undefined) process.kill(-child.pid, signal);
+        else child.kill(signal);
+      }
       return await exited;
     },
   };
