@@ -1,37 +1,14 @@
 import type { Client } from '@temporalio/client';
-import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { REPO_ROOT } from '../support/app-process.js';
+import { runCommand } from '../support/app-process.js';
 import { freePort } from '../support/dev-server.js';
 import { temporalClient, waitFor } from '../support/harness.js';
 
-interface Run {
-  status: number | null;
-  stdout: string;
-  /** stderr without blank lines. */
-  errors: string[];
-}
-
-/** Runs a command from the repository root with only `env` (plus PATH and HOME) in its environment. */
-async function run(command: string, args: string[], env: Record<string, string> = {}): Promise<Run> {
-  const child = spawn(command, args, {
-    cwd: REPO_ROOT,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const status = await new Promise<number | null>((resolve) => child.once('close', resolve));
-  return { status, stdout, errors: stderr.split('\n').filter((line) => line.trim() !== '') };
-}
-
 /** `npm run --silent <script> -- args`: what the README shows, without npm's own banner. */
 const npmRun = (script: string, args: string[], env: Record<string, string> = {}) =>
-  run('npm', ['run', '--silent', script, '--', ...args], env);
+  runCommand('npm', ['run', '--silent', script, '--', ...args], env);
 
 const SCHEDULE_SCRIPTS = [
   'schedule:pause',
@@ -210,7 +187,7 @@ describe('the operator scripts', () => {
           if (words[i - 1] === '--end-time') return end;
           return word;
         });
-      const result = await run(inject('temporalCliPath'), args, temporal);
+      const result = await runCommand(inject('temporalCliPath'), args, temporal);
       expect(result.errors).toEqual([]);
       expect(result.status).toBe(0);
       await expectEveryTickOneAtATime(scheduleId);

@@ -1,7 +1,6 @@
-import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Config } from '../../src/config.js';
-import { REPO_ROOT, spawnApp, waitUntilReady, type AppProcess } from '../support/app-process.js';
+import { runCommand, spawnApp, waitUntilReady, type AppProcess } from '../support/app-process.js';
 import { deleteQueues, publisher, rows, testConfig, waitFor } from '../support/harness.js';
 import { isolatedStores, type IsolatedStores } from '../support/isolated-stores.js';
 import { startOwnMtlsTemporalCluster, type MtlsTemporal } from '../support/temporal-cluster.js';
@@ -20,19 +19,8 @@ const asEnv = (config: Config) =>
   Object.fromEntries(Object.entries(config).map(([key, value]) => [key, String(value)]));
 
 /** Runs a schedule command (`node dist/src/schedules/<file>.js`) with only `env`, PATH and HOME. */
-async function scheduleCommand(file: string, env: Record<string, string>) {
-  const child = spawn(process.execPath, [`dist/src/schedules/${file}.js`], {
-    cwd: REPO_ROOT,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const status = await new Promise<number | null>((resolve) => child.once('close', resolve));
-  return { status, stdout, errors: stderr.split('\n').filter((line) => line.trim() !== '') };
-}
+const scheduleCommand = (file: string, env: Record<string, string>) =>
+  runCommand(process.execPath, [`dist/src/schedules/${file}.js`], env);
 
 /**
  * A production Temporal that authenticates clients by certificate (scripts/temporal-cluster.sh with

@@ -116,3 +116,29 @@ export async function waitUntilReady(app: AppProcess, timeoutMs = 60_000): Promi
     timeoutMs,
   );
 }
+
+export interface CommandRun {
+  status: number | null;
+  stdout: string;
+  /** stderr without blank lines. */
+  errors: string[];
+}
+
+/** Runs a command from the repository root with only `env` (plus PATH and HOME) in its environment. */
+export async function runCommand(
+  command: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<CommandRun> {
+  const child = spawn(command, args, {
+    cwd: REPO_ROOT,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const status = await new Promise<number | null>((resolve) => child.once('close', resolve));
+  return { status, stdout, errors: stderr.split('\n').filter((line) => line.trim() !== '') };
+}
