@@ -10,6 +10,8 @@ export interface PruneBalanceHistoryResult {
   publicationsDeleted: number;
   changesDeleted: number;
   checkpointsDeleted: number;
+  /** Unconfirmed-write notes whose span ended before the oldest kept publication (gaps no answer reaches). */
+  notesDeleted: number;
 }
 
 /** Rows per DELETE: each is a short transaction holding row locks only, never a table lock. */
@@ -53,6 +55,13 @@ const DELETE_OLD_CHECKPOINTS = `
     WHERE instant < (SELECT max(instant) FROM balance_sync_balance_checkpoints WHERE instant <= ${KEPT})
     ORDER BY instant LIMIT $2)`;
 
+// A note's gap runs from its span's start to the first publication after its span's end: a span that
+// ended before the oldest kept publication is a gap before it, where every answer is "no publication".
+const DELETE_OLD_NOTES = `
+  DELETE FROM balance_sync_unconfirmed_writes WHERE writer IN (
+    SELECT writer FROM balance_sync_unconfirmed_writes
+    WHERE may_apply_until < ${KEPT} ORDER BY may_apply_until LIMIT $2)`;
+
 async function deleteInBatches(pool: pg.Pool, sql: string, cutoff: string): Promise<number> {
   let deleted = 0;
   for (;;) {
@@ -66,13 +75,13 @@ async function deleteInBatches(pool: pg.Pool, sql: string, cutoff: string): Prom
 /**
  * Deletes balance history older than `days` days (0: keeps it all) before the database's now() or the
  * newest publication, whichever is earlier, in batches of 5,000 rows. It keeps
- * the last publication at or before the cutoff, each key's latest change at or before that and the
- * last checkpoint at or before it, so
+ * the last publication at or before the cutoff, each key's latest change at or before that, the
+ * last checkpoint at or before it and every unconfirmed-write note whose span reaches it, so
  * "as of" answers for any time after the cutoff are unchanged; earlier ones get "no publication".
  */
 export function createPruneBalanceHistory(pool: pg.Pool, metrics: AppMetrics, days: number) {
   return async function pruneBalanceHistory(): Promise<PruneBalanceHistoryResult> {
-    const none = { publicationsDeleted: 0, changesDeleted: 0, checkpointsDeleted: 0 };
+    const none = { publicationsDeleted: 0, changesDeleted: 0, checkpointsDeleted: 0, notesDeleted: 0 };
     if (days === 0) return { cutoff: null, oldestKept: null, ...none };
     const { rows } = await pool.query<{ cutoff: Date; exact: string; keep: Date | null }>(CUTOFF, [days]);
     const { cutoff, exact, keep } = rows[0]!;
@@ -81,10 +90,14 @@ export function createPruneBalanceHistory(pool: pg.Pool, metrics: AppMetrics, da
     const deleted = {
       changesDeleted: await deleteInBatches(pool, DELETE_SUPERSEDED_CHANGES, exact),
       checkpointsDeleted: await deleteInBatches(pool, DELETE_OLD_CHECKPOINTS, exact),
+      notesDeleted: await deleteInBatches(pool, DELETE_OLD_NOTES, exact),
       publicationsDeleted: await deleteInBatches(pool, DELETE_PUBLICATIONS, exact),
     };
     metrics.balanceHistoryPrunedRows.inc(
-      deleted.changesDeleted + deleted.checkpointsDeleted + deleted.publicationsDeleted,
+      deleted.changesDeleted +
+        deleted.checkpointsDeleted +
+        deleted.notesDeleted +
+        deleted.publicationsDeleted,
     );
     if (deleted.publicationsDeleted > 0) log.info('balance history pruned', { ...result, ...deleted });
     return { ...result, ...deleted };

@@ -469,6 +469,7 @@ describe('balance history retention', () => {
       publicationsDeleted: 2,
       changesDeleted: 2,
       checkpointsDeleted: 1,
+      notesDeleted: 0,
     });
     expect(await Promise.all(asked.map((t) => balancesAt(db, t)))).toEqual(before);
     expect(before[1]).toMatchObject({ minute: iso(NOW - 3 * DAY), balances: { '1_Visa': '1310' } });
@@ -503,10 +504,35 @@ describe('balance history retention', () => {
       publicationsDeleted: 0,
       changesDeleted: 0,
       checkpointsDeleted: 0,
+      notesDeleted: 0,
     });
     expect(await prune(6)).toMatchObject({ oldestKept: null, publicationsDeleted: 0 });
     expect(await count('balance_sync_publications')).toBe(2);
     expect(await count('balance_sync_balance_changes')).toBe(3);
+  });
+
+  it('deletes the unconfirmed-write notes before the oldest kept publication, and keeps the gaps after it', async () => {
+    await publishFiveDays();
+    const note = (writer: string, from: number, until: number) =>
+      db.query(
+        `INSERT INTO balance_sync_unconfirmed_writes (writer, minute, may_apply_from, may_apply_until)
+         VALUES ($1, NULL, $2, $3)`,
+        [writer, new Date(from), new Date(until)],
+      );
+    await note('old', NOW - 5 * DAY + 1, NOW - 5 * DAY + 2);
+    await note('reaches-the-kept', NOW - 3 * DAY - 1, NOW - 3 * DAY + 1);
+    await note('recent', NOW - DAY + 1, NOW - DAY + 2);
+    await expect(balancesAt(db, new Date(NOW - 3 * DAY))).rejects.toThrow(HistoryGapError);
+    expect(await prune(2)).toMatchObject({ oldestKept: iso(NOW - 3 * DAY), notesDeleted: 1 });
+    expect(
+      (await rows(db, 'SELECT writer FROM balance_sync_unconfirmed_writes ORDER BY writer')).map(
+        (r) => r.writer,
+      ),
+    ).toEqual(['reaches-the-kept', 'recent']);
+    // The gaps the kept notes make are still answered as gaps.
+    await expect(balancesAt(db, new Date(NOW - 3 * DAY))).rejects.toThrow(HistoryGapError);
+    await expect(balancesAt(db, new Date(NOW - DAY + 1))).rejects.toThrow(HistoryGapError);
+    expect(await prune(2)).toMatchObject({ notesDeleted: 0 });
   });
 
   it("prunes by the database's clock: a worker clock 200 days ahead deletes only what the retention allows", async () => {
