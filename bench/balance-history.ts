@@ -1,9 +1,10 @@
-// npm run bench:history -- [--providers 1000] [--days 7] [--changing 0.05] [--queries 500] [--records 300]
+// npm run bench:history -- [--providers 1000] [--days 7] [--changing 0.05] [--queries 500] [--records 300] [--noteEvery 60]
 //
 // The balance history at the size the issue names: 1,000 providers, 7 days of minutes (10,080), 5% of
 // the keys changing each minute, generated directly in SQL (one baseline of every key, then the
 // changed keys of each minute, and a checkpoint wherever recordPublication would write one: at the
-// baseline, then every providers ÷ changed-per-minute minutes). Reports the history's size on disk, the latency of what
+// baseline, then every providers ÷ changed-per-minute minutes), and an unconfirmed-write note (a
+// write whose outcome was never known: a gap of about a minute) every `noteEvery` minutes. Reports the history's size on disk, the latency of what
 // `npm run balances -- --at` runs (every key, and one key), the same through the CLI process, and
 // what recording one more publication costs: recordPublication alone, and the publishBalances
 // activity (leadMs null) with 5% of providers changed before each run. The bench database is
@@ -15,7 +16,7 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import { recordPublication } from '../src/activities/record-publication.js';
 import { createPublishBalances, type PublishBalancesResult } from '../src/activities/publish-balances.js';
-import { balancesAt } from '../src/history/balance-history.js';
+import { balancesAt, HistoryGapError } from '../src/history/balance-history.js';
 import { createMetrics } from '../src/metrics.js';
 import { migrate } from '../src/postgres/schema.js';
 import {
@@ -44,6 +45,7 @@ const opts = options({
   records: 300,
   activityRuns: 60,
   cliRuns: 5,
+  noteEvery: 60,
   database: 'balance_sync_bench_history',
   keydbDb: 15,
   keep: false,
@@ -79,6 +81,10 @@ const GENERATE = `
   FROM (SELECT ${START} + m * interval '1 minute' AS t FROM generate_series(0, ${minutes - 1}, ${Math.ceil(opts.providers / changedPerMinute)}) m) s;
   INSERT INTO balance_sync_balance_current (key, value, instant)
   SELECT DISTINCT ON (key) key, value, instant FROM balance_sync_balance_changes ORDER BY key, instant DESC;
+  INSERT INTO balance_sync_unconfirmed_writes (writer, minute, may_apply_from, may_apply_until)
+  SELECT 'bench-note-' || m, t, t + interval '10 ms', t + interval '1 second'
+  FROM (SELECT m, ${START} + m * interval '1 minute' AS t
+        FROM generate_series(${opts.noteEvery}, ${minutes - 1}, ${opts.noteEvery}) m) s;
   INSERT INTO balance_sync_sync_state (last_published_boundary)
   SELECT max(instant) FROM balance_sync_publications`;
 
@@ -86,7 +92,7 @@ let t0 = performance.now();
 await pool.query(GENERATE);
 await pool.query(
   `VACUUM ANALYZE balance_sync_publications, balance_sync_balance_changes, balance_sync_balance_current,
-     balance_sync_balance_checkpoints`,
+     balance_sync_balance_checkpoints, balance_sync_unconfirmed_writes`,
 );
 progress(`generated ${minutes} minutes in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 
@@ -94,7 +100,8 @@ const SIZES = `
   SELECT relname AS name, pg_total_relation_size(oid) AS bytes,
          (SELECT reltuples::bigint FROM pg_class c WHERE c.oid = r.oid) AS rows
   FROM pg_class r WHERE relname IN ('balance_sync_publications', 'balance_sync_balance_changes',
-                                    'balance_sync_balance_current', 'balance_sync_balance_checkpoints')
+                                    'balance_sync_balance_current', 'balance_sync_balance_checkpoints',
+                                    'balance_sync_unconfirmed_writes')
   ORDER BY relname`;
 const sizes = (await pool.query<{ name: string; bytes: string; rows: string }>(SIZES)).rows;
 const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
@@ -105,13 +112,19 @@ const span = minutes * 60_000;
 const { rows: bounds } = await pool.query<{ start: Date }>(`SELECT ${START} AS start`);
 const start = bounds[0]!.start.getTime();
 const instantOf = (i: number) => new Date(start + ((i * 7_919_017) % span));
+let gapAnswers = 0;
 async function timeQueries(key?: string) {
   const times: number[] = [];
   for (let i = 0; i < opts.queries + 20; i++) {
     const began = performance.now();
-    const answer = await balancesAt(pool, instantOf(i), key);
+    // An instant inside a note's gap is answered "unknown" (timed like any other answer).
+    const answer = await balancesAt(pool, instantOf(i), key).catch((error: unknown) => {
+      if (!(error instanceof HistoryGapError)) throw error;
+      if (i >= 20) gapAnswers += 1;
+      return undefined;
+    });
     if (i >= 20) times.push(performance.now() - began);
-    if (Object.keys(answer.balances).length !== (key ? 1 : opts.providers))
+    if (answer && Object.keys(answer.balances).length !== (key ? 1 : opts.providers))
       throw new Error('wrong answer size');
   }
   return summarize(times);
@@ -212,7 +225,8 @@ if (!opts.keep) await dropBenchDatabase(opts.database);
 
 report(
   `Balance history: ${opts.providers} providers, ${opts.days} days (${minutes} minutes), ${changedPerMinute} keys changing per minute`,
-  `${machineDescription()}; Node ${process.version}; PostgreSQL ${versions[0]?.server_version}; load average ${load}\n\n` +
+  `${machineDescription()}; Node ${process.version}; PostgreSQL ${versions[0]?.server_version}; load average ${load}; ` +
+    `an unconfirmed-write note every ${opts.noteEvery} minutes (${gapAnswers} of the timed answers were gaps)\n\n` +
     table(
       ['table', 'rows', 'MiB (pg_total_relation_size)'],
       [
