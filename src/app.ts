@@ -8,7 +8,7 @@ import { createActivities, type Activities } from './activities/index.js';
 import { startBridge, type Bridge } from './bridge/bridge.js';
 import { ProviderDirectory } from './bridge/provider-directory.js';
 import { watchTerminatedRuns } from './after-ack/terminated-runs.js';
-import { portInUseError, redactUrl, type Config } from './config.js';
+import { eagerStartShortfall, portInUseError, redactUrl, type Config } from './config.js';
 import { createHealth, type Health, type HealthOptions } from './health.js';
 import { balancesAt } from './history/balance-history.js';
 import { startHttpServer } from './http/server.js';
@@ -152,6 +152,10 @@ function logSettings(config: Config, log: Logger): void {
     },
     'starting balance-sync',
   );
+  const shortfall = eagerStartShortfall(config);
+  // Info, not a warning: with several instances each holds only its share of BRIDGE_MAX_IN_FLIGHT.
+  // balance_sync_workflow_starts_total{dispatch="task_queue"} says whether it happens.
+  if (shortfall) log.info({ shortfall }, 'some ingest starts may not be eager');
 }
 
 const onIdleError = (log: Logger) => (error: Error) =>

@@ -124,7 +124,8 @@ const configSchema = z.object({
   INGEST_SUMMARY_SECONDS: wholeNumber(60, 0),
   MAX_MESSAGE_BYTES: positiveInt(65536),
   // The SDK silently raises 1 to 2 (a sticky worker needs two slots).
-  WORKER_MAX_WORKFLOW_TASKS: wholeNumber(100, 2),
+  // Above BRIDGE_MAX_IN_FLIGHT + BRIDGE_PREFETCH + 10 pollers, so every start stays eager (eagerStartShortfall).
+  WORKER_MAX_WORKFLOW_TASKS: wholeNumber(200, 2),
   WORKER_MAX_LOCAL_ACTIVITIES: positiveInt(200),
   SYNC_SCHEDULE_ID: z.string().min(1).default('sync-balances'),
   SYNC_LEAD_SECONDS: wholeNumber(5, 0, MAX_SYNC_LEAD_SECONDS),
@@ -160,6 +161,33 @@ const checkedSchema = configSchema.superRefine((config, context) => {
   if (config.TEMPORAL_METRICS_PORT !== 0 && config.TEMPORAL_METRICS_PORT === config.HTTP_PORT)
     clash('TEMPORAL_METRICS_PORT', `must differ from HTTP_PORT (both ${config.HTTP_PORT})`);
 });
+
+/** Workflow-task slots a worker's pollers hold while they wait (the SDK polls with up to 10). */
+export const WORKFLOW_TASK_POLLERS = 10;
+
+/**
+ * Why some ingest starts may not be eager, or undefined. A run holds a workflow-task slot of this
+ * process from its start to its completion (its local activity included), and the starts the throttle
+ * lets through (BRIDGE_MAX_IN_FLIGHT unfinished runs, plus up to BRIDGE_PREFETCH starts on their way)
+ * must find a free one; a start that finds none is not refused, it goes through the task queue, which
+ * costs the server and the worker more per run (docs/BENCHMARKS.md, section 1). BRIDGE_MAX_IN_FLIGHT
+ * counts every instance's runs: one instance alone may hold them all.
+ */
+export function eagerStartShortfall(
+  config: Pick<
+    Config,
+    'BRIDGE_EAGER_START' | 'BRIDGE_MAX_IN_FLIGHT' | 'BRIDGE_PREFETCH' | 'WORKER_MAX_WORKFLOW_TASKS'
+  >,
+): string | undefined {
+  // Without the throttle nothing bounds the runs (nor the backlog in Temporal): no slot count suffices.
+  if (!config.BRIDGE_EAGER_START || config.BRIDGE_MAX_IN_FLIGHT === 0) return undefined;
+  const needed = config.BRIDGE_MAX_IN_FLIGHT + config.BRIDGE_PREFETCH + WORKFLOW_TASK_POLLERS;
+  if (config.WORKER_MAX_WORKFLOW_TASKS >= needed) return undefined;
+  return (
+    `WORKER_MAX_WORKFLOW_TASKS (${config.WORKER_MAX_WORKFLOW_TASKS}) is below BRIDGE_MAX_IN_FLIGHT + ` +
+    `BRIDGE_PREFETCH + ${WORKFLOW_TASK_POLLERS} pollers (${needed}): under a backlog some starts find no free slot and go through the task queue`
+  );
+}
 
 export class ConfigError extends Error {
   override name = 'ConfigError';

@@ -31,6 +31,11 @@ const ingestMetrics = (m: MetricMaker) => ({
     'Time for Temporal to accept an IngestTransaction start',
     [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
   ),
+  workflowStarts: m.counter(
+    'balance_sync_workflow_starts_total',
+    'New IngestTransaction runs, by how their first workflow task reached the worker: eager (with the start reply, to this process) or task_queue (no free workflow-task slot here, or eager start off: through matching and a poll)',
+    'dispatch',
+  ),
   ingestEndToEndSeconds: m.histogram(
     'balance_sync_ingest_end_to_end_seconds',
     'From the bridge receiving a message to its row being committed',

@@ -51,5 +51,11 @@ export async function createWorker(settings: WorkerSettings): Promise<Worker> {
     shutdownGraceTime: WORKER_SHUTDOWN_GRACE_MS,
     shutdownForceTime: WORKER_SHUTDOWN_FORCE_MS,
     ...settings.tuning,
+    // The SDK sizes the workflow cache from V8's heap limit (114 runs at npm start's 384 MiB) and
+    // silently cuts the workflow-task slots down to it; an IngestTransaction holds a slot and a cache
+    // entry from its eager start to its completion, so the cache holds as many runs as there are slots.
+    ...(settings.tuning?.maxConcurrentWorkflowTaskExecutions && !settings.activitiesOnly
+      ? { maxCachedWorkflows: settings.tuning.maxConcurrentWorkflowTaskExecutions }
+      : {}),
   });
 }

@@ -53,6 +53,8 @@ export interface AppProcess {
   spawnedAt: number;
   /** Epoch ms at which each log message was first seen (pino `time`), by message text. */
   logTimes: Map<string, number>;
+  /** The first log entry of each message text, whole. */
+  firstLogs: Map<string, Record<string, unknown>>;
   /** Resolves with the epoch ms of the first log line whose msg is `message`. */
   waitForLog(message: string, timeoutMs?: number): Promise<number>;
   stop(): Promise<void>;
@@ -93,6 +95,7 @@ export function spawnApp(settings: AppSettings): AppProcess {
   });
   trackChild(child);
   const logTimes = new Map<string, number>();
+  const firstLogs = new Map<string, Record<string, unknown>>();
   const waiters = new Map<string, ((time: number) => void)[]>();
   const tail: string[] = [];
   createInterface({ input: child.stdout }).on('line', (line) => {
@@ -108,7 +111,10 @@ export function spawnApp(settings: AppSettings): AppProcess {
       const detail = JSON.stringify({ err, writeOffsetMs, workflowType, boundary });
       progress(`app ${child.pid} ${entry.level === 40 ? 'warn' : 'error'}: ${String(msg)} ${detail}`);
     }
-    if (!logTimes.has(entry.msg)) logTimes.set(entry.msg, entry.time ?? Date.now());
+    if (!logTimes.has(entry.msg)) {
+      logTimes.set(entry.msg, entry.time ?? Date.now());
+      firstLogs.set(entry.msg, entry);
+    }
     for (const resolve of waiters.get(entry.msg) ?? []) resolve(entry.time ?? Date.now());
     waiters.delete(entry.msg);
   });
@@ -122,6 +128,7 @@ export function spawnApp(settings: AppSettings): AppProcess {
     child,
     spawnedAt,
     logTimes,
+    firstLogs,
     waitForLog(message, timeoutMs = 60_000) {
       const seen = logTimes.get(message);
       if (seen !== undefined) return Promise.resolve(seen);
@@ -150,4 +157,21 @@ export function spawnApp(settings: AppSettings): AppProcess {
       clearTimeout(timer);
     },
   };
+}
+
+/** A counter's value by one label from the app's /metrics (its HTTP port from its start-up log), summed over apps. */
+export async function appCounter(
+  apps: AppProcess[],
+  name: string,
+  label: string,
+): Promise<Record<string, number>> {
+  const sums: Record<string, number> = {};
+  for (const app of apps) {
+    const port = app.firstLogs.get('http endpoints ready')?.port;
+    if (typeof port !== 'number') continue;
+    const body = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    for (const match of body.matchAll(new RegExp(`^${name}\\{${label}="([^"]*)"\\} (\\S+)$`, 'gm')))
+      sums[match[1]!] = (sums[match[1]!] ?? 0) + Number(match[2]);
+  }
+  return sums;
 }

@@ -5,7 +5,7 @@
 import { Client, Connection } from '@temporalio/client';
 import amqplib from 'amqplib';
 import type pg from 'pg';
-import { spawnApp, type AppProcess } from './app-process.js';
+import { appCounter, spawnApp, type AppProcess } from './app-process.js';
 import {
   backendPids,
   deleteQueues,
@@ -87,6 +87,8 @@ export interface DrainRow {
   queueDepthAtHalf: number | null;
   /** One run's start as Temporal stored it, in bytes. */
   payload: StartPayloadBytes | null;
+  /** Share of new runs whose first task came back with the start (the app's workflow_starts_total). */
+  eagerShare: number | null;
 }
 
 export const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / (values.length || 1);
@@ -241,6 +243,13 @@ async function drainOnly(context: DrainContext, spec: DrainSpec): Promise<DrainR
     ).finally(() => watch.stop());
     const cpu = await meter.stop();
     meter = undefined;
+    const dispatch = await appCounter(apps, 'balance_sync_workflow_starts_total', 'dispatch').catch(
+      (): Record<string, number> => ({}),
+    );
+    const starts = Object.values(dispatch).reduce((a, b) => a + b, 0);
+    const eagerShare = starts > 0 ? (dispatch.eager ?? 0) / starts : null;
+    if (eagerShare !== null)
+      progress(`  ${(eagerShare * 100).toFixed(1)}% of ${starts} starts eagerly dispatched`);
     return {
       label: spec.label,
       server: spec.serverLabel,
@@ -255,6 +264,7 @@ async function drainOnly(context: DrainContext, spec: DrainSpec): Promise<DrainR
       peakBacklog: watch.peakBacklog(),
       queueDepthAtHalf: watch.queueDepthAtHalf(),
       payload: await startPayloadBytes(spec.server.address, `ingest-${prefix}-0`).catch(() => null),
+      eagerShare,
     };
   } finally {
     await meter?.stop();

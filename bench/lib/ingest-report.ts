@@ -161,6 +161,7 @@ export function reportDrains(drains: DrainRow[], baselineRate: number | undefine
         'steal',
         'app peak RSS MiB',
         'peak Temporal wf-task backlog',
+        'starts eagerly dispatched',
         'RabbitMQ ready at half the rows',
         'RabbitMQ empty → last row ms',
         'start bytes: input (of which original) / memo / summary',
@@ -174,6 +175,7 @@ export function reportDrains(drains: DrainRow[], baselineRate: number | undefine
           row.server,
           ...cpuColumns(row.cpu, row.rows),
           row.peakBacklog,
+          row.eagerShare === null ? '–' : `${(row.eagerShare * 100).toFixed(0)}%`,
           fmt(row.queueDepthAtHalf, 0),
           fmt(row.queueEmptyToLastRowMs),
           row.payload

@@ -149,8 +149,11 @@ export class DeliveryHandler {
       );
       this.deps.outages?.clear('temporal');
       this.deps.metrics.workflowStartSeconds.observe((performance.now() - started) / 1000);
-      if (result === 'started') this.deps.onStarted();
-      return result;
+      if (result.outcome === 'started') {
+        this.deps.onStarted();
+        this.deps.metrics.workflowStarts.inc({ dispatch: result.eagerly ? 'eager' : 'task_queue' });
+      }
+      return result.outcome;
     });
     if (outcome === 'unknown_provider') {
       return {

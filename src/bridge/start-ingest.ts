@@ -25,15 +25,19 @@ export interface StartIngestOptions {
 
 export type StartOutcome = 'started' | 'existing' | 'message_id_conflict';
 
+/** A start's outcome; a new run also says whether its first task came back with the start (eager). */
+export type StartResult =
+  { outcome: 'started'; eagerly: boolean } | { outcome: Exclude<StartOutcome, 'started'> };
+
 /**
  * Starts IngestTransaction; resolves once Temporal has it, whether new or already there. An existing
  * run with another body's fingerprint in its memo means the message_id was reused: `message_id_conflict`.
  * A failed run (its message was dead-lettered) does not block a new one, so a replayed dead letter runs.
  */
-export async function startIngest(client: Client, options: StartIngestOptions): Promise<StartOutcome> {
+export async function startIngest(client: Client, options: StartIngestOptions): Promise<StartResult> {
   const { transaction } = options;
   try {
-    await client.workflow.start('IngestTransaction', {
+    const handle = await client.workflow.start('IngestTransaction', {
       taskQueue: options.taskQueue,
       workflowId: options.workflowId,
       workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY',
@@ -52,14 +56,15 @@ export async function startIngest(client: Client, options: StartIngestOptions): 
       staticSummary: `provider ${transaction.providerId}: ${transaction.value}`,
       requestEagerStart: options.eager,
     });
-    return 'started';
+    return { outcome: 'started', eagerly: handle.eagerlyStarted };
   } catch (error) {
     if (!(error instanceof WorkflowExecutionAlreadyStartedError)) throw error;
     const { memo } = await client.workflow.getHandle(options.workflowId).describe();
     const recorded = memo?.bodySha256;
     // Runs started before fingerprints existed have none: the same id is taken as the same message.
-    return typeof recorded === 'string' && recorded !== options.bodySha256
-      ? 'message_id_conflict'
-      : 'existing';
+    return {
+      outcome:
+        typeof recorded === 'string' && recorded !== options.bodySha256 ? 'message_id_conflict' : 'existing',
+    };
   }
 }

@@ -82,6 +82,8 @@ describe('the balance-sync process', () => {
     expect(metric(text, 'balance_sync_messages_consumed_total')).toBe(2);
     expect(metric(text, 'balance_sync_messages_acked_total{outcome="started"}')).toBe(1);
     expect(metric(text, 'balance_sync_workflow_start_seconds_count')).toBe(1);
+    // Its first workflow task came back with the start, to this process's worker.
+    expect(metric(text, 'balance_sync_workflow_starts_total{dispatch="eager"}')).toBe(1);
     expect(text).toContain('# TYPE balance_sync_sync_write_offset_seconds histogram');
     expect(text).toContain('# TYPE balance_sync_reconcile_drift_providers gauge');
     // From the Temporal Runtime's Prometheus exporter.

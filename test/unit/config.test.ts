@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig, redactUrl } from '../../src/config.js';
+import { ConfigError, eagerStartShortfall, loadConfig, redactUrl } from '../../src/config.js';
 
 /** Runs loadConfig and returns the ConfigError it throws (failing if it throws anything else or nothing). */
 function configError(env: Record<string, string>): ConfigError {
@@ -38,7 +38,7 @@ describe('loadConfig', () => {
       BRIDGE_MAX_IN_FLIGHT: 100,
       INGEST_SUMMARY_SECONDS: 60,
       MAX_MESSAGE_BYTES: 65536,
-      WORKER_MAX_WORKFLOW_TASKS: 100,
+      WORKER_MAX_WORKFLOW_TASKS: 200,
       WORKER_MAX_LOCAL_ACTIVITIES: 200,
       SYNC_LEAD_SECONDS: 5,
       STARTUP_WAIT_SECONDS: 600,
@@ -257,6 +257,38 @@ describe('loadConfig', () => {
       ),
       { numRuns: 300 },
     );
+  });
+});
+
+describe('eagerStartShortfall', () => {
+  it('is quiet with the defaults: the slots cover BRIDGE_MAX_IN_FLIGHT + BRIDGE_PREFETCH + 10 pollers', () => {
+    expect(eagerStartShortfall(loadConfig({}))).toBeUndefined();
+    expect(
+      eagerStartShortfall(
+        loadConfig({ BRIDGE_MAX_IN_FLIGHT: '26', BRIDGE_PREFETCH: '4', WORKER_MAX_WORKFLOW_TASKS: '40' }),
+      ),
+    ).toBeUndefined();
+  });
+
+  it('names the settings when the runs the throttle lets through could find no free slot', () => {
+    expect(eagerStartShortfall(loadConfig({ WORKER_MAX_WORKFLOW_TASKS: '100' }))).toBe(
+      'WORKER_MAX_WORKFLOW_TASKS (100) is below BRIDGE_MAX_IN_FLIGHT + BRIDGE_PREFETCH + 10 pollers (174): ' +
+        'under a backlog some starts find no free slot and go through the task queue',
+    );
+    expect(
+      eagerStartShortfall(
+        loadConfig({ BRIDGE_MAX_IN_FLIGHT: '27', BRIDGE_PREFETCH: '4', WORKER_MAX_WORKFLOW_TASKS: '40' }),
+      ),
+    ).toMatch(/\(41\)/);
+  });
+
+  it('says nothing when eager start is off, or the throttle is (nothing bounds the runs then)', () => {
+    expect(
+      eagerStartShortfall(loadConfig({ WORKER_MAX_WORKFLOW_TASKS: '2', BRIDGE_EAGER_START: 'false' })),
+    ).toBeUndefined();
+    expect(
+      eagerStartShortfall(loadConfig({ WORKER_MAX_WORKFLOW_TASKS: '2', BRIDGE_MAX_IN_FLIGHT: '0' })),
+    ).toBeUndefined();
   });
 });
 

@@ -35,7 +35,7 @@ function handlerWith(overrides: Partial<DeliveryDeps> & { maxHoldMs?: number; co
     workflow: {
       start: (_type: string, options: { workflowId: string }) => {
         starts.push(options.workflowId);
-        return Promise.resolve();
+        return Promise.resolve({ eagerlyStarted: true });
       },
     },
   } as unknown as Client;
@@ -85,7 +85,7 @@ function handlerWith(overrides: Partial<DeliveryDeps> & { maxHoldMs?: number; co
     },
   );
   const sample = async (
-    name: 'deliveriesReleased' | 'messagesRequeued' | 'possibleDuplicates',
+    name: 'deliveriesReleased' | 'messagesRequeued' | 'possibleDuplicates' | 'workflowStarts',
     label: string,
   ) => (await metrics[name].get()).values.find((v) => Object.values(v.labels).includes(label))?.value ?? 0;
   return { handler, channel, starts, settled, published, copies, sample };
@@ -94,6 +94,23 @@ function handlerWith(overrides: Partial<DeliveryDeps> & { maxHoldMs?: number; co
 /** Resolves never; rejects when `signal` aborts (a closed gate: throttle closed or Temporal down). */
 const closedGate = (signal: AbortSignal) =>
   new Promise<void>((_, reject) => signal.addEventListener('abort', () => reject(signal.reason as Error)));
+
+describe('DeliveryHandler: how a new run reached the worker', () => {
+  it('counts each new run as eager or task_queue, as the start reply says', async () => {
+    let eagerly = true;
+    const client = {
+      withDeadline: (_deadline: number, fn: () => Promise<unknown>) => fn(),
+      workflow: { start: () => Promise.resolve({ eagerlyStarted: eagerly }) },
+    } as unknown as Client;
+    const { handler, channel, settled, sample } = handlerWith({ client });
+    await handler.handle(channel, delivery('{"id": 1, "value": 5}'), new AbortController().signal);
+    eagerly = false;
+    await handler.handle(channel, delivery('{"id": 1, "value": 6}'), new AbortController().signal);
+    expect(settled).toEqual(['ack', 'ack']);
+    expect(await sample('workflowStarts', 'eager')).toBe(1);
+    expect(await sample('workflowStarts', 'task_queue')).toBe(1);
+  });
+});
 
 describe('DeliveryHandler: a delivery whose channel closes', () => {
   it('never starts a workflow once its channel closed while it waited at the gate; released and counted', async () => {
