@@ -445,7 +445,9 @@ start() {
   local pid address
   if pid=$(running_pid); then
     address=$(frontend_address)
-    local running; running=$(grep '^# mode: ' "$STATE_DIR/config/cluster.yaml" || echo "# mode: tls=? auth=?")
+    local running; running=$(grep '^# mode: ' "$STATE_DIR/config/cluster.yaml") ||
+      # A config of this script before its modes were written down: TLS meant mtls, no authorizer.
+      running="# mode: tls=$(grep -q '^  tls:' "$STATE_DIR/config/cluster.yaml" && echo mtls || echo none) auth=none"
     [[ "$running" == "$(mode_line)" ]] ||
       die "already running (pid $pid) with ${running#\# mode: }, not $(mode_line | sed 's/^# mode: //'); stop it first ($0 stop)"
     [[ -z "$AUTH" ]] || jwks_pid >/dev/null || die "already running (pid $pid) but its JWKS server is not; $0 stop, then start"
