@@ -92,7 +92,7 @@ export function apiKeyExpiry(apiKey: string): Date | undefined {
  */
 export function credentialsRefusal(
   message: string,
-  { apiKey }: TlsSettings,
+  settings: TlsSettings,
   now = new Date(),
 ): string | undefined {
   if (
@@ -101,7 +101,11 @@ export function credentialsRefusal(
     )
   )
     return undefined;
-  const why = transportReason(message);
+  return refusedCredentials(transportReason(message), settings, now);
+}
+
+/** A refusal of this client (`why`, the server's words), naming the API key and its expiry if it has one. */
+export function refusedCredentials(why: string, { apiKey }: TlsSettings, now = new Date()): string {
   if (typeof apiKey !== 'string') return `the server refused this client's credentials: ${why}`;
   const expiry = apiKeyExpiry(apiKey);
   const expired = expiry && expiry <= now ? `, which expired at ${expiry.toISOString()}` : '';
@@ -140,8 +144,12 @@ export function connectFailure(
 /** gRPC PERMISSION_DENIED and UNAUTHENTICATED: the server answered and refused the caller. */
 const REFUSED_CODES = new Set([7, 16]);
 
-/** Whether a call's error is the server refusing this client (a wrong, expired or revoked API key). */
-export const isRefusal = (error: unknown) => REFUSED_CODES.has((error as { code?: unknown }).code as number);
+/**
+ * Whether a call's error (any value, or none) is the server refusing this client: a wrong, expired or
+ * revoked API key.
+ */
+export const isRefusal = (error: unknown) =>
+  REFUSED_CODES.has((error as { code?: unknown } | undefined)?.code as number);
 
 /**
  * Why the server refused `namespace` to this client (a valid API key without a permission for it, or

@@ -198,6 +198,23 @@ describe('a Temporal cluster that requires an API key', () => {
     ]);
   }, 60_000);
 
+  it('a schedule command with a key the cluster did not sign prints one line naming TEMPORAL_API_KEY and exits 1', async () => {
+    const env = {
+      ...Object.fromEntries(Object.entries(newConfig()).map(([key, value]) => [key, String(value)])),
+      ...settings,
+      TEMPORAL_API_KEY: apiKey({}, signing.foreign),
+    };
+    const result = await runCommand(process.execPath, ['dist/src/schedules/describe-schedule.js'], env);
+    expect(result).toEqual({
+      status: 1,
+      stdout: '',
+      errors: [
+        `schedule:describe: cannot reach Temporal at ${cluster.address}: the server refused the API key ` +
+          '(TEMPORAL_API_KEY): Request unauthorized.',
+      ],
+    });
+  }, 60_000);
+
   it('an expired key: start-up fails at once with one line saying when it expired; nothing is consumed', async () => {
     const exp = nowSeconds() - 60;
     expect(await refusedStart(apiKey({ exp }))).toEqual([

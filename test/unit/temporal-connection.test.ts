@@ -6,6 +6,7 @@ import { ConfigError } from '../../src/config.js';
 import {
   apiKeyExpiry,
   connectFailure,
+  isRefusal,
   namespaceRefusal,
   temporalConnectOptions,
   transportReason,
@@ -195,5 +196,12 @@ describe('API keys refused', () => {
     );
     expect(await namespaceRefusal(connection(notFound), 'x', { apiKey: 'key' })).toBeUndefined();
     expect(await namespaceRefusal(connection(), 'x', { apiKey: 'key' })).toBeUndefined();
+  });
+
+  it('tells a refusal from any other error, or none', () => {
+    expect(isRefusal(Object.assign(new Error('denied'), { code: 7 }))).toBe(true);
+    expect(isRefusal(Object.assign(new Error('unauthenticated'), { code: 16 }))).toBe(true);
+    expect(isRefusal(Object.assign(new Error('unavailable'), { code: 14 }))).toBe(false);
+    expect(isRefusal(undefined)).toBe(false);
   });
 });
