@@ -3,7 +3,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Config } from '../../src/config.js';
-import { runCommand, spawnApp, waitUntilReady, type AppProcess } from '../support/app-process.js';
+import { asEnv, plainLines, runCommand, spawnApp, waitUntilReady } from '../support/app-process.js';
 import { deleteQueues, publisher, RABBITMQ_URL, rows, testConfig, waitFor } from '../support/harness.js';
 import { isolatedStores, type IsolatedStores } from '../support/isolated-stores.js';
 import { clusterSigningKeys, signJwt } from '../support/jwt.js';
@@ -14,14 +14,8 @@ import {
   type TlsTemporal,
 } from '../support/temporal-cluster.js';
 
-/** How long a start-up that cannot connect to Temporal retries before it gives up (the app's setting). */
-const STARTUP_WAIT_SECONDS = 5;
-/** Node's start, the other stores' connections and the last attempt, beyond STARTUP_WAIT_SECONDS. */
+/** Node's start and the other stores' connections: a start-up refused "at once" exits within this. */
 const EXIT_MARGIN_MS = 20_000;
-
-/** Everything the process printed that is not a JSON log line: what an operator reads on failure. */
-const plainLines = (app: AppProcess) =>
-  app.lines.filter((line) => line.trim() !== '' && !line.startsWith('{'));
 
 const nowSeconds = () => Math.floor(Date.now() / 1000);
 
@@ -69,7 +63,6 @@ describe('a Temporal cluster that requires an API key', () => {
     const config = testConfig({
       TEMPORAL_ADDRESS: cluster.address,
       TEMPORAL_NAMESPACE: cluster.namespace,
-      STARTUP_WAIT_SECONDS: String(STARTUP_WAIT_SECONDS),
       ...stores.overrides,
       ...overrides,
     });
@@ -121,7 +114,7 @@ describe('a Temporal cluster that requires an API key', () => {
       await publish(config, 600, 'api-key-1');
       await waitFor('the row', async () => ((await recorded(600)) === 1 ? true : undefined));
       const env = {
-        ...Object.fromEntries(Object.entries(config).map(([key, value]) => [key, String(value)])),
+        ...asEnv(config),
         ...settings,
       };
       const triggered = await runCommand(process.execPath, ['dist/src/schedules/trigger-schedule.js'], env);
@@ -200,7 +193,7 @@ describe('a Temporal cluster that requires an API key', () => {
 
   it('a schedule command with a key the cluster did not sign prints one line naming TEMPORAL_API_KEY and exits 1', async () => {
     const env = {
-      ...Object.fromEntries(Object.entries(newConfig()).map(([key, value]) => [key, String(value)])),
+      ...asEnv(newConfig()),
       ...settings,
       TEMPORAL_API_KEY: apiKey({}, signing.foreign),
     };

@@ -1,8 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Config } from '../../src/config.js';
-import { runCommand, spawnApp, waitUntilReady, type AppProcess } from '../support/app-process.js';
+import { asEnv, plainLines, runCommand, spawnApp, waitUntilReady } from '../support/app-process.js';
 import { deleteQueues, publisher, rows, testConfig, waitFor } from '../support/harness.js';
 import { isolatedStores, type IsolatedStores } from '../support/isolated-stores.js';
 import {
@@ -16,14 +15,6 @@ import {
 const STARTUP_WAIT_SECONDS = 5;
 /** Node's start, the other stores' connections and the last attempt, beyond STARTUP_WAIT_SECONDS. */
 const EXIT_MARGIN_MS = 20_000;
-
-/** Everything the process printed that is not a JSON log line: what an operator reads on failure. */
-const plainLines = (app: AppProcess) =>
-  app.lines.filter((line) => line.trim() !== '' && !line.startsWith('{'));
-
-/** The settings as environment variables, as spawnApp passes them. */
-const asEnv = (config: Config) =>
-  Object.fromEntries(Object.entries(config).map(([key, value]) => [key, String(value)]));
 
 /** Runs a schedule command (`node dist/src/schedules/<file>.js`) with only `env`, PATH and HOME. */
 const scheduleCommand = (file: string, env: Record<string, string>) =>
