@@ -22,6 +22,7 @@ const INTEGRATION_B = [
   'test/integration/key-sequence.test.ts',
   'test/integration/pgbouncer.test.ts',
   'test/integration/temporal-tls.test.ts',
+  'test/integration/temporal-api-key.test.ts',
   'test/integration/lost-start-replies.test.ts',
   'test/integration/rabbitmq-blocked.test.ts',
   'test/integration/dead-letter-kept.test.ts',

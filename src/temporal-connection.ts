@@ -73,6 +73,45 @@ export function certificateRefusal(message: string): string | undefined {
 
 type TlsSettings = { tls?: unknown; apiKey?: unknown };
 
+/** When a JWT (what Temporal Cloud's and a self-hosted server's API keys are) expires; undefined if not one. */
+export function apiKeyExpiry(apiKey: string): Date | undefined {
+  const [, payload] = apiKey.split('.');
+  if (!payload) return undefined;
+  try {
+    const { exp } = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { exp?: unknown };
+    return typeof exp === 'number' ? new Date(exp * 1000) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The server answered, and refused the caller (gRPC PERMISSION_DENIED or UNAUTHENTICATED, as the Rust
+ * core words them): a wrong, expired or revoked API key. Waiting cannot change it: start-up stops at
+ * once, naming the setting. Undefined for any other failure.
+ */
+export function credentialsRefusal(
+  message: string,
+  settings: TlsSettings,
+  now = new Date(),
+): string | undefined {
+  if (
+    !/code: '(The caller does not have permission|The request does not have valid authentication)/.test(
+      message,
+    )
+  )
+    return undefined;
+  return refusedCredentials(transportReason(message), settings, now);
+}
+
+/** A refusal of this client (`why`, the server's words), naming the API key and its expiry if it has one. */
+export function refusedCredentials(why: string, { apiKey }: TlsSettings, now = new Date()): string {
+  if (typeof apiKey !== 'string') return `the server refused this client's credentials: ${why}`;
+  const expiry = apiKeyExpiry(apiKey);
+  const expired = expiry && expiry <= now ? `, which expired at ${expiry.toISOString()}` : '';
+  return `the server refused the API key (TEMPORAL_API_KEY${expired}): ${why}`;
+}
+
 /**
  * What the TLS settings suggest when a connection fails after reaching the server: a server that
  * requires TLS (or a client certificate) closes a connection made without it, and the error says
@@ -93,7 +132,7 @@ export function connectFailure(
   message: string,
   settings: TlsSettings,
 ): { reason: string; permanent: boolean } {
-  const refusal = certificateRefusal(message);
+  const refusal = certificateRefusal(message) ?? credentialsRefusal(message, settings);
   if (refusal) return { reason: refusal, permanent: true };
   const reason = transportReason(message);
   // The server was not reached at all: TLS has nothing to do with it.
@@ -102,9 +141,42 @@ export function connectFailure(
   return { reason: hint ? `${reason}; ${hint}` : reason, permanent: false };
 }
 
+/** gRPC PERMISSION_DENIED and UNAUTHENTICATED: the server answered and refused the caller. */
+const REFUSED_CODES = new Set([7, 16]);
+
+/**
+ * Whether a call's error (any value, or none) is the server refusing this client: a wrong, expired or
+ * revoked API key.
+ */
+export const isRefusal = (error: unknown) =>
+  REFUSED_CODES.has((error as { code?: unknown } | undefined)?.code as number);
+
+/**
+ * Why the server refused `namespace` to this client (a valid API key without a permission for it, or
+ * no key where the server requires one), if it did; undefined for any other answer, a missing namespace
+ * included (the steps after name that).
+ */
+export async function namespaceRefusal(
+  connection: Pick<NativeConnection, 'workflowService'>,
+  namespace: string,
+  { apiKey }: TlsSettings,
+): Promise<string | undefined> {
+  try {
+    await connection.workflowService.describeNamespace({ namespace });
+    return undefined;
+  } catch (error) {
+    if (!isRefusal(error)) return undefined;
+    const why = (error as Error).message;
+    return typeof apiKey === 'string'
+      ? `the server refused the API key (TEMPORAL_API_KEY) for namespace ${namespace}: ${why}`
+      : `the server refused this client for namespace ${namespace}: ${why}; if it requires an API key, set TEMPORAL_API_KEY`;
+  }
+}
+
 /**
  * Connects, retrying with capped backoff while the server is not up yet, for STARTUP_WAIT_SECONDS;
- * a server certificate this client refuses ends it at once. Rejects with one line naming the cause.
+ * a server certificate this client refuses, or a server that refuses this client's API key (at the
+ * connection or for the namespace), ends it at once. Rejects with one line naming the cause.
  */
 export async function connectToTemporal(
   config: Pick<Config, 'TEMPORAL_ADDRESS' | 'TEMPORAL_NAMESPACE' | 'STARTUP_WAIT_SECONDS'>,
@@ -112,8 +184,9 @@ export async function connectToTemporal(
 ): Promise<{ connection: NativeConnection; namespace: string }> {
   const { connectionOptions, namespace } = temporalConnectOptions(config);
   const failure = (error: Error) => connectFailure(error.message, connectionOptions);
+  let connection: NativeConnection;
   try {
-    const connection = await pRetry(() => NativeConnection.connect(connectionOptions), {
+    connection = await pRetry(() => NativeConnection.connect(connectionOptions), {
       retries: Number.POSITIVE_INFINITY,
       minTimeout: 250,
       maxTimeout: 5_000,
@@ -125,10 +198,16 @@ export async function connectToTemporal(
           'cannot reach Temporal yet',
         ),
     });
-    return { connection, namespace };
   } catch (error) {
     throw new Error(
       `cannot connect to Temporal at ${connectionOptions.address}: ${failure(error as Error).reason}`,
     );
   }
+  // Before any worker starts: a worker refused its namespace fails with the core's own lines.
+  const refusal = await namespaceRefusal(connection, namespace, connectionOptions);
+  if (refusal) {
+    await connection.close();
+    throw new Error(`cannot use Temporal at ${connectionOptions.address}: ${refusal}`);
+  }
+  return { connection, namespace };
 }

@@ -1,7 +1,7 @@
 import type { Client } from '@temporalio/client';
 import type { Logger } from 'pino';
 import { Gate, type StartGate } from './gate.js';
-import { transportReason } from './temporal-connection.js';
+import { isRefusal, transportReason } from './temporal-connection.js';
 
 /** How often Temporal's health is checked, and how long a check may take before Temporal counts as down. */
 const PROBE_INTERVAL_MS = 1_000;
@@ -11,7 +11,8 @@ const PROBE_DEADLINE_MS = 2_000;
  * Whether Temporal's frontend answers a health check within PROBE_DEADLINE_MS, checked every second.
  * A frozen or partitioned server (socket open, no answers) counts as down within about 3 s, so the
  * bridge holds starts at this gate instead of sending them into a connection that may deliver them
- * much later. Readiness reads the same probe (`downReason`), so /readyz and the bridge agree.
+ * much later. Readiness reads the same probe (`downReason`), so /readyz and the bridge agree. A server
+ * that answers by refusing this client (its API key expired or revoked) counts as down too, named so.
  */
 export class TemporalProbe implements StartGate {
   private readonly gate = new Gate();
@@ -63,12 +64,17 @@ export class TemporalProbe implements StartGate {
       );
       this.set(true);
     } catch (error) {
+      const refused = isRefusal(error);
       if (this.isUp())
         this.deps.log.warn(
           { err: (error as Error).message },
-          'Temporal does not answer; holding workflow starts',
+          refused
+            ? "Temporal refuses this client's credentials (TEMPORAL_API_KEY); holding workflow starts"
+            : 'Temporal does not answer; holding workflow starts',
         );
-      this.reason = transportReason((error as Error).message);
+      this.reason = refused
+        ? `the server refused this client's credentials (TEMPORAL_API_KEY): ${(error as Error).message}`
+        : transportReason((error as Error).message);
       this.set(false);
     } finally {
       this.probing = false;

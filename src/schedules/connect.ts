@@ -1,6 +1,6 @@
 import { Client, Connection, ScheduleNotFoundError, type ScheduleHandle } from '@temporalio/client';
 import { runAsProcess, type Command, type Flags, type FlagValues } from '../cli.js';
-import { temporalConnectOptions, tlsHint } from '../temporal-connection.js';
+import { isRefusal, refusedCredentials, temporalConnectOptions, tlsHint } from '../temporal-connection.js';
 
 type Option = { type: 'string' | 'boolean'; help: string };
 type Options = Record<string, Option>;
@@ -71,6 +71,13 @@ function scheduleCommand<T extends Options>(command: ScheduleCommand<T>) {
           connectTimeout: CONNECT_TIMEOUT,
         });
       } catch (error) {
+        // The server answered GetSystemInfo by refusing the API key: its words are in the cause.
+        const { cause } = error as { cause?: { details?: string } };
+        if (isRefusal(cause))
+          throw new Error(
+            `cannot reach Temporal at ${connectionOptions.address}: ` +
+              refusedCredentials(cause!.details ?? (error as Error).message, connectionOptions),
+          );
         // grpc-js says only "Failed to connect before the deadline", whatever the TLS settings lacked.
         const hint = tlsHint(connectionOptions);
         const message = `cannot reach Temporal at ${connectionOptions.address}: ${(error as Error).message}`;

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Config } from '../../src/config.js';
-import { MAIN_JS, spawnApp, waitUntilReady, type AppProcess } from '../support/app-process.js';
+import { MAIN_JS, plainLines, spawnApp, waitUntilReady } from '../support/app-process.js';
 import { freePort } from '../support/dev-server.js';
 import { deleteQueues, pool, resetDatabase, testConfig, waitFor } from '../support/harness.js';
 
@@ -46,10 +46,6 @@ async function holdPort(port: number, host?: string): Promise<Server> {
   await new Promise<void>((resolve) => server.listen(port, host, resolve));
   return server;
 }
-
-/** Everything the process printed that is not a JSON log line: what an operator reads on failure. */
-const plainLines = (app: AppProcess) =>
-  app.lines.filter((line) => line.trim() !== '' && !line.startsWith('{'));
 
 describe('what an operator runs', () => {
   let db: pg.Pool;

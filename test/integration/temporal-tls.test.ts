@@ -1,22 +1,20 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Config } from '../../src/config.js';
-import { runCommand, spawnApp, waitUntilReady, type AppProcess } from '../support/app-process.js';
+import { asEnv, plainLines, runCommand, spawnApp, waitUntilReady } from '../support/app-process.js';
 import { deleteQueues, publisher, rows, testConfig, waitFor } from '../support/harness.js';
 import { isolatedStores, type IsolatedStores } from '../support/isolated-stores.js';
-import { startOwnMtlsTemporalCluster, type MtlsTemporal } from '../support/temporal-cluster.js';
+import {
+  INTERNODE_ONLY,
+  internodeAnswers,
+  startOwnTlsTemporalCluster,
+  type TlsTemporal,
+} from '../support/temporal-cluster.js';
 
 /** How long a start-up that cannot connect to Temporal retries before it gives up (the app's setting). */
 const STARTUP_WAIT_SECONDS = 5;
 /** Node's start, the other stores' connections and the last attempt, beyond STARTUP_WAIT_SECONDS. */
 const EXIT_MARGIN_MS = 20_000;
-
-/** Everything the process printed that is not a JSON log line: what an operator reads on failure. */
-const plainLines = (app: AppProcess) =>
-  app.lines.filter((line) => line.trim() !== '' && !line.startsWith('{'));
-
-/** The settings as environment variables, as spawnApp passes them. */
-const asEnv = (config: Config) =>
-  Object.fromEntries(Object.entries(config).map(([key, value]) => [key, String(value)]));
 
 /** Runs a schedule command (`node dist/src/schedules/<file>.js`) with only `env`, PATH and HOME. */
 const scheduleCommand = (file: string, env: Record<string, string>) =>
@@ -26,17 +24,21 @@ const scheduleCommand = (file: string, env: Record<string, string>) =>
  * A production Temporal that authenticates clients by certificate (scripts/temporal-cluster.sh with
  * TEMPORAL_CLUSTER_TLS=mtls: the server on PostgreSQL, its frontend requiring a certificate from a
  * throw-away CA), reached as a user reaches a secured cluster: only the standard TEMPORAL_TLS_*
- * variables, read by @temporalio/envconfig, by the app and by its schedule commands alike.
+ * variables, read by @temporalio/envconfig, by the app and by its schedule commands alike. Its services
+ * reach each other over mutual TLS too, with a CA of their own.
  */
 describe('a Temporal cluster that requires mutual TLS', () => {
-  let cluster: MtlsTemporal;
+  let cluster: TlsTemporal;
   let stores: IsolatedStores;
   /** TEMPORAL_TLS_CLIENT_CERT_PATH, _CLIENT_KEY_PATH, _SERVER_CA_CERT_PATH and _SERVER_NAME. */
   let tls: Record<string, string>;
   const queues: string[] = [];
 
   beforeAll(async () => {
-    [cluster, stores] = await Promise.all([startOwnMtlsTemporalCluster('tls'), isolatedStores('tls')]);
+    [cluster, stores] = await Promise.all([
+      startOwnTlsTemporalCluster('tls', { tls: 'mtls' }),
+      isolatedStores('tls'),
+    ]);
     const { TEMPORAL_ADDRESS, ...settings } = cluster.clientEnv;
     expect(TEMPORAL_ADDRESS).toBe(cluster.address);
     tls = settings;
@@ -62,6 +64,14 @@ describe('a Temporal cluster that requires mutual TLS', () => {
     queues.push(config.INCOMING_QUEUE, config.DEAD_LETTER_QUEUE);
     return config;
   };
+
+  it('the services serve each other only mutual TLS from the internode CA: plain text, no certificate and the client certificate are refused', async () => {
+    const config = readFileSync(join(cluster.stateDir, 'config', 'cluster.yaml'), 'utf8');
+    expect(config).toContain('    internode:\n      server:\n');
+    const names = ['HISTORY_PORT', 'MATCHING_PORT'];
+    const answers = await internodeAnswers(cluster, names);
+    expect(answers).toEqual(Object.fromEntries(names.map((name) => [name, INTERNODE_ONLY])));
+  });
 
   it('ingests a message and a triggered sync writes KeyDB; the schedule commands work with the same settings', async () => {
     const config = newConfig();

@@ -104,6 +104,14 @@ export async function spawnApp(
   };
 }
 
+/** Everything the process printed that is not a JSON log line: what an operator reads on failure. */
+export const plainLines = (app: AppProcess) =>
+  app.lines.filter((line) => line.trim() !== '' && !line.startsWith('{'));
+
+/** The settings as environment variables, as spawnApp passes them. */
+export const asEnv = (config: Config): Record<string, string> =>
+  Object.fromEntries(Object.entries(config).map(([key, value]) => [key, String(value)]));
+
 /** Waits until /readyz answers 200. */
 export async function waitUntilReady(app: AppProcess, timeoutMs = 60_000): Promise<void> {
   await waitFor(

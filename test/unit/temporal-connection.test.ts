@@ -3,7 +3,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ConfigError } from '../../src/config.js';
-import { connectFailure, temporalConnectOptions, transportReason } from '../../src/temporal-connection.js';
+import {
+  apiKeyExpiry,
+  connectFailure,
+  isRefusal,
+  namespaceRefusal,
+  temporalConnectOptions,
+  transportReason,
+} from '../../src/temporal-connection.js';
 
 describe('transportReason', () => {
   it.each([
@@ -95,7 +102,13 @@ const SEEN = {
   noCa: 'tonic::transport::Error(Transport, ConnectError(Custom { kind: InvalidData, error: InvalidCertificate(UnknownIssuer) }))',
   refused:
     'tonic::transport::Error(Transport, ConnectError(ConnectError("tcp connect error", 127.0.0.1:7233, Os { code: 111, kind: ConnectionRefused, message: "Connection refused" })))',
+  /** TEMPORAL_CLUSTER_AUTH=jwt: a token the server's JWKS does not verify, or an expired one. */
+  badApiKey:
+    'Failed to call GetSystemInfo: code: \'The caller does not have permission to execute the specified operation\', message: "Request unauthorized."',
 };
+
+/** An unsigned JWT with these claims: apiKeyExpiry reads, never verifies. */
+const jwt = (claims: object) => `e30.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.signature`;
 
 describe('connectFailure', () => {
   const CA_ONLY = { tls: { serverRootCACertificate: new Uint8Array() } };
@@ -142,5 +155,53 @@ describe('connectFailure', () => {
       reason: 'tcp connect error: Connection refused',
       permanent: false,
     });
+  });
+});
+
+describe('API keys refused', () => {
+  it('stops at once on a key the server refuses, naming TEMPORAL_API_KEY, and when it expired if it did', () => {
+    expect(connectFailure(SEEN.badApiKey, { tls: true, apiKey: jwt({ exp: 2_000_000_000 }) })).toEqual({
+      reason: 'the server refused the API key (TEMPORAL_API_KEY): Request unauthorized.',
+      permanent: true,
+    });
+    expect(connectFailure(SEEN.badApiKey, { tls: true, apiKey: jwt({ exp: 1_700_000_000 }) })).toEqual({
+      reason:
+        'the server refused the API key (TEMPORAL_API_KEY, which expired at 2023-11-14T22:13:20.000Z): ' +
+        'Request unauthorized.',
+      permanent: true,
+    });
+  });
+
+  it("reads a JWT key's expiry; any other key has none", () => {
+    expect(apiKeyExpiry(jwt({ exp: 1_700_000_000 }))).toEqual(new Date(1_700_000_000_000));
+    expect(apiKeyExpiry(jwt({ sub: 'no exp' }))).toBeUndefined();
+    expect(apiKeyExpiry('an-opaque-key')).toBeUndefined();
+    expect(apiKeyExpiry('not.base64-json.here')).toBeUndefined();
+  });
+
+  it('names a namespace refused to the key (or to no key), and nothing else', async () => {
+    const answering = (error?: Error) => ({
+      workflowService: {
+        describeNamespace: () => (error ? Promise.reject(error) : Promise.resolve({})),
+      },
+    });
+    const denied = Object.assign(new Error('Request unauthorized.'), { code: 7 });
+    const notFound = Object.assign(new Error('Namespace x is not found.'), { code: 5 });
+    const connection = (error?: Error) => answering(error) as never;
+    expect(await namespaceRefusal(connection(denied), 'x', { apiKey: 'key' })).toBe(
+      'the server refused the API key (TEMPORAL_API_KEY) for namespace x: Request unauthorized.',
+    );
+    expect(await namespaceRefusal(connection(denied), 'x', {})).toBe(
+      'the server refused this client for namespace x: Request unauthorized.; if it requires an API key, set TEMPORAL_API_KEY',
+    );
+    expect(await namespaceRefusal(connection(notFound), 'x', { apiKey: 'key' })).toBeUndefined();
+    expect(await namespaceRefusal(connection(), 'x', { apiKey: 'key' })).toBeUndefined();
+  });
+
+  it('tells a refusal from any other error, or none', () => {
+    expect(isRefusal(Object.assign(new Error('denied'), { code: 7 }))).toBe(true);
+    expect(isRefusal(Object.assign(new Error('unauthenticated'), { code: 16 }))).toBe(true);
+    expect(isRefusal(Object.assign(new Error('unavailable'), { code: 14 }))).toBe(false);
+    expect(isRefusal(undefined)).toBe(false);
   });
 });

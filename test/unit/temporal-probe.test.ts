@@ -3,19 +3,16 @@ import { describe, expect, it } from 'vitest';
 import { TemporalProbe } from '../../src/temporal-probe.js';
 import { silentLog, waitFor } from '../support/harness.js';
 
-/** A client whose GetSystemInfo answers while `state.up`, and fails with a transport error otherwise. */
-function client(state: { up: boolean }) {
+const CONNECTION_REFUSED = new Error(
+  'tonic::transport::Error(Transport, ConnectError("tcp connect error", Os { message: "Connection refused" }))',
+);
+
+/** A client whose GetSystemInfo answers while `state.up`, and fails with `error` otherwise. */
+function client(state: { up: boolean }, error: Error = CONNECTION_REFUSED) {
   return {
     withDeadline: (_deadline: number, fn: () => Promise<unknown>) => fn(),
     workflowService: {
-      getSystemInfo: () =>
-        state.up
-          ? Promise.resolve({})
-          : Promise.reject(
-              new Error(
-                'tonic::transport::Error(Transport, ConnectError("tcp connect error", Os { message: "Connection refused" }))',
-              ),
-            ),
+      getSystemInfo: () => (state.up ? Promise.resolve({}) : Promise.reject(error)),
     },
   } as unknown as Client;
 }
@@ -35,6 +32,22 @@ describe('TemporalProbe: one probe for the bridge’s gate and readiness', () =>
       await waiting;
       expect(probe.isOpen()).toBe(true);
       expect(probe.downReason()).toBeUndefined();
+    } finally {
+      probe.stop();
+    }
+  });
+
+  it('names the API key when the server refuses this client (PERMISSION_DENIED: a key expired or revoked)', async () => {
+    const refused = Object.assign(new Error('Request unauthorized.'), { code: 7 });
+    const probe = new TemporalProbe(client({ up: false }, refused), { log: silentLog() });
+    probe.start();
+    try {
+      await waitFor('the probe to see Temporal refuse', () =>
+        Promise.resolve(probe.isOpen() ? undefined : true),
+      );
+      expect(probe.downReason()).toBe(
+        "the server refused this client's credentials (TEMPORAL_API_KEY): Request unauthorized.",
+      );
     } finally {
       probe.stop();
     }
