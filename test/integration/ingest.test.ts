@@ -205,9 +205,10 @@ describe('ingest: RabbitMQ → IngestTransaction → historical_transactions', (
         `SELECT ingest_key FROM balance_sync_ingest_ledger WHERE ingest_key LIKE 'ingest-reconnect-%'`,
       );
     expect(closed).toBeGreaterThan(0);
-    await waitFor('all rows', async () => ((await ledger()).length === count ? true : undefined), 60_000);
+    // 300 starts and inserts: 8 s on a quiet machine, over 60 s beside CI's other suites on two cores.
+    await waitFor('all rows', async () => ((await ledger()).length === count ? true : undefined), 120_000);
     const written = await transactionsAfter(before);
     expect(written).toHaveLength(count);
     expect(new Set(written.map((r) => r.value)).size).toBe(count);
-  });
+  }, 180_000);
 });
