@@ -180,7 +180,16 @@ describe('a channel drop', () => {
       });
       // The 20 still held are let go only when the look-up returns; a new consumer's prefetch is its
       // own, so consuming now would hold 40. The broker keeps the 20 ready, with no consumer.
-      expect(await queueState(config.INCOMING_QUEUE)).toEqual({ ready: 20, unacked: 0, consumers: 0 });
+      // The broker requeues the dropped channel's 20 when it has closed it, which under load comes
+      // after the reconnect: wait for that. A new consumer holding them would keep this false.
+      const settled = { ready: 20, unacked: 0, consumers: 0 };
+      await waitFor('the broker to hold the 20 ready, with no consumer', async () =>
+        JSON.stringify(await queueState(config.INCOMING_QUEUE)) === JSON.stringify(settled)
+          ? true
+          : undefined,
+      ).catch(async (error: unknown) => {
+        expect(await queueState(config.INCOMING_QUEUE), String(error)).toEqual(settled);
+      });
       expect(await appMetric(app, IN_FLIGHT)).toBe(PREFETCH);
       expect(await appMetric(app, CONSUMED)).toBe(consumedBefore + 20);
     } finally {

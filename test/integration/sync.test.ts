@@ -194,7 +194,10 @@ describe('SyncBalances: Postgres → KeyDB', () => {
     // The sync writes through a proxy that hands KeyDB its bytes a few at a time, as a congested
     // network may: the server then reads the write in many pieces and serves the readers between
     // them. Only MULTI/EXEC keeps them out; a pipeline (one socket write) is not atomic here.
-    const proxy = await startTcpProxy(keydb.options.port!, { splitClientWrites: 8 });
+    // 32 bytes a piece: every request (the fenced write's EVALSHA is hundreds of bytes, a pipeline's
+    // MSET alone over 32) still reaches KeyDB in pieces 1 ms apart; 8 took over the 1 s command
+    // timeout beside CI's other suites.
+    const proxy = await startTcpProxy(keydb.options.port!, { splitClientWrites: 32 });
     const proxied = new Redis({ ...keydb.options, port: proxy.port });
     const { publishBalances } = createActivities({ pool: db, keydb: proxied, metrics: createMetrics() });
     const syncWith = (publish: typeof publishBalances) => (): Promise<PublishBalancesResult> =>
@@ -204,7 +207,7 @@ describe('SyncBalances: Postgres → KeyDB', () => {
       });
     const syncNow = syncWith(publishBalances);
     // The first sync straight to KeyDB: it loads the fenced-write script, so the split syncs send its
-    // digest (EVALSHA), not its 1.4 KB text 8 bytes a millisecond (past the 1 s command timeout under load).
+    // digest (EVALSHA), not its 1.4 KB text 32 bytes a millisecond (past the 1 s command timeout under load).
     await syncWith(createActivities({ pool: db, keydb, metrics: createMetrics() }).publishBalances)();
     const sumOf = (values: (string | null)[]) => values.reduce((sum, v) => sum + Number(v ?? 0), 0);
     const total = sumOf(await keydb.mget('1_Visa', '2_Mastercard'));
