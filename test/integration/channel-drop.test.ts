@@ -19,7 +19,6 @@ import {
   waitFor,
   appMetric,
   appReadiness,
-  bridgeConnectionPids,
 } from '../support/harness.js';
 
 const VALUES = Array.from({ length: 20 }, (_, i) => `71.${String(i + 1).padStart(2, '0')}`);
@@ -31,7 +30,8 @@ const RELEASED = (reason: string) => `balance_sync_deliveries_released_total{rea
 
 /** rabbitmqctl without blocking the event loop: the app under test runs in this process. */
 async function rabbitmqctl(...args: string[]): Promise<string[][]> {
-  const { stdout } = await promisify(execFile)('rabbitmqctl', ['-q', '--no-table-headers', ...args], {
+  const listing = args[0]!.startsWith('list_') ? ['--no-table-headers'] : [];
+  const { stdout } = await promisify(execFile)('rabbitmqctl', ['-q', ...listing, ...args], {
     encoding: 'utf8',
   });
   return stdout
@@ -47,6 +47,29 @@ async function queueState(queue: string) {
   if (!row) throw new Error(`no queue ${queue} on the broker`);
   const [ready, unacked, consumers] = row.slice(1).map(Number);
   return { ready, unacked, consumers };
+}
+
+/**
+ * The bridge's connections on the broker (pid), without blocking the event loop (the app under test
+ * runs in this process): consuming, or consuming and publishing.
+ */
+async function bridgeConnections(taskQueue: string, which: 'all' | 'consuming'): Promise<string[]> {
+  const mine = `balance-sync bridge ${taskQueue}`;
+  return (await rabbitmqctl('list_connections', 'pid', 'client_properties'))
+    .filter(([, properties]) => properties?.includes(mine))
+    .filter(([, properties]) => which === 'all' || !properties!.includes(`${mine} publishing`))
+    .map(([pid]) => pid!);
+}
+
+/** The app's provider look-up waiting on a lock (its backend, since when, for how long), if one waits. */
+async function heldLookUp(db: pg.Pool): Promise<{ pid: number; since: string; age: number } | undefined> {
+  const [row] = await rows(
+    db,
+    `SELECT pid, query_start::text AS since, extract(epoch FROM now() - query_start)::float AS age
+       FROM pg_stat_activity
+      WHERE wait_event_type = 'Lock' AND query LIKE '%FROM initial_data%' AND application_name = 'balance-sync ingest'`,
+  );
+  return row as { pid: number; since: string; age: number } | undefined;
 }
 
 /** The prefetch of each channel the broker has on this connection (pid), once the channel set it. */
@@ -155,41 +178,44 @@ describe('a channel drop', () => {
         values.map((value) => [`{"id": ${provider}, "value": ${value}}`, {}] as const),
       );
       await producer.close();
-      await waitFor(
+      const lookUp = await waitFor(
         '20 deliveries held on the provider look-up',
         async () => {
-          const waiting = await rows(
-            db,
-            `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FROM initial_data%'
-               AND application_name = 'balance-sync ingest'`,
-          );
-          return waiting.length === 1 && (await appMetric(app, IN_FLIGHT)) === PREFETCH ? true : undefined;
+          const waiting = await heldLookUp(db);
+          return waiting && (await appMetric(app, IN_FLIGHT)) === PREFETCH ? waiting : undefined;
         },
         90_000,
       );
-
-      const dropped = bridgeConnectionPids(taskQueue, 'consuming');
-      expect(closeBridgeConnections(taskQueue)).toBe(2); // consuming and publishing
+      const dropped = await bridgeConnections(taskQueue, 'consuming');
+      const all = await bridgeConnections(taskQueue, 'all');
+      expect(all).toHaveLength(2); // consuming and publishing
+      await Promise.all(all.map((pid) => rabbitmqctl('close_connection', pid, 'test: forced close')));
       await waitFor('the lost connection counted', async () =>
         (await appMetric(app, LOST)) > lostBefore ? true : undefined,
       );
       // Reconnected, its channel set up: the moment a consumer that did not wait would consume again.
       await waitFor('the consuming connection back, with its prefetch set', async () => {
-        const [pid] = bridgeConnectionPids(taskQueue, 'consuming').filter((p) => !dropped.includes(p));
+        const [pid] = (await bridgeConnections(taskQueue, 'consuming')).filter((p) => !dropped.includes(p));
         return pid !== undefined && (await channelPrefetches(pid)).includes(PREFETCH) ? true : undefined;
       });
       // The 20 still held are let go only when the look-up returns; a new consumer's prefetch is its
       // own, so consuming now would hold 40. The broker keeps the 20 ready, with no consumer.
       // The broker requeues the dropped channel's 20 when it has closed it, which under load comes
       // after the reconnect: wait for that. A new consumer holding them would keep this false.
+      // The look-up is bounded too (the ingest pool's 30 s statement_timeout): a failure says how
+      // long it had waited, and what the app holds.
       const settled = { ready: 20, unacked: 0, consumers: 0 };
       await waitFor('the broker to hold the 20 ready, with no consumer', async () =>
         JSON.stringify(await queueState(config.INCOMING_QUEUE)) === JSON.stringify(settled)
           ? true
           : undefined,
       ).catch(async (error: unknown) => {
-        expect(await queueState(config.INCOMING_QUEUE), String(error)).toEqual(settled);
+        const seen = `${String(error)}; look-up then ${JSON.stringify(lookUp)}, now ${JSON.stringify(await heldLookUp(db))}; ${await appMetric(app, IN_FLIGHT)} in flight; ${(await appMetric(app, RELEASED('channel_closed'))) - releasedBefore} let go`;
+        expect(await queueState(config.INCOMING_QUEUE), seen).toEqual(settled);
       });
+      // Still the first look-up, within its statement timeout: the broker's state above is not that of
+      // deliveries let go by the timeout and consumed again.
+      expect({ ...(await heldLookUp(db)), age: 0 }).toEqual({ ...lookUp, age: 0 });
       expect(await appMetric(app, IN_FLIGHT)).toBe(PREFETCH);
       expect(await appMetric(app, CONSUMED)).toBe(consumedBefore + 20);
     } finally {

@@ -44,16 +44,20 @@ describe('a worker whose clock is off', () => {
   const apps: SkewedApp[] = [];
   const app = (skewSeconds: number) => apps.find((a) => a.skewSeconds === skewSeconds)!;
 
+  // Three apps under faketime start slowly beside CI's other suites: set up side by side, and given
+  // up to 3 min each to be ready (a failure says what /readyz and the app last said).
   beforeAll(async () => {
     client = await temporalClient();
-    for (const skewSeconds of [20, 3, -3]) {
-      const stores = await isolatedStores('balance_sync_clock');
-      const config = testConfig({ ...stores.overrides, SYNC_LEAD_SECONDS: String(LEAD_MS / 1000) });
-      const wrapper = ['faketime', '-f', `${skewSeconds > 0 ? '+' : ''}${skewSeconds}s`];
-      apps.push({ skewSeconds, stores, config, app: await spawnApp(config, {}, { wrapper }) });
-    }
-    await Promise.all(apps.map(({ app }) => waitUntilReady(app)));
-  });
+    await Promise.all(
+      [20, 3, -3].map(async (skewSeconds) => {
+        const stores = await isolatedStores('balance_sync_clock');
+        const config = testConfig({ ...stores.overrides, SYNC_LEAD_SECONDS: String(LEAD_MS / 1000) });
+        const wrapper = ['faketime', '-f', `${skewSeconds > 0 ? '+' : ''}${skewSeconds}s`];
+        apps.push({ skewSeconds, stores, config, app: await spawnApp(config, {}, { wrapper }) });
+      }),
+    );
+    await Promise.all(apps.map(({ app }) => waitUntilReady(app, 3 * MINUTE)));
+  }, 4 * MINUTE);
 
   afterAll(async () => {
     await Promise.all(apps.map(({ app }) => app.kill('SIGKILL')));

@@ -112,17 +112,24 @@ export const plainLines = (app: AppProcess) =>
 export const asEnv = (config: Config): Record<string, string> =>
   Object.fromEntries(Object.entries(config).map(([key, value]) => [key, String(value)]));
 
-/** Waits until /readyz answers 200. */
+/** Waits until /readyz answers 200; on a timeout, says what /readyz last answered and what the app last printed. */
 export async function waitUntilReady(app: AppProcess, timeoutMs = 60_000): Promise<void> {
+  let last = 'no answer';
   await waitFor(
     'the app to be ready',
     async () => {
       if (app.child.exitCode !== null)
         throw new Error(`app exited with ${app.child.exitCode}: ${app.lines.slice(-5).join('\n')}`);
-      return (await app.get('/readyz')).status === 200 ? true : undefined;
+      const { status, body } = await app.get('/readyz');
+      last = `${status} ${body}`;
+      return status === 200 ? true : undefined;
     },
     timeoutMs,
-  );
+  ).catch((error: unknown) => {
+    throw new Error(
+      `${String(error)}; /readyz last said ${last}; the app last printed:\n${app.lines.slice(-5).join('\n')}`,
+    );
+  });
 }
 
 export interface CommandRun {
