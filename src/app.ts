@@ -25,7 +25,7 @@ import { waitForProducerTables } from './postgres/wait-for-tables.js';
 import { ensureSchedules, type ScheduleSettings } from './schedules/schedules.js';
 import { startSyncWatch, type SyncWatchOptions } from './schedules/sync-watch.js';
 import { SyncHold } from './sync-hold.js';
-import { connectToTemporal } from './temporal-connection.js';
+import { API_KEY_FILE, connectToTemporal, watchApiKeyFile } from './temporal-connection.js';
 import { TemporalProbe } from './temporal-probe.js';
 import { createWorker } from './worker.js';
 
@@ -80,12 +80,7 @@ export async function startApp(
     const stores = await openStores(config, log, resources);
 
     startup.waitingFor = 'temporal';
-    const temporal = await connectToTemporal(config, log);
-    resources.add('Temporal connection', () => temporal.connection.close());
-    const client = new Client(temporal);
-    const probe = new TemporalProbe(client, { log });
-    probe.start();
-    resources.add('Temporal probe', () => probe.stop());
+    const { temporal, client, probe } = await openTemporal(config, log, resources);
 
     startup.waitingFor = 'worker';
     const rabbitmq = openRabbitmq(config, log, metrics, resources);
@@ -192,6 +187,25 @@ async function startHttp(
   resources.add('HTTP server', () => new Promise((resolve) => http.server.close(resolve)));
   log.info({ port: http.port }, 'http endpoints ready');
   return http;
+}
+
+/**
+ * Connects to Temporal (re-reading TEMPORAL_API_KEY_FILE while it runs, if set) and starts the probe
+ * that workflow starts and readiness wait on.
+ */
+async function openTemporal(config: Config, log: Logger, resources: Resources) {
+  const temporal = await connectToTemporal(config, log);
+  resources.add('Temporal connection', () => temporal.connection.close());
+  const keyFile = process.env[API_KEY_FILE];
+  if (keyFile) {
+    const watcher = watchApiKeyFile(temporal.connection, keyFile, temporal.apiKey, log);
+    resources.add('API key file watch', () => watcher.stop());
+  }
+  const client = new Client({ connection: temporal.connection, namespace: temporal.namespace });
+  const probe = new TemporalProbe(client, { log });
+  probe.start();
+  resources.add('Temporal probe', () => probe.stop());
+  return { temporal, client, probe };
 }
 
 /**

@@ -14,9 +14,16 @@ const temporalToPino: Record<LogLevel, 'trace' | 'debug' | 'info' | 'warn' | 'er
   ERROR: 'error',
 };
 
+/**
+ * SDK warnings that this app's design causes on purpose, logged at info: each instance's writer
+ * worker (activities only, on a task queue of its own) polls no workflow tasks.
+ */
+const EXPECTED_WARNINGS = [/^No workflows registered, not polling for workflow tasks/];
+
 /** Routes the Temporal SDK's own logs (worker, workflow `log`, activity `log`) into pino. */
 export function temporalLogger(log: Logger, level: LogLevel = 'INFO'): DefaultLogger {
   return new DefaultLogger(level, ({ level: entryLevel, message, meta }) => {
-    log[temporalToPino[entryLevel]]({ ...meta, source: 'temporal' }, message);
+    const expected = entryLevel === 'WARN' && EXPECTED_WARNINGS.some((pattern) => pattern.test(message));
+    log[expected ? 'info' : temporalToPino[entryLevel]]({ ...meta, source: 'temporal' }, message);
   });
 }

@@ -1,24 +1,63 @@
 import { NativeConnection } from '@temporalio/worker';
 import { loadClientConfigProfile, toClientOptions } from '@temporalio/envconfig';
+import { readFileSync } from 'node:fs';
 import pRetry from 'p-retry';
 import type { Logger } from 'pino';
 import { ConfigError, type Config } from './config.js';
 
 /** The variables (or TEMPORAL_PROFILE's file) that give the connection's TLS and credentials. */
-const TLS_SETTINGS = 'TEMPORAL_TLS_*, TEMPORAL_API_KEY, TEMPORAL_PROFILE';
+const TLS_SETTINGS = 'TEMPORAL_TLS_*, TEMPORAL_API_KEY, TEMPORAL_API_KEY_FILE, TEMPORAL_PROFILE';
+
+/**
+ * The API key read from a file (a mounted secret that a rotation rewrites) instead of TEMPORAL_API_KEY;
+ * the app re-reads it while it runs (watchApiKeyFile).
+ */
+export const API_KEY_FILE = 'TEMPORAL_API_KEY_FILE';
+
+/** The setting that holds the API key, as messages name it. */
+export const apiKeySetting = (env: NodeJS.ProcessEnv = process.env) =>
+  env[API_KEY_FILE] ? API_KEY_FILE : 'TEMPORAL_API_KEY';
+
+/** The key in TEMPORAL_API_KEY_FILE, trimmed; throws naming the setting if unreadable or empty. */
+export function readApiKeyFile(path: string): string {
+  let key: string;
+  try {
+    key = readFileSync(path, 'utf8').trim();
+  } catch (error) {
+    throw new Error(
+      `cannot read ${API_KEY_FILE} (${path}): ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
+    );
+  }
+  if (key === '') throw new Error(`${API_KEY_FILE} (${path}) is empty`);
+  return key;
+}
+
+/** Temporal's environment, with TEMPORAL_API_KEY_FILE's key as TEMPORAL_API_KEY when it is set. */
+function temporalEnvironment(env: NodeJS.ProcessEnv): Record<string, string> | undefined {
+  const path = env[API_KEY_FILE];
+  if (!path) return undefined;
+  if (env.TEMPORAL_API_KEY) throw new Error(`set TEMPORAL_API_KEY or ${API_KEY_FILE}, not both`);
+  const defined = Object.entries(env).filter((entry): entry is [string, string] => entry[1] !== undefined);
+  return { ...Object.fromEntries(defined), TEMPORAL_API_KEY: readApiKeyFile(path) };
+}
 
 /**
  * Connection settings from Temporal's standard environment (`TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`,
  * `TEMPORAL_API_KEY`, `TEMPORAL_TLS_*`, `TEMPORAL_PROFILE` with its TOML file), so the same image
- * reaches a dev server, a self-hosted cluster or Temporal Cloud. An API key turns TLS on and is sent
- * as `Authorization: Bearer …` on every call. Throws ConfigError for settings no connection could
- * use: an unreadable certificate file, or a client certificate without its key (or the reverse),
- * which envconfig would otherwise drop without a word.
+ * reaches a dev server, a self-hosted cluster or Temporal Cloud; or the key from TEMPORAL_API_KEY_FILE.
+ * An API key turns TLS on and is sent as `Authorization: Bearer …` on every call. Throws ConfigError
+ * for settings no connection could use: an unreadable certificate or key file, a client certificate
+ * without its key (or the reverse), which envconfig would otherwise drop without a word, or both
+ * TEMPORAL_API_KEY and TEMPORAL_API_KEY_FILE.
  */
-export function temporalConnectOptions(config: Pick<Config, 'TEMPORAL_ADDRESS' | 'TEMPORAL_NAMESPACE'>) {
+export function temporalConnectOptions(
+  config: Pick<Config, 'TEMPORAL_ADDRESS' | 'TEMPORAL_NAMESPACE'>,
+  env: NodeJS.ProcessEnv = process.env,
+) {
   let options;
   try {
-    const profile = loadClientConfigProfile();
+    const overrideEnvVars = temporalEnvironment(env);
+    const profile = loadClientConfigProfile(overrideEnvVars ? { overrideEnvVars } : {});
     const { clientCert, clientKey } = profile.tls ?? {};
     if (clientCert && !clientKey)
       throw new Error('a client certificate without its key (TEMPORAL_TLS_CLIENT_KEY_PATH)');
@@ -109,7 +148,7 @@ export function refusedCredentials(why: string, { apiKey }: TlsSettings, now = n
   if (typeof apiKey !== 'string') return `the server refused this client's credentials: ${why}`;
   const expiry = apiKeyExpiry(apiKey);
   const expired = expiry && expiry <= now ? `, which expired at ${expiry.toISOString()}` : '';
-  return `the server refused the API key (TEMPORAL_API_KEY${expired}): ${why}`;
+  return `the server refused the API key (${apiKeySetting()}${expired}): ${why}`;
 }
 
 /**
@@ -168,7 +207,7 @@ export async function namespaceRefusal(
     if (!isRefusal(error)) return undefined;
     const why = (error as Error).message;
     return typeof apiKey === 'string'
-      ? `the server refused the API key (TEMPORAL_API_KEY) for namespace ${namespace}: ${why}`
+      ? `the server refused the API key (${apiKeySetting()}) for namespace ${namespace}: ${why}`
       : `the server refused this client for namespace ${namespace}: ${why}; if it requires an API key, set TEMPORAL_API_KEY`;
   }
 }
@@ -181,7 +220,7 @@ export async function namespaceRefusal(
 export async function connectToTemporal(
   config: Pick<Config, 'TEMPORAL_ADDRESS' | 'TEMPORAL_NAMESPACE' | 'STARTUP_WAIT_SECONDS'>,
   log: Logger,
-): Promise<{ connection: NativeConnection; namespace: string }> {
+): Promise<{ connection: NativeConnection; namespace: string; apiKey: string | undefined }> {
   const { connectionOptions, namespace } = temporalConnectOptions(config);
   const failure = (error: Error) => connectFailure(error.message, connectionOptions);
   let connection: NativeConnection;
@@ -209,5 +248,54 @@ export async function connectToTemporal(
     await connection.close();
     throw new Error(`cannot use Temporal at ${connectionOptions.address}: ${refusal}`);
   }
-  return { connection, namespace };
+  const { apiKey } = connectionOptions;
+  return { connection, namespace, apiKey: typeof apiKey === 'string' ? apiKey : undefined };
+}
+
+/**
+ * Re-reads TEMPORAL_API_KEY_FILE every `intervalMs` and gives a changed key to the connection, so a
+ * rotated key (a renewed JWT, a new Cloud API key) is used without a restart. A file that cannot be
+ * read keeps the key in use, with a warn line (once per distinct reason); a key the server refuses
+ * shows as the Temporal probe's refusal.
+ */
+export function watchApiKeyFile(
+  connection: Pick<NativeConnection, 'setApiKey'>,
+  path: string,
+  /** The key the connection was made with. */
+  inUse: string | undefined,
+  log: Logger,
+  intervalMs = 5_000,
+): { stop(): void } {
+  let current = inUse;
+  let problem: string | undefined;
+  let setting = false;
+  const timer = setInterval(() => {
+    if (setting) return;
+    let key: string;
+    try {
+      key = readApiKeyFile(path);
+      problem = undefined;
+    } catch (error) {
+      const reason = (error as Error).message;
+      if (reason !== problem)
+        log.warn({ err: reason }, 'cannot reload the Temporal API key; keeping the one in use');
+      problem = reason;
+      return;
+    }
+    if (key === current) return;
+    setting = true;
+    connection
+      .setApiKey(key)
+      .then(() => {
+        current = key;
+        log.info(
+          { expiresAt: apiKeyExpiry(key)?.toISOString() },
+          `Temporal API key reloaded from ${API_KEY_FILE}`,
+        );
+      })
+      .catch((error: Error) => log.warn({ err: error.message }, 'cannot use the reloaded Temporal API key'))
+      .finally(() => (setting = false));
+  }, intervalMs);
+  timer.unref();
+  return { stop: () => clearInterval(timer) };
 }

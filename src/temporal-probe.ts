@@ -1,7 +1,7 @@
 import type { Client } from '@temporalio/client';
 import type { Logger } from 'pino';
 import { Gate, type StartGate } from './gate.js';
-import { isRefusal, transportReason } from './temporal-connection.js';
+import { apiKeySetting, isRefusal, transportReason } from './temporal-connection.js';
 
 /** How often Temporal's health is checked, and how long a check may take before Temporal counts as down. */
 const PROBE_INTERVAL_MS = 1_000;
@@ -69,11 +69,11 @@ export class TemporalProbe implements StartGate {
         this.deps.log.warn(
           { err: (error as Error).message },
           refused
-            ? "Temporal refuses this client's credentials (TEMPORAL_API_KEY); holding workflow starts"
+            ? `Temporal refuses this client's credentials (${apiKeySetting()}); holding workflow starts`
             : 'Temporal does not answer; holding workflow starts',
         );
       this.reason = refused
-        ? `the server refused this client's credentials (TEMPORAL_API_KEY): ${(error as Error).message}`
+        ? `the server refused this client's credentials (${apiKeySetting()}): ${(error as Error).message}`
         : transportReason((error as Error).message);
       this.set(false);
     } finally {

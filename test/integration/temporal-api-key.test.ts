@@ -1,5 +1,6 @@
 import amqplib from 'amqplib';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Config } from '../../src/config.js';
@@ -158,6 +159,39 @@ describe('a Temporal cluster that requires an API key', () => {
       expect(await app.kill('SIGTERM')).toBe(0);
     } finally {
       await app.kill('SIGKILL');
+    }
+  }, 180_000);
+
+  it("TEMPORAL_API_KEY_FILE: a key rotated in the file is used without a restart, past the first key's expiry", async () => {
+    const config = newConfig();
+    const dir = mkdtempSync(join(tmpdir(), 'balance-sync-api-key-'));
+    const file = join(dir, 'api-key');
+    // Long enough for the app to start under CI's load; the server checks `exp` on every call.
+    const firstExpiry = nowSeconds() + 30;
+    writeFileSync(file, `${apiKey({ exp: firstExpiry })}\n`);
+    const tls = Object.fromEntries(Object.entries(settings).filter(([name]) => name !== 'TEMPORAL_API_KEY'));
+    const app = await spawnApp(config, { ...tls, TEMPORAL_API_KEY_FILE: file });
+    try {
+      await waitUntilReady(app, 90_000);
+      writeFileSync(file, apiKey()); // what a rotation (a secret's new version) leaves in the file
+      await app.waitForLine('the rotated key taken', (line) =>
+        line.includes('"msg":"Temporal API key reloaded from TEMPORAL_API_KEY_FILE"'),
+      );
+      await waitFor(
+        'the first key to expire',
+        () => Promise.resolve(nowSeconds() > firstExpiry + 1 ? true : undefined),
+        60_000,
+      );
+      await publish(config, 800, 'api-key-rotated');
+      await waitFor('the row, started with the second key', async () =>
+        (await recorded(800)) === 1 ? true : undefined,
+      );
+      expect((await app.get('/readyz')).status).toBe(200);
+      expect(app.lines.filter((line) => line.includes("refuses this client's credentials"))).toEqual([]);
+      expect(await app.kill('SIGTERM')).toBe(0);
+    } finally {
+      await app.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
     }
   }, 180_000);
 

@@ -10,6 +10,7 @@ import {
   namespaceRefusal,
   temporalConnectOptions,
   transportReason,
+  watchApiKeyFile,
 } from '../../src/temporal-connection.js';
 
 describe('transportReason', () => {
@@ -69,6 +70,41 @@ describe('temporalConnectOptions', () => {
       apiKey: 'secret-key',
       tls: true,
     });
+  });
+
+  it('reads the API key from TEMPORAL_API_KEY_FILE, trimmed, and turns TLS on', () => {
+    writeFileSync(join(dir, 'api-key'), 'file-key\n');
+    vi.stubEnv('TEMPORAL_API_KEY_FILE', join(dir, 'api-key'));
+    expect(temporalConnectOptions(config).connectionOptions).toMatchObject({ apiKey: 'file-key', tls: true });
+  });
+
+  it.each([
+    [
+      'a missing file',
+      () => vi.stubEnv('TEMPORAL_API_KEY_FILE', join(dir, 'none')),
+      /cannot read TEMPORAL_API_KEY_FILE \(.*none\): ENOENT/,
+    ],
+    [
+      'an empty file',
+      () => {
+        writeFileSync(join(dir, 'empty'), ' \n');
+        vi.stubEnv('TEMPORAL_API_KEY_FILE', join(dir, 'empty'));
+      },
+      /TEMPORAL_API_KEY_FILE \(.*empty\) is empty/,
+    ],
+    [
+      'both settings',
+      () => {
+        writeFileSync(join(dir, 'api-key'), 'file-key');
+        vi.stubEnv('TEMPORAL_API_KEY_FILE', join(dir, 'api-key'));
+        vi.stubEnv('TEMPORAL_API_KEY', 'env-key');
+      },
+      /set TEMPORAL_API_KEY or TEMPORAL_API_KEY_FILE, not both/,
+    ],
+  ])('refuses %s as a configuration error naming TEMPORAL_API_KEY_FILE', (_, arrange, reason) => {
+    arrange();
+    expect(() => temporalConnectOptions(config)).toThrow(ConfigError);
+    expect(() => temporalConnectOptions(config)).toThrow(reason);
   });
 
   it.each([
@@ -203,5 +239,83 @@ describe('API keys refused', () => {
     expect(isRefusal(Object.assign(new Error('unauthenticated'), { code: 16 }))).toBe(true);
     expect(isRefusal(Object.assign(new Error('unavailable'), { code: 14 }))).toBe(false);
     expect(isRefusal(undefined)).toBe(false);
+  });
+});
+
+describe('watchApiKeyFile', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'balance-sync-key-unit-'));
+    vi.useFakeTimers();
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const log = () => {
+    const lines: { level: string; fields: object; msg: string }[] = [];
+    const at = (level: string) => (fields: object, msg: string) => lines.push({ level, fields, msg });
+    return { lines, logger: { info: at('info'), warn: at('warn') } as never };
+  };
+
+  it('gives a rotated key to the connection, once; an unreadable file keeps the key in use, with one warn line', async () => {
+    const path = join(dir, 'api-key');
+    writeFileSync(path, 'key-1\n');
+    const keys: string[] = [];
+    const connection = { setApiKey: (key: string) => Promise.resolve(void keys.push(key)) };
+    const { lines, logger } = log();
+    const watch = watchApiKeyFile(connection, path, 'key-1', logger, 1000);
+    try {
+      await vi.advanceTimersByTimeAsync(3000);
+      expect(keys).toEqual([]);
+      const expiry = 2_000_000_000;
+      const rotated = `e30.${Buffer.from(JSON.stringify({ exp: expiry })).toString('base64url')}.signature`;
+      writeFileSync(path, rotated);
+      await vi.advanceTimersByTimeAsync(3000);
+      expect(keys).toEqual([rotated]);
+      expect(lines).toEqual([
+        {
+          level: 'info',
+          fields: { expiresAt: new Date(expiry * 1000).toISOString() },
+          msg: 'Temporal API key reloaded from TEMPORAL_API_KEY_FILE',
+        },
+      ]);
+      rmSync(path);
+      await vi.advanceTimersByTimeAsync(3000);
+      expect(keys).toEqual([rotated]);
+      expect(lines.slice(1)).toEqual([
+        {
+          level: 'warn',
+          fields: { err: expect.stringMatching(/^cannot read TEMPORAL_API_KEY_FILE .*: ENOENT$/) as unknown },
+          msg: 'cannot reload the Temporal API key; keeping the one in use',
+        },
+      ]);
+    } finally {
+      watch.stop();
+    }
+  });
+
+  it('tries a key the connection did not take again, saying why', async () => {
+    const path = join(dir, 'api-key');
+    writeFileSync(path, 'key-2');
+    let fail = true;
+    const keys: string[] = [];
+    const connection = {
+      setApiKey: (key: string) =>
+        fail ? Promise.reject(new Error('closed')) : Promise.resolve(void keys.push(key)),
+    };
+    const { lines, logger } = log();
+    const watch = watchApiKeyFile(connection, path, 'key-1', logger, 1000);
+    try {
+      await vi.advanceTimersByTimeAsync(1000);
+      expect(lines).toEqual([
+        { level: 'warn', fields: { err: 'closed' }, msg: 'cannot use the reloaded Temporal API key' },
+      ]);
+      fail = false;
+      await vi.advanceTimersByTimeAsync(1000);
+      expect(keys).toEqual(['key-2']);
+    } finally {
+      watch.stop();
+    }
   });
 });
