@@ -9,16 +9,16 @@ const CLOCK_BOUND = [
   'test/integration/sync-watch.test.ts',
   'test/integration/sync-hold.test.ts',
   'test/integration/sync-clock-skew.test.ts',
+  'test/integration/keydb-fence.test.ts',
 ];
 
 /**
  * The integration files that share a project's stores run in turn; they are split in two projects, each
  * with its own dev server, database and KeyDB db, so the two halves run side by side. These are the
- * second half: the process as a whole, the fence, and the files that bring services of their own.
+ * second half: the process as a whole and the files that bring services of their own.
  */
 const INTEGRATION_B = [
   'test/integration/process.test.ts',
-  'test/integration/keydb-fence.test.ts',
   'test/integration/key-sequence.test.ts',
   'test/integration/pgbouncer.test.ts',
   'test/integration/temporal-tls.test.ts',

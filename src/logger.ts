@@ -15,15 +15,19 @@ const temporalToPino: Record<LogLevel, 'trace' | 'debug' | 'info' | 'warn' | 'er
 };
 
 /**
- * SDK warnings that this app's design causes on purpose, logged at info: each instance's writer
- * worker (activities only, on a task queue of its own) polls no workflow tasks.
+ * An SDK warning that this app's design causes on purpose, logged at info: each instance's writer
+ * worker (activities only, on its task queue `…/instance-<uuid>`) polls no workflow tasks. The same
+ * warning from any other worker (one built without its workflows) stays a warning.
  */
-const EXPECTED_WARNINGS = [/^No workflows registered, not polling for workflow tasks/];
+const expectedWarning = (message: string, meta: Record<string, unknown> | undefined) =>
+  message.startsWith('No workflows registered, not polling for workflow tasks') &&
+  typeof meta?.taskQueue === 'string' &&
+  /\/instance-[0-9a-f-]+$/.test(meta.taskQueue);
 
 /** Routes the Temporal SDK's own logs (worker, workflow `log`, activity `log`) into pino. */
 export function temporalLogger(log: Logger, level: LogLevel = 'INFO'): DefaultLogger {
   return new DefaultLogger(level, ({ level: entryLevel, message, meta }) => {
-    const expected = entryLevel === 'WARN' && EXPECTED_WARNINGS.some((pattern) => pattern.test(message));
+    const expected = entryLevel === 'WARN' && expectedWarning(message, meta);
     log[expected ? 'info' : temporalToPino[entryLevel]]({ ...meta, source: 'temporal' }, message);
   });
 }

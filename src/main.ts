@@ -93,7 +93,7 @@ runAsProcess({
   flags: {},
   stopOnSignal: true,
   run({ config, dotEnv, io }) {
-    // An unreadable certificate or a certificate without its key: refused (exit 2) before anything starts.
+    // An unreadable certificate or key file, or a certificate without its key: refused (exit 2) before anything starts.
     temporalConnectOptions(config);
     const log = createLogger(config.LOG_LEVEL);
     if (dotEnv) log.info({ file: dotEnv }, 'settings read from .env; the environment wins over it');

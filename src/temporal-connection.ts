@@ -1,6 +1,7 @@
 import { NativeConnection } from '@temporalio/worker';
 import { loadClientConfigProfile, toClientOptions } from '@temporalio/envconfig';
 import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import pRetry from 'p-retry';
 import type { Logger } from 'pino';
 import { ConfigError, type Config } from './config.js';
@@ -24,21 +25,42 @@ export function readApiKeyFile(path: string): string {
   try {
     key = readFileSync(path, 'utf8').trim();
   } catch (error) {
-    throw new Error(
-      `cannot read ${API_KEY_FILE} (${path}): ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
-    );
+    throw unreadable(path, error);
   }
+  return nonEmpty(path, key);
+}
+
+/** readApiKeyFile off the event loop (a file on a network mount may hang). */
+async function readApiKeyFileAsync(path: string): Promise<string> {
+  let key: string;
+  try {
+    key = (await readFile(path, 'utf8')).trim();
+  } catch (error) {
+    throw unreadable(path, error);
+  }
+  return nonEmpty(path, key);
+}
+
+function nonEmpty(path: string, key: string): string {
   if (key === '') throw new Error(`${API_KEY_FILE} (${path}) is empty`);
   return key;
 }
 
-/** Temporal's environment, with TEMPORAL_API_KEY_FILE's key as TEMPORAL_API_KEY when it is set. */
-function temporalEnvironment(env: NodeJS.ProcessEnv): Record<string, string> | undefined {
+function unreadable(path: string, error: unknown): Error {
+  return new Error(
+    `cannot read ${API_KEY_FILE} (${path}): ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
+  );
+}
+
+/** Temporal's environment (`env`), with TEMPORAL_API_KEY_FILE's key as TEMPORAL_API_KEY when it is set. */
+function temporalEnvironment(env: NodeJS.ProcessEnv): Record<string, string> {
+  const defined = Object.fromEntries(
+    Object.entries(env).filter((entry): entry is [string, string] => entry[1] !== undefined),
+  );
   const path = env[API_KEY_FILE];
-  if (!path) return undefined;
+  if (!path) return defined;
   if (env.TEMPORAL_API_KEY) throw new Error(`set TEMPORAL_API_KEY or ${API_KEY_FILE}, not both`);
-  const defined = Object.entries(env).filter((entry): entry is [string, string] => entry[1] !== undefined);
-  return { ...Object.fromEntries(defined), TEMPORAL_API_KEY: readApiKeyFile(path) };
+  return { ...defined, TEMPORAL_API_KEY: readApiKeyFile(path) };
 }
 
 /**
@@ -56,8 +78,7 @@ export function temporalConnectOptions(
 ) {
   let options;
   try {
-    const overrideEnvVars = temporalEnvironment(env);
-    const profile = loadClientConfigProfile(overrideEnvVars ? { overrideEnvVars } : {});
+    const profile = loadClientConfigProfile({ overrideEnvVars: temporalEnvironment(env) });
     const { clientCert, clientKey } = profile.tls ?? {};
     if (clientCert && !clientKey)
       throw new Error('a client certificate without its key (TEMPORAL_TLS_CLIENT_KEY_PATH)');
@@ -208,7 +229,7 @@ export async function namespaceRefusal(
     const why = (error as Error).message;
     return typeof apiKey === 'string'
       ? `the server refused the API key (${apiKeySetting()}) for namespace ${namespace}: ${why}`
-      : `the server refused this client for namespace ${namespace}: ${why}; if it requires an API key, set TEMPORAL_API_KEY`;
+      : `the server refused this client for namespace ${namespace}: ${why}; if it requires an API key, set TEMPORAL_API_KEY (or TEMPORAL_API_KEY_FILE)`;
   }
 }
 
@@ -255,8 +276,9 @@ export async function connectToTemporal(
 /**
  * Re-reads TEMPORAL_API_KEY_FILE every `intervalMs` and gives a changed key to the connection, so a
  * rotated key (a renewed JWT, a new Cloud API key) is used without a restart. A file that cannot be
- * read keeps the key in use, with a warn line (once per distinct reason); a key the server refuses
- * shows as the Temporal probe's refusal.
+ * read keeps the key in use, and a key the connection does not take is tried again at the next read;
+ * each says so in a warn line, once per distinct reason. A key the server refuses shows as the
+ * Temporal probe's refusal.
  */
 export function watchApiKeyFile(
   connection: Pick<NativeConnection, 'setApiKey'>,
@@ -268,33 +290,35 @@ export function watchApiKeyFile(
 ): { stop(): void } {
   let current = inUse;
   let problem: string | undefined;
-  let setting = false;
-  const timer = setInterval(() => {
-    if (setting) return;
+  const warnOnce = (reason: string, msg: string) => {
+    if (reason !== problem) log.warn({ err: reason }, msg);
+    problem = reason;
+  };
+  let busy = false;
+  const reload = async () => {
     let key: string;
     try {
-      key = readApiKeyFile(path);
-      problem = undefined;
+      key = await readApiKeyFileAsync(path);
     } catch (error) {
-      const reason = (error as Error).message;
-      if (reason !== problem)
-        log.warn({ err: reason }, 'cannot reload the Temporal API key; keeping the one in use');
-      problem = reason;
-      return;
+      return warnOnce((error as Error).message, 'cannot reload the Temporal API key; keeping the one in use');
     }
-    if (key === current) return;
-    setting = true;
-    connection
-      .setApiKey(key)
-      .then(() => {
-        current = key;
-        log.info(
-          { expiresAt: apiKeyExpiry(key)?.toISOString() },
-          `Temporal API key reloaded from ${API_KEY_FILE}`,
-        );
-      })
-      .catch((error: Error) => log.warn({ err: error.message }, 'cannot use the reloaded Temporal API key'))
-      .finally(() => (setting = false));
+    if (key === current) return void (problem = undefined);
+    try {
+      await connection.setApiKey(key);
+    } catch (error) {
+      return warnOnce((error as Error).message, 'cannot use the reloaded Temporal API key');
+    }
+    current = key;
+    problem = undefined;
+    log.info(
+      { expiresAt: apiKeyExpiry(key)?.toISOString() },
+      `Temporal API key reloaded from ${API_KEY_FILE}`,
+    );
+  };
+  const timer = setInterval(() => {
+    if (busy) return;
+    busy = true;
+    void reload().finally(() => (busy = false));
   }, intervalMs);
   timer.unref();
   return { stop: () => clearInterval(timer) };

@@ -49,7 +49,7 @@ describe('the bridge consumes again after the broker takes its consumer away', (
   it('re-declares a deleted incoming queue, consumes again on the same connection after ~1 s, and ingests what a producer publishes then', async () => {
     const cancel = 'balance_sync_consumer_cancellations_total{cause="cancel"}';
     const before = await appMetric(app, cancel);
-    const [connection] = bridgeConnectionPids(config.TEMPORAL_TASK_QUEUE, 'consuming');
+    const [connection] = await bridgeConnectionPids(config.TEMPORAL_TASK_QUEUE, 'consuming');
     expect(connection).toBeDefined();
     await admin.deleteQueue(config.INCOMING_QUEUE);
     await waitFor('the cancel counted', async () =>
@@ -70,7 +70,7 @@ describe('the bridge consumes again after the broker takes its consumer away', (
     const after = Date.now() - cancelledAt;
     expect(after).toBeGreaterThanOrEqual(800);
     expect(after).toBeLessThan(2_500);
-    expect(bridgeConnectionPids(config.TEMPORAL_TASK_QUEUE, 'consuming')).toEqual([connection]);
+    expect(await bridgeConnectionPids(config.TEMPORAL_TASK_QUEUE, 'consuming')).toEqual([connection]);
     expect((await appReadiness(app)).status).toBe(200);
     const producer = await publisher(config.INCOMING_QUEUE);
     await producer.publish('{"id": 1, "value": 41.01}', { messageId: 'after-delete' });

@@ -197,7 +197,7 @@ describe('ingest: RabbitMQ → IngestTransaction → historical_transactions', (
     await waitFor('some rows', async () =>
       (await transactionsAfter(before)).length >= 20 ? true : undefined,
     );
-    const closed = closeBridgeConnections(config.TEMPORAL_TASK_QUEUE);
+    const closed = await closeBridgeConnections(config.TEMPORAL_TASK_QUEUE);
     await published;
     const ledger = async () =>
       rows(

@@ -67,7 +67,7 @@ describe('a start-up that fails half-way', () => {
       http: (await connectionRefused(opened.port)) ? [] : [`port ${opened.port} accepts connections`],
       postgres: await appBackends(opened.database),
       keydb: await keydbClients(opened.keydbName),
-      rabbitmq: bridgeConnectionPids(opened.config.TEMPORAL_TASK_QUEUE),
+      rabbitmq: await bridgeConnectionPids(opened.config.TEMPORAL_TASK_QUEUE),
     });
     let open = await look();
     const deadline = Date.now() + GONE_WITHIN_MS;

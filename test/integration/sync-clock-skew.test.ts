@@ -44,18 +44,18 @@ describe('a worker whose clock is off', () => {
   const apps: SkewedApp[] = [];
   const app = (skewSeconds: number) => apps.find((a) => a.skewSeconds === skewSeconds)!;
 
-  // Three apps under faketime start slowly beside CI's other suites: set up side by side, and given
-  // up to 3 min each to be ready (a failure says what /readyz and the app last said).
+  // Three apps under faketime start slowly beside CI's other suites: their stores are set up side by
+  // side, and each app gets up to 3 min to be ready (a failure says what /readyz and the app last said).
   beforeAll(async () => {
     client = await temporalClient();
-    await Promise.all(
-      [20, 3, -3].map(async (skewSeconds) => {
-        const stores = await isolatedStores('balance_sync_clock');
-        const config = testConfig({ ...stores.overrides, SYNC_LEAD_SECONDS: String(LEAD_MS / 1000) });
-        const wrapper = ['faketime', '-f', `${skewSeconds > 0 ? '+' : ''}${skewSeconds}s`];
-        apps.push({ skewSeconds, stores, config, app: await spawnApp(config, {}, { wrapper }) });
-      }),
-    );
+    const skews = [20, 3, -3];
+    const stores = await Promise.all(skews.map(() => isolatedStores('balance_sync_clock')));
+    for (const [i, skewSeconds] of skews.entries()) {
+      const config = testConfig({ ...stores[i]!.overrides, SYNC_LEAD_SECONDS: String(LEAD_MS / 1000) });
+      const wrapper = ['faketime', '-f', `${skewSeconds > 0 ? '+' : ''}${skewSeconds}s`];
+      // Pushed as soon as it runs, so that afterAll stops it whatever fails next.
+      apps.push({ skewSeconds, stores: stores[i]!, config, app: await spawnApp(config, {}, { wrapper }) });
+    }
     await Promise.all(apps.map(({ app }) => waitUntilReady(app, 3 * MINUTE)));
   }, 4 * MINUTE);
 

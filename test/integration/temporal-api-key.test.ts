@@ -1,4 +1,5 @@
 import amqplib from 'amqplib';
+import { createPublicKey, generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -162,25 +163,43 @@ describe('a Temporal cluster that requires an API key', () => {
     }
   }, 180_000);
 
-  it("TEMPORAL_API_KEY_FILE: a key rotated in the file is used without a restart, past the first key's expiry", async () => {
+  it('TEMPORAL_API_KEY_FILE: a key rotated in the file is used without a restart, once the first no longer verifies', async () => {
     const config = newConfig();
     const dir = mkdtempSync(join(tmpdir(), 'balance-sync-api-key-'));
     const file = join(dir, 'api-key');
-    // Long enough for the app to start under CI's load; the server checks `exp` on every call.
-    const firstExpiry = nowSeconds() + 30;
-    writeFileSync(file, `${apiKey({ exp: firstExpiry })}\n`);
+    writeFileSync(file, `${apiKey()}\n`);
+    // A rotation's new signing key, published beside the cluster's (the server reloads its JWKS every 2 s).
+    const jwksFile = join(cluster.stateDir, 'jwt', 'jwks', 'jwks.json');
+    const jwks = readFileSync(jwksFile, 'utf8');
+    const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const rotated = {
+      ...createPublicKey(privateKey).export({ format: 'jwk' }),
+      kid: 'rotated',
+      alg: 'RS256',
+      use: 'sig',
+    };
+    const published = (JSON.parse(jwks) as { keys: object[] }).keys;
+    writeFileSync(jwksFile, JSON.stringify({ keys: [...published, rotated] }));
     const tls = Object.fromEntries(Object.entries(settings).filter(([name]) => name !== 'TEMPORAL_API_KEY'));
+    const env = { ...asEnv(config), ...settings }; // the cluster's own key, for the schedule command
     const app = await spawnApp(config, { ...tls, TEMPORAL_API_KEY_FILE: file });
     try {
       await waitUntilReady(app, 90_000);
-      writeFileSync(file, apiKey()); // what a rotation (a secret's new version) leaves in the file
+      // What a rotation (a secret's new version) leaves in the file: a key signed by the new key.
+      const claims = { sub: 'balance-sync-test', permissions: [`${cluster.namespace}:write`] };
+      writeFileSync(
+        file,
+        signJwt(privateKey, 'rotated', { ...claims, iat: nowSeconds(), exp: nowSeconds() + 3600 }),
+      );
       await app.waitForLine('the rotated key taken', (line) =>
         line.includes('"msg":"Temporal API key reloaded from TEMPORAL_API_KEY_FILE"'),
       );
-      await waitFor(
-        'the first key to expire',
-        () => Promise.resolve(nowSeconds() > firstExpiry + 1 ? true : undefined),
-        60_000,
+      // The first key no longer verifies: a command given it is refused, so only the second works.
+      writeFileSync(jwksFile, JSON.stringify({ keys: [rotated] }));
+      await waitFor('the server to refuse the first key', async () =>
+        (await runCommand(process.execPath, ['dist/src/schedules/describe-schedule.js'], env)).status === 1
+          ? true
+          : undefined,
       );
       await publish(config, 800, 'api-key-rotated');
       await waitFor('the row, started with the second key', async () =>
@@ -191,8 +210,15 @@ describe('a Temporal cluster that requires an API key', () => {
       expect(await app.kill('SIGTERM')).toBe(0);
     } finally {
       await app.kill('SIGKILL');
+      writeFileSync(jwksFile, jwks);
       rmSync(dir, { recursive: true, force: true });
     }
+    // The cluster's own key accepted again before the next test.
+    await waitFor('the first key accepted again', async () =>
+      (await runCommand(process.execPath, ['dist/src/schedules/describe-schedule.js'], env)).status === 0
+        ? true
+        : undefined,
+    );
   }, 180_000);
 
   /**
@@ -260,7 +286,7 @@ describe('a Temporal cluster that requires an API key', () => {
   it('no key: start-up fails at once with one line naming TEMPORAL_API_KEY; nothing is consumed', async () => {
     expect(await refusedStart(undefined)).toEqual([
       `${failedToStart('cannot use')}the server refused this client for namespace ${cluster.namespace}: ` +
-        'Request unauthorized.; if it requires an API key, set TEMPORAL_API_KEY',
+        'Request unauthorized.; if it requires an API key, set TEMPORAL_API_KEY (or TEMPORAL_API_KEY_FILE)',
     ]);
   }, 60_000);
 });

@@ -112,17 +112,19 @@ export const plainLines = (app: AppProcess) =>
 export const asEnv = (config: Config): Record<string, string> =>
   Object.fromEntries(Object.entries(config).map(([key, value]) => [key, String(value)]));
 
-/** Waits until /readyz answers 200; on a timeout, says what /readyz last answered and what the app last printed. */
+/**
+ * Waits until /readyz answers 200; fails at once if the app exits, and on a timeout says what /readyz
+ * last answered and what the app last printed.
+ */
 export async function waitUntilReady(app: AppProcess, timeoutMs = 60_000): Promise<void> {
   let last = 'no answer';
-  await waitFor(
+  const outcome = await waitFor(
     'the app to be ready',
     async () => {
-      if (app.child.exitCode !== null)
-        throw new Error(`app exited with ${app.child.exitCode}: ${app.lines.slice(-5).join('\n')}`);
+      if (app.child.exitCode !== null) return 'exited';
       const { status, body } = await app.get('/readyz');
       last = `${status} ${body}`;
-      return status === 200 ? true : undefined;
+      return status === 200 ? 'ready' : undefined;
     },
     timeoutMs,
   ).catch((error: unknown) => {
@@ -130,6 +132,8 @@ export async function waitUntilReady(app: AppProcess, timeoutMs = 60_000): Promi
       `${String(error)}; /readyz last said ${last}; the app last printed:\n${app.lines.slice(-5).join('\n')}`,
     );
   });
+  if (outcome === 'exited')
+    throw new Error(`app exited with ${app.child.exitCode}: ${app.lines.slice(-5).join('\n')}`);
 }
 
 export interface CommandRun {

@@ -2,9 +2,10 @@ import { Client, Connection } from '@temporalio/client';
 import { Runtime, DefaultLogger } from '@temporalio/worker';
 import amqplib, { type Options } from 'amqplib';
 import { Redis } from 'ioredis';
-import { execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { promisify } from 'node:util';
 import pg from 'pg';
 import pino from 'pino';
 import { inject } from 'vitest';
@@ -297,24 +298,36 @@ export async function rows(db: pg.Pool, sql: string, params: unknown[] = []) {
   return (await db.query(sql, params)).rows as Record<string, unknown>[];
 }
 
-/** Broker-side pids of the app's RabbitMQ connections (consuming and publishing) for this task queue. */
-export function bridgeConnectionPids(taskQueue: string, which: 'all' | 'consuming' = 'all'): string[] {
-  const listing = execFileSync(
-    'rabbitmqctl',
-    ['-q', '--no-table-headers', 'list_connections', 'pid', 'client_properties'],
-    { encoding: 'utf8' },
-  );
-  return listing
+/**
+ * rabbitmqctl, without blocking the event loop (an app under test may run in this process); a listing
+ * comes back as rows of tab-separated fields.
+ */
+export async function rabbitmqctl(...args: string[]): Promise<string[][]> {
+  const listing = args[0]!.startsWith('list_') ? ['--no-table-headers'] : [];
+  const { stdout } = await promisify(execFile)('rabbitmqctl', ['-q', ...listing, ...args], {
+    encoding: 'utf8',
+  });
+  return stdout
     .split('\n')
-    .filter((line) => line.includes(`balance-sync bridge ${taskQueue}`))
-    .filter((line) => which === 'all' || !line.includes(`balance-sync bridge ${taskQueue} publishing`))
-    .map((line) => line.split('\t')[0]!);
+    .filter((line) => line !== '')
+    .map((line) => line.split('\t'));
+}
+
+/** Broker-side pids of the app's RabbitMQ connections (consuming and publishing) for this task queue. */
+export async function bridgeConnectionPids(
+  taskQueue: string,
+  which: 'all' | 'consuming' = 'all',
+): Promise<string[]> {
+  const mine = `balance-sync bridge ${taskQueue}`;
+  return (await rabbitmqctl('list_connections', 'pid', 'client_properties'))
+    .filter(([, properties]) => properties?.includes(mine))
+    .filter(([, properties]) => which === 'all' || !properties!.includes(`${mine} publishing`))
+    .map(([pid]) => pid!);
 }
 
 /** Force-closes, on the broker side, the bridge connections of the app using this task queue. */
-export function closeBridgeConnections(taskQueue: string): number {
-  const pids = bridgeConnectionPids(taskQueue);
-  for (const pid of pids)
-    execFileSync('rabbitmqctl', ['-q', 'close_connection', pid, 'test: forced close'], { stdio: 'ignore' });
+export async function closeBridgeConnections(taskQueue: string): Promise<number> {
+  const pids = await bridgeConnectionPids(taskQueue);
+  await Promise.all(pids.map((pid) => rabbitmqctl('close_connection', pid, 'test: forced close')));
   return pids.length;
 }

@@ -16,14 +16,17 @@ function capture() {
 }
 
 describe('temporalLogger', () => {
-  it("keeps the SDK's levels, and logs the activities-only worker's expected warning at info", () => {
+  it("keeps the SDK's levels, and logs the instance writer worker's expected warning at info, no other worker's", () => {
     const { lines, logger } = capture();
-    logger.warn('No workflows registered, not polling for workflow tasks', { taskQueue: 'q/instance-1' });
+    const warning = 'No workflows registered, not polling for workflow tasks';
+    logger.warn(warning, { taskQueue: 'balance-sync-sync/instance-0b6f3c1e-5d2a-4e8b-9f7c-1a2b3c4d5e6f' });
+    logger.warn(warning, { taskQueue: 'balance-sync' });
     logger.warn('Workflow task duration exceeded 5 seconds');
     logger.error('boom');
     logger.info('Worker state changed');
     expect(lines.map(({ level, msg, source }) => [level, msg, source])).toEqual([
       [30, 'No workflows registered, not polling for workflow tasks', 'temporal'],
+      [40, 'No workflows registered, not polling for workflow tasks', 'temporal'],
       [40, 'Workflow task duration exceeded 5 seconds', 'temporal'],
       [50, 'boom', 'temporal'],
       [30, 'Worker state changed', 'temporal'],

@@ -8,6 +8,7 @@ import {
   connectFailure,
   isRefusal,
   namespaceRefusal,
+  refusedCredentials,
   temporalConnectOptions,
   transportReason,
   watchApiKeyFile,
@@ -228,10 +229,28 @@ describe('API keys refused', () => {
       'the server refused the API key (TEMPORAL_API_KEY) for namespace x: Request unauthorized.',
     );
     expect(await namespaceRefusal(connection(denied), 'x', {})).toBe(
-      'the server refused this client for namespace x: Request unauthorized.; if it requires an API key, set TEMPORAL_API_KEY',
+      'the server refused this client for namespace x: Request unauthorized.; if it requires an API key, set TEMPORAL_API_KEY (or TEMPORAL_API_KEY_FILE)',
     );
     expect(await namespaceRefusal(connection(notFound), 'x', { apiKey: 'key' })).toBeUndefined();
     expect(await namespaceRefusal(connection(), 'x', { apiKey: 'key' })).toBeUndefined();
+  });
+
+  it('names TEMPORAL_API_KEY_FILE when the key comes from it', async () => {
+    vi.stubEnv('TEMPORAL_API_KEY_FILE', '/run/secrets/temporal-api-key');
+    try {
+      expect(refusedCredentials('Request unauthorized.', { apiKey: 'key' })).toBe(
+        'the server refused the API key (TEMPORAL_API_KEY_FILE): Request unauthorized.',
+      );
+      const denied = Object.assign(new Error('Request unauthorized.'), { code: 7 });
+      const connection = {
+        workflowService: { describeNamespace: () => Promise.reject(denied) },
+      } as never;
+      expect(await namespaceRefusal(connection, 'x', { apiKey: 'key' })).toBe(
+        'the server refused the API key (TEMPORAL_API_KEY_FILE) for namespace x: Request unauthorized.',
+      );
+    } finally {
+      vi.unstubAllEnvs();
+    }
   });
 
   it('tells a refusal from any other error, or none', () => {
@@ -246,10 +265,8 @@ describe('watchApiKeyFile', () => {
   let dir: string;
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'balance-sync-key-unit-'));
-    vi.useFakeTimers();
   });
   afterEach(() => {
-    vi.useRealTimers();
     rmSync(dir, { recursive: true, force: true });
   });
   const log = () => {
@@ -257,21 +274,29 @@ describe('watchApiKeyFile', () => {
     const at = (level: string) => (fields: object, msg: string) => lines.push({ level, fields, msg });
     return { lines, logger: { info: at('info'), warn: at('warn') } as never };
   };
+  /** Resolves after the watch (every 5 ms here) has read the file this many more times. */
+  const reads = (counter: { n: number }, more: number) => {
+    const target = counter.n + more;
+    return vi.waitFor(() => expect(counter.n).toBeGreaterThanOrEqual(target));
+  };
 
   it('gives a rotated key to the connection, once; an unreadable file keeps the key in use, with one warn line', async () => {
     const path = join(dir, 'api-key');
     writeFileSync(path, 'key-1\n');
     const keys: string[] = [];
+    const calls = { n: 0 };
     const connection = { setApiKey: (key: string) => Promise.resolve(void keys.push(key)) };
     const { lines, logger } = log();
-    const watch = watchApiKeyFile(connection, path, 'key-1', logger, 1000);
+    const watch = watchApiKeyFile(connection, path, 'key-1', logger, 5);
+    const counting = setInterval(() => calls.n++, 5);
     try {
-      await vi.advanceTimersByTimeAsync(3000);
+      await reads(calls, 5);
       expect(keys).toEqual([]);
       const expiry = 2_000_000_000;
       const rotated = `e30.${Buffer.from(JSON.stringify({ exp: expiry })).toString('base64url')}.signature`;
       writeFileSync(path, rotated);
-      await vi.advanceTimersByTimeAsync(3000);
+      await vi.waitFor(() => expect(keys).toEqual([rotated]));
+      await reads(calls, 5);
       expect(keys).toEqual([rotated]);
       expect(lines).toEqual([
         {
@@ -281,7 +306,8 @@ describe('watchApiKeyFile', () => {
         },
       ]);
       rmSync(path);
-      await vi.advanceTimersByTimeAsync(3000);
+      await vi.waitFor(() => expect(lines).toHaveLength(2));
+      await reads(calls, 5);
       expect(keys).toEqual([rotated]);
       expect(lines.slice(1)).toEqual([
         {
@@ -291,29 +317,29 @@ describe('watchApiKeyFile', () => {
         },
       ]);
     } finally {
+      clearInterval(counting);
       watch.stop();
     }
   });
 
-  it('tries a key the connection did not take again, saying why', async () => {
+  it('tries a key the connection did not take again, warning once', async () => {
     const path = join(dir, 'api-key');
     writeFileSync(path, 'key-2');
-    let fail = true;
+    let refusals = 0;
     const keys: string[] = [];
     const connection = {
       setApiKey: (key: string) =>
-        fail ? Promise.reject(new Error('closed')) : Promise.resolve(void keys.push(key)),
+        ++refusals <= 3 ? Promise.reject(new Error('closed')) : Promise.resolve(void keys.push(key)),
     };
     const { lines, logger } = log();
-    const watch = watchApiKeyFile(connection, path, 'key-1', logger, 1000);
+    const watch = watchApiKeyFile(connection, path, 'key-1', logger, 5);
     try {
-      await vi.advanceTimersByTimeAsync(1000);
-      expect(lines).toEqual([
-        { level: 'warn', fields: { err: 'closed' }, msg: 'cannot use the reloaded Temporal API key' },
+      await vi.waitFor(() => expect(keys).toEqual(['key-2']));
+      expect(refusals).toBe(4);
+      expect(lines.map(({ level, msg }) => [level, msg])).toEqual([
+        ['warn', 'cannot use the reloaded Temporal API key'],
+        ['info', 'Temporal API key reloaded from TEMPORAL_API_KEY_FILE'],
       ]);
-      fail = false;
-      await vi.advanceTimersByTimeAsync(1000);
-      expect(keys).toEqual(['key-2']);
     } finally {
       watch.stop();
     }
