@@ -23,6 +23,7 @@ const INTEGRATION_B = [
   'test/integration/pgbouncer.test.ts',
   'test/integration/temporal-tls.test.ts',
   'test/integration/temporal-api-key.test.ts',
+  'test/integration/temporal-mtls-jwt.test.ts',
   'test/integration/lost-start-replies.test.ts',
   'test/integration/rabbitmq-blocked.test.ts',
   'test/integration/dead-letter-kept.test.ts',
