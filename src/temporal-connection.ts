@@ -21,27 +21,26 @@ export const apiKeySetting = (env: NodeJS.ProcessEnv = process.env) =>
 
 /** The key in TEMPORAL_API_KEY_FILE, trimmed; throws naming the setting if unreadable or empty. */
 export function readApiKeyFile(path: string): string {
-  let key: string;
+  let text: string;
   try {
-    key = readFileSync(path, 'utf8').trim();
+    text = readFileSync(path, 'utf8');
   } catch (error) {
     throw unreadable(path, error);
   }
-  return nonEmpty(path, key);
+  return keyIn(path, text);
 }
 
 /** readApiKeyFile off the event loop (a file on a network mount may hang). */
-async function readApiKeyFileAsync(path: string): Promise<string> {
-  let key: string;
-  try {
-    key = (await readFile(path, 'utf8')).trim();
-  } catch (error) {
-    throw unreadable(path, error);
-  }
-  return nonEmpty(path, key);
-}
+const readApiKeyFileAsync = (path: string): Promise<string> =>
+  readFile(path, 'utf8').then(
+    (text) => keyIn(path, text),
+    (error: unknown) => {
+      throw unreadable(path, error);
+    },
+  );
 
-function nonEmpty(path: string, key: string): string {
+function keyIn(path: string, text: string): string {
+  const key = text.trim();
   if (key === '') throw new Error(`${API_KEY_FILE} (${path}) is empty`);
   return key;
 }

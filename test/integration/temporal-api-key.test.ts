@@ -6,15 +6,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Config } from '../../src/config.js';
 import { asEnv, plainLines, runCommand, spawnApp, waitUntilReady } from '../support/app-process.js';
-import { deleteQueues, publisher, RABBITMQ_URL, rows, testConfig, waitFor } from '../support/harness.js';
-import { isolatedStores, type IsolatedStores } from '../support/isolated-stores.js';
+import { publisher, RABBITMQ_URL, rows, waitFor } from '../support/harness.js';
+import type { IsolatedStores } from '../support/isolated-stores.js';
+import { startSecuredCluster, type SecuredCluster } from '../support/secured-cluster.js';
 import { clusterSigningKeys, signJwt } from '../support/jwt.js';
-import {
-  INTERNODE_ONLY,
-  internodeAnswers,
-  startOwnTlsTemporalCluster,
-  type TlsTemporal,
-} from '../support/temporal-cluster.js';
+import { INTERNODE_ONLY, internodeAnswers, type TlsTemporal } from '../support/temporal-cluster.js';
 
 /** Node's start and the other stores' connections: a start-up refused "at once" exits within this. */
 const EXIT_MARGIN_MS = 20_000;
@@ -29,48 +25,31 @@ const nowSeconds = () => Math.floor(Date.now() / 1000);
  * name, which the SDK sends as `Authorization: Bearer …`.
  */
 describe('a Temporal cluster that requires an API key', () => {
+  let secured: SecuredCluster;
   let cluster: TlsTemporal;
   let stores: IsolatedStores;
   /** TEMPORAL_TLS_SERVER_CA_CERT_PATH and _SERVER_NAME, and the printed TEMPORAL_API_KEY. */
   let settings: Record<string, string>;
   let signing: ReturnType<typeof clusterSigningKeys>;
-  const queues: string[] = [];
 
   beforeAll(async () => {
-    [cluster, stores] = await Promise.all([
-      startOwnTlsTemporalCluster('apikey', {
-        tls: 'server',
-        auth: 'jwt',
-        env: { TEMPORAL_CLUSTER_JWKS_REFRESH: '2s' },
-      }),
-      isolatedStores('apikey'),
-    ]);
-    const { TEMPORAL_ADDRESS, ...rest } = cluster.clientEnv;
-    expect(TEMPORAL_ADDRESS).toBe(cluster.address);
-    expect(Object.keys(rest).sort()).toEqual([
+    secured = await startSecuredCluster('apikey', {
+      tls: 'server',
+      auth: 'jwt',
+      env: { TEMPORAL_CLUSTER_JWKS_REFRESH: '2s' },
+    });
+    ({ cluster, stores, settings } = secured);
+    expect(Object.keys(settings).sort()).toEqual([
       'TEMPORAL_API_KEY',
       'TEMPORAL_TLS_SERVER_CA_CERT_PATH',
       'TEMPORAL_TLS_SERVER_NAME',
     ]);
-    settings = rest;
     signing = clusterSigningKeys(cluster.stateDir);
   }, 300_000);
 
-  afterAll(async () => {
-    await deleteQueues(...queues);
-    await Promise.all([cluster?.stop(), stores?.stop()]);
-  }, 120_000);
+  afterAll(() => secured?.stop(), 120_000);
 
-  const newConfig = (overrides: Record<string, string> = {}) => {
-    const config = testConfig({
-      TEMPORAL_ADDRESS: cluster.address,
-      TEMPORAL_NAMESPACE: cluster.namespace,
-      ...stores.overrides,
-      ...overrides,
-    });
-    queues.push(config.INCOMING_QUEUE, config.DEAD_LETTER_QUEUE);
-    return config;
-  };
+  const newConfig = (overrides?: Record<string, string>) => secured.newConfig(overrides);
 
   /** A token for the app's namespace as the cluster's key signs it: `claims` over a valid write one. */
   const apiKey = (claims: Record<string, unknown> = {}, key = signing.key) =>

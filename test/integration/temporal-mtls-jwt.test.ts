@@ -1,9 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Config } from '../../src/config.js';
 import { plainLines, spawnApp, waitUntilReady } from '../support/app-process.js';
-import { deleteQueues, publisher, rows, testConfig, waitFor } from '../support/harness.js';
-import { isolatedStores, type IsolatedStores } from '../support/isolated-stores.js';
-import { startOwnTlsTemporalCluster, type TlsTemporal } from '../support/temporal-cluster.js';
+import { publisher, rows, waitFor } from '../support/harness.js';
+import type { IsolatedStores } from '../support/isolated-stores.js';
+import { startSecuredCluster, type SecuredCluster } from '../support/secured-cluster.js';
+import type { TlsTemporal } from '../support/temporal-cluster.js';
 
 /** Node's start and the other stores' connections: a start-up refused "at once" exits within this. */
 const EXIT_MARGIN_MS = 20_000;
@@ -14,44 +15,27 @@ const EXIT_MARGIN_MS = 20_000;
  * mutual TLS and an authorizer does: the app sends both from the standard variables.
  */
 describe('a Temporal cluster that requires mutual TLS and an API key', () => {
+  let secured: SecuredCluster;
   let cluster: TlsTemporal;
   let stores: IsolatedStores;
   /** The client certificate and key, the server's CA and name, and the printed TEMPORAL_API_KEY. */
   let settings: Record<string, string>;
-  const queues: string[] = [];
 
   beforeAll(async () => {
-    [cluster, stores] = await Promise.all([
-      startOwnTlsTemporalCluster('mtlsjwt', { tls: 'mtls', auth: 'jwt' }),
-      isolatedStores('mtlsjwt'),
-    ]);
-    const { TEMPORAL_ADDRESS, ...rest } = cluster.clientEnv;
-    expect(TEMPORAL_ADDRESS).toBe(cluster.address);
-    expect(Object.keys(rest).sort()).toEqual([
+    secured = await startSecuredCluster('mtlsjwt', { tls: 'mtls', auth: 'jwt' });
+    ({ cluster, stores, settings } = secured);
+    expect(Object.keys(settings).sort()).toEqual([
       'TEMPORAL_API_KEY',
       'TEMPORAL_TLS_CLIENT_CERT_PATH',
       'TEMPORAL_TLS_CLIENT_KEY_PATH',
       'TEMPORAL_TLS_SERVER_CA_CERT_PATH',
       'TEMPORAL_TLS_SERVER_NAME',
     ]);
-    settings = rest;
   }, 300_000);
 
-  afterAll(async () => {
-    await deleteQueues(...queues);
-    await Promise.all([cluster?.stop(), stores?.stop()]);
-  }, 120_000);
+  afterAll(() => secured?.stop(), 120_000);
 
-  const newConfig = (overrides: Record<string, string> = {}) => {
-    const config = testConfig({
-      TEMPORAL_ADDRESS: cluster.address,
-      TEMPORAL_NAMESPACE: cluster.namespace,
-      ...stores.overrides,
-      ...overrides,
-    });
-    queues.push(config.INCOMING_QUEUE, config.DEAD_LETTER_QUEUE);
-    return config;
-  };
+  const newConfig = (overrides?: Record<string, string>) => secured.newConfig(overrides);
 
   const publish = async (config: Config, value: number) => {
     const queue = await publisher(config.INCOMING_QUEUE);

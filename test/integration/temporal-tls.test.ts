@@ -2,14 +2,10 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { asEnv, plainLines, runCommand, spawnApp, waitUntilReady } from '../support/app-process.js';
-import { deleteQueues, publisher, rows, testConfig, waitFor } from '../support/harness.js';
-import { isolatedStores, type IsolatedStores } from '../support/isolated-stores.js';
-import {
-  INTERNODE_ONLY,
-  internodeAnswers,
-  startOwnTlsTemporalCluster,
-  type TlsTemporal,
-} from '../support/temporal-cluster.js';
+import { publisher, rows, waitFor } from '../support/harness.js';
+import type { IsolatedStores } from '../support/isolated-stores.js';
+import { startSecuredCluster, type SecuredCluster } from '../support/secured-cluster.js';
+import { INTERNODE_ONLY, internodeAnswers, type TlsTemporal } from '../support/temporal-cluster.js';
 
 /** How long a start-up that cannot connect to Temporal retries before it gives up (the app's setting). */
 const STARTUP_WAIT_SECONDS = 5;
@@ -28,42 +24,28 @@ const scheduleCommand = (file: string, env: Record<string, string>) =>
  * reach each other over mutual TLS too, with a CA of their own.
  */
 describe('a Temporal cluster that requires mutual TLS', () => {
+  let secured: SecuredCluster;
   let cluster: TlsTemporal;
   let stores: IsolatedStores;
   /** TEMPORAL_TLS_CLIENT_CERT_PATH, _CLIENT_KEY_PATH, _SERVER_CA_CERT_PATH and _SERVER_NAME. */
   let tls: Record<string, string>;
-  const queues: string[] = [];
 
   beforeAll(async () => {
-    [cluster, stores] = await Promise.all([
-      startOwnTlsTemporalCluster('tls', { tls: 'mtls' }),
-      isolatedStores('tls'),
-    ]);
-    const { TEMPORAL_ADDRESS, ...settings } = cluster.clientEnv;
-    expect(TEMPORAL_ADDRESS).toBe(cluster.address);
-    tls = settings;
+    secured = await startSecuredCluster(
+      'tls',
+      { tls: 'mtls' },
+      { STARTUP_WAIT_SECONDS: String(STARTUP_WAIT_SECONDS) },
+    );
+    ({ cluster, stores, settings: tls } = secured);
   }, 300_000);
 
-  afterAll(async () => {
-    await deleteQueues(...queues);
-    await Promise.all([cluster?.stop(), stores?.stop()]);
-  }, 120_000);
+  afterAll(() => secured?.stop(), 120_000);
 
   /** The TLS settings less the client's certificate and key: the server's CA and name only. */
   const withoutClientCertificate = () =>
     Object.fromEntries(Object.entries(tls).filter(([name]) => !name.startsWith('TEMPORAL_TLS_CLIENT_')));
 
-  const newConfig = (overrides: Record<string, string> = {}) => {
-    const config = testConfig({
-      TEMPORAL_ADDRESS: cluster.address,
-      TEMPORAL_NAMESPACE: cluster.namespace,
-      STARTUP_WAIT_SECONDS: String(STARTUP_WAIT_SECONDS),
-      ...stores.overrides,
-      ...overrides,
-    });
-    queues.push(config.INCOMING_QUEUE, config.DEAD_LETTER_QUEUE);
-    return config;
-  };
+  const newConfig = (overrides?: Record<string, string>) => secured.newConfig(overrides);
 
   it('the services serve each other only mutual TLS from the internode CA: plain text, no certificate and the client certificate are refused', async () => {
     const config = readFileSync(join(cluster.stateDir, 'config', 'cluster.yaml'), 'utf8');
