@@ -275,8 +275,9 @@ export async function connectToTemporal(
 /**
  * Re-reads TEMPORAL_API_KEY_FILE every `intervalMs` and gives a changed key to the connection, so a
  * rotated key (a renewed JWT, a new Cloud API key) is used without a restart. A file that cannot be
- * read keeps the key in use, and a key the connection does not take is tried again at the next read;
- * each says so in a warn line, once per distinct reason. A key the server refuses shows as the
+ * read, or whose read does not answer within an interval, keeps the key in use, and a key the
+ * connection does not take is tried again at the next read; each says so in a warn line, once per
+ * distinct reason. A key the server refuses shows as the
  * Temporal probe's refusal.
  */
 export function watchApiKeyFile(
@@ -293,7 +294,7 @@ export function watchApiKeyFile(
     if (reason !== problem) log.warn({ err: reason }, msg);
     problem = reason;
   };
-  let busy = false;
+  let reading = false;
   const reload = async () => {
     let key: string;
     try {
@@ -315,9 +316,17 @@ export function watchApiKeyFile(
     );
   };
   const timer = setInterval(() => {
-    if (busy) return;
-    busy = true;
-    void reload().finally(() => (busy = false));
+    // One read at a time: a hung file (a network mount) holds one of libuv's few threads, not all.
+    if (reading) {
+      // Still reading at the next tick.
+      warnOnce(
+        `reading ${API_KEY_FILE} (${path}) has not answered`,
+        'cannot reload the Temporal API key; keeping the one in use',
+      );
+      return;
+    }
+    reading = true;
+    void reload().finally(() => (reading = false));
   }, intervalMs);
   timer.unref();
   return { stop: () => clearInterval(timer) };

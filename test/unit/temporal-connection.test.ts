@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -318,6 +319,27 @@ describe('watchApiKeyFile', () => {
       ]);
     } finally {
       clearInterval(counting);
+      watch.stop();
+    }
+  });
+
+  it('warns once when a read of the file does not answer, and reads one at a time', async () => {
+    const path = join(dir, 'api-key');
+    execFileSync('mkfifo', [path]); // opening it for reading waits for a writer: a hung mount
+    const keys: string[] = [];
+    const connection = { setApiKey: (key: string) => Promise.resolve(void keys.push(key)) };
+    const { lines, logger } = log();
+    const watch = watchApiKeyFile(connection, path, 'key-1', logger, 5);
+    try {
+      await vi.waitFor(() => expect(lines).toHaveLength(1));
+      expect(lines[0]).toEqual({
+        level: 'warn',
+        fields: { err: `reading TEMPORAL_API_KEY_FILE (${path}) has not answered` },
+        msg: 'cannot reload the Temporal API key; keeping the one in use',
+      });
+      writeFileSync(path, 'key-2'); // the writer comes: the pending read answers
+      await vi.waitFor(() => expect(keys).toEqual(['key-2']));
+    } finally {
       watch.stop();
     }
   });
