@@ -275,7 +275,7 @@ export async function connectToTemporal(
 /**
  * Re-reads TEMPORAL_API_KEY_FILE every `intervalMs` and gives a changed key to the connection, so a
  * rotated key (a renewed JWT, a new Cloud API key) is used without a restart. A file that cannot be
- * read, or whose read does not answer within an interval, keeps the key in use, and a key the
+ * read, or whose read does not answer within `hungAfterMs`, keeps the key in use, and a key the
  * connection does not take is tried again at the next read; each says so in a warn line, once per
  * distinct reason. A key the server refuses shows as the
  * Temporal probe's refusal.
@@ -287,6 +287,8 @@ export function watchApiKeyFile(
   inUse: string | undefined,
   log: Logger,
   intervalMs = 5_000,
+  /** How long a read may take before it counts as hung. */
+  hungAfterMs = 5_000,
 ): { stop(): void } {
   let current = inUse;
   let problem: string | undefined;
@@ -294,7 +296,7 @@ export function watchApiKeyFile(
     if (reason !== problem) log.warn({ err: reason }, msg);
     problem = reason;
   };
-  let reading = false;
+  let readingSince: number | undefined;
   const reload = async () => {
     let key: string;
     try {
@@ -317,16 +319,16 @@ export function watchApiKeyFile(
   };
   const timer = setInterval(() => {
     // One read at a time: a hung file (a network mount) holds one of libuv's few threads, not all.
-    if (reading) {
-      // Still reading at the next tick.
-      warnOnce(
-        `reading ${API_KEY_FILE} (${path}) has not answered`,
-        'cannot reload the Temporal API key; keeping the one in use',
-      );
+    if (readingSince !== undefined) {
+      if (performance.now() - readingSince >= hungAfterMs)
+        warnOnce(
+          `reading ${API_KEY_FILE} (${path}) has not answered`,
+          'cannot reload the Temporal API key; keeping the one in use',
+        );
       return;
     }
-    reading = true;
-    void reload().finally(() => (reading = false));
+    readingSince = performance.now();
+    void reload().finally(() => (readingSince = undefined));
   }, intervalMs);
   timer.unref();
   return { stop: () => clearInterval(timer) };

@@ -329,7 +329,7 @@ describe('watchApiKeyFile', () => {
     const keys: string[] = [];
     const connection = { setApiKey: (key: string) => Promise.resolve(void keys.push(key)) };
     const { lines, logger } = log();
-    const watch = watchApiKeyFile(connection, path, 'key-1', logger, 5);
+    const watch = watchApiKeyFile(connection, path, 'key-1', logger, 5, 50);
     try {
       await vi.waitFor(() => expect(lines).toHaveLength(1));
       expect(lines[0]).toEqual({
