@@ -51,15 +51,25 @@ function unreadable(path: string, error: unknown): Error {
   );
 }
 
-/** Temporal's environment (`env`), with TEMPORAL_API_KEY_FILE's key as TEMPORAL_API_KEY when it is set. */
-function temporalEnvironment(env: NodeJS.ProcessEnv): Record<string, string> {
+/**
+ * Temporal's client profile from the environment (`env`, and TEMPORAL_PROFILE's TOML file), with
+ * TEMPORAL_API_KEY_FILE's key as its API key when that is set. A second key beside the file (the
+ * variable, or the profile's `api_key`) is refused rather than one of them silently winning.
+ */
+function loadProfile(env: NodeJS.ProcessEnv) {
   const defined = Object.fromEntries(
     Object.entries(env).filter((entry): entry is [string, string] => entry[1] !== undefined),
   );
   const path = env[API_KEY_FILE];
-  if (!path) return defined;
-  if (env.TEMPORAL_API_KEY) throw new Error(`set TEMPORAL_API_KEY or ${API_KEY_FILE}, not both`);
-  return { ...defined, TEMPORAL_API_KEY: readApiKeyFile(path) };
+  if (path && env.TEMPORAL_API_KEY) throw new Error(`set TEMPORAL_API_KEY or ${API_KEY_FILE}, not both`);
+  const profile = loadClientConfigProfile({ overrideEnvVars: defined });
+  if (!path) return profile;
+  if (profile.apiKey !== undefined)
+    throw new Error(
+      `the profile (TEMPORAL_PROFILE, ${env.TEMPORAL_PROFILE ?? 'default'}) has an api_key and ${API_KEY_FILE} ` +
+        'is set: keep one',
+    );
+  return { ...profile, apiKey: readApiKeyFile(path) };
 }
 
 /**
@@ -68,8 +78,8 @@ function temporalEnvironment(env: NodeJS.ProcessEnv): Record<string, string> {
  * reaches a dev server, a self-hosted cluster or Temporal Cloud; or the key from TEMPORAL_API_KEY_FILE.
  * An API key turns TLS on and is sent as `Authorization: Bearer …` on every call. Throws ConfigError
  * for settings no connection could use: an unreadable certificate or key file, a client certificate
- * without its key (or the reverse), which envconfig would otherwise drop without a word, or both
- * TEMPORAL_API_KEY and TEMPORAL_API_KEY_FILE.
+ * without its key (or the reverse), which envconfig would otherwise drop without a word, or
+ * TEMPORAL_API_KEY_FILE beside another API key (TEMPORAL_API_KEY or the profile's `api_key`).
  */
 export function temporalConnectOptions(
   config: Pick<Config, 'TEMPORAL_ADDRESS' | 'TEMPORAL_NAMESPACE'>,
@@ -77,7 +87,7 @@ export function temporalConnectOptions(
 ) {
   let options;
   try {
-    const profile = loadClientConfigProfile({ overrideEnvVars: temporalEnvironment(env) });
+    const profile = loadProfile(env);
     const { clientCert, clientKey } = profile.tls ?? {};
     if (clientCert && !clientKey)
       throw new Error('a client certificate without its key (TEMPORAL_TLS_CLIENT_KEY_PATH)');

@@ -80,6 +80,20 @@ describe('temporalConnectOptions', () => {
     expect(temporalConnectOptions(config).connectionOptions).toMatchObject({ apiKey: 'file-key', tls: true });
   });
 
+  it("keeps the rest of TEMPORAL_PROFILE's settings beside the key file's key", () => {
+    writeFileSync(join(dir, 'api-key'), 'file-key');
+    writeFileSync(
+      join(dir, 'temporal.toml'),
+      '[profile.cloud]\naddress = "ns.acct.tmprl.cloud:7233"\nnamespace = "ns.acct"\n',
+    );
+    vi.stubEnv('TEMPORAL_CONFIG_FILE', join(dir, 'temporal.toml'));
+    vi.stubEnv('TEMPORAL_PROFILE', 'cloud');
+    vi.stubEnv('TEMPORAL_API_KEY_FILE', join(dir, 'api-key'));
+    const { connectionOptions, namespace } = temporalConnectOptions(config);
+    expect(connectionOptions).toMatchObject({ address: 'ns.acct.tmprl.cloud:7233', apiKey: 'file-key', tls: true });
+    expect(namespace).toBe('ns.acct');
+  });
+
   it.each([
     [
       'a missing file',
@@ -102,6 +116,17 @@ describe('temporalConnectOptions', () => {
         vi.stubEnv('TEMPORAL_API_KEY', 'env-key');
       },
       /set TEMPORAL_API_KEY or TEMPORAL_API_KEY_FILE, not both/,
+    ],
+    [
+      "a profile's api_key beside it",
+      () => {
+        writeFileSync(join(dir, 'api-key'), 'file-key');
+        writeFileSync(join(dir, 'temporal.toml'), '[profile.cloud]\napi_key = "profile-key"\n');
+        vi.stubEnv('TEMPORAL_CONFIG_FILE', join(dir, 'temporal.toml'));
+        vi.stubEnv('TEMPORAL_PROFILE', 'cloud');
+        vi.stubEnv('TEMPORAL_API_KEY_FILE', join(dir, 'api-key'));
+      },
+      /profile \(TEMPORAL_PROFILE, cloud\) has an api_key and TEMPORAL_API_KEY_FILE is set: keep one/,
     ],
   ])('refuses %s as a configuration error naming TEMPORAL_API_KEY_FILE', (_, arrange, reason) => {
     arrange();
