@@ -1,12 +1,11 @@
 import type { Client } from '@temporalio/client';
-import { defaultPayloadConverter } from '@temporalio/common';
 import pTimeout from 'p-timeout';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { publishOriginal, type OriginalMessage } from '../activities/dead-letter-transaction.js';
 import type { DeadLetterPublisher } from '../rabbitmq/dead-letters.js';
 import type { AppMetrics } from '../metrics.js';
-import type { IngestTransactionInput } from '../workflows/index.js';
+import { readIngestRun } from '../ingest-run-input.js';
 import { findVanishedRuns, forgetRun } from './vanished-runs.js';
 
 export interface TerminatedRunsOptions {
@@ -180,10 +179,7 @@ export function watchTerminatedRuns(options: TerminatedRunsOptions, deps: Termin
 
 /** The run's input and the operator's reason, from its history. */
 async function readTerminatedRun(client: Client, workflowId: string, runId: string) {
-  const history = await client.workflow.getHandle(workflowId, runId).fetchHistory();
-  const events = history.events ?? [];
-  const payload = events[0]?.workflowExecutionStartedEventAttributes?.input?.payloads?.[0];
-  const input = payload ? defaultPayloadConverter.fromPayload<IngestTransactionInput>(payload) : undefined;
+  const { events, input } = await readIngestRun(client, workflowId, runId);
   return {
     original: input?.original,
     why: events.at(-1)?.workflowExecutionTerminatedEventAttributes?.reason || 'no reason given',

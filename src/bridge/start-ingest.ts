@@ -1,6 +1,7 @@
 import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
 import { randomUUID } from 'node:crypto';
 import type { OriginalMessage } from '../activities/index.js';
+import { readIngestRun } from '../ingest-run-input.js';
 import type { Transaction } from './parse-transaction.js';
 
 /**
@@ -17,7 +18,7 @@ export interface StartIngestOptions {
   workflowId: string;
   transaction: Transaction;
   receivedAtMs: number;
-  /** sha256 (hex) of the body: in the input (for the ledger) and the memo (for the bridge). */
+  /** sha256 (hex) of the body, in the input: the ledger keeps it, and the bridge reads it back on a reused id. */
   bodySha256: string;
   original: OriginalMessage;
   eager: boolean;
@@ -31,7 +32,10 @@ export type StartResult =
 
 /**
  * Starts IngestTransaction; resolves once Temporal has it, whether new or already there. An existing
- * run with another body's fingerprint in its memo means the message_id was reused: `message_id_conflict`.
+ * run started with another body's fingerprint means the message_id was reused: `message_id_conflict`.
+ * The fingerprint is read back from that run's input (a rare read: a redelivery or a reused id) rather
+ * than kept in a memo on every start: without the memo the drain ran faster in five paired rounds out
+ * of five (docs/BENCHMARKS.md, section 1).
  * A failed run (its message was dead-lettered) does not block a new one, so a replayed dead letter runs.
  */
 export async function startIngest(client: Client, options: StartIngestOptions): Promise<StartResult> {
@@ -52,15 +56,13 @@ export async function startIngest(client: Client, options: StartIngestOptions): 
           original: options.original,
         },
       ],
-      memo: { providerId: transaction.providerId, value: transaction.value, bodySha256: options.bodySha256 },
       staticSummary: `provider ${transaction.providerId}: ${transaction.value}`,
       requestEagerStart: options.eager,
     });
     return { outcome: 'started', eagerly: handle.eagerlyStarted };
   } catch (error) {
     if (!(error instanceof WorkflowExecutionAlreadyStartedError)) throw error;
-    const { memo } = await client.workflow.getHandle(options.workflowId).describe();
-    const recorded = memo?.bodySha256;
+    const recorded = (await readIngestRun(client, options.workflowId)).input?.bodySha256;
     // Runs started before fingerprints existed have none: the same id is taken as the same message.
     return {
       outcome:
