@@ -90,7 +90,11 @@ describe('temporalConnectOptions', () => {
     vi.stubEnv('TEMPORAL_PROFILE', 'cloud');
     vi.stubEnv('TEMPORAL_API_KEY_FILE', join(dir, 'api-key'));
     const { connectionOptions, namespace } = temporalConnectOptions(config);
-    expect(connectionOptions).toMatchObject({ address: 'ns.acct.tmprl.cloud:7233', apiKey: 'file-key', tls: true });
+    expect(connectionOptions).toMatchObject({
+      address: 'ns.acct.tmprl.cloud:7233',
+      apiKey: 'file-key',
+      tls: true,
+    });
     expect(namespace).toBe('ns.acct');
   });
 
