@@ -87,7 +87,7 @@ export async function startApp(
     const outages = new IngestOutages(metrics);
     // Set once the bridge and the sync watch run: until the bridge starts, ingest is not saturated;
     // until the watch's first look, the schedule counts as running.
-    const later = { throttledWithin: (_ms: number) => false, syncPaused: () => false };
+    const later = { saturatedWithin: (_ms: number) => false, syncPaused: () => false };
     const syncHold = startSyncHold(config, later, { metrics, log }, resources);
     const activities = createActivities({
       ...stores,
@@ -106,7 +106,7 @@ export async function startApp(
 
     const ingest = { client, probe, pool: stores.pool, rabbitmq, metrics, log, outages };
     const bridge = startIngest(config, { ...ingest, syncHold }, resources);
-    later.throttledWithin = (ms) => bridge.throttledWithin(ms);
+    later.saturatedWithin = (ms) => bridge.saturatedWithin(ms);
 
     const checks = {
       ...ingest,
@@ -325,17 +325,17 @@ async function startSchedules(config: Config, client: Client, log: Logger): Prom
 
 /**
  * With BRIDGE_HOLD_FOR_SYNC, the hold of new ingest starts around each minute's sync. Saturated: the
- * throttle closed within the last minute (with no throttle, never); and a paused schedule publishes
- * nothing, so there is no minute to make room for.
+ * throttle closed, or messages waited in the incoming queue, within the last minute; and a paused
+ * schedule publishes nothing, so there is no minute to make room for.
  */
 function startSyncHold(
   config: Config,
-  ingest: { throttledWithin: (ms: number) => boolean; syncPaused: () => boolean },
+  ingest: { saturatedWithin: (ms: number) => boolean; syncPaused: () => boolean },
   deps: { metrics: AppMetrics; log: Logger },
   resources: Resources,
 ): SyncHold | undefined {
   if (!config.BRIDGE_HOLD_FOR_SYNC) return undefined;
-  const saturated = () => ingest.throttledWithin(60_000) && !ingest.syncPaused();
+  const saturated = () => ingest.saturatedWithin(60_000) && !ingest.syncPaused();
   const hold = new SyncHold({ leadMs: config.SYNC_LEAD_SECONDS * 1000, saturated }, deps);
   resources.add('sync hold', () => hold.stop());
   return hold;

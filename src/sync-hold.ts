@@ -17,8 +17,8 @@ export interface SyncHoldOptions {
   /** SYNC_LEAD_SECONDS in ms: the schedule fires this long before each minute. */
   leadMs: number;
   /**
-   * Whether ingest is running at its bound now (the throttle is closed, or closed within the last
-   * minute) and the sync schedule is not paused: only then are starts held. Asked once per minute,
+   * Whether ingest ran at its bound within the last minute (the throttle closed, or messages waited
+   * in the incoming queue) and the sync schedule is not paused: only then are starts held. Asked once per minute,
    * the first time a start asks in that minute's window.
    */
   saturated: () => boolean;
@@ -32,7 +32,7 @@ export interface SyncHoldOptions {
  * saturated, no new IngestTransaction is started from 1 s before the schedule fires (6 s before the
  * minute at most) until this process has written the minute (publishBalances calls `written`), or
  * HOLD_AFTER_MINUTE_MS after it when the sync runs elsewhere or fails. What is held waits in
- * RabbitMQ, and up to the prefetch unacked in the bridge. A minute holds only if the throttle closed
+ * RabbitMQ, and up to the prefetch unacked in the bridge. A minute holds only if ingest was saturated
  * within the minute before; decided the first time a start asks in its window, so the in-flight count
  * emptying during the hold does not end it.
  */

@@ -9,6 +9,7 @@ import { createConfirmedPublisher, type DeadLetterPublisher } from '../rabbitmq/
 import { TemporalProbe } from '../temporal-probe.js';
 import { startConsumer, type Consumer } from './consumer.js';
 import { DeliveryHandler } from './handle-delivery.js';
+import { saturation, watchBacklog } from './backlog.js';
 import { startIngestSummary } from './ingest-summary.js';
 import type { ProviderDirectory } from './provider-directory.js';
 import { InFlightThrottle } from './in-flight-throttle.js';
@@ -54,8 +55,11 @@ export interface Bridge {
   isConsuming(): boolean;
   /** False while the dead-letter queue refuses messages (until one is accepted again). */
   deadLettersAccepted(): boolean;
-  /** Whether the throttle is closed now or closed within the last `ms`: ingest ran at its bound. */
-  throttledWithin(ms: number): boolean;
+  /**
+   * Whether ingest ran at its bound within the last `ms`: the throttle closed, or (with a sync hold)
+   * messages waited in the incoming queue.
+   */
+  saturatedWithin(ms: number): boolean;
   /** Stops consuming, waits for in-flight messages to be settled, then closes its channel. */
   stop(): Promise<void>;
 }
@@ -114,6 +118,7 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
     }),
     { metrics, log },
   );
+  const backlog = deps.syncHold ? watchBacklog(deps.connection, options.incomingQueue, log) : undefined;
   const stopSummary = startIngestSummary(metrics, log, options.summaryIntervalMs, () => ({
     inFlight: inFlight.size,
     throttled: throttle.isThrottling(),
@@ -122,9 +127,10 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
   return {
     isConsuming: () => consumer.isConsuming(),
     deadLettersAccepted: () => deadLettersAccepted,
-    throttledWithin: (ms) => throttle.closedWithin(ms),
+    saturatedWithin: saturation(throttle, backlog),
     async stop() {
       stopSummary();
+      backlog?.stop();
       stopPausing();
       draining.abort();
       await consumer.cancel();

@@ -78,7 +78,8 @@ export async function ensureQueue(connection: ChannelModel | undefined, queue: s
   }
 }
 
-async function onThrowawayChannel<T>(connection: ChannelModel, use: (channel: Channel) => Promise<T>) {
+/** Runs `use` on a channel of its own, closed afterwards: an error it causes (404, 403) closes only that channel. */
+export async function onThrowawayChannel<T>(connection: ChannelModel, use: (channel: Channel) => Promise<T>) {
   const channel = await connection.createChannel();
   channel.on('error', () => undefined);
   try {
