@@ -107,8 +107,19 @@ export function spawnApp(settings: AppSettings): AppProcess {
     }
     if (!entry.msg) return;
     if ((entry.level ?? 0) >= 40) {
-      const { msg, err, writeOffsetMs, workflowType, boundary } = entry as Record<string, unknown>;
-      const detail = JSON.stringify({ err, writeOffsetMs, workflowType, boundary });
+      const { msg, err, error, writeOffsetMs, workflowType, activityType, attempt, boundary } =
+        entry as Record<string, unknown>;
+      // The SDK's own lines ("Activity failed") carry the failure as `error`.
+      const why = (error as { message?: unknown } | undefined)?.message ?? error;
+      const detail = JSON.stringify({
+        err,
+        error: why,
+        writeOffsetMs,
+        workflowType,
+        activityType,
+        attempt,
+        boundary,
+      });
       progress(`app ${child.pid} ${entry.level === 40 ? 'warn' : 'error'}: ${String(msg)} ${detail}`);
     }
     if (!logTimes.has(entry.msg)) {
