@@ -170,18 +170,22 @@ export function spawnApp(settings: AppSettings): AppProcess {
   };
 }
 
-/** A counter's value by one label from the app's /metrics (its HTTP port from its start-up log), summed over apps. */
+/**
+ * A counter's value by one label from the app's /metrics (its HTTP port from its start-up log), summed
+ * over apps; without `label`, the unlabelled counter's value under the key ''.
+ */
 export async function appCounter(
   apps: AppProcess[],
   name: string,
-  label: string,
+  label?: string,
 ): Promise<Record<string, number>> {
   const sums: Record<string, number> = {};
   for (const app of apps) {
     const port = app.firstLogs.get('http endpoints ready')?.port;
     if (typeof port !== 'number') continue;
     const body = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-    for (const match of body.matchAll(new RegExp(`^${name}\\{${label}="([^"]*)"\\} (\\S+)$`, 'gm')))
+    const line = label ? `^${name}\\{${label}="([^"]*)"\\} (\\S+)$` : `^${name}()(?:\\{\\})? (\\S+)$`;
+    for (const match of body.matchAll(new RegExp(line, 'gm')))
       sums[match[1]!] = (sums[match[1]!] ?? 0) + Number(match[2]);
   }
   return sums;

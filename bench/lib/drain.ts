@@ -89,7 +89,15 @@ export interface DrainRow {
   payload: StartPayloadBytes | null;
   /** Share of new runs whose first task came back with the start (the app's workflow_starts_total). */
   eagerShare: number | null;
+  /** Seconds new starts waited for a minute's sync (the app's bridge_sync_held_seconds_total), summed over apps. */
+  heldSeconds: number | null;
 }
+
+/** The drain rate over the time no start was held for a minute's sync (the ceiling has no minute to write). */
+export const rateOutsideHolds = (row: DrainRow) =>
+  row.heldSeconds === null || row.rows < 2
+    ? null
+    : (row.rows - 1) / ((row.rows - 1) / row.rate - row.heldSeconds);
 
 export const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / (values.length || 1);
 export const eagerCeiling = (row: DrainRow) => (row.adjacent ? mean(row.adjacent.eager) : null);
@@ -250,6 +258,10 @@ async function drainOnly(context: DrainContext, spec: DrainSpec): Promise<DrainR
     const eagerShare = starts > 0 ? (dispatch.eager ?? 0) / starts : null;
     if (eagerShare !== null)
       progress(`  ${(eagerShare * 100).toFixed(1)}% of ${starts} starts eagerly dispatched`);
+    const held = await appCounter(apps, 'balance_sync_bridge_sync_held_seconds_total').catch(
+      (): Record<string, number> => ({}),
+    );
+    const heldSeconds = '' in held ? held[''] : null;
     return {
       label: spec.label,
       server: spec.serverLabel,
@@ -265,6 +277,7 @@ async function drainOnly(context: DrainContext, spec: DrainSpec): Promise<DrainR
       queueDepthAtHalf: watch.queueDepthAtHalf(),
       payload: await startPayloadBytes(spec.server.address, `ingest-${prefix}-0`).catch(() => null),
       eagerShare,
+      heldSeconds,
     };
   } finally {
     await meter?.stop();

@@ -1,5 +1,13 @@
 // The markdown tables of bench/ingest.ts, one function per table.
-import { type CeilingCpuMs, eagerCeiling, localCeiling, mean, plainCeiling, type DrainRow } from './drain.js';
+import {
+  type CeilingCpuMs,
+  eagerCeiling,
+  localCeiling,
+  mean,
+  plainCeiling,
+  rateOutsideHolds,
+  type DrainRow,
+} from './drain.js';
 import type { CeilingRow } from './temporal-load.js';
 import { fmt, report, table, type CpuReport } from './util.js';
 
@@ -97,6 +105,8 @@ export function reportDrains(drains: DrainRow[], baselineRate: number | undefine
         'empty ceiling wf/s (eager)',
         'empty ceiling wf/s (plain)',
         '**÷ one local activity** (goal ≥ 0.9)',
+        'starts held for the sync s',
+        '÷ one local activity, held time left out',
         '÷ empty eager',
         '÷ empty plain',
         '÷ in-memory one local activity',
@@ -110,6 +120,8 @@ export function reportDrains(drains: DrainRow[], baselineRate: number | undefine
                 '–',
                 messages,
                 baselineRate,
+                '–',
+                '–',
                 '–',
                 '–',
                 '–',
@@ -132,6 +144,8 @@ export function reportDrains(drains: DrainRow[], baselineRate: number | undefine
           range(row.adjacent?.eager),
           range(row.adjacent?.plain),
           `**${ratio(row.rate, localCeiling(row))}**`,
+          row.heldSeconds === null ? '–' : row.heldSeconds.toFixed(1),
+          ratio(rateOutsideHolds(row), localCeiling(row)),
           ratio(row.rate, eagerCeiling(row)),
           ratio(row.rate, plainCeiling(row)),
           ratio(row.rate, memoryFirst ? localCeiling(memoryFirst) : null),
@@ -142,7 +156,10 @@ export function reportDrains(drains: DrainRow[], baselineRate: number | undefine
       '\n\nEach ceiling: a closed loop (start + wait for the result) on the bench\'s own worker; "one local ' +
       'activity" is BenchLocalNoop (one no-op local activity with IngestTransaction\'s options: the least ' +
       'one IngestTransaction per message can cost). "÷" columns use the mean of before and after. ' +
-      '"÷ in-memory one local activity": against the in-memory server of this run (its first drain).',
+      '"÷ in-memory one local activity": against the in-memory server of this run (its first drain). ' +
+      '"Starts held for the sync": the app\'s bridge_sync_held_seconds_total (BRIDGE_HOLD_FOR_SYNC: no new ' +
+      'start from just before each minute\'s sync until it is written); "held time left out" divides the ' +
+      "rows by the drain's time minus that, since the ceiling writes no minute.",
   );
   report(
     'Where the CPU goes during the drains (CPU ms per message)',
