@@ -8,6 +8,7 @@ const CLOCK_BOUND = [
   'test/integration/writer-privileges.test.ts',
   'test/integration/sync-watch.test.ts',
   'test/integration/sync-hold.test.ts',
+  'test/integration/sync-hold-backlog.test.ts',
   'test/integration/sync-clock-skew.test.ts',
   'test/integration/keydb-fence.test.ts',
 ];

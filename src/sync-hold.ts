@@ -45,6 +45,8 @@ export class SyncHold implements StartGate {
   /** The latest minute this process wrote. */
   private writtenMinute = 0;
   private heldSince = 0;
+  /** When the last hold ended (epoch ms; 0: none yet). */
+  private lastEndedAt = 0;
   private stopped = false;
   private readonly now: () => number;
 
@@ -95,6 +97,14 @@ export class SyncHold implements StartGate {
     if (this.minute <= this.writtenMinute) this.end();
   }
 
+  /**
+   * Whether a hold is on now or ended within the last `ms`: messages that piled up in RabbitMQ while
+   * starts waited are the hold's own backlog, not a sign that ingest is saturated (BacklogWatch).
+   */
+  heldWithin(ms: number): boolean {
+    return this.holds || (this.lastEndedAt > 0 && this.now() - this.lastEndedAt <= ms);
+  }
+
   /** Ends a hold on now and holds nothing more (shutdown). */
   stop(): void {
     this.stopped = true;
@@ -120,6 +130,7 @@ export class SyncHold implements StartGate {
     this.timer = undefined;
     if (this.holds) {
       this.holds = false;
+      this.lastEndedAt = this.now();
       this.deps.metrics.bridgeSyncHeldSeconds.inc((this.now() - this.heldSince) / 1000);
       this.deps.metrics.bridgeSyncHolding.set(0);
     }

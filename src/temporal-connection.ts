@@ -61,13 +61,18 @@ function loadProfile(env: NodeJS.ProcessEnv) {
     Object.entries(env).filter((entry): entry is [string, string] => entry[1] !== undefined),
   );
   const path = env[API_KEY_FILE];
-  if (path && env.TEMPORAL_API_KEY) throw new Error(`set TEMPORAL_API_KEY or ${API_KEY_FILE}, not both`);
-  const profile = loadClientConfigProfile({ overrideEnvVars: defined });
-  if (!path) return profile;
-  if (profile.apiKey !== undefined)
+  if (!path) return loadClientConfigProfile({ overrideEnvVars: defined });
+  if (env.TEMPORAL_API_KEY) throw new Error(`set TEMPORAL_API_KEY or ${API_KEY_FILE}, not both`);
+  // An empty TEMPORAL_API_KEY (compose's `${X:-}`) is no key: leave it out, or envconfig takes it as one.
+  const profile = loadClientConfigProfile({
+    overrideEnvVars: Object.fromEntries(
+      Object.entries(defined).filter(([name]) => name !== 'TEMPORAL_API_KEY'),
+    ),
+  });
+  if (profile.apiKey)
     throw new Error(
-      `the profile (TEMPORAL_PROFILE, ${env.TEMPORAL_PROFILE ?? 'default'}) has an api_key and ${API_KEY_FILE} ` +
-        'is set: keep one',
+      `the profile ${env.TEMPORAL_PROFILE ?? 'default'} (TEMPORAL_PROFILE, in ` +
+        `${env.TEMPORAL_CONFIG_FILE ?? 'the default temporal.toml'}) has an api_key and ${API_KEY_FILE} is set: keep one`,
     );
   return { ...profile, apiKey: readApiKeyFile(path) };
 }

@@ -172,12 +172,13 @@ export function spawnApp(settings: AppSettings): AppProcess {
 
 /**
  * A counter's value by one label from the app's /metrics (its HTTP port from its start-up log), summed
- * over apps; without `label`, the unlabelled counter's value under the key ''.
+ * over apps (or their largest, `max`); without `label`, the unlabelled counter's value under the key ''.
  */
 export async function appCounter(
   apps: AppProcess[],
   name: string,
   label?: string,
+  combine: 'sum' | 'max' = 'sum',
 ): Promise<Record<string, number>> {
   const sums: Record<string, number> = {};
   for (const app of apps) {
@@ -186,7 +187,10 @@ export async function appCounter(
     const body = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
     const line = label ? `^${name}\\{${label}="([^"]*)"\\} (\\S+)$` : `^${name}()(?:\\{\\})? (\\S+)$`;
     for (const match of body.matchAll(new RegExp(line, 'gm')))
-      sums[match[1]!] = (sums[match[1]!] ?? 0) + Number(match[2]);
+      sums[match[1]!] =
+        combine === 'max'
+          ? Math.max(sums[match[1]!] ?? 0, Number(match[2]))
+          : (sums[match[1]!] ?? 0) + Number(match[2]);
   }
   return sums;
 }

@@ -89,7 +89,7 @@ export interface DrainRow {
   payload: StartPayloadBytes | null;
   /** Share of new runs whose first task came back with the start (the app's workflow_starts_total). */
   eagerShare: number | null;
-  /** Seconds new starts waited for a minute's sync (the app's bridge_sync_held_seconds_total), summed over apps. */
+  /** Seconds new starts waited for a minute's sync (the app's bridge_sync_held_seconds_total), the longest of the apps. */
   heldSeconds: number | null;
 }
 
@@ -258,9 +258,13 @@ async function drainOnly(context: DrainContext, spec: DrainSpec): Promise<DrainR
     const eagerShare = starts > 0 ? (dispatch.eager ?? 0) / starts : null;
     if (eagerShare !== null)
       progress(`  ${(eagerShare * 100).toFixed(1)}% of ${starts} starts eagerly dispatched`);
-    const held = await appCounter(apps, 'balance_sync_bridge_sync_held_seconds_total').catch(
-      (): Record<string, number> => ({}),
-    );
+    // The apps hold the same minutes at the same time: the longest, not the sum. (A hold still on is not counted yet.)
+    const held = await appCounter(
+      apps,
+      'balance_sync_bridge_sync_held_seconds_total',
+      undefined,
+      'max',
+    ).catch((): Record<string, number> => ({}));
     const heldSeconds = '' in held ? held[''] : null;
     return {
       label: spec.label,

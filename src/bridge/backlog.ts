@@ -1,13 +1,29 @@
 import type { AmqpConnectionManager } from 'amqp-connection-manager';
+import pTimeout from 'p-timeout';
 import type { Logger } from 'pino';
 import { onThrowawayChannel } from '../rabbitmq/dead-letters.js';
 
 export const BACKLOG_CHECK_INTERVAL_MS = 2_000;
+/** A check that has not answered by then fails, and the next one may start. */
+const CHECK_TIMEOUT_MS = 5_000;
+/**
+ * Checks during a hold for the minute's sync, and this long after it, do not count: what piled up
+ * while starts waited is the hold's own backlog, and counting it would hold the next minute too at
+ * any rate above about BRIDGE_PREFETCH per hold. A backlog that outlasts this is ingest at its bound.
+ */
+export const AFTER_HOLD_IGNORED_MS = 10_000;
 
 export interface BacklogWatch {
-  /** Whether the incoming queue held ready messages at a check within the last `ms`. */
+  /** Whether a check within the last `ms` found ready messages in the incoming queue (outside holds). */
   seenWithin(ms: number): boolean;
   stop(): void;
+}
+
+export interface BacklogWatchOptions {
+  /** The sync hold's own SyncHold.heldWithin: whether a hold is on or ended within `ms`. */
+  heldWithin: (ms: number) => boolean;
+  intervalMs?: number;
+  timeoutMs?: number;
 }
 
 /**
@@ -22,7 +38,7 @@ export function watchBacklog(
   connection: Pick<AmqpConnectionManager, 'connection'>,
   queue: string,
   log: Logger,
-  intervalMs = BACKLOG_CHECK_INTERVAL_MS,
+  { heldWithin, intervalMs = BACKLOG_CHECK_INTERVAL_MS, timeoutMs = CHECK_TIMEOUT_MS }: BacklogWatchOptions,
 ): BacklogWatch {
   let seenAt: number | undefined;
   let checking = false;
@@ -32,17 +48,22 @@ export function watchBacklog(
     if (!model || checking) return;
     checking = true;
     try {
-      const { messageCount } = await onThrowawayChannel(model, (channel) => channel.checkQueue(queue));
-      if (messageCount > 0) seenAt = Date.now();
+      const { messageCount } = await pTimeout(
+        onThrowawayChannel(model, (channel) => channel.checkQueue(queue)),
+        { milliseconds: timeoutMs, message: `no answer in ${timeoutMs} ms` },
+      );
+      if (messageCount > 0 && !heldWithin(AFTER_HOLD_IGNORED_MS)) seenAt = Date.now();
       lastFailure = undefined;
     } catch (error) {
       const reason = (error as Error).message;
-      if (reason !== lastFailure && connection.connection === model)
+      // A connection lost meanwhile is the consumer's to report.
+      if (reason !== lastFailure && connection.connection === model) {
         log.warn(
           { queue, err: reason },
           'cannot read the incoming queue’s depth; the sync hold sees only the throttle',
         );
-      lastFailure = reason;
+        lastFailure = reason;
+      }
     } finally {
       checking = false;
     }

@@ -3,6 +3,7 @@ import type { AmqpConnectionManager } from 'amqp-connection-manager';
 import pTimeout from 'p-timeout';
 import type { Logger } from 'pino';
 import type { StartGate } from '../gate.js';
+import type { SyncHold } from '../sync-hold.js';
 import type { IngestOutages } from '../ingest-outages.js';
 import type { AppMetrics } from '../metrics.js';
 import { createConfirmedPublisher, type DeadLetterPublisher } from '../rabbitmq/dead-letters.js';
@@ -47,7 +48,7 @@ export interface BridgeDeps {
   /** Where an outage met while starting runs is reported, for /readyz (the app's, shared with the inserts). */
   outages?: IngestOutages;
   /** Where starts wait for the minute's sync while ingest is saturated (the app's SyncHold); none by default. */
-  syncHold?: StartGate;
+  syncHold?: StartGate & Pick<SyncHold, 'heldWithin'>;
 }
 
 export interface Bridge {
@@ -118,7 +119,12 @@ export function startBridge(options: BridgeOptions, deps: BridgeDeps): Bridge {
     }),
     { metrics, log },
   );
-  const backlog = deps.syncHold ? watchBacklog(deps.connection, options.incomingQueue, log) : undefined;
+  const { syncHold } = deps;
+  const backlog = syncHold
+    ? watchBacklog(deps.connection, options.incomingQueue, log, {
+        heldWithin: (ms) => syncHold.heldWithin(ms),
+      })
+    : undefined;
   const stopSummary = startIngestSummary(metrics, log, options.summaryIntervalMs, () => ({
     inFlight: inFlight.size,
     throttled: throttle.isThrottling(),

@@ -34,8 +34,8 @@ export type StartResult =
  * Starts IngestTransaction; resolves once Temporal has it, whether new or already there. An existing
  * run started with another body's fingerprint means the message_id was reused: `message_id_conflict`.
  * The fingerprint is read back from that run's input (a rare read: a redelivery or a reused id) rather
- * than kept in a memo on every start: without the memo the drain ran faster in five paired rounds out
- * of five (docs/BENCHMARKS.md, section 1).
+ * than kept in a memo on every start: without the memo the drain's ratio to its ceiling rose in five
+ * paired rounds out of five (docs/BENCHMARKS.md, section 1).
  * A failed run (its message was dead-lettered) does not block a new one, so a replayed dead letter runs.
  */
 export async function startIngest(client: Client, options: StartIngestOptions): Promise<StartResult> {

@@ -1,9 +1,9 @@
 import pino from 'pino';
 import { describe, expect, it, vi } from 'vitest';
-import { saturation, watchBacklog } from '../../src/bridge/backlog.js';
+import { AFTER_HOLD_IGNORED_MS, saturation, watchBacklog } from '../../src/bridge/backlog.js';
 
-/** A connection whose passive declare answers `ready()` (or throws what it throws). */
-function fakeConnection(ready: () => number) {
+/** A connection whose passive declare answers `ready()` (or throws what it throws, or never answers). */
+function fakeConnection(ready: () => number | 'never') {
   const checked: string[] = [];
   const model = {
     createChannel: () =>
@@ -12,9 +12,10 @@ function fakeConnection(ready: () => number) {
         close: () => Promise.resolve(),
         checkQueue: (queue: string) => {
           checked.push(queue);
-          return new Promise<{ queue: string; messageCount: number; consumerCount: number }>((resolve) =>
-            resolve({ queue, messageCount: ready(), consumerCount: 1 }),
-          );
+          return new Promise<{ queue: string; messageCount: number; consumerCount: number }>((resolve) => {
+            const count = ready();
+            if (count !== 'never') resolve({ queue, messageCount: count, consumerCount: 1 });
+          });
         },
       }),
   };
@@ -32,7 +33,10 @@ describe('watchBacklog', () => {
   it('sees ready messages in the incoming queue, and remembers them for the window asked', async () => {
     let ready = 0;
     const { connection, checked } = fakeConnection(() => ready);
-    const watch = watchBacklog(connection, 'incoming_transactions', pino({ level: 'silent' }), 5);
+    const watch = watchBacklog(connection, 'incoming_transactions', pino({ level: 'silent' }), {
+      heldWithin: () => false,
+      intervalMs: 5,
+    });
     try {
       await vi.waitFor(() => expect(checked.length).toBeGreaterThanOrEqual(2));
       expect(watch.seenWithin(60_000)).toBe(false);
@@ -41,12 +45,52 @@ describe('watchBacklog', () => {
       expect(checked.every((queue) => queue === 'incoming_transactions')).toBe(true);
       ready = 0;
       const seenAt = Date.now();
-      await vi.waitFor(() => expect(checked.length).toBeGreaterThanOrEqual(10));
+      const before = checked.length;
+      await vi.waitFor(() => expect(checked.length).toBeGreaterThanOrEqual(before + 3));
       // An empty queue since then does not forget what was seen within the window…
       expect(watch.seenWithin(60_000)).toBe(true);
       // …but a window that ends before it does.
       await vi.waitFor(() => expect(Date.now() - seenAt).toBeGreaterThan(20));
       expect(watch.seenWithin(1)).toBe(false);
+    } finally {
+      watch.stop();
+    }
+  });
+
+  it('does not count what piled up during a hold for the sync, or just after it', async () => {
+    let held = true;
+    const { connection, checked } = fakeConnection(() => 5);
+    const watch = watchBacklog(connection, 'incoming_transactions', pino({ level: 'silent' }), {
+      heldWithin: (ms) => {
+        expect(ms).toBe(AFTER_HOLD_IGNORED_MS);
+        return held;
+      },
+      intervalMs: 5,
+    });
+    try {
+      await vi.waitFor(() => expect(checked.length).toBeGreaterThanOrEqual(3));
+      expect(watch.seenWithin(60_000)).toBe(false);
+      held = false;
+      await vi.waitFor(() => expect(watch.seenWithin(60_000)).toBe(true));
+    } finally {
+      watch.stop();
+    }
+  });
+
+  it('gives up on a check that never answers, and checks again', async () => {
+    const { warnings, log } = recordingLog();
+    let calls = 0;
+    const { connection } = fakeConnection(() => (++calls === 1 ? 'never' : 2));
+    const watch = watchBacklog(connection, 'incoming_transactions', log, {
+      heldWithin: () => false,
+      intervalMs: 5,
+      timeoutMs: 50,
+    });
+    try {
+      await vi.waitFor(() => expect(watch.seenWithin(60_000)).toBe(true));
+      expect(warnings).toEqual([
+        'cannot read the incoming queue’s depth; the sync hold sees only the throttle',
+      ]);
     } finally {
       watch.stop();
     }
@@ -61,7 +105,10 @@ describe('watchBacklog', () => {
         return undefined;
       },
     };
-    const watch = watchBacklog(disconnected, 'incoming_transactions', log, 5);
+    const watch = watchBacklog(disconnected, 'incoming_transactions', log, {
+      heldWithin: () => false,
+      intervalMs: 5,
+    });
     await vi.waitFor(() => expect(looked).toBeGreaterThanOrEqual(3));
     watch.stop();
     expect(watch.seenWithin(60_000)).toBe(false);
@@ -75,7 +122,10 @@ describe('watchBacklog', () => {
       failures++;
       throw new Error(failures < 5 ? 'NOT_FOUND' : 'ACCESS_REFUSED');
     });
-    const watch = watchBacklog(connection, 'incoming_transactions', log, 5);
+    const watch = watchBacklog(connection, 'incoming_transactions', log, {
+      heldWithin: () => false,
+      intervalMs: 5,
+    });
     try {
       await vi.waitFor(() => expect(checked.length).toBeGreaterThanOrEqual(8));
       expect(warnings).toEqual([

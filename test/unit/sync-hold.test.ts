@@ -54,6 +54,23 @@ describe('SyncHold: new ingest starts wait for the minute’s sync while ingest 
     expect(await sample('balance_sync_bridge_sync_holding')).toBe(0);
   });
 
+  it('says whether a hold is on or ended within a window, for the backlog watch', () => {
+    const subject = hold();
+    vi.setSystemTime(HOLD_FROM - 1);
+    expect(subject.heldWithin(10_000)).toBe(false);
+    vi.setSystemTime(HOLD_FROM);
+    subject.holding();
+    expect(subject.heldWithin(0)).toBe(true);
+    vi.setSystemTime(BOUNDARY + 40);
+    subject.written(new Date(BOUNDARY));
+    vi.setSystemTime(BOUNDARY + 41);
+    expect(subject.heldWithin(0)).toBe(false);
+    vi.setSystemTime(BOUNDARY + 40 + 10_000);
+    expect(subject.heldWithin(10_000)).toBe(true);
+    vi.setSystemTime(BOUNDARY + 40 + 10_001);
+    expect(subject.heldWithin(10_000)).toBe(false);
+  });
+
   it('ends by itself shortly after the minute when the write is not seen here (the sync ran elsewhere or failed)', async () => {
     const subject = hold();
     vi.setSystemTime(BOUNDARY - 2_000);

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -98,6 +98,13 @@ describe('temporalConnectOptions', () => {
     expect(namespace).toBe('ns.acct');
   });
 
+  it('takes an empty TEMPORAL_API_KEY beside the key file as no key (compose passes unset variables as empty)', () => {
+    writeFileSync(join(dir, 'api-key'), 'file-key');
+    vi.stubEnv('TEMPORAL_API_KEY_FILE', join(dir, 'api-key'));
+    vi.stubEnv('TEMPORAL_API_KEY', '');
+    expect(temporalConnectOptions(config).connectionOptions).toMatchObject({ apiKey: 'file-key', tls: true });
+  });
+
   it.each([
     [
       'a missing file',
@@ -130,7 +137,7 @@ describe('temporalConnectOptions', () => {
         vi.stubEnv('TEMPORAL_PROFILE', 'cloud');
         vi.stubEnv('TEMPORAL_API_KEY_FILE', join(dir, 'api-key'));
       },
-      /profile \(TEMPORAL_PROFILE, cloud\) has an api_key and TEMPORAL_API_KEY_FILE is set: keep one/,
+      /profile cloud \(TEMPORAL_PROFILE, in .*temporal\.toml\) has an api_key and TEMPORAL_API_KEY_FILE is set: keep one/,
     ],
   ])('refuses %s as a configuration error naming TEMPORAL_API_KEY_FILE', (_, arrange, reason) => {
     arrange();
@@ -324,7 +331,9 @@ describe('watchApiKeyFile', () => {
       expect(keys).toEqual([]);
       const expiry = 2_000_000_000;
       const rotated = `e30.${Buffer.from(JSON.stringify({ exp: expiry })).toString('base64url')}.signature`;
-      writeFileSync(path, rotated);
+      // As a rotation does (a secret's symlink swap): the whole new file at once, never a half-written one.
+      writeFileSync(`${path}.new`, rotated);
+      renameSync(`${path}.new`, path);
       await vi.waitFor(() => expect(keys).toEqual([rotated]));
       await reads(calls, 5);
       expect(keys).toEqual([rotated]);
