@@ -4,6 +4,7 @@ import type { Config } from '../../src/config.js';
 import { HOLD_BEFORE_FIRE_MS } from '../../src/sync-hold.js';
 import {
   appMetric,
+  ingestStartsBetween,
   installQuietRuntime,
   nextScheduledBoundary,
   publisher,
@@ -48,12 +49,7 @@ describe('the sync hold, seen from the queue (throttle off)', () => {
     await stores?.stop();
   });
 
-  const startsBetween = async (fromMs: number, toMs: number) => {
-    const query =
-      `WorkflowType = 'IngestTransaction' AND TaskQueue = '${config.TEMPORAL_TASK_QUEUE}' AND ` +
-      `StartTime >= '${new Date(fromMs).toISOString()}' AND StartTime <= '${new Date(toMs).toISOString()}'`;
-    return (await app.client.workflow.count(query)).count;
-  };
+  const startsBetween = (fromMs: number, toMs: number) => ingestStartsBetween(app, config, fromMs, toMs);
 
   it('holds new starts from just before the sync fires until the minute is written, with messages waiting', async () => {
     const leadMs = LEAD_SECONDS * 1000;

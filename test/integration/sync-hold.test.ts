@@ -5,6 +5,7 @@ import type { Config } from '../../src/config.js';
 import { DEFAULT_SYNC_WATCH_OPTIONS } from '../../src/schedules/sync-watch.js';
 import {
   appMetric,
+  ingestStartsBetween,
   installQuietRuntime,
   nextScheduledBoundary,
   publisher,
@@ -54,12 +55,7 @@ describe('ingest saturated at a minute boundary (BRIDGE_HOLD_FOR_SYNC)', () => {
     await stores?.stop();
   });
 
-  const startsBetween = async (fromMs: number, toMs: number) => {
-    const query =
-      `WorkflowType = 'IngestTransaction' AND TaskQueue = '${config.TEMPORAL_TASK_QUEUE}' AND ` +
-      `StartTime >= '${new Date(fromMs).toISOString()}' AND StartTime <= '${new Date(toMs).toISOString()}'`;
-    return (await app.client.workflow.count(query)).count;
-  };
+  const startsBetween = (fromMs: number, toMs: number) => ingestStartsBetween(app, config, fromMs, toMs);
 
   const leadMs = LEAD_SECONDS * 1000;
 

@@ -105,6 +105,14 @@ export async function waitFor<T>(
   }
 }
 
+/** IngestTransaction runs started on `config`'s task queue between two instants, as visibility counts them. */
+export async function ingestStartsBetween(app: App, config: Config, fromMs: number, toMs: number) {
+  const query =
+    `WorkflowType = 'IngestTransaction' AND TaskQueue = '${config.TEMPORAL_TASK_QUEUE}' AND ` +
+    `StartTime >= '${new Date(fromMs).toISOString()}' AND StartTime <= '${new Date(toMs).toISOString()}'`;
+  return (await app.client.workflow.count(query)).count;
+}
+
 /**
  * The minute boundary (epoch ms) of the sync schedule's first tick that fires after `afterMs`,
  * asking the schedule rather than the clock (each tick comes SYNC_LEAD_SECONDS early), so a
