@@ -321,16 +321,22 @@ export async function rabbitmqctl(...args: string[]): Promise<string[][]> {
     .map((line) => line.split('\t'));
 }
 
+/** The app's RabbitMQ connections for this task queue on the broker (pid), each consuming or publishing. */
+export async function bridgeConnections(taskQueue: string): Promise<{ pid: string; consuming: boolean }[]> {
+  const mine = `balance-sync bridge ${taskQueue}`;
+  return (await rabbitmqctl('list_connections', 'pid', 'client_properties'))
+    .filter(([, properties]) => properties?.includes(mine))
+    .map(([pid, properties]) => ({ pid: pid!, consuming: !properties!.includes(`${mine} publishing`) }));
+}
+
 /** Broker-side pids of the app's RabbitMQ connections (consuming and publishing) for this task queue. */
 export async function bridgeConnectionPids(
   taskQueue: string,
   which: 'all' | 'consuming' = 'all',
 ): Promise<string[]> {
-  const mine = `balance-sync bridge ${taskQueue}`;
-  return (await rabbitmqctl('list_connections', 'pid', 'client_properties'))
-    .filter(([, properties]) => properties?.includes(mine))
-    .filter(([, properties]) => which === 'all' || !properties!.includes(`${mine} publishing`))
-    .map(([pid]) => pid!);
+  return (await bridgeConnections(taskQueue))
+    .filter((connection) => which === 'all' || connection.consuming)
+    .map(({ pid }) => pid);
 }
 
 /** Force-closes, on the broker side, the bridge connections of the app using this task queue. */
