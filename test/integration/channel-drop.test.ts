@@ -40,18 +40,23 @@ async function queueState(queue: string) {
 }
 
 /**
- * Messages ready and consumers, by a passive declare: one AMQP round trip, where each rabbitmqctl call
- * starts an Erlang VM (0.75 s of CPU; several seconds under CI's load, and the look-up's 30 s
- * statement_timeout bounds this test's whole wait).
+ * Messages ready and consumers, each read by a passive declare on one connection: one AMQP round trip,
+ * where each rabbitmqctl call starts an Erlang VM (0.75 s of CPU; several seconds under CI's load, and
+ * the look-up's 30 s statement_timeout bounds this test's whole wait).
  */
-async function readyAndConsumers(queue: string) {
+async function queueWatch(queue: string) {
   const connection = await amqplib.connect(RABBITMQ_URL);
-  try {
-    const { messageCount, consumerCount } = await (await connection.createChannel()).checkQueue(queue);
-    return { ready: messageCount, consumers: consumerCount };
-  } finally {
-    await connection.close();
-  }
+  connection.on('error', () => undefined);
+  return {
+    async readyAndConsumers() {
+      const channel = await connection.createChannel();
+      channel.on('error', () => undefined); // a 404 closes the channel: the check rejects, no crash
+      const { messageCount, consumerCount } = await channel.checkQueue(queue);
+      await channel.close().catch(() => undefined);
+      return { ready: messageCount, consumers: consumerCount };
+    },
+    close: () => connection.close().catch(() => undefined),
+  };
 }
 
 /** The app's provider look-ups waiting on a lock (backend, since when, for how long). */
@@ -174,49 +179,61 @@ describe('a channel drop', () => {
         },
         90_000,
       );
-      // Each phase's time since the look-up was seen, for a failure: all of it must fit in its 30 s.
-      const heldAt = Date.now();
-      const phases: string[] = [];
-      const phase = (name: string) => phases.push(`${name} +${Date.now() - heldAt} ms`);
-      const connections = await bridgeConnections(taskQueue);
-      const dropped = connections.filter((c) => c.consuming).map((c) => c.pid);
-      expect(connections).toHaveLength(2); // consuming and publishing
-      await Promise.all(
-        connections.map(({ pid }) => rabbitmqctl('close_connection', pid, 'test: forced close')),
-      );
-      phase('closed');
-      await waitFor('the lost connection counted', async () =>
-        (await appMetric(app, LOST)) > lostBefore ? true : undefined,
-      );
-      // Reconnected, its channel set up: the moment a consumer that did not wait would consume again.
-      await waitFor('the consuming connection back, with its prefetch set', async () => {
-        const [now, channels] = await Promise.all([
-          bridgeConnections(taskQueue),
-          rabbitmqctl('list_channels', 'connection', 'prefetch_count'),
-        ]);
-        const back = now.find((c) => c.consuming && !dropped.includes(c.pid));
-        return back && channels.some(([pid, prefetch]) => pid === back.pid && Number(prefetch) === PREFETCH)
-          ? true
-          : undefined;
-      });
-      phase('reconnected');
-      // The 20 still held are let go only when the look-up returns; a new consumer's prefetch is its
-      // own, so consuming now would hold 40. The broker keeps the 20 ready, with no consumer (the only
-      // 20 messages on this queue, so none unacked either).
-      // The broker requeues the dropped channel's 20 when it has closed it, which under load comes
-      // after the reconnect: wait for that. A new consumer holding them would keep this false.
-      // The look-up is bounded too (the ingest pool's 30 s statement_timeout): a failure says how
-      // long it had waited, and what the app holds.
-      const settled = { ready: 20, consumers: 0 };
-      await waitFor('the broker to hold the 20 ready, with no consumer', async () =>
-        JSON.stringify(await readyAndConsumers(config.INCOMING_QUEUE)) === JSON.stringify(settled)
-          ? true
-          : undefined,
-      ).catch(async (error: unknown) => {
+      // Each phase's time since the look-up began, for a failure: all of it must fit in its 30 s.
+      const lookUpFrom = Date.now() - Math.round(lookUp.age * 1000);
+      const phases: string[] = [`look-up seen +${Math.round(lookUp.age * 1000)} ms`];
+      const phase = (name: string) => phases.push(`${name} +${Date.now() - lookUpFrom} ms`);
+      const broker = await queueWatch(config.INCOMING_QUEUE);
+      try {
+        const connections = await bridgeConnections(taskQueue);
+        const dropped = connections.filter((c) => c.consuming).map((c) => c.pid);
+        expect(connections).toHaveLength(2); // consuming and publishing
+        await Promise.all(
+          connections.map(({ pid }) => rabbitmqctl('close_connection', pid, 'test: forced close')),
+        );
+        phase('closed');
+        await waitFor('the lost connection counted', async () =>
+          (await appMetric(app, LOST)) > lostBefore ? true : undefined,
+        );
+        // Reconnected, its channel set up: the moment a consumer that did not wait would consume again.
+        await waitFor('the consuming connection back, with its prefetch set', async () => {
+          const [now, channels] = await Promise.all([
+            bridgeConnections(taskQueue),
+            rabbitmqctl('list_channels', 'connection', 'prefetch_count'),
+          ]);
+          const back = now.find((c) => c.consuming && !dropped.includes(c.pid));
+          return back && channels.some(([pid, prefetch]) => pid === back.pid && Number(prefetch) === PREFETCH)
+            ? true
+            : undefined;
+        });
+        phase('reconnected');
+        // The 20 still held are let go only when the look-up returns; a new consumer's prefetch is its
+        // own, so consuming now would hold 40. The broker keeps the 20 ready, with no consumer (the
+        // only 20 messages on this queue, so none unacked either), and still does 500 ms later: a
+        // consume sent just after the reconnect has had its round trips by then.
+        // The broker requeues the dropped channel's 20 when it has closed it, which under load comes
+        // after the reconnect: wait for that. A new consumer holding them would keep this false.
+        const settled = JSON.stringify({ ready: 20, consumers: 0 });
+        let settledSince: number | undefined;
+        await waitFor('the broker to hold the 20 ready, with no consumer, for 500 ms', async () => {
+          if (JSON.stringify(await broker.readyAndConsumers()) !== settled) {
+            settledSince = undefined;
+            return undefined;
+          }
+          settledSince ??= Date.now();
+          return Date.now() - settledSince >= 500 ? true : undefined;
+        });
+        phase('settled');
+      } catch (error) {
+        // The look-up is bounded too (the ingest pool's 30 s statement_timeout): say how long each
+        // phase took, which look-up waits now, what the app holds and what the broker has.
         phase('gave up');
-        const seen = `${String(error)}; ${phases.join(', ')}; look-up then ${JSON.stringify(lookUp)}, now ${JSON.stringify(await heldLookUps(db))}; ${await appMetric(app, IN_FLIGHT)} in flight; ${(await appMetric(app, RELEASED('channel_closed'))) - releasedBefore} let go`;
-        expect(await queueState(config.INCOMING_QUEUE), seen).toEqual({ ...settled, unacked: 0 });
-      });
+        throw new Error(
+          `${String(error)}; ${phases.join(', ')}; look-up then ${JSON.stringify(lookUp)}, now ${JSON.stringify(await heldLookUps(db))}; ${await appMetric(app, IN_FLIGHT)} in flight; ${(await appMetric(app, RELEASED('channel_closed'))) - releasedBefore} let go; broker ${JSON.stringify(await queueState(config.INCOMING_QUEUE))}`,
+        );
+      } finally {
+        await broker.close();
+      }
       // Still the first look-up, within its statement timeout: the broker's state above is not that of
       // deliveries let go by the timeout and consumed again.
       expect((await heldLookUps(db)).map((waiting) => ({ ...waiting, age: 0 }))).toEqual([

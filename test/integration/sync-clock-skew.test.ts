@@ -114,8 +114,9 @@ describe('a worker whose clock is off', () => {
       // Each skew, as the app exports it, against what faketime set. Postgres's and KeyDB's are read at
       // a round trip's midpoint: within 250 ms, the alert's threshold, so good enough for the alert
       // (100 ms alone; 172 ms was seen with CI's other suites beside it). Temporal's is one-sided: it
-      // reads high by the activity task's dispatch, never low (a clock behind Temporal is never
-      // under-reported); a reading 326 ms off was seen under CI's load: never below, up to 1 s above.
+      // reads high by the activity task's dispatch, never low (faketime shifts this process's clock
+      // only, so the reading minus the offset is the real dispatch time); a reading 326 ms off was
+      // seen under CI's load: never below, up to 1 s above.
       for (const { skewSeconds, app: process } of apps) {
         const skews = await skewMetric(process);
         console.info(`clock ${skewSeconds} s: balance_sync_clock_skew_seconds ${JSON.stringify(skews)}`);
