@@ -21,6 +21,12 @@ export interface AppSettings {
 }
 
 /**
+ * A variant's `BENCH_APP_ROOT=/path/` runs the service built in another checkout (a baseline commit
+ * in a git worktree, built there), so two versions drain side by side in one run.
+ */
+const appRoot = (settings: AppSettings) => settings.env?.BENCH_APP_ROOT ?? REPO_ROOT;
+
+/**
  * The node flags and environment assignments of package.json's `start` script (the same as the
  * Dockerfile's CMD and ENV), e.g. `MALLOC_ARENA_MAX=2 node --max-old-space-size=384 dist/src/main.js`,
  * so the benches measure the process as it is deployed and not a bare `node dist/src/main.js`.
@@ -79,7 +85,8 @@ export function appEnv(settings: AppSettings): Record<string, string> {
 }
 
 export function spawnApp(settings: AppSettings): AppProcess {
-  const launch = settings.bare ? { env: {}, nodeArgs: [] } : startCommand();
+  const root = appRoot(settings);
+  const launch = settings.bare ? { env: {}, nodeArgs: [] } : startCommand(`${root}package.json`);
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
     HOME: process.env.HOME,
@@ -87,10 +94,10 @@ export function spawnApp(settings: AppSettings): AppProcess {
     ...appEnv(settings),
   };
   const spawnedAt = Date.now();
-  const script = `${REPO_ROOT}${settings.script ?? 'dist/src/main.js'}`;
+  const script = `${root}${settings.script ?? 'dist/src/main.js'}`;
   const child = spawn(process.execPath, [...launch.nodeArgs, ...(settings.nodeArgs ?? []), script], {
     env,
-    cwd: REPO_ROOT,
+    cwd: root,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   trackChild(child);
