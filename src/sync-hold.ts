@@ -12,6 +12,14 @@ export const HOLD_BEFORE_FIRE_MS = 1_000;
 export const MAX_HOLD_BEFORE_MINUTE_MS = 6_000;
 /** …and ends this long after the minute at the latest, when this process does not see the write. */
 export const HOLD_AFTER_MINUTE_MS = 1_000;
+/**
+ * Once this process's sync attempt is ready for the minute (connected, clocks read, waiting for `:00`),
+ * starts go ahead again until this long before the minute, then wait until it is written: what the
+ * minute itself needs is the read and the write, and the runs started before this finish meanwhile.
+ */
+export const HOLD_AGAIN_BEFORE_MINUTE_MS = 1_000;
+/** A pause shorter than this is not taken: runs started in it would still be open at the minute. */
+export const MIN_PAUSE_MS = 1_000;
 
 export interface SyncHoldOptions {
   /** SYNC_LEAD_SECONDS in ms: the schedule fires this long before each minute. */
@@ -31,19 +39,25 @@ export interface SyncHoldOptions {
  * activity task and write then queue behind ingest work: measured 4–5 s late. So while ingest is
  * saturated, no new IngestTransaction is started from 1 s before the schedule fires (6 s before the
  * minute at most) until this process has written the minute (publishBalances calls `written`), or
- * HOLD_AFTER_MINUTE_MS after it when the sync runs elsewhere or fails. What is held waits in
- * RabbitMQ, and up to the prefetch unacked in the bridge. A minute holds only if ingest was saturated
- * within the minute before; decided the first time a start asks in its window, so the in-flight count
- * emptying during the hold does not end it.
+ * HOLD_AFTER_MINUTE_MS after it when the sync runs elsewhere or fails. In between, once this
+ * process's attempt is ready and waiting for `:00` (publishBalances calls `ready`), starts go ahead
+ * until HOLD_AGAIN_BEFORE_MINUTE_MS before the minute (a pause of the hold, if at least MIN_PAUSE_MS
+ * of it is left). What is held waits in RabbitMQ, and up to the prefetch unacked in the bridge. A
+ * minute holds only if ingest was saturated within the minute before; decided the first time a start
+ * asks in its window (or the attempt says it is ready), so the in-flight count emptying during the
+ * hold does not end it.
  */
 export class SyncHold implements StartGate {
   private readonly gate = new Gate();
   private timer: NodeJS.Timeout | undefined;
-  /** The minute whose hold was decided (epoch ms), and whether that hold is on now. */
+  private holdAgainTimer: NodeJS.Timeout | undefined;
+  /** The minute whose hold was decided (epoch ms), whether that hold is on now, and whether it is paused. */
   private minute = 0;
   private holds = false;
-  /** The latest minute this process wrote. */
+  private paused = false;
+  /** The latest minute this process wrote, and the latest its sync attempt was ready for. */
   private writtenMinute = 0;
+  private readyMinute = 0;
   private heldSince = 0;
   /** When the last hold ended (epoch ms; 0: none yet). */
   private lastEndedAt = 0;
@@ -77,7 +91,8 @@ export class SyncHold implements StartGate {
       this.holds = this.options.saturated();
       if (this.holds) this.begin(minute, now);
     }
-    return this.holds;
+    if (this.holds) this.pauseOrResume(now);
+    return this.holds && !this.paused;
   }
 
   /** Whether starts may go ahead now (no hold on); decides the minute's hold like `holding`. */
@@ -91,6 +106,15 @@ export class SyncHold implements StartGate {
     await this.gate.wait(signal);
   }
 
+  /**
+   * publishBalances is ready for this minute and waits for `:00`: starts may go ahead until
+   * HOLD_AGAIN_BEFORE_MINUTE_MS before it.
+   */
+  ready(minute: Date): void {
+    this.readyMinute = Math.max(this.readyMinute, minute.getTime());
+    this.holding();
+  }
+
   /** publishBalances wrote this minute to KeyDB: the hold for it, if any, ends now. */
   written(minute: Date): void {
     this.writtenMinute = Math.max(this.writtenMinute, minute.getTime());
@@ -98,7 +122,7 @@ export class SyncHold implements StartGate {
   }
 
   /**
-   * Whether a hold is on now or ended within the last `ms`: messages that piled up in RabbitMQ while
+   * Whether a hold is on now (paused or not) or ended within the last `ms`: messages that piled up in RabbitMQ while
    * starts waited are the hold's own backlog, not a sign that ingest is saturated (BacklogWatch).
    */
   heldWithin(ms: number): boolean {
@@ -109,6 +133,29 @@ export class SyncHold implements StartGate {
   stop(): void {
     this.stopped = true;
     this.end();
+  }
+
+  /** Pauses the hold while this minute's attempt is ready and the minute is far enough; resumes it after. */
+  private pauseOrResume(now: number) {
+    const holdAgainAt = this.minute - HOLD_AGAIN_BEFORE_MINUTE_MS;
+    const pause = this.readyMinute >= this.minute && now < holdAgainAt;
+    if (pause && !this.paused && holdAgainAt - now >= MIN_PAUSE_MS) {
+      this.paused = true;
+      this.countHeld(now);
+      this.gate.open();
+      this.holdAgainTimer = setTimeout(() => this.holding(), holdAgainAt - now);
+      this.holdAgainTimer.unref();
+    } else if (!pause && this.paused) {
+      this.paused = false;
+      this.heldSince = now;
+      this.gate.close();
+      this.deps.metrics.bridgeSyncHolding.set(1);
+    }
+  }
+
+  private countHeld(now: number) {
+    this.deps.metrics.bridgeSyncHeldSeconds.inc((now - this.heldSince) / 1000);
+    this.deps.metrics.bridgeSyncHolding.set(0);
   }
 
   private begin(minute: number, now: number) {
@@ -127,12 +174,14 @@ export class SyncHold implements StartGate {
   /** Ends a running hold (if any) and wakes the waiters; returns false, for `holding`. */
   private end(): false {
     clearTimeout(this.timer);
+    clearTimeout(this.holdAgainTimer);
     this.timer = undefined;
+    this.holdAgainTimer = undefined;
     if (this.holds) {
       this.holds = false;
       this.lastEndedAt = this.now();
-      this.deps.metrics.bridgeSyncHeldSeconds.inc((this.now() - this.heldSince) / 1000);
-      this.deps.metrics.bridgeSyncHolding.set(0);
+      if (!this.paused) this.countHeld(this.lastEndedAt);
+      this.paused = false;
     }
     this.gate.open();
     return false;

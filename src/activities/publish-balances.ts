@@ -22,6 +22,16 @@ import {
   type Publication,
 } from './record-publication.js';
 
+/** Told how this process's attempts progress on a minute (the bridge's hold for it, src/sync-hold.ts). */
+export interface MinuteListener {
+  /** An attempt is connected, has read the clocks and now waits for this minute. */
+  ready(minute: Date): void;
+  /** This minute is in KeyDB. */
+  written(minute: Date): void;
+}
+
+const NO_LISTENER: MinuteListener = { ready: () => undefined, written: () => undefined };
+
 export interface PublishBalancesInput {
   /** The schedule's nominal time for this run (TemporalScheduledStartTime), ISO 8601. */
   nominalTime: string;
@@ -359,7 +369,12 @@ function startHeartbeat(context: Context): () => void {
  */
 async function warmUp(
   context: Context,
-  { pool, writer, metrics }: { pool: pg.Pool; writer: Redis; metrics: AppMetrics },
+  {
+    pool,
+    writer,
+    metrics,
+    listener,
+  }: { pool: pg.Pool; writer: Redis; metrics: AppMetrics; listener: MinuteListener },
   boundary: Date | null,
   attempt: { receivedAtMs: number; deadline: number },
 ): Promise<Clock> {
@@ -376,6 +391,7 @@ async function warmUp(
     postgres,
     keydb: { skewMs: -clock.offsetMs, uncertaintyMs: clock.uncertaintyMs },
   });
+  if (boundary) listener.ready(boundary);
   const latestWake = attempt.deadline - WRITE_MARGIN_MS - READ_ROOM_MS;
   const wait = Math.min((boundary?.getTime() ?? 0) - Date.now(), latestWake - performance.now());
   if (wait > 0) await sleep(wait, undefined, { signal: context.cancellationSignal });
@@ -456,8 +472,9 @@ async function unwrittenResult(
 /**
  * Waits on the wall clock for the minute boundary, then reads every provider's balance from Postgres
  * (exact NUMERIC, printed as Postgres prints it) and writes all keys to KeyDB in one fenced script.
- * Keys of providers that no longer exist are deleted in the same step, and `onMinuteWritten` is told
- * (the bridge then starts ingest again if it held it for the minute). A retried attempt waits for
+ * Keys of providers that no longer exist are deleted in the same step. `listener` is told when the
+ * attempt is ready for its minute and when the minute is written (the bridge's hold for the minute
+ * pauses, then ends, on these). A retried attempt waits for
  * the same boundary (it comes from the nominal time), or writes at once if that has passed. KeyDB
  * applies the write only if no other attempt wrote that minute, no newer minute is there and its
  * deadline has not passed (src/keydb/fenced-write.ts).
@@ -466,7 +483,7 @@ export function createPublishBalances(
   pool: pg.Pool,
   keydb: Redis,
   metrics: AppMetrics,
-  onMinuteWritten: (minute: Date) => void = () => undefined,
+  listener: MinuteListener = NO_LISTENER,
 ) {
   return async function publishBalances(input: PublishBalancesInput): Promise<PublishBalancesResult> {
     const receivedAtMs = Date.now();
@@ -477,7 +494,10 @@ export function createPublishBalances(
     try {
       const writer = fencedWriterFor(keydb);
       const boundary = boundaryFor(new Date(input.nominalTime), input.leadMs);
-      const clock = await warmUp(context, { pool, writer, metrics }, boundary, { receivedAtMs, deadline });
+      const clock = await warmUp(context, { pool, writer, metrics, listener }, boundary, {
+        receivedAtMs,
+        deadline,
+      });
       const readStart = performance.now();
       const { balances, triggersReinstalled } = await readCurrentBalances(pool);
       const readMs = Math.round((performance.now() - readStart) * 100) / 100;
@@ -518,7 +538,7 @@ export function createPublishBalances(
           `publishBalances attempt ${attempt}: KeyDB refused its write, past its deadline`,
         );
       }
-      if (boundary) onMinuteWritten(boundary);
+      if (boundary) listener.written(boundary);
       if (fence.outcome !== 'applied') {
         const outcome = { fence, write, attempt, racing: input.racing === true };
         return await unwrittenResult(pool, metrics, boundary, outcome, { readMs, triggersReinstalled });
