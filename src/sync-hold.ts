@@ -42,7 +42,8 @@ export interface SyncHoldOptions {
  * HOLD_AFTER_MINUTE_MS after it when the sync runs elsewhere or fails. In between, once this
  * process's attempt is ready and waiting for `:00` (publishBalances calls `ready`), starts go ahead
  * until HOLD_AGAIN_BEFORE_MINUTE_MS before the minute (a pause of the hold, if at least MIN_PAUSE_MS
- * of it is left). What is held waits in RabbitMQ, and up to the prefetch unacked in the bridge. A
+ * of it is left); an attempt that fails meanwhile (`failed`) ends the pause, so its retry has the
+ * machine. What is held waits in RabbitMQ, and up to the prefetch unacked in the bridge. A
  * minute holds only if ingest was saturated within the minute before; decided the first time a start
  * asks in its window (or the attempt says it is ready), so the in-flight count emptying during the
  * hold does not end it.
@@ -115,6 +116,12 @@ export class SyncHold implements StartGate {
     this.holding();
   }
 
+  /** An attempt for this minute failed: a pause for it ends (its retry needs the machine). */
+  failed(minute: Date): void {
+    if (this.readyMinute === minute.getTime()) this.readyMinute = 0;
+    this.holding();
+  }
+
   /** publishBalances wrote this minute to KeyDB: the hold for it, if any, ends now. */
   written(minute: Date): void {
     this.writtenMinute = Math.max(this.writtenMinute, minute.getTime());
@@ -122,8 +129,9 @@ export class SyncHold implements StartGate {
   }
 
   /**
-   * Whether a hold is on now (paused or not) or ended within the last `ms`: messages that piled up in RabbitMQ while
-   * starts waited are the hold's own backlog, not a sign that ingest is saturated (BacklogWatch).
+   * Whether a hold is on now (paused or not) or ended within the last `ms`: messages that piled up in
+   * RabbitMQ while starts waited are the hold's own backlog, not a sign that ingest is saturated
+   * (BacklogWatch).
    */
   heldWithin(ms: number): boolean {
     return this.holds || (this.lastEndedAt > 0 && this.now() - this.lastEndedAt <= ms);
@@ -143,6 +151,7 @@ export class SyncHold implements StartGate {
       this.paused = true;
       this.countHeld(now);
       this.gate.open();
+      clearTimeout(this.holdAgainTimer);
       this.holdAgainTimer = setTimeout(() => this.holding(), holdAgainAt - now);
       this.holdAgainTimer.unref();
     } else if (!pause && this.paused) {

@@ -28,9 +28,15 @@ export interface MinuteListener {
   ready(minute: Date): void;
   /** This minute is in KeyDB. */
   written(minute: Date): void;
+  /** An attempt for this minute failed: none of this process's is ready for it now. */
+  failed(minute: Date): void;
 }
 
-const NO_LISTENER: MinuteListener = { ready: () => undefined, written: () => undefined };
+const NO_LISTENER: MinuteListener = {
+  ready: () => undefined,
+  written: () => undefined,
+  failed: () => undefined,
+};
 
 export interface PublishBalancesInput {
   /** The schedule's nominal time for this run (TemporalScheduledStartTime), ISO 8601. */
@@ -473,8 +479,8 @@ async function unwrittenResult(
  * Waits on the wall clock for the minute boundary, then reads every provider's balance from Postgres
  * (exact NUMERIC, printed as Postgres prints it) and writes all keys to KeyDB in one fenced script.
  * Keys of providers that no longer exist are deleted in the same step. `listener` is told when the
- * attempt is ready for its minute and when the minute is written (the bridge's hold for the minute
- * pauses, then ends, on these). A retried attempt waits for
+ * attempt is ready for its minute, when the minute is written and when the attempt fails (the
+ * bridge's hold for the minute pauses, ends, or resumes on these). A retried attempt waits for
  * the same boundary (it comes from the nominal time), or writes at once if that has passed. KeyDB
  * applies the write only if no other attempt wrote that minute, no newer minute is there and its
  * deadline has not passed (src/keydb/fenced-write.ts).
@@ -490,10 +496,10 @@ export function createPublishBalances(
     const context = Context.current();
     const { attempt } = context.info;
     const deadline = attemptDeadline(context, performance.now());
+    const boundary = boundaryFor(new Date(input.nominalTime), input.leadMs);
     const stopHeartbeat = startHeartbeat(context);
     try {
       const writer = fencedWriterFor(keydb);
-      const boundary = boundaryFor(new Date(input.nominalTime), input.leadMs);
       const clock = await warmUp(context, { pool, writer, metrics, listener }, boundary, {
         receivedAtMs,
         deadline,
@@ -562,6 +568,9 @@ export function createPublishBalances(
         readMs,
         writeMs: Math.round(writeMs * 100) / 100,
       };
+    } catch (error) {
+      if (boundary) listener.failed(boundary);
+      throw error;
     } finally {
       stopHeartbeat();
     }

@@ -103,6 +103,21 @@ describe('SyncHold: new ingest starts wait for the minute’s sync while ingest 
     expect(subject.holding()).toBe(true);
   });
 
+  it('holds again when the ready attempt fails, and pauses again when its retry is ready', () => {
+    const subject = hold();
+    vi.setSystemTime(BOUNDARY - LEAD_MS + 100);
+    subject.ready(new Date(BOUNDARY));
+    expect(subject.holding()).toBe(false);
+    vi.setSystemTime(BOUNDARY - 4_000);
+    subject.failed(new Date(BOUNDARY - MINUTE));
+    expect(subject.holding()).toBe(false);
+    subject.failed(new Date(BOUNDARY));
+    expect(subject.holding()).toBe(true);
+    vi.setSystemTime(BOUNDARY - 3_000);
+    subject.ready(new Date(BOUNDARY));
+    expect(subject.holding()).toBe(false);
+  });
+
   it('an attempt ready before any start asked decides the minute’s hold, paused', async () => {
     const subject = hold();
     vi.setSystemTime(BOUNDARY - LEAD_MS + 100);
