@@ -95,7 +95,7 @@ export async function startApp(
       deadLetters: rabbitmq.deadLetters,
       outages,
       balanceHistoryDays: config.BALANCE_HISTORY_DAYS,
-      minuteListener: syncHold,
+      onMinuteWritten: (minute) => syncHold?.written(minute),
       syncTaskQueue: config.TEMPORAL_SYNC_TASK_QUEUE,
     });
     const { workers, instanceQueue, done } = await startWorkers(config, temporal, activities, log, resources);

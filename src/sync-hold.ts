@@ -12,14 +12,6 @@ export const HOLD_BEFORE_FIRE_MS = 1_000;
 export const MAX_HOLD_BEFORE_MINUTE_MS = 6_000;
 /** …and ends this long after the minute at the latest, when this process does not see the write. */
 export const HOLD_AFTER_MINUTE_MS = 1_000;
-/**
- * Once this process's sync attempt is ready for the minute (connected, clocks read, waiting for `:00`),
- * starts go ahead again until this long before the minute, then wait until it is written: what the
- * minute itself needs is the read and the write, and the runs started before this finish meanwhile.
- */
-export const HOLD_AGAIN_BEFORE_MINUTE_MS = 1_000;
-/** A pause shorter than this is not taken: runs started in it would still be open at the minute. */
-export const MIN_PAUSE_MS = 1_000;
 
 export interface SyncHoldOptions {
   /** SYNC_LEAD_SECONDS in ms: the schedule fires this long before each minute. */
@@ -39,26 +31,19 @@ export interface SyncHoldOptions {
  * activity task and write then queue behind ingest work: measured 4–5 s late. So while ingest is
  * saturated, no new IngestTransaction is started from 1 s before the schedule fires (6 s before the
  * minute at most) until this process has written the minute (publishBalances calls `written`), or
- * HOLD_AFTER_MINUTE_MS after it when the sync runs elsewhere or fails. In between, once this
- * process's attempt is ready and waiting for `:00` (publishBalances calls `ready`), starts go ahead
- * until HOLD_AGAIN_BEFORE_MINUTE_MS before the minute (a pause of the hold, if at least MIN_PAUSE_MS
- * of it is left); an attempt that fails meanwhile (`failed`) ends the pause, so its retry has the
- * machine. What is held waits in RabbitMQ, and up to the prefetch unacked in the bridge. A
- * minute holds only if ingest was saturated within the minute before; decided the first time a start
- * asks in its window (or the attempt says it is ready), so the in-flight count emptying during the
- * hold does not end it.
+ * HOLD_AFTER_MINUTE_MS after it when the sync runs elsewhere or fails. What is held waits in
+ * RabbitMQ, and up to the prefetch unacked in the bridge. A minute holds only if ingest was saturated
+ * within the minute before; decided the first time a start asks in its window, so the in-flight count
+ * emptying during the hold does not end it.
  */
 export class SyncHold implements StartGate {
   private readonly gate = new Gate();
   private timer: NodeJS.Timeout | undefined;
-  private holdAgainTimer: NodeJS.Timeout | undefined;
-  /** The minute whose hold was decided (epoch ms), whether that hold is on now, and whether it is paused. */
+  /** The minute whose hold was decided (epoch ms), and whether that hold is on now. */
   private minute = 0;
   private holds = false;
-  private paused = false;
-  /** The latest minute this process wrote, and the latest its sync attempt was ready for. */
+  /** The latest minute this process wrote. */
   private writtenMinute = 0;
-  private readyMinute = 0;
   private heldSince = 0;
   /** When the last hold ended (epoch ms; 0: none yet). */
   private lastEndedAt = 0;
@@ -92,8 +77,7 @@ export class SyncHold implements StartGate {
       this.holds = this.options.saturated();
       if (this.holds) this.begin(minute, now);
     }
-    if (this.holds) this.pauseOrResume(now);
-    return this.holds && !this.paused;
+    return this.holds;
   }
 
   /** Whether starts may go ahead now (no hold on); decides the minute's hold like `holding`. */
@@ -107,21 +91,6 @@ export class SyncHold implements StartGate {
     await this.gate.wait(signal);
   }
 
-  /**
-   * publishBalances is ready for this minute and waits for `:00`: starts may go ahead until
-   * HOLD_AGAIN_BEFORE_MINUTE_MS before it.
-   */
-  ready(minute: Date): void {
-    this.readyMinute = Math.max(this.readyMinute, minute.getTime());
-    this.holding();
-  }
-
-  /** An attempt for this minute failed: a pause for it ends (its retry needs the machine). */
-  failed(minute: Date): void {
-    if (this.readyMinute === minute.getTime()) this.readyMinute = 0;
-    this.holding();
-  }
-
   /** publishBalances wrote this minute to KeyDB: the hold for it, if any, ends now. */
   written(minute: Date): void {
     this.writtenMinute = Math.max(this.writtenMinute, minute.getTime());
@@ -129,9 +98,8 @@ export class SyncHold implements StartGate {
   }
 
   /**
-   * Whether a hold is on now (paused or not) or ended within the last `ms`: messages that piled up in
-   * RabbitMQ while starts waited are the hold's own backlog, not a sign that ingest is saturated
-   * (BacklogWatch).
+   * Whether a hold is on now or ended within the last `ms`: messages that piled up in RabbitMQ while
+   * starts waited are the hold's own backlog, not a sign that ingest is saturated (BacklogWatch).
    */
   heldWithin(ms: number): boolean {
     return this.holds || (this.lastEndedAt > 0 && this.now() - this.lastEndedAt <= ms);
@@ -141,30 +109,6 @@ export class SyncHold implements StartGate {
   stop(): void {
     this.stopped = true;
     this.end();
-  }
-
-  /** Pauses the hold while this minute's attempt is ready and the minute is far enough; resumes it after. */
-  private pauseOrResume(now: number) {
-    const holdAgainAt = this.minute - HOLD_AGAIN_BEFORE_MINUTE_MS;
-    const pause = this.readyMinute >= this.minute && now < holdAgainAt;
-    if (pause && !this.paused && holdAgainAt - now >= MIN_PAUSE_MS) {
-      this.paused = true;
-      this.countHeld(now);
-      this.gate.open();
-      clearTimeout(this.holdAgainTimer);
-      this.holdAgainTimer = setTimeout(() => this.holding(), holdAgainAt - now);
-      this.holdAgainTimer.unref();
-    } else if (!pause && this.paused) {
-      this.paused = false;
-      this.heldSince = now;
-      this.gate.close();
-      this.deps.metrics.bridgeSyncHolding.set(1);
-    }
-  }
-
-  private countHeld(now: number) {
-    this.deps.metrics.bridgeSyncHeldSeconds.inc((now - this.heldSince) / 1000);
-    this.deps.metrics.bridgeSyncHolding.set(0);
   }
 
   private begin(minute: number, now: number) {
@@ -183,14 +127,12 @@ export class SyncHold implements StartGate {
   /** Ends a running hold (if any) and wakes the waiters; returns false, for `holding`. */
   private end(): false {
     clearTimeout(this.timer);
-    clearTimeout(this.holdAgainTimer);
     this.timer = undefined;
-    this.holdAgainTimer = undefined;
     if (this.holds) {
       this.holds = false;
       this.lastEndedAt = this.now();
-      if (!this.paused) this.countHeld(this.lastEndedAt);
-      this.paused = false;
+      this.deps.metrics.bridgeSyncHeldSeconds.inc((this.now() - this.heldSince) / 1000);
+      this.deps.metrics.bridgeSyncHolding.set(0);
     }
     this.gate.open();
     return false;

@@ -5,7 +5,7 @@ import type { AppMetrics } from '../metrics.js';
 import type { DeadLetterPublisher } from '../rabbitmq/dead-letters.js';
 import { createDeadLetterTransaction } from './dead-letter-transaction.js';
 import { createPruneBalanceHistory } from './prune-balance-history.js';
-import { createPublishBalances, type MinuteListener } from './publish-balances.js';
+import { createPublishBalances } from './publish-balances.js';
 import { createReconcileBalances } from './reconcile-balances.js';
 import { createRecordTransaction } from './record-transaction.js';
 import { createSyncWriterQueues } from './sync-writer-queues.js';
@@ -24,8 +24,8 @@ export interface ActivityDeps {
   outages?: IngestOutages;
   /** BALANCE_HISTORY_DAYS: how long the balance history is kept (0: for ever); default 90. */
   balanceHistoryDays?: number;
-  /** Told when publishBalances is ready for a minute and when it has it in KeyDB (the bridge's hold for it). */
-  minuteListener?: MinuteListener;
+  /** Told when publishBalances has a minute in KeyDB (the bridge's hold for it ends). */
+  onMinuteWritten?: (minute: Date) => void;
   /** The sync task queue whose live instances (src/keydb/sync-instances.ts) race the minute's write. */
   syncTaskQueue?: string;
 }
@@ -40,13 +40,13 @@ export function createActivities({
   deadLetters,
   outages,
   balanceHistoryDays = 90,
-  minuteListener,
+  onMinuteWritten,
   syncTaskQueue,
 }: ActivityDeps) {
   return {
     recordTransaction: createRecordTransaction(pool, metrics, outages),
     deadLetterTransaction: createDeadLetterTransaction(deadLetters, metrics),
-    publishBalances: createPublishBalances(syncPool ?? pool, keydb, metrics, minuteListener),
+    publishBalances: createPublishBalances(syncPool ?? pool, keydb, metrics, onMinuteWritten),
     syncWriterQueues: createSyncWriterQueues(keydb, syncTaskQueue),
     reconcileBalances: createReconcileBalances(reconcilePool ?? pool, metrics),
     pruneBalanceHistory: createPruneBalanceHistory(reconcilePool ?? pool, metrics, balanceHistoryDays),

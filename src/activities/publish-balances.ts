@@ -22,22 +22,6 @@ import {
   type Publication,
 } from './record-publication.js';
 
-/** Told how this process's attempts progress on a minute (the bridge's hold for it, src/sync-hold.ts). */
-export interface MinuteListener {
-  /** An attempt is connected, has read the clocks and now waits for this minute. */
-  ready(minute: Date): void;
-  /** This minute is in KeyDB. */
-  written(minute: Date): void;
-  /** An attempt for this minute failed: none of this process's is ready for it now. */
-  failed(minute: Date): void;
-}
-
-const NO_LISTENER: MinuteListener = {
-  ready: () => undefined,
-  written: () => undefined,
-  failed: () => undefined,
-};
-
 export interface PublishBalancesInput {
   /** The schedule's nominal time for this run (TemporalScheduledStartTime), ISO 8601. */
   nominalTime: string;
@@ -375,12 +359,7 @@ function startHeartbeat(context: Context): () => void {
  */
 async function warmUp(
   context: Context,
-  {
-    pool,
-    writer,
-    metrics,
-    listener,
-  }: { pool: pg.Pool; writer: Redis; metrics: AppMetrics; listener: MinuteListener },
+  { pool, writer, metrics }: { pool: pg.Pool; writer: Redis; metrics: AppMetrics },
   boundary: Date | null,
   attempt: { receivedAtMs: number; deadline: number },
 ): Promise<Clock> {
@@ -397,7 +376,6 @@ async function warmUp(
     postgres,
     keydb: { skewMs: -clock.offsetMs, uncertaintyMs: clock.uncertaintyMs },
   });
-  if (boundary) listener.ready(boundary);
   const latestWake = attempt.deadline - WRITE_MARGIN_MS - READ_ROOM_MS;
   const wait = Math.min((boundary?.getTime() ?? 0) - Date.now(), latestWake - performance.now());
   if (wait > 0) await sleep(wait, undefined, { signal: context.cancellationSignal });
@@ -478,9 +456,8 @@ async function unwrittenResult(
 /**
  * Waits on the wall clock for the minute boundary, then reads every provider's balance from Postgres
  * (exact NUMERIC, printed as Postgres prints it) and writes all keys to KeyDB in one fenced script.
- * Keys of providers that no longer exist are deleted in the same step. `listener` is told when the
- * attempt is ready for its minute, when the minute is written and when the attempt fails (the
- * bridge's hold for the minute pauses, ends, or resumes on these). A retried attempt waits for
+ * Keys of providers that no longer exist are deleted in the same step, and `onMinuteWritten` is told
+ * (the bridge then starts ingest again if it held it for the minute). A retried attempt waits for
  * the same boundary (it comes from the nominal time), or writes at once if that has passed. KeyDB
  * applies the write only if no other attempt wrote that minute, no newer minute is there and its
  * deadline has not passed (src/keydb/fenced-write.ts).
@@ -489,21 +466,18 @@ export function createPublishBalances(
   pool: pg.Pool,
   keydb: Redis,
   metrics: AppMetrics,
-  listener: MinuteListener = NO_LISTENER,
+  onMinuteWritten: (minute: Date) => void = () => undefined,
 ) {
   return async function publishBalances(input: PublishBalancesInput): Promise<PublishBalancesResult> {
     const receivedAtMs = Date.now();
     const context = Context.current();
     const { attempt } = context.info;
     const deadline = attemptDeadline(context, performance.now());
-    const boundary = boundaryFor(new Date(input.nominalTime), input.leadMs);
     const stopHeartbeat = startHeartbeat(context);
     try {
       const writer = fencedWriterFor(keydb);
-      const clock = await warmUp(context, { pool, writer, metrics, listener }, boundary, {
-        receivedAtMs,
-        deadline,
-      });
+      const boundary = boundaryFor(new Date(input.nominalTime), input.leadMs);
+      const clock = await warmUp(context, { pool, writer, metrics }, boundary, { receivedAtMs, deadline });
       const readStart = performance.now();
       const { balances, triggersReinstalled } = await readCurrentBalances(pool);
       const readMs = Math.round((performance.now() - readStart) * 100) / 100;
@@ -544,7 +518,7 @@ export function createPublishBalances(
           `publishBalances attempt ${attempt}: KeyDB refused its write, past its deadline`,
         );
       }
-      if (boundary) listener.written(boundary);
+      if (boundary) onMinuteWritten(boundary);
       if (fence.outcome !== 'applied') {
         const outcome = { fence, write, attempt, racing: input.racing === true };
         return await unwrittenResult(pool, metrics, boundary, outcome, { readMs, triggersReinstalled });
@@ -568,9 +542,6 @@ export function createPublishBalances(
         readMs,
         writeMs: Math.round(writeMs * 100) / 100,
       };
-    } catch (error) {
-      if (boundary) listener.failed(boundary);
-      throw error;
     } finally {
       stopHeartbeat();
     }

@@ -210,46 +210,6 @@ describe('publishBalances', () => {
     expect(await all()).toEqual({ '1_Visa': '1300', '2_Mastercard': '1800' });
   });
 
-  it('tells its listener when it is ready for the minute (before sleeping) and when the minute is written', async () => {
-    const boundary = Date.parse('2030-01-01T10:01:00Z');
-    vi.useFakeTimers({ toFake: ['Date'], now: boundary - 2_000, shouldAdvanceTime: true });
-    const started = performance.now();
-    const events: { event: string; minute: string; afterMs: number }[] = [];
-    const note = (event: string) => (minute: Date) =>
-      events.push({ event, minute: minute.toISOString(), afterMs: performance.now() - started });
-    const listener = { ready: note('ready'), written: note('written'), failed: note('failed') };
-    await attemptWith().run(createPublishBalances(db, keydb, metrics, listener), {
-      nominalTime: new Date(boundary - 5_000).toISOString(),
-      leadMs: 5_000,
-    });
-    expect(events.map(({ event, minute }) => `${event} ${minute}`)).toEqual([
-      'ready 2030-01-01T10:01:00.000Z',
-      'written 2030-01-01T10:01:00.000Z',
-    ]);
-    // Ready before its 2 s sleep for the minute, written after it.
-    expect(events[0]!.afterMs).toBeLessThan(1_500);
-    expect(events[1]!.afterMs).toBeGreaterThanOrEqual(1_990);
-  });
-
-  it('tells its listener when an attempt for the minute fails', async () => {
-    const boundary = Date.parse('2030-01-01T10:01:00Z');
-    vi.useFakeTimers({ toFake: ['Date'], now: boundary + 100 });
-    const events: string[] = [];
-    const note = (event: string) => (minute: Date) => events.push(`${event} ${minute.toISOString()}`);
-    const failing = queriesThrough(async (text, run) => {
-      if (text.includes('balance_sync_provider_sums')) throw new Error('the read failed');
-      return await run();
-    });
-    const listener = { ready: note('ready'), written: note('written'), failed: note('failed') };
-    await expect(
-      attemptWith().run(createPublishBalances(failing, keydb, metrics, listener), {
-        nominalTime: new Date(boundary - 5_000).toISOString(),
-        leadMs: 5_000,
-      }),
-    ).rejects.toThrow('the read failed');
-    expect(events).toEqual(['ready 2030-01-01T10:01:00.000Z', 'failed 2030-01-01T10:01:00.000Z']);
-  });
-
   it('stops waiting for its boundary when cancelled, writing nothing', async () => {
     const boundary = Date.parse('2030-01-01T10:01:00Z');
     vi.useFakeTimers({ toFake: ['Date'], now: boundary - 30_000 });

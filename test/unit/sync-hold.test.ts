@@ -2,10 +2,8 @@ import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
   HOLD_AFTER_MINUTE_MS,
-  HOLD_AGAIN_BEFORE_MINUTE_MS,
   HOLD_BEFORE_FIRE_MS,
   MAX_HOLD_BEFORE_MINUTE_MS,
-  MIN_PAUSE_MS,
   SyncHold,
 } from '../../src/sync-hold.js';
 import { createMetrics } from '../../src/metrics.js';
@@ -54,79 +52,6 @@ describe('SyncHold: new ingest starts wait for the minute’s sync while ingest 
       (LEAD_MS + HOLD_BEFORE_FIRE_MS + 40) / 1000,
     );
     expect(await sample('balance_sync_bridge_sync_holding')).toBe(0);
-  });
-
-  it('pauses while this process’s attempt is ready and waits for the minute, holds again just before it', async () => {
-    const subject = hold();
-    vi.setSystemTime(HOLD_FROM);
-    expect(subject.holding()).toBe(true);
-    let over = false;
-    const waiting = subject.wait(new AbortController().signal).then(() => (over = true));
-    // The schedule fired LEAD_MS before the minute; the attempt is ready 200 ms later.
-    const readyAt = BOUNDARY - LEAD_MS + 200;
-    vi.setSystemTime(readyAt);
-    subject.ready(new Date(BOUNDARY));
-    await vi.advanceTimersByTimeAsync(0);
-    expect(over).toBe(true);
-    await waiting;
-    expect(subject.holding()).toBe(false);
-    expect(subject.heldWithin(0)).toBe(true);
-    expect(await sample('balance_sync_bridge_sync_holding')).toBe(0);
-    const firstPart = (readyAt - HOLD_FROM) / 1000;
-    expect(await sample('balance_sync_bridge_sync_held_seconds_total')).toBeCloseTo(firstPart);
-
-    const holdAgainAt = BOUNDARY - HOLD_AGAIN_BEFORE_MINUTE_MS;
-    await vi.advanceTimersByTimeAsync(holdAgainAt - readyAt - 1);
-    expect(subject.isOpen()).toBe(true);
-    await vi.advanceTimersByTimeAsync(1);
-    // Held again by its timer, before any start asks.
-    expect(await sample('balance_sync_bridge_sync_holding')).toBe(1);
-    expect(subject.holding()).toBe(true);
-    vi.setSystemTime(BOUNDARY + 40);
-    subject.written(new Date(BOUNDARY));
-    expect(subject.holding()).toBe(false);
-    expect(await sample('balance_sync_bridge_sync_holds_total')).toBe(1);
-    expect(await sample('balance_sync_bridge_sync_held_seconds_total')).toBeCloseTo(
-      firstPart + (HOLD_AGAIN_BEFORE_MINUTE_MS + 40) / 1000,
-    );
-  });
-
-  it('does not pause when the attempt is ready too late, or ready for another minute', () => {
-    const subject = hold();
-    vi.setSystemTime(HOLD_FROM);
-    expect(subject.holding()).toBe(true);
-    subject.ready(new Date(BOUNDARY - MINUTE));
-    expect(subject.holding()).toBe(true);
-    // Less than MIN_PAUSE_MS before holding again: runs started now would still be open at the minute.
-    vi.setSystemTime(BOUNDARY - HOLD_AGAIN_BEFORE_MINUTE_MS - MIN_PAUSE_MS + 1);
-    subject.ready(new Date(BOUNDARY));
-    expect(subject.holding()).toBe(true);
-  });
-
-  it('holds again when the ready attempt fails, and pauses again when its retry is ready', () => {
-    const subject = hold();
-    vi.setSystemTime(BOUNDARY - LEAD_MS + 100);
-    subject.ready(new Date(BOUNDARY));
-    expect(subject.holding()).toBe(false);
-    vi.setSystemTime(BOUNDARY - 4_000);
-    subject.failed(new Date(BOUNDARY - MINUTE));
-    expect(subject.holding()).toBe(false);
-    subject.failed(new Date(BOUNDARY));
-    expect(subject.holding()).toBe(true);
-    vi.setSystemTime(BOUNDARY - 3_000);
-    subject.ready(new Date(BOUNDARY));
-    expect(subject.holding()).toBe(false);
-  });
-
-  it('an attempt ready before any start asked decides the minute’s hold, paused', async () => {
-    const subject = hold();
-    vi.setSystemTime(BOUNDARY - LEAD_MS + 100);
-    subject.ready(new Date(BOUNDARY));
-    expect(subject.holding()).toBe(false);
-    expect(subject.heldWithin(0)).toBe(true);
-    expect(await sample('balance_sync_bridge_sync_holds_total')).toBe(1);
-    vi.setSystemTime(BOUNDARY - HOLD_AGAIN_BEFORE_MINUTE_MS);
-    expect(subject.holding()).toBe(true);
   });
 
   it('says whether a hold is on or ended within a window, for the backlog watch', () => {
