@@ -1,6 +1,7 @@
 // Runs the real service (`node dist/src/main.js`) as a child process with bench settings.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { resolve, sep } from 'node:path';
 import { createInterface } from 'node:readline';
 import { REPO_ROOT } from './services.js';
 import { progress, trackChild } from './util.js';
@@ -12,7 +13,7 @@ export interface AppSettings {
   /** Names are derived from it: queue `<name>.incoming_transactions`, task queue, schedule ids. */
   name: string;
   env?: Record<string, string>;
-  /** The entrypoint, relative to the repository; the service's by default. */
+  /** The entrypoint, relative to the app's root (the repository, or BENCH_APP_ROOT); the service's by default. */
   script?: string;
   /** Without `npm start`'s node flags and environment (see startCommand); with them by default. */
   bare?: boolean;
@@ -21,10 +22,13 @@ export interface AppSettings {
 }
 
 /**
- * A variant's `BENCH_APP_ROOT=/path/` runs the service built in another checkout (a baseline commit
+ * A variant's `BENCH_APP_ROOT=/path` runs the service built in another checkout (a baseline commit
  * in a git worktree, built there), so two versions drain side by side in one run.
  */
-const appRoot = (settings: AppSettings) => settings.env?.BENCH_APP_ROOT ?? REPO_ROOT;
+const appRoot = (settings: AppSettings) => {
+  const root = settings.env?.BENCH_APP_ROOT;
+  return root ? `${resolve(root)}${sep}` : REPO_ROOT;
+};
 
 /**
  * The node flags and environment assignments of package.json's `start` script (the same as the
