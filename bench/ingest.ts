@@ -75,6 +75,11 @@ const opts = options({
   ceilingSeconds: 10,
   /** Each adjacent ceiling (plain and eager, before and after every drain); 0: none. */
   adjacentSeconds: 5,
+  /**
+   * The adjacent one-local-activity ceiling: `drain` runs as many workflows as the drain has messages
+   * (the goal's denominator, matched to the drain); `seconds` runs --adjacentSeconds like the others.
+   */
+  adjacentLocal: 'drain',
   microSeconds: 10,
   fixedSeconds: 30,
   phases: 'servers',
@@ -101,6 +106,8 @@ const opts = options({
   variants: 'bare:;start:start',
   variantRounds: 2,
 });
+if (!['drain', 'seconds'].includes(opts.adjacentLocal))
+  throw new Error(`--adjacentLocal must be drain or seconds, not ${opts.adjacentLocal}`);
 const phases = new Set(opts.phases.split(','));
 const knobMessages = opts.knobMessages || opts.messages;
 const NAME = opts.name;
@@ -162,6 +169,7 @@ const context: DrainContext = {
   providers: opts.providers,
   concurrency: 20,
   ceilingSeconds: opts.adjacentSeconds,
+  localCeilingMatchesDrain: opts.adjacentLocal === 'drain',
   appNodeArgs: opts.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProfDir}`] : [],
 };
 
@@ -616,7 +624,14 @@ process.stdout.write(
 );
 reportCeiling(ceilingRows, ceilingCpu, ceilingAfter);
 reportClosedLoops(microRows, slotRows);
-reportDrains(drains, baselineRate, opts.messages);
+reportDrains(
+  drains,
+  baselineRate,
+  opts.messages,
+  context.localCeilingMatchesDrain
+    ? `The one-local-activity ceiling runs as many workflows as its drain has messages (--adjacentLocal drain), the empty ones ${opts.adjacentSeconds} s each.`
+    : `Each ceiling runs ${opts.adjacentSeconds} s.`,
+);
 reportCountCost(countRows);
 reportMemory(memoryRows);
 reportFixed(fixedRows);

@@ -89,7 +89,12 @@ export function reportClosedLoops(micro: (string | number)[][], slots: (string |
 }
 
 /** Every drain against the ceilings measured beside it, and where its CPU went. */
-export function reportDrains(drains: DrainRow[], baselineRate: number | undefined, messages: number) {
+export function reportDrains(
+  drains: DrainRow[],
+  baselineRate: number | undefined,
+  messages: number,
+  ceilingLengths: string,
+) {
   if (drains.length === 0 && !baselineRate) return;
   const memoryFirst = drains.find((row) => row.server === 'in-memory' && localCeiling(row));
   report(
@@ -155,7 +160,9 @@ export function reportDrains(drains: DrainRow[], baselineRate: number | undefine
     ) +
       '\n\nEach ceiling: a closed loop (start + wait for the result) on the bench\'s own worker; "one local ' +
       'activity" is BenchLocalNoop (one no-op local activity with IngestTransaction\'s options: the least ' +
-      'one IngestTransaction per message can cost). "÷" columns use the mean of before and after. ' +
+      'one IngestTransaction per message can cost). ' +
+      ceilingLengths +
+      ' "÷" columns use the mean of before and after. ' +
       '"÷ in-memory one local activity": against the in-memory server of this run (its first drain). ' +
       '"Starts held for the sync": the app\'s bridge_sync_held_seconds_total (BRIDGE_HOLD_FOR_SYNC: no new ' +
       'start from just before each minute\'s sync until it is written); "held time left out" divides the ' +

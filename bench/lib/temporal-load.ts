@@ -98,14 +98,17 @@ export interface LoopOptions {
   workflowType: string;
   concurrency: number;
   durationMs: number;
+  /** At most this many starts in all (the loops end early once they are made). */
+  count?: number;
   eager: boolean;
   idPrefix: string;
   args?: (seq: number, workflowId: string) => unknown[];
 }
 
 /**
- * `concurrency` loops, each starting a workflow and waiting for its result, until `durationMs` passes.
- * The rate counts workflows completed over the time until the last loop finished.
+ * `concurrency` loops, each starting a workflow and waiting for its result, until `durationMs` passes
+ * or `count` workflows have been started. The rate counts workflows completed over the time until the
+ * last loop finished.
  */
 export async function closedLoop(worker: BenchWorker, options: LoopOptions): Promise<LoopResult> {
   const latencies: number[] = [];
@@ -115,7 +118,7 @@ export async function closedLoop(worker: BenchWorker, options: LoopOptions): Pro
   const started = performance.now();
   const end = started + options.durationMs;
   const loop = async () => {
-    while (performance.now() < end) {
+    while (performance.now() < end && seq < (options.count ?? Infinity)) {
       const n = seq++;
       const workflowId = `${options.idPrefix}-${n}`;
       const t0 = performance.now();
