@@ -73,7 +73,7 @@ const opts = options({
   providers: 1000,
   concurrencies: '10,20,40',
   ceilingSeconds: 10,
-  /** Each adjacent ceiling (plain and eager, before and after every drain); 0: none. */
+  /** Each adjacent ceiling (plain and eager, before and after every drain); 0: none, the matched one too. */
   adjacentSeconds: 5,
   /**
    * The adjacent one-local-activity ceiling: `drain` runs as many workflows as the drain has messages
@@ -628,9 +628,11 @@ reportDrains(
   drains,
   baselineRate,
   opts.messages,
-  context.localCeilingMatchesDrain
-    ? `The one-local-activity ceiling runs as many workflows as its drain has messages (--adjacentLocal drain), the empty ones ${opts.adjacentSeconds} s each.`
-    : `Each ceiling runs ${opts.adjacentSeconds} s.`,
+  opts.adjacentSeconds === 0
+    ? 'No ceilings beside the drains (--adjacentSeconds 0).'
+    : context.localCeilingMatchesDrain
+      ? `The one-local-activity ceiling runs as many workflows as its drain has messages (--adjacentLocal drain), the empty ones ${opts.adjacentSeconds} s each.`
+      : `Each ceiling runs ${opts.adjacentSeconds} s.`,
 );
 reportCountCost(countRows);
 reportMemory(memoryRows);

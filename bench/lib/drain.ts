@@ -29,7 +29,7 @@ export interface DrainContext {
   providers: number;
   /** Closed-loop concurrency of the adjacent ceilings. */
   concurrency: number;
-  /** Seconds of each adjacent ceiling (plain and eager, before and after): 0 skips them. */
+  /** Seconds of each adjacent ceiling (plain and eager, before and after): 0 skips all three. */
   ceilingSeconds: number;
   /**
    * The one-local-activity ceiling (the goal's denominator) runs as many workflows as the drain has
@@ -181,7 +181,8 @@ async function measureAdjacent(
     const result = await closedLoop(worker, {
       workflowType: kind.workflowType,
       concurrency: context.concurrency,
-      durationMs: matched ? Infinity : context.ceilingSeconds * 1000,
+      // Bounded as the drain's own wait for its rows is.
+      durationMs: matched ? Math.max(180_000, drainMessages * 400) : context.ceilingSeconds * 1000,
       ...(matched ? { count: drainMessages } : {}),
       eager: kind.eager,
       idPrefix: nextPrefix(`adjacent-${kind.key}`),
