@@ -111,6 +111,9 @@ export const eagerCeiling = (row: DrainRow) => (row.adjacent ? mean(row.adjacent
 export const plainCeiling = (row: DrainRow) => (row.adjacent ? mean(row.adjacent.plain) : null);
 export const localCeiling = (row: DrainRow) => (row.adjacent ? mean(row.adjacent.local) : null);
 
+/** The longest a drain may take to write its rows, and the matched ceiling to run as many workflows. */
+const drainTimeoutMs = (messages: number) => Math.max(180_000, messages * 400);
+
 let runSeq = 0;
 export const nextPrefix = (label: string) => `${label}-${Date.now()}-${runSeq++}`;
 
@@ -181,8 +184,7 @@ async function measureAdjacent(
     const result = await closedLoop(worker, {
       workflowType: kind.workflowType,
       concurrency: context.concurrency,
-      // Bounded as the drain's own wait for its rows is.
-      durationMs: matched ? Math.max(180_000, drainMessages * 400) : context.ceilingSeconds * 1000,
+      durationMs: matched ? drainTimeoutMs(drainMessages) : context.ceilingSeconds * 1000,
       ...(matched ? { count: drainMessages } : {}),
       eager: kind.eager,
       idPrefix: nextPrefix(`adjacent-${kind.key}`),
@@ -258,7 +260,7 @@ async function drainOnly(context: DrainContext, spec: DrainSpec): Promise<DrainR
       context.pool,
       prefix,
       spec.messages,
-      Math.max(180_000, spec.messages * 400),
+      drainTimeoutMs(spec.messages),
     ).finally(() => watch.stop());
     const cpu = await meter.stop();
     meter = undefined;
